@@ -1,0 +1,145 @@
+// XLA FFI handlers of the dense FP8 GEMM family. Each reads: decode -> check -> decide -> launch.
+// Execute only launches: no allocation, no host synchronisation, so both are CUDA-graph safe.
+#include "fp8_gemm.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "common/device_info.h"
+#include "common/ffi_utils.h"
+#include "fp8_gemm_launch.h"
+#include "heuristics/sm90_fp8_gemm.h"
+#include "instances/fp8_gemm_instances.h"
+
+namespace jdg {
+namespace {
+
+cudaError_t DispatchFp8Gemm(BScale scale, const Fp8GemmOperands& op, const Fp8GemmConfig& cfg,
+                            cudaStream_t stream) {
+#define JDG_CASE(BM, BN, SCALE) \
+  if (cfg.block_m == BM && cfg.block_n == BN) return LaunchSm90Fp8Gemm<BM, BN, SCALE>(op, cfg, stream);
+#define JDG_CASE_1D2D(BM, BN) JDG_CASE(BM, BN, BScale::kBlock128)
+#define JDG_CASE_1D1D(BM, BN) JDG_CASE(BM, BN, BScale::kPerChannel)
+  if (scale == BScale::kBlock128) {
+    JDG_FP8_1D2D_ALL(JDG_CASE_1D2D)
+  } else {
+    JDG_FP8_1D1D_ALL(JDG_CASE_1D1D)
+  }
+#undef JDG_CASE_1D1D
+#undef JDG_CASE_1D2D
+#undef JDG_CASE
+  return cudaErrorInvalidConfiguration;
+}
+
+ffi::Error Fp8GemmNt(cudaStream_t stream, BScale scale, const ffi::AnyBuffer& a, const ffi::AnyBuffer& sfa,
+                     const ffi::AnyBuffer& b, const ffi::AnyBuffer& sfb, const ffi::AnyBuffer* c, ffi::AnyBuffer d,
+                     int32_t block_m, int32_t block_n, int32_t num_sms) {
+  // decode
+  if (a.dimensions().size() != 2 || b.dimensions().size() != 2)
+    return ffi::Error::InvalidArgument("fp8_gemm: a and b must be rank 2 (batch dims are folded in Python)");
+  const int64_t m = a.dimensions()[0], k = a.dimensions()[1], n = b.dimensions()[0];
+  const int64_t k_blocks = CeilDiv(k, 128);
+  // check
+  JDG_RETURN_IF_ERROR(ExpectBuffer(a, "a", ffi::DataType::F8E4M3FN, {m, k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(b, "b", ffi::DataType::F8E4M3FN, {n, k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale", ffi::DataType::F32, {m, k_blocks}));
+  const int64_t sfb_row_stride = (n + 3) / 4 * 4;
+  if (scale == BScale::kBlock128) {
+    JDG_RETURN_IF_ERROR(ExpectBuffer(sfb, "b_scale", ffi::DataType::F32, {CeilDiv(n, 128), k_blocks}));
+    JDG_RETURN_IF_ERROR(ExpectBuffer(d, "d", ffi::DataType::BF16, {m, n}));
+  } else {
+    JDG_RETURN_IF_ERROR(ExpectBuffer(sfb, "b_scale (transposed)", ffi::DataType::F32, {k_blocks, sfb_row_stride}));
+    JDG_RETURN_IF_ERROR(ExpectBuffer(d, "d", ffi::DataType::F32, {m, n}));
+      }
+  if (k == 0 || k % 16 != 0)
+    return ffi::Error::InvalidArgument("fp8_gemm: K must be a positive multiple of 16 (TMA row pitch)");
+  if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX)
+    return ffi::Error::InvalidArgument("fp8_gemm: dimensions must fit in int32");
+  if (m == 0 || n == 0) return ffi::Error::Success();
+  const DeviceInfo& device = CurrentDeviceInfo();
+  if (device.cc_major != 9)
+    return ffi::Error(ffi::ErrorCode::kFailedPrecondition, "fp8_gemm: the kernels need an sm_90 (Hopper) GPU");
+  // decide
+  const int sms = num_sms > 0 ? std::min<int>(num_sms, device.num_sms) : device.num_sms;
+  const Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), int(k), scale, sms, block_m, block_n);
+  if (cfg.block_m == 0)
+    return ffi::Error::InvalidArgument("fp8_gemm: requested block_m/block_n is not a compiled tile shape");
+  // launch
+  Fp8GemmOperands op;
+  op.m = int(m);
+  op.n = int(n);
+  op.k = int(k);
+  op.num_k_blocks = int(k_blocks);
+  op.a = a.untyped_data();
+  op.sfa = static_cast<const float*>(sfa.untyped_data());
+  op.b = b.untyped_data();
+  op.sfb = static_cast<const float*>(sfb.untyped_data());
+  op.sfb_row_stride = int(sfb_row_stride);
+  op.c = c != nullptr ? static_cast<const float*>(c->untyped_data()) : nullptr;
+  op.d = d.untyped_data();
+  return CudaStatus(DispatchFp8Gemm(scale, op, cfg, stream), "fp8_gemm kernel launch");
+}
+
+// The optional trailing operand is the output buffer itself (XLA aliases it to `d`): it lets a
+// caller accumulate in place (1D1D, accumulate=1: D += A.B^T, DeepGEMM's `c is d`) or hand in a
+// pre-filled buffer (tests poison it so that an element the kernel never writes is caught).
+ffi::Error CheckAliasedOutput(const ffi::RemainingArgs& extra, const ffi::AnyBuffer& d, bool required) {
+  if (extra.size() > 1) return ffi::Error::InvalidArgument("fp8_gemm: at most one aliased output operand");
+  if (required && extra.size() == 0)
+    return ffi::Error::InvalidArgument("fp8_gemm: accumulate=1 needs the accumulator operand");
+  if (extra.size() == 1) {
+    ffi::ErrorOr<ffi::AnyBuffer> out = extra.get<ffi::AnyBuffer>(0);
+    if (out.has_error()) return out.error();
+    if (out.value().untyped_data() != d.untyped_data())
+      return ffi::Error::InvalidArgument("fp8_gemm: the trailing operand must alias the output");
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error Fp8GemmNt1d2d(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer sfa, ffi::AnyBuffer b,
+                         ffi::AnyBuffer sfb, ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d,
+                         int32_t block_m, int32_t block_n, int32_t num_sms) {
+  JDG_RETURN_IF_ERROR(CheckAliasedOutput(aliased_d, *d, false));
+  return Fp8GemmNt(stream, BScale::kBlock128, a, sfa, b, sfb, nullptr, *d, block_m, block_n, num_sms);
+}
+
+ffi::Error Fp8GemmNt1d1d(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer sfa, ffi::AnyBuffer b,
+                         ffi::AnyBuffer sfb_t, ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d,
+                         int32_t block_m, int32_t block_n, int32_t num_sms, int32_t accumulate) {
+  JDG_RETURN_IF_ERROR(CheckAliasedOutput(aliased_d, *d, accumulate != 0));
+  const ffi::AnyBuffer* c = accumulate != 0 ? &(*d) : nullptr;
+  return Fp8GemmNt(stream, BScale::kPerChannel, a, sfa, b, sfb_t, c, *d, block_m, block_n, num_sms);
+}
+
+}  // namespace
+}  // namespace jdg
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d2d, jdg::Fp8GemmNt1d2d,
+                              xla::ffi::Ffi::Bind()
+                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<xla::ffi::AnyBuffer>()  // a       e4m3 [M, K]
+                                  .Arg<xla::ffi::AnyBuffer>()  // a_scale f32  [M, ceil(K/128)]
+                                  .Arg<xla::ffi::AnyBuffer>()  // b       e4m3 [N, K]
+                                  .Arg<xla::ffi::AnyBuffer>()  // b_scale f32  [ceil(N/128), ceil(K/128)]
+                                  .RemainingArgs()             // optional: d itself (aliased)
+                                  .Ret<xla::ffi::AnyBuffer>()  // d       bf16 [M, N]
+                                  .Attr<int32_t>("block_m")    // 0: heuristic
+                                  .Attr<int32_t>("block_n")    // 0: heuristic
+                                  .Attr<int32_t>("num_sms"),   // 0: all SMs of the device
+                              {xla::ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d1d, jdg::Fp8GemmNt1d1d,
+                              xla::ffi::Ffi::Bind()
+                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<xla::ffi::AnyBuffer>()  // a         e4m3 [M, K]
+                                  .Arg<xla::ffi::AnyBuffer>()  // a_scale   f32  [M, ceil(K/128)]
+                                  .Arg<xla::ffi::AnyBuffer>()  // b         e4m3 [N, K]
+                                  .Arg<xla::ffi::AnyBuffer>()  // b_scale^T f32  [ceil(K/128), align(N, 4)]
+                                  .RemainingArgs()             // optional: d itself (aliased)
+                                  .Ret<xla::ffi::AnyBuffer>()  // d         f32  [M, N]
+                                  .Attr<int32_t>("block_m")
+                                  .Attr<int32_t>("block_n")
+                                  .Attr<int32_t>("num_sms")
+                                  .Attr<int32_t>("accumulate"),  // 1: d += a.b^T (d aliased)
+                              {xla::ffi::Traits::kCmdBufferCompatible});

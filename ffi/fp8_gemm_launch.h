@@ -1,0 +1,37 @@
+// What the FP8 GEMM handlers hand to a kernel instance: raw operands and a chosen config.
+// No CUDA device code here, so handlers and heuristics include it cheaply.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace jdg {
+
+enum class BScale : int {
+  kBlock128 = 0,    // sfb[ceil(N/128), ceil(K/128)]: "1D2D", BF16 output
+  kPerChannel = 1,  // one scale per row of B per 128-K block: "1D1D", FP32 output, optional C
+};
+
+constexpr int kSm90SmemCapacity = 232448;  // opt-in dynamic shared memory per block on sm_90
+
+struct Fp8GemmOperands {
+  int m = 0, n = 0, k = 0, num_k_blocks = 0;
+  const void* a = nullptr;      // e4m3 [m, k]
+  const float* sfa = nullptr;   // [m, num_k_blocks]
+  const void* b = nullptr;      // e4m3 [n, k]
+  const float* sfb = nullptr;   // 1D2D: [ceil(n/128), num_k_blocks]; 1D1D: transposed [num_k_blocks, sfb_row_stride]
+  int sfb_row_stride = 0;       // 1D1D only: align(n, 4)
+  const float* c = nullptr;     // 1D1D only, optional FP32 [m, n]
+  void* d = nullptr;            // BF16 (1D2D) or FP32 (1D1D) [m, n]
+};
+
+struct Fp8GemmConfig {
+  int block_m = 0, block_n = 0, num_stages = 0, grid = 0, raster_band = 0;
+};
+
+// Implemented once per (BLOCK_M, BLOCK_N, scaling) in ffi/instances/*.cu.
+template <int kBlockM, int kBlockN, BScale kBScale>
+cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cfg, cudaStream_t stream);
+
+}  // namespace jdg

@@ -1,0 +1,95 @@
+// Tile-shape choice for the SM90 FP8 GEMM: a pure function of the problem and the device, choosing
+// only among the compiled shapes (instances/fp8_gemm_instances.h). Set JAX_DEEPGEMM_PRINT_CONFIGS=1
+// to print each new choice once.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <iterator>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <set>
+#include <tuple>
+
+#include "fp8_gemm_launch.h"
+#include "instances/fp8_gemm_instances.h"
+
+namespace jdg {
+
+struct BlockShape {
+  int m, n;
+};
+
+#define JDG_BLOCK_SHAPE(BM, BN) BlockShape{BM, BN},
+inline constexpr BlockShape kFp8Block128Shapes[] = {JDG_FP8_1D2D_ALL(JDG_BLOCK_SHAPE)};
+inline constexpr BlockShape kFp8PerChannelShapes[] = {JDG_FP8_1D1D_ALL(JDG_BLOCK_SHAPE)};
+#undef JDG_BLOCK_SHAPE
+
+inline int Fp8GemmStages(BlockShape s, BScale scale) {
+  const int sfb = scale == BScale::kPerChannel ? ((s.n * 4 + 127) / 128) * 128 : 0;
+  const int per_stage = s.m * 128 + s.n * 128 + sfb + 16;
+  // More stages keep more bytes in flight (what small-M, memory-bound shapes need); beyond ~24
+  // nothing improves and the barrier bookkeeping grows.
+  return std::min(24, kSm90SmemCapacity / per_stage);
+}
+
+// Modelled cycles of one SM for one problem: waves x per-tile time, per-tile time being the slower
+// of the tensor cores (~8192 dense FP8 FLOP/cycle/SM; N < 64 WGMMAs run at the N=64 rate) and the
+// L2->SM feed (~48 B/cycle/SM when every SM streams), floored by HBM traffic (~1650 B/cycle/chip).
+inline double Fp8GemmCost(int m, int n, int k, BlockShape s, int num_sms, int out_bytes) {
+  const double tiles = double((m + s.m - 1) / s.m) * ((n + s.n - 1) / s.n);
+  const double waves = std::ceil(tiles / num_sms);
+  const double k_blocks = (k + 127) / 128;
+  const double mma = s.m * std::max(s.n, 64) * 128 * 2 / 8192.0;
+  const double feed = (s.m + s.n) * 128 / 48.0;
+  const double epilogue = s.m * s.n * out_bytes / 64.0;
+  const double per_sm = waves * (k_blocks * std::max(mma, feed) + epilogue);
+  const double hbm = (double(m) * k + double(n) * k + double(m) * n * out_bytes) / 1650.0;
+  return std::max(per_sm, hbm);
+}
+
+// force_block_m/n > 0 select a compiled shape explicitly (tests and tuning sweeps).
+inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int num_sms, int force_block_m,
+                                       int force_block_n) {
+  const BlockShape* shapes = scale == BScale::kBlock128 ? kFp8Block128Shapes : kFp8PerChannelShapes;
+  const int num_shapes = scale == BScale::kBlock128 ? int(std::size(kFp8Block128Shapes))
+                                                    : int(std::size(kFp8PerChannelShapes));
+  const int out_bytes = scale == BScale::kBlock128 ? 2 : 4;
+  Fp8GemmConfig best;
+  double best_cost = 0;
+  for (int i = 0; i < num_shapes; ++i) {
+    const BlockShape s = shapes[i];
+    if (force_block_m > 0 && s.m != force_block_m) continue;
+    if (force_block_n > 0 && s.n != force_block_n) continue;
+    // A 128-row tile over M <= 64 would run half its tensor-core work on padding.
+    if (force_block_m <= 0 && s.m == 128 && m <= 64) continue;
+    const double cost = Fp8GemmCost(m, n, k, s, num_sms, out_bytes);
+    // Within 2 %, prefer the larger tile (fewer scale loads and promotions per FLOP).
+    const bool better = best.block_m == 0 || cost < best_cost * 0.98 ||
+                        (cost < best_cost * 1.02 && s.m * s.n > best.block_m * best.block_n);
+    if (better) {
+      best_cost = cost;
+      best.block_m = s.m;
+      best.block_n = s.n;
+    }
+  }
+  if (best.block_m == 0) return best;  // forced shape not compiled: caller reports it
+  const int tiles = ((m + best.block_m - 1) / best.block_m) * ((n + best.block_n - 1) / best.block_n);
+  best.grid = std::max(1, std::min(tiles, num_sms));
+  best.num_stages = Fp8GemmStages({best.block_m, best.block_n}, scale);
+  best.raster_band = 8;
+
+  static const bool print = std::getenv("JAX_DEEPGEMM_PRINT_CONFIGS") != nullptr;
+  if (print) {
+    static std::mutex mu;
+    static std::set<std::tuple<int, int, int, int>> seen;
+    std::lock_guard<std::mutex> lock(mu);
+    if (seen.insert({m, n, k, int(scale)}).second)
+      std::fprintf(stderr, "jax_deepgemm fp8_gemm m=%d n=%d k=%d scale=%d -> block %dx%d stages=%d grid=%d\n", m,
+                   n, k, int(scale), best.block_m, best.block_n, best.num_stages, best.grid);
+  }
+  return best;
+}
+
+}  // namespace jdg

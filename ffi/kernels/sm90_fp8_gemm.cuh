@@ -1,0 +1,297 @@
+// SM90 FP8 block-scaled GEMM: D[M,N] = A[M,K] . B[N,K]^T with DeepSeek's scaling recipes.
+//
+//   A: e4m3, 1x128 scales  sfa[M, ceil(K/128)] (row-major, read by the math threads)
+//   B: e4m3, either 128x128 block scales sfb[ceil(N/128), ceil(K/128)]   (kBlock128,  BF16 out)
+//              or   1x128 per-row scales, given transposed sfb_t[ceil(K/128), align(N,4)] and
+//                   streamed per stage through TMA                         (kPerChannel, FP32 out (+C))
+//
+// Structure (the DeepGEMM design, written with CuTe's WGMMA/TMA atoms and CUTLASS barriers):
+//   * persistent CTAs walk output tiles in L2-friendly bands (TileScheduler);
+//   * one producer warpgroup (a single elected thread) streams A/B 128-K slices through a
+//     `num_stages`-deep shared-memory ring with TMA, full/empty mbarriers per stage;
+//   * BLOCK_M/64 consumer warpgroups each own 64 rows: per 128-K slice they issue 4 FP8 WGMMAs
+//     (m64nBLOCK_Nk32) into a fresh FP32 accumulator, release the stage, then promote
+//     `final += (sfa[row] * sfb[col]) * accum` on the CUDA cores. The two-level accumulation
+//     avoids the reduced-precision accumulation of FP8 tensor-core sums over long K;
+//   * the epilogue writes the tile straight from registers (any M, any even/odd N).
+#pragma once
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <utility>
+
+#include <cute/arch/copy_sm90_tma.hpp>
+#include <cute/arch/mma_sm90_desc.hpp>
+#include <cute/arch/mma_sm90_gmma.hpp>
+#include <cute/arch/mma_sm90_gmma_ext.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
+
+#include "fp8_gemm_launch.h"
+#include "kernels/tile_scheduler.cuh"
+
+namespace jdg {
+
+constexpr int kFp8BlockK = 128;  // one 128-byte swizzled row of FP8 per operand row per stage
+
+struct Fp8GemmParams {
+  int m, n, k;
+  int num_k_blocks;         // ceil(k / 128)
+  const float* sfa;         // [m, num_k_blocks]
+  const float* sfb;         // kBlock128: [ceil(n/128), num_k_blocks]; kPerChannel: unused (TMA)
+  const float* c;           // kPerChannel: optional FP32 [m, n] added to the product (aliases d)
+  void* d;                  // kBlock128: BF16 [m, n]; kPerChannel: FP32 [m, n]
+  int raster_band;          // tiles per band of the L2 rasterisation
+};
+
+template <int N>
+struct Fp8Wgmma;
+#define JDG_DEFINE_FP8_WGMMA(N) \
+  template <>                   \
+  struct Fp8Wgmma<N> {          \
+    using Op = cute::SM90::GMMA::MMA_64x##N##x32_F32E4M3E4M3_SS_TN<>; \
+  };
+JDG_DEFINE_FP8_WGMMA(16)
+JDG_DEFINE_FP8_WGMMA(24)
+JDG_DEFINE_FP8_WGMMA(32)
+JDG_DEFINE_FP8_WGMMA(48)
+JDG_DEFINE_FP8_WGMMA(64)
+JDG_DEFINE_FP8_WGMMA(96)
+JDG_DEFINE_FP8_WGMMA(112)
+JDG_DEFINE_FP8_WGMMA(128)
+JDG_DEFINE_FP8_WGMMA(144)
+JDG_DEFINE_FP8_WGMMA(160)
+JDG_DEFINE_FP8_WGMMA(176)
+JDG_DEFINE_FP8_WGMMA(192)
+#undef JDG_DEFINE_FP8_WGMMA
+
+template <class Op, size_t... I>
+__device__ __forceinline__ void WgmmaFma(uint64_t desc_a, uint64_t desc_b, float* d, bool accumulate,
+                                         std::index_sequence<I...>) {
+  Op::fma(desc_a, desc_b, d[I]...,
+          accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
+}
+
+// Shared-memory matrix descriptor of a K-major tile whose rows are 128 bytes, 128B-swizzled
+// (what TMA writes with CU_TENSOR_MAP_SWIZZLE_128B). 8-row core groups are 1024 bytes apart.
+__device__ __forceinline__ uint64_t SmemDescK128B(const void* smem) {
+  cute::GmmaDescriptor desc;
+  desc.bitfield.start_address_ = static_cast<uint16_t>(cute::cast_smem_ptr_to_uint(smem) >> 4);
+  desc.bitfield.leading_byte_offset_ = 0;  // unused for swizzled K-major layouts
+  desc.bitfield.stride_byte_offset_ = 1024 >> 4;
+  desc.bitfield.base_offset_ = 0;
+  desc.bitfield.layout_type_ = static_cast<uint8_t>(cute::SM90::GMMA::LayoutType::B128);
+  return desc.desc_;
+}
+
+template <int kBlockM, int kBlockN, BScale kBScale>
+struct Fp8GemmTraits {
+  static_assert(kBlockM == 64 || kBlockM == 128, "BLOCK_M is 64 (one consumer warpgroup) or 128 (two)");
+  static_assert(kBlockN % 16 == 0 || kBlockN == 24, "BLOCK_N must be a valid WGMMA N for FP8");
+  static_assert(kBlockN <= 192, "accumulator + promoted copy must fit in 232 registers per thread");
+  static constexpr int kNumMathWarpgroups = kBlockM / 64;
+  static constexpr int kNumMathThreads = kNumMathWarpgroups * 128;
+  static constexpr int kNumThreads = kNumMathThreads + 128;  // + one producer warpgroup
+  static constexpr int kSmemA = kBlockM * kFp8BlockK;        // bytes per stage, multiple of 1024
+  static constexpr int kSmemB = kBlockN * kFp8BlockK;
+  static constexpr int kSmemSfb = kBScale == BScale::kPerChannel ? ((kBlockN * 4 + 127) / 128) * 128 : 0;
+  static constexpr int kStageBytes = kSmemA + kSmemB + kSmemSfb;
+  static constexpr int kBarrierBytes = 16;  // full + empty barrier per stage
+  static constexpr int kTxBytes = kSmemA + kSmemB + (kBScale == BScale::kPerChannel ? kBlockN * 4 : 0);
+  // A 128x128 scale block may cover this tile's columns only partly (e.g. BLOCK_N = 160).
+  static constexpr bool kMayStraddleScaleBlock = kBScale == BScale::kBlock128 && (128 % kBlockN != 0);
+
+  static constexpr int SmemBytes(int num_stages) { return num_stages * (kStageBytes + kBarrierBytes); }
+};
+
+template <int kBlockM, int kBlockN, BScale kBScale>
+__global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale>::kNumThreads, 1)
+    Sm90Fp8GemmKernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_b,
+                      const __grid_constant__ CUtensorMap tma_sfb, const Fp8GemmParams p, const int num_stages) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using Traits = Fp8GemmTraits<kBlockM, kBlockN, kBScale>;
+  using Barrier = cutlass::arch::ClusterTransactionBarrier;
+  using Wgmma = typename Fp8Wgmma<kBlockN>::Op;
+  constexpr int kAccums = kBlockN / 2;  // FP32 accumulators per thread for a 64 x BLOCK_N slice
+
+  extern __shared__ __align__(1024) uint8_t smem[];
+  uint8_t* smem_a = smem;
+  uint8_t* smem_b = smem_a + num_stages * Traits::kSmemA;
+  float* smem_sfb = reinterpret_cast<float*>(smem_b + num_stages * Traits::kSmemB);
+  Barrier* full = reinterpret_cast<Barrier*>(smem_b + num_stages * (Traits::kSmemB + Traits::kSmemSfb));
+  Barrier* empty = full + num_stages;
+
+  const int warpgroup = threadIdx.x / 128;
+  const int lane = threadIdx.x % 32;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < num_stages; ++s) {
+      full[s].init(1);                                       // the producer's arrive_and_expect_tx
+      empty[s].init(Traits::kNumMathWarpgroups * 4);         // one arrive per consumer warp
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  __syncthreads();
+
+  TileScheduler sched(p.m, p.n, kBlockM, kBlockN, p.raster_band);
+
+  if (warpgroup == Traits::kNumMathWarpgroups) {
+    // ---------------- producer warpgroup: one thread issues every TMA load ----------------
+    cutlass::arch::warpgroup_reg_dealloc<40>();
+    if (threadIdx.x == Traits::kNumMathThreads) {
+      cute::prefetch_tma_descriptor(&tma_a);
+      cute::prefetch_tma_descriptor(&tma_b);
+      if constexpr (kBScale == BScale::kPerChannel) cute::prefetch_tma_descriptor(&tma_sfb);
+      int stage = 0, phase = 0;
+      int m_block, n_block;
+      for (int tile = blockIdx.x; sched.Get(tile, m_block, n_block); tile += gridDim.x) {
+        for (int kb = 0; kb < p.num_k_blocks; ++kb) {
+          empty[stage].wait(phase ^ 1);
+          full[stage].arrive_and_expect_tx(Traits::kTxBytes);
+          auto* mbar = reinterpret_cast<uint64_t*>(&full[stage]);
+          constexpr uint64_t kEvictNormal = 0x1000000000000000ull;  // CacheHintSm90::EVICT_NORMAL
+          cute::SM90_TMA_LOAD_2D::copy(&tma_a, mbar, kEvictNormal, smem_a + stage * Traits::kSmemA,
+                                       kb * kFp8BlockK, m_block * kBlockM);
+          cute::SM90_TMA_LOAD_2D::copy(&tma_b, mbar, kEvictNormal, smem_b + stage * Traits::kSmemB,
+                                       kb * kFp8BlockK, n_block * kBlockN);
+          if constexpr (kBScale == BScale::kPerChannel)
+            cute::SM90_TMA_LOAD_2D::copy(&tma_sfb, mbar, kEvictNormal, smem_sfb + stage * (Traits::kSmemSfb / 4),
+                                         n_block * kBlockN, kb);
+          if (++stage == num_stages) stage = 0, phase ^= 1;
+        }
+      }
+    }
+  } else {
+    // ---------------- consumer warpgroups: WGMMA + FP32 promotion + epilogue ----------------
+    cutlass::arch::warpgroup_reg_alloc<Traits::kNumMathWarpgroups == 1 ? 240 : 232>();
+    const int warp_in_wg = (threadIdx.x / 32) % 4;
+    const int quad = lane % 4;                               // column pair within each 8-column group
+    const int row_in_tile = warpgroup * 64 + warp_in_wg * 16 + lane / 4;  // and row_in_tile + 8
+    float accum[kAccums], final_acc[kAccums];
+    int stage = 0, phase = 0;
+    int m_block, n_block;
+    for (int tile = blockIdx.x; sched.Get(tile, m_block, n_block); tile += gridDim.x) {
+      const int row0 = m_block * kBlockM + row_in_tile, row1 = row0 + 8;
+      const int n0 = n_block * kBlockN;
+      // Scale pointers; rows past M are clamped (their results are never stored).
+      const float* sfa0 = p.sfa + static_cast<int64_t>(min(row0, p.m - 1)) * p.num_k_blocks;
+      const float* sfa1 = p.sfa + static_cast<int64_t>(min(row1, p.m - 1)) * p.num_k_blocks;
+      const float* sfb0 = nullptr;
+      const float* sfb1 = nullptr;
+      int first_straddle_group = kBlockN / 8;  // 8-column groups from here on use the next scale row
+      if constexpr (kBScale == BScale::kBlock128) {
+        const int num_n_scale_rows = (p.n + 127) / 128;
+        sfb0 = p.sfb + static_cast<int64_t>(n0 / 128) * p.num_k_blocks;
+        sfb1 = p.sfb + static_cast<int64_t>(min(n0 / 128 + 1, num_n_scale_rows - 1)) * p.num_k_blocks;
+        if constexpr (Traits::kMayStraddleScaleBlock) first_straddle_group = (128 - n0 % 128) / 8;
+      }
+#pragma unroll
+      for (int i = 0; i < kAccums; ++i) final_acc[i] = 0.0f;
+
+      float sa0 = __ldg(sfa0), sa1 = __ldg(sfa1);
+      float sb0 = 1.0f, sb1 = 1.0f;
+      if constexpr (kBScale == BScale::kBlock128) {
+        sb0 = __ldg(sfb0);
+        if constexpr (Traits::kMayStraddleScaleBlock) sb1 = __ldg(sfb1);
+      }
+
+      for (int kb = 0; kb < p.num_k_blocks; ++kb) {
+        full[stage].wait(phase);
+        const uint8_t* a_tile = smem_a + stage * Traits::kSmemA + warpgroup * 64 * kFp8BlockK;
+        const uint8_t* b_tile = smem_b + stage * Traits::kSmemB;
+#pragma unroll
+        for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(accum[i]);
+        cute::warpgroup_arrive();
+#pragma unroll
+        for (int k = 0; k < kFp8BlockK / 32; ++k)
+          WgmmaFma<Wgmma>(SmemDescK128B(a_tile + k * 32), SmemDescK128B(b_tile + k * 32), accum, k > 0,
+                          std::make_index_sequence<kAccums>{});
+        cute::warpgroup_commit_batch();
+        // Fetch the next slice's scales while the tensor cores work (L1-resident after the first).
+        const int kb_next = min(kb + 1, p.num_k_blocks - 1);
+        const float next_sa0 = __ldg(sfa0 + kb_next), next_sa1 = __ldg(sfa1 + kb_next);
+        float next_sb0 = 1.0f, next_sb1 = 1.0f;
+        if constexpr (kBScale == BScale::kBlock128) {
+          next_sb0 = __ldg(sfb0 + kb_next);
+          if constexpr (Traits::kMayStraddleScaleBlock) next_sb1 = __ldg(sfb1 + kb_next);
+        }
+        cute::warpgroup_wait<0>();
+#pragma unroll
+        for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(accum[i]);
+
+        if constexpr (kBScale == BScale::kBlock128) {
+          if (lane == 0) empty[stage].arrive();
+#pragma unroll
+          for (int g = 0; g < kBlockN / 8; ++g) {
+            const float sb = (Traits::kMayStraddleScaleBlock && g >= first_straddle_group) ? sb1 : sb0;
+            const float s0 = sa0 * sb, s1 = sa1 * sb;
+            final_acc[4 * g + 0] = fmaf(s0, accum[4 * g + 0], final_acc[4 * g + 0]);
+            final_acc[4 * g + 1] = fmaf(s0, accum[4 * g + 1], final_acc[4 * g + 1]);
+            final_acc[4 * g + 2] = fmaf(s1, accum[4 * g + 2], final_acc[4 * g + 2]);
+            final_acc[4 * g + 3] = fmaf(s1, accum[4 * g + 3], final_acc[4 * g + 3]);
+          }
+        } else {
+          // Per-column B scales of this slice sit in shared memory next to the stage's tiles.
+          const float2* sfb_stage = reinterpret_cast<const float2*>(smem_sfb + stage * (Traits::kSmemSfb / 4));
+          float2 sb[kBlockN / 8];
+#pragma unroll
+          for (int g = 0; g < kBlockN / 8; ++g) sb[g] = sfb_stage[4 * g + quad];
+          __syncwarp();
+          if (lane == 0) empty[stage].arrive();
+#pragma unroll
+          for (int g = 0; g < kBlockN / 8; ++g) {
+            final_acc[4 * g + 0] = fmaf(sa0 * sb[g].x, accum[4 * g + 0], final_acc[4 * g + 0]);
+            final_acc[4 * g + 1] = fmaf(sa0 * sb[g].y, accum[4 * g + 1], final_acc[4 * g + 1]);
+            final_acc[4 * g + 2] = fmaf(sa1 * sb[g].x, accum[4 * g + 2], final_acc[4 * g + 2]);
+            final_acc[4 * g + 3] = fmaf(sa1 * sb[g].y, accum[4 * g + 3], final_acc[4 * g + 3]);
+          }
+        }
+        sa0 = next_sa0, sa1 = next_sa1, sb0 = next_sb0, sb1 = next_sb1;
+        if (++stage == num_stages) stage = 0, phase ^= 1;
+      }
+
+      // ---------------- epilogue: registers -> global, bounds-checked ----------------
+      const bool n_even = (p.n % 2) == 0;
+#pragma unroll
+      for (int g = 0; g < kBlockN / 8; ++g) {
+        const int col = n0 + 8 * g + 2 * quad;
+        if (col >= p.n) continue;
+        const bool pair = col + 1 < p.n;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int row = h == 0 ? row0 : row1;
+          if (row >= p.m) continue;
+          const int64_t offset = static_cast<int64_t>(row) * p.n + col;
+          float v0 = final_acc[4 * g + 2 * h], v1 = final_acc[4 * g + 2 * h + 1];
+          if constexpr (kBScale == BScale::kBlock128) {
+            __nv_bfloat16* d = static_cast<__nv_bfloat16*>(p.d) + offset;
+            if (pair && n_even) {
+              *reinterpret_cast<__nv_bfloat162*>(d) = __floats2bfloat162_rn(v0, v1);
+            } else {
+              d[0] = __float2bfloat16_rn(v0);
+              if (pair) d[1] = __float2bfloat16_rn(v1);
+            }
+          } else {
+            float* d = static_cast<float*>(p.d) + offset;
+            if (p.c != nullptr) {  // p.c aliases p.d: each element is read, then written, by one thread
+              v0 += p.c[offset];
+              if (pair) v1 += p.c[offset + 1];
+            }
+            if (pair && n_even) {
+              *reinterpret_cast<float2*>(d) = make_float2(v0, v1);
+            } else {
+              d[0] = v0;
+              if (pair) d[1] = v1;
+            }
+          }
+        }
+      }
+    }
+  }
+#endif
+}
+
+}  // namespace jdg

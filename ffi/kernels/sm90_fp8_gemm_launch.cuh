@@ -1,0 +1,52 @@
+// Host launcher for Sm90Fp8GemmKernel: TMA descriptors, shared-memory opt-in, launch.
+// Included only by the instance translation units (ffi/instances/*.cu).
+#pragma once
+
+#include <mutex>
+
+#include "common/tma.h"
+#include "kernels/sm90_fp8_gemm.cuh"
+#include "fp8_gemm_launch.h"
+
+namespace jdg {
+
+template <int kBlockM, int kBlockN, BScale kBScale>
+cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cfg, cudaStream_t stream) {
+  using Traits = Fp8GemmTraits<kBlockM, kBlockN, kBScale>;
+  auto* kernel = &Sm90Fp8GemmKernel<kBlockM, kBlockN, kBScale>;
+  static std::once_flag smem_opt_in;
+  static cudaError_t opt_in_status = cudaSuccess;
+  std::call_once(smem_opt_in, [&] {
+    opt_in_status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSm90SmemCapacity);
+  });
+  if (opt_in_status != cudaSuccess) return opt_in_status;
+
+  CUtensorMap tma_a, tma_b, tma_sfb;
+  bool ok = MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, op.m, op.k, op.k, kBlockM, kFp8BlockK,
+                            CU_TENSOR_MAP_SWIZZLE_128B) &&
+            MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, op.n, op.k, op.k, kBlockN, kFp8BlockK,
+                            CU_TENSOR_MAP_SWIZZLE_128B);
+  if constexpr (kBScale == BScale::kPerChannel) {
+    ok = ok && MakeTensorMap2D(&tma_sfb, op.sfb, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, op.num_k_blocks,
+                               op.sfb_row_stride, op.sfb_row_stride, 1, kBlockN, CU_TENSOR_MAP_SWIZZLE_NONE);
+  } else {
+    tma_sfb = tma_a;  // unused
+  }
+  if (!ok) return cudaErrorInvalidValue;
+
+  Fp8GemmParams params;
+  params.m = op.m;
+  params.n = op.n;
+  params.k = op.k;
+  params.num_k_blocks = op.num_k_blocks;
+  params.sfa = op.sfa;
+  params.sfb = op.sfb;
+  params.c = op.c;
+  params.d = op.d;
+  params.raster_band = cfg.raster_band;
+  kernel<<<cfg.grid, Traits::kNumThreads, Traits::SmemBytes(cfg.num_stages), stream>>>(tma_a, tma_b, tma_sfb, params,
+                                                                                        cfg.num_stages);
+  return cudaGetLastError();
+}
+
+}  // namespace jdg

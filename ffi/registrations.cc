@@ -1,0 +1,59 @@
+// The only nanobind translation unit: exposes every FFI handler as a PyCapsule, keyed by its
+// stable, versioned XLA custom-call target name. A target name is never reused with new semantics:
+// a change of operands or meaning gets a new _v<N> so exported programs keep working.
+#include <nanobind/nanobind.h>
+
+#include <type_traits>
+
+#include "xla/ffi/api/c_api.h"
+
+#if JAX_DEEPGEMM_WITH_CUDA
+#include "fp8_gemm.h"
+#include "instances/fp8_gemm_instances.h"
+#endif
+
+namespace nb = nanobind;
+
+namespace {
+
+template <typename Fn>
+nb::capsule EncapsulateFfi(Fn* fn) {
+  static_assert(std::is_invocable_r_v<XLA_FFI_Error*, Fn, XLA_FFI_CallFrame*>,
+                "an XLA FFI handler must have type XLA_FFI_Error*(XLA_FFI_CallFrame*)");
+  return nb::capsule(reinterpret_cast<void*>(fn));
+}
+
+nb::dict Registrations() {
+  nb::dict targets;
+#if JAX_DEEPGEMM_WITH_CUDA
+  targets["jax_deepgemm_fp8_gemm_nt_1d2d_v1"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d2d);
+  targets["jax_deepgemm_fp8_gemm_nt_1d1d_v1"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d1d);
+#endif
+  return targets;
+}
+
+// The compiled (block_m, block_n) tile shapes per FP8 GEMM kernel, for tests and tuning sweeps.
+nb::dict Fp8GemmTiles() {
+  nb::dict tiles;
+  nb::list block, channel;
+#if JAX_DEEPGEMM_WITH_CUDA
+#define JDG_APPEND_BLOCK(BM, BN) block.append(nb::make_tuple(BM, BN));
+#define JDG_APPEND_CHANNEL(BM, BN) channel.append(nb::make_tuple(BM, BN));
+  JDG_FP8_1D2D_ALL(JDG_APPEND_BLOCK)
+  JDG_FP8_1D1D_ALL(JDG_APPEND_CHANNEL)
+#undef JDG_APPEND_BLOCK
+#undef JDG_APPEND_CHANNEL
+#endif
+  tiles["1d2d"] = block;
+  tiles["1d1d"] = channel;
+  return tiles;
+}
+
+}  // namespace
+
+NB_MODULE(_C, m) {
+  m.doc() = "jax_deepgemm XLA FFI handlers (CUDA, sm_90a)";
+  m.def("registrations", &Registrations, "FFI target name -> handler capsule (empty without CUDA kernels)");
+  m.def("fp8_gemm_tiles", &Fp8GemmTiles, "compiled (block_m, block_n) shapes per FP8 GEMM kernel");
+  m.def("has_cuda_kernels", [] { return bool(JAX_DEEPGEMM_WITH_CUDA); });
+}

@@ -1,0 +1,21 @@
+"""jax_deepgemm: DeepSeek's DeepGEMM FP8 kernels for JAX on NVIDIA Hopper (sm_90a), as XLA FFI ops.
+
+Every op is a jittable JAX primitive: on CUDA it runs the library's kernels, elsewhere it lowers to a
+pure-jnp reference, so the same program runs on CPU and GPU.
+"""
+
+from jax_deepgemm._ffi import has_cuda_kernels as has_cuda_kernels
+from jax_deepgemm.fp8_gemm import fp8_gemm_nn as fp8_gemm_nn
+from jax_deepgemm.fp8_gemm import fp8_gemm_nt as fp8_gemm_nt
+from jax_deepgemm.fp8_gemm import fp8_gemm_tn as fp8_gemm_tn
+from jax_deepgemm.fp8_gemm import fp8_gemm_tt as fp8_gemm_tt
+from jax_deepgemm.quantize import ceil_to_ue8m0 as ceil_to_ue8m0
+from jax_deepgemm.quantize import per_block_cast_to_fp8 as per_block_cast_to_fp8
+from jax_deepgemm.quantize import per_block_dequantize as per_block_dequantize
+from jax_deepgemm.quantize import per_channel_cast_to_fp8 as per_channel_cast_to_fp8
+from jax_deepgemm.quantize import per_channel_dequantize as per_channel_dequantize
+from jax_deepgemm.quantize import per_token_cast_to_fp8 as per_token_cast_to_fp8
+from jax_deepgemm.quantize import per_token_dequantize as per_token_dequantize
+from jax_deepgemm.reference import fp8_gemm_nt_reference as fp8_gemm_nt_reference
+
+__version__ = "0.1.0"

@@ -1,0 +1,55 @@
+"""Loads the compiled extension ``_C`` once and registers its XLA FFI targets for CUDA.
+
+A CPU-only install (no CUDA compiler at build time) still imports: ``has_cuda_kernels()`` is then
+False, every op lowers to its jnp reference on CPU, and a GPU lowering raises a clear error.
+"""
+
+from __future__ import annotations
+
+import jax
+
+try:
+    from jax_deepgemm import _C  # type: ignore[attr-defined]
+
+    _IMPORT_ERROR: ImportError | None = None
+except ImportError as e:  # pragma: no cover - exercised only on broken installs
+    _C = None
+    _IMPORT_ERROR = e
+
+
+def has_cuda_kernels() -> bool:
+    """True when this install carries the sm_90a kernels (they still need a Hopper GPU to run)."""
+    return _C is not None and bool(_C.has_cuda_kernels())
+
+
+def registered_targets() -> tuple[str, ...]:
+    """The FFI target names this install registered for the CUDA platform."""
+    return tuple(_REGISTERED)
+
+
+def missing_kernels_message(op_name: str) -> str:
+    why = f"the extension failed to import ({_IMPORT_ERROR})" if _C is None else "it was built without CUDA"
+    return (
+        f"jax_deepgemm.{op_name} cannot run on the GPU: {why}. Reinstall on a machine with nvcc >= 12.8 "
+        "(pip install --force-reinstall --no-deps jax_deepgemm), or run on CPU."
+    )
+
+
+def _register() -> list[str]:
+    if _C is None:
+        return []
+    names = []
+    for name, capsule in _C.registrations().items():
+        jax.ffi.register_ffi_target(name, capsule, platform="CUDA")
+        names.append(name)
+    return names
+
+
+_REGISTERED = _register()
+
+
+def fp8_gemm_tiles() -> dict[str, list[tuple[int, int]]]:
+    """Compiled ``(block_m, block_n)`` shapes of the FP8 GEMM kernels: {"1d2d": [...], "1d1d": [...]}."""
+    if _C is None:
+        return {"1d2d": [], "1d1d": []}
+    return {kind: [tuple(t) for t in tiles] for kind, tiles in _C.fp8_gemm_tiles().items()}

@@ -1,0 +1,116 @@
+"""One generic way to turn an op description into a JAX primitive.
+
+Every op family declares an :class:`OpSpec` (FFI target, abstract eval, jnp reference, attributes,
+batching) and calls :func:`make_primitive`. This is the only module that touches JAX's primitive
+machinery (``jax.extend.core.Primitive``, ``jax.interpreters.mlir/batching``); if JAX's recommended
+extension API changes (HiJAX), this is the file to change.
+
+Lowering:
+  * CUDA: the versioned XLA FFI target (``jax.ffi.ffi_lowering``) with the op's attributes; when the
+    install has no CUDA kernels, lowering raises a clear error instead of running something slow.
+  * every other platform: the jnp reference, lowered through ``mlir.lower_fun``, so the same user
+    code runs on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from jax.extend.core import Primitive
+from jax.interpreters import batching, mlir
+
+from jax_deepgemm import _ffi
+
+
+@dataclasses.dataclass(frozen=True)
+class OpSpec:
+    """Everything the primitive layer needs to know about one kernel entry point.
+
+    Attributes:
+      name: primitive name, e.g. ``"jax_deepgemm_fp8_gemm_nt_1d2d"``.
+      target: XLA FFI target; versioned (``_v1``) and never reused with new semantics.
+      out_shapes: ``(*avals, **params) -> tuple[(shape, dtype), ...]``; raises ``ValueError``/``TypeError``
+        naming the argument for bad input (trace time).
+      reference: ``(*arrays, **params) -> tuple[jax.Array, ...]`` in pure jnp: the non-CUDA lowering
+        and the test oracle.
+      attrs: ``params -> dict`` of FFI attributes as exact numpy scalar types (``np.int32(...)``).
+      batch: ``(prim, args, dims, **params) -> (outs, out_dims)``, the vmap rule.
+      aliased_output_operand: index of an optional trailing operand that, when passed, is the
+        buffer of output 0 (XLA aliases them): in-place accumulation, or a pre-filled output.
+    """
+
+    name: str
+    target: str
+    out_shapes: Callable[..., Sequence[tuple[tuple[int, ...], Any]]]
+    reference: Callable[..., Sequence[jax.Array]]
+    attrs: Callable[..., dict[str, Any]]
+    batch: Callable[..., tuple[Sequence[jax.Array], Sequence[int | None]]]
+    aliased_output_operand: int | None = None
+
+
+def _union_vma(avals) -> frozenset:
+    """Inside ``jax.shard_map`` outputs vary over every mesh axis any input varies over."""
+    vma: frozenset = frozenset()
+    for aval in avals:
+        vma |= getattr(aval, "vma", frozenset())
+    return vma
+
+
+def make_primitive(spec: OpSpec) -> Primitive:
+    """Builds and registers the primitive for ``spec`` (impl, abstract eval, lowerings, batching)."""
+    prim = Primitive(spec.name)
+    prim.multiple_results = True
+
+    def impl(*args, **params):
+        return jax.jit(functools.partial(prim.bind, **params))(*args)
+
+    def abstract_eval(*avals, **params):
+        vma = _union_vma(avals)
+        outs = []
+        for shape, dtype in spec.out_shapes(*avals, **params):
+            if vma:
+                outs.append(jax.core.ShapedArray(shape, dtype, vma=vma))
+            else:
+                outs.append(jax.core.ShapedArray(shape, dtype))
+        return tuple(outs)
+
+    def cuda_lowering(ctx, *args, **params):
+        if spec.target not in _ffi.registered_targets():
+            raise RuntimeError(_ffi.missing_kernels_message(spec.name))
+        aliased = spec.aliased_output_operand
+        aliases = {aliased: 0} if aliased is not None and len(args) > aliased else None
+        lower = jax.ffi.ffi_lowering(spec.target, operand_output_aliases=aliases)
+        return lower(ctx, *args, **spec.attrs(**params))
+
+    def reference_lowering(*args, **params):
+        return tuple(spec.reference(*args, **params))
+
+    prim.def_impl(impl)
+    prim.def_abstract_eval(abstract_eval)
+    mlir.register_lowering(prim, mlir.lower_fun(reference_lowering, multiple_results=True))
+    mlir.register_lowering(prim, cuda_lowering, platform="cuda")
+    batching.primitive_batchers[prim] = functools.partial(spec.batch, prim)
+    return prim
+
+
+def int32_attr(value: int) -> np.int32:
+    """FFI integer attributes must carry the exact C++ type of the handler's ``.Attr<int32_t>``."""
+    return np.int32(value)
+
+
+def move_batch_dim_to_front(x: jax.Array, dim: int | None, size: int) -> jax.Array:
+    """Puts the vmapped dimension first (broadcasting unbatched operands), for batching rules."""
+    if dim is None:
+        return jax.numpy.broadcast_to(x, (size, *x.shape))
+    return jax.numpy.moveaxis(x, dim, 0)
+
+
+def batch_size(args, dims) -> int:
+    for x, d in zip(args, dims):
+        if d is not None:
+            return x.shape[d]
+    raise ValueError("batching rule called without a batched operand")

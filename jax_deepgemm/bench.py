@@ -1,0 +1,360 @@
+"""Benchmark of ``fp8_gemm_nt`` against what a JAX user has today: ``python -m jax_deepgemm.bench``.
+
+For each (M, N, K) of ``testing.shapes`` (M in BENCH_M x the six (N, K) of BENCH_NK) it times,
+in the same run and on the same device:
+
+  ours      ``fp8_gemm_nt((a, a_scale), (b, b_scale))``: 1x128 A scales, 128x128 B scales, bf16 D;
+  xla-fp8   XLA per-tensor FP8 (cuBLASLt), two spellings (``testing.baselines.XLA_FP8_VARIANTS``),
+            the faster one is the baseline (the table says which);
+  dq-bf16   the same block-scaled inputs dequantized to bf16 in the jitted fn + bf16 ``jnp.dot``;
+
+and prints one row per shape with the ratios ``xla-fp8 time / ours`` and ``dq-bf16 time / ours``
+and ``DeepGEMM anchor / ours`` (anchors: DeepGEMM's own kernel time on our H100). Timing is
+``testing.timing.time_device`` (the loop method, printed in the header); with ``--kernel-time``
+(default on GPU) ours is also timed with the profiler (sum of kernel durations: the number
+DeepGEMM's anchors are comparable with). All numbers go to JSON (``--json``).
+
+On CPU, or without the CUDA kernels, ``--smoke`` runs tiny shapes through the same code path
+(the op then runs its reference lowering); without ``--smoke`` it says so and exits 0.
+This module never asserts: the ``diff`` column (DeepGEMM's calc_diff of ours against the f32
+reference, on the first rows) is there to make a fast-but-wrong kernel visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_deepgemm import quantize
+from jax_deepgemm.testing import baselines, timing
+from jax_deepgemm.testing.shapes import ANCHORS_H100, BENCH_M, BENCH_NK
+
+SMOKE_SHAPES = [(64, 256, 256), (128, 384, 512)]
+DIFF_ROWS = 256  # calc_diff of ours vs the reference on this many rows (host float64)
+
+
+# ----------------------------------------------------------------------------------------------
+# The op under test
+# ----------------------------------------------------------------------------------------------
+
+
+def _load_op() -> tuple[Callable | None, bool, str]:
+    """(fp8_gemm_nt or None, has_cuda_kernels, why-not message)."""
+    try:
+        import jax_deepgemm as pkg
+    except Exception as e:  # noqa: BLE001 - a broken package must not hide the baselines
+        return None, False, f"import jax_deepgemm failed: {type(e).__name__}: {e}"
+    op = getattr(pkg, "fp8_gemm_nt", None)
+    if op is None:
+        try:
+            from jax_deepgemm.fp8_gemm import fp8_gemm_nt as op
+        except Exception as e:  # noqa: BLE001
+            return None, False, f"fp8_gemm_nt not importable: {type(e).__name__}: {e}"
+    has = getattr(pkg, "has_cuda_kernels", None)
+    try:
+        has_kernels = bool(has()) if has is not None else False
+    except Exception:  # noqa: BLE001
+        has_kernels = False
+    return op, has_kernels, ""
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs (fresh random data per set; never zeros)
+# ----------------------------------------------------------------------------------------------
+
+
+def _make_block_inputs(m: int, n: int, k: int, seed: int) -> Callable[[int], tuple]:
+    """i -> (a_fp8, a_scale [M, K/128], b_fp8, b_scale [N/128, K/128]) with the project quantizers."""
+
+    @jax.jit
+    def gen(key):
+        ka, kb = jax.random.split(key)
+        a = jax.random.normal(ka, (m, k), jnp.bfloat16)
+        b = jax.random.normal(kb, (n, k), jnp.bfloat16)
+        a_fp8, a_s = quantize.per_token_cast_to_fp8(a)
+        b_fp8, b_s = quantize.per_block_cast_to_fp8(b)
+        return a_fp8, a_s, b_fp8, b_s
+
+    return lambda i: gen(jax.random.fold_in(jax.random.key(seed), i))
+
+
+def _make_tensor_inputs(m: int, n: int, k: int, seed: int) -> Callable[[int], tuple]:
+    """i -> (a_fp8, a_scale (), b_fp8, b_scale ()) with one scale per tensor (XLA baselines)."""
+
+    @jax.jit
+    def gen(key):
+        ka, kb = jax.random.split(key)
+        a_fp8, a_s = baselines.per_tensor_cast_to_fp8(jax.random.normal(ka, (m, k), jnp.bfloat16))
+        b_fp8, b_s = baselines.per_tensor_cast_to_fp8(jax.random.normal(kb, (n, k), jnp.bfloat16))
+        return a_fp8, a_s, b_fp8, b_s
+
+    return lambda i: gen(jax.random.fold_in(jax.random.key(seed + 1), i))
+
+
+def _flops(m, n, k) -> float:
+    return 2.0 * m * n * k
+
+
+def _bytes(m, n, k) -> int:
+    """A, B (fp8), both f32 scales and D (bf16), each once."""
+    kb = math.ceil(k / 128)
+    return m * k + n * k + 4 * m * kb + 4 * math.ceil(n / 128) * kb + 2 * m * n
+
+
+# ----------------------------------------------------------------------------------------------
+# One shape
+# ----------------------------------------------------------------------------------------------
+
+
+def _ours_fn(op):
+    def ours(a, a_s, b, b_s):
+        return op((a, a_s), (b, b_s), out_dtype=jnp.bfloat16)
+
+    return ours
+
+
+def _diff_vs_reference(fn, args) -> float:
+    from jax_deepgemm.reference import fp8_gemm_nt_reference
+    from jax_deepgemm.testing.numeric import calc_diff
+
+    a, a_s, b, b_s = args
+    rows = min(DIFF_ROWS, a.shape[0])
+    a, a_s = a[:rows], a_s[:rows]
+    out = jax.jit(fn)(a, a_s, b, b_s)
+    ref = jax.jit(fp8_gemm_nt_reference)(a, a_s, b, b_s)
+    return calc_diff(np.asarray(out.astype(jnp.float32)), np.asarray(ref.astype(jnp.float32)))
+
+
+def _entry(t: timing.Timing | None, m, n, k, *, err: str = "", extra: dict | None = None) -> dict:
+    if t is None:
+        return {"error": err or "not run", **(extra or {})}
+    us = t.median_us
+    return {
+        "us": us,
+        "tflops": _flops(m, n, k) / us / 1e6,
+        "gbps": _bytes(m, n, k) / us / 1e3,
+        "timing": t.as_dict(),
+        **(extra or {}),
+    }
+
+
+def _safe(what: str, f: Callable, errors: list[str]):
+    try:
+        return f()
+    except Exception as e:  # noqa: BLE001 - one failing variant must not stop the benchmark
+        msg = f"{what}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        errors.append(msg)
+        print(f"  ! {msg}", file=sys.stderr, flush=True)
+        return None
+
+
+def bench_shape(m, n, k, *, op, timing_kw: dict, kernel_time: bool, seed: int) -> dict:
+    """Times ours, both XLA FP8 variants and dequant->bf16 on (m, n, k); returns the JSON row."""
+    row: dict[str, Any] = {"M": m, "N": n, "K": k, "flops": _flops(m, n, k), "bytes": _bytes(m, n, k)}
+    errors: list[str] = []
+
+    # Block-scaled sets: ours and dequant->bf16 read the same arrays.
+    sets = timing.build_input_sets(_make_block_inputs(m, n, k, seed), **timing_kw["sets"])
+    try:
+        if op is not None:
+            ours = _ours_fn(op)
+            t = _safe("ours", lambda: timing.time_device(ours, inputs=sets, **timing_kw["loop"]), errors)
+            extra = {}
+            if t is not None:
+                extra["diff"] = _safe("ours diff", lambda: _diff_vs_reference(ours, sets.sets[0]), errors)
+                extra["hlo"] = _safe("ours hlo", lambda: timing.compiled_hlo_stats(ours, *sets.sets[0]), errors)
+                if kernel_time:
+                    tk = _safe("ours kernel time", lambda: timing.time_with_profiler(
+                        ours, inputs=sets, **timing_kw["prof"]), errors)
+                    extra["kernel"] = tk.as_dict() if tk is not None else None
+            row["ours"] = _entry(t, m, n, k, err=errors[-1] if t is None else "", extra=extra)
+        else:
+            row["ours"] = _entry(None, m, n, k, err="op not available")
+        dq = baselines.dequant_bf16_gemm
+        t = _safe("dequant_bf16", lambda: timing.time_device(dq, inputs=sets, **timing_kw["loop"]), errors)
+        hlo = _safe("dequant_bf16 hlo", lambda: timing.compiled_hlo_stats(dq, *sets.sets[0]), errors) if t else None
+        row["dequant_bf16"] = _entry(t, m, n, k, extra={"hlo": hlo})
+    finally:
+        sets.delete()
+
+    # Per-tensor sets for the XLA FP8 GEMM.
+    sets = timing.build_input_sets(_make_tensor_inputs(m, n, k, seed), **timing_kw["sets"])
+    try:
+        for name, f in baselines.XLA_FP8_VARIANTS.items():
+            t = _safe(name, lambda f=f: timing.time_device(f, inputs=sets, **timing_kw["loop"]), errors)
+            hlo = _safe(f"{name} hlo", lambda f=f: timing.compiled_hlo_stats(f, *sets.sets[0]), errors) if t else None
+            row[name] = _entry(t, m, n, k, extra={"hlo": hlo})
+    finally:
+        sets.delete()
+    timed = [v for v in baselines.XLA_FP8_VARIANTS if "us" in row[v]]
+    row["xla_fp8_best"] = min(timed, key=lambda v: row[v]["us"]) if timed else None
+
+    anchor = ANCHORS_H100.get((m, n, k))
+    row["deepgemm_anchor_us"] = anchor
+    ours_us = row["ours"].get("us")
+    best = row["xla_fp8_best"]
+    row["ratios"] = {
+        "x_xla_fp8": row[best]["us"] / ours_us if ours_us and best else None,
+        "x_dequant_bf16": row["dequant_bf16"]["us"] / ours_us if ours_us and "us" in row["dequant_bf16"] else None,
+        "x_deepgemm": anchor / ours_us if ours_us and anchor else None,
+    }
+    kern = (row["ours"].get("kernel") or {}).get("median_us")
+    row["ratios"]["x_deepgemm_kernel"] = anchor / kern if kern and anchor else None
+    row["errors"] = errors
+    return row
+
+
+# ----------------------------------------------------------------------------------------------
+# Printing
+# ----------------------------------------------------------------------------------------------
+
+_SHORT = {"xla_fp8_dot": "dot", "xla_fp8_dq_pattern": "dq-pat"}
+
+
+def _f(x, fmt, width):
+    return f"{x:{width}{fmt}}" if isinstance(x, (int, float)) and x is not None else f"{'-':>{width}}"
+
+
+def format_header(meta: dict) -> str:
+    return "\n".join([
+        f"# jax_deepgemm.bench  fp8_gemm_nt (1x128 A / 128x128 B scales, bf16 D)",
+        f"# device: {meta['device']} ({meta['platform']}), jax {meta['jax_version']}, {meta['date']}",
+        f"# timing: {meta['method']['loop']}",
+        f"# kern: {meta['method']['kernel']}" if meta.get("kernel_time") else "# kern: not measured",
+        "# TFLOPS = 2MNK/t; GB/s = (A + B + scales + D bytes, each once)/t; xX = their time / our time;"
+        " xDG = DeepGEMM anchor us / ours (loop; kern in JSON)",
+    ])
+
+
+COLUMNS = (f"{'M':>5} {'N':>6} {'K':>6} | {'ours us':>8} {'TFLOPS':>7} {'GB/s':>6} {'kern us':>8} {'diff':>7} |"
+           f" {'xla-fp8':>8} {'(var)':>6} {'xXLA':>5} | {'dq-bf16':>8} {'xDQ':>5} | {'DG us':>7} {'xDG':>5}")
+
+
+def format_row(r: dict) -> str:
+    o = r["ours"]
+    best = r.get("xla_fp8_best")
+    x = r[best] if best else {}
+    kern = (o.get("kernel") or {}).get("median_us")
+    return (f"{r['M']:>5} {r['N']:>6} {r['K']:>6} | {_f(o.get('us'), '.2f', 8)} {_f(o.get('tflops'), '.0f', 7)}"
+            f" {_f(o.get('gbps'), '.0f', 6)} {_f(kern, '.2f', 8)} {_f(o.get('diff'), '.1e', 7)} |"
+            f" {_f(x.get('us'), '.2f', 8)} {_SHORT.get(best, '-'):>6} {_f(r['ratios']['x_xla_fp8'], '.2f', 5)} |"
+            f" {_f(r['dequant_bf16'].get('us'), '.2f', 8)} {_f(r['ratios']['x_dequant_bf16'], '.2f', 5)} |"
+            f" {_f(r['deepgemm_anchor_us'], '.2f', 7)} {_f(r['ratios']['x_deepgemm'], '.2f', 5)}")
+
+
+def format_lowering(rows: list[dict]) -> list[str]:
+    """One line per timed fn: the custom calls XLA emitted for one call (first row)."""
+    out = []
+    for key in ("ours", "xla_fp8_dot", "xla_fp8_dq_pattern", "dequant_bf16"):
+        for r in rows:
+            hlo = r.get(key, {}).get("hlo")
+            if hlo:
+                out.append(f"#   {key:<18} -> custom calls {hlo['custom_calls'] or '{}'}, "
+                           f"{hlo['fusions']} fusions, {hlo['copies']} copies  ({r['M']}x{r['N']}x{r['K']})")
+                break
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------------------------
+
+
+def _jaxlib_version() -> str | None:
+    try:
+        import jaxlib
+
+        return jaxlib.__version__
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _shapes(smoke: bool, filters: list[str] | None) -> list[tuple[int, int, int]]:
+    shapes = list(SMOKE_SHAPES) if smoke else [(m, n, k) for m in BENCH_M for n, k in BENCH_NK]
+    if filters:
+        pats = [re.compile(f) for f in filters]
+        shapes = [s for s in shapes if any(p.search("{}x{}x{}".format(*s)) for p in pats)]
+    return shapes
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jax_deepgemm.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--smoke", action="store_true", help="tiny shapes, few calls (CPU check of the code path)")
+    p.add_argument("--json", default="bench_results.json", help="output JSON path (default: %(default)s)")
+    p.add_argument("--filter", nargs="*", metavar="REGEX",
+                   help="keep shapes whose 'MxNxK' matches any REGEX, e.g. '^4096x' or 'x7168$'")
+    p.add_argument("--reps", type=int, default=20, help="timed repetitions per op (median reported)")
+    p.add_argument("--target-ms", type=float, default=5.0, help="minimum duration of one repetition")
+    p.add_argument("--kernel-time", choices=("auto", "on", "off"), default="auto",
+                   help="also time ours with the profiler (auto: on GPU only)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    dev = jax.devices()[0]
+    on_gpu = dev.platform == "gpu"
+    op, has_kernels, why = _load_op()
+    if not args.smoke and not on_gpu:
+        print(f"jax_deepgemm.bench: no GPU (jax backend: {dev.platform}); nothing to time. "
+              "Use --smoke to check the code path on tiny shapes.")
+        return 0
+    if on_gpu and not has_kernels:
+        print(f"# WARNING: jax_deepgemm CUDA kernels not available ({why or 'has_cuda_kernels() is False'});"
+              " timing the baselines only", flush=True)
+        op = None
+    elif op is None:
+        print(f"# WARNING: {why}; timing the baselines only", flush=True)
+
+    kernel_time = args.kernel_time == "on" or (args.kernel_time == "auto" and on_gpu)
+    if args.smoke:
+        timing_kw = {"sets": {"max_sets": 4}, "loop": {"max_calls": 8, "n_reps": 3, "target_rep_ms": 1.0},
+                     "prof": {"n_reps": 2, "max_calls": 4}}
+    else:
+        timing_kw = {"sets": {}, "loop": {"n_reps": args.reps, "target_rep_ms": args.target_ms}, "prof": {}}
+
+    n_reps = timing_kw["loop"].get("n_reps", args.reps)
+    meta = {
+        "device": dev.device_kind,
+        "platform": dev.platform,
+        "jax_version": jax.__version__,
+        "jaxlib_version": _jaxlib_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "smoke": args.smoke,
+        "has_cuda_kernels": has_kernels,
+        "kernel_time": kernel_time,
+        "method": {
+            "loop": timing.LOOP_METHOD.format(l2_multiple="4", warmup=2, n_reps=n_reps,
+                                              target_ms=f"{timing_kw['loop'].get('target_rep_ms', 5.0):g}"),
+            "kernel": timing.PROFILER_METHOD.format(n_reps=timing_kw["prof"].get("n_reps", 5)),
+        },
+        "anchors": "DeepGEMM v2.6.1 SM90 kernel time, H100 SXM, L2 flushed (testing.shapes.ANCHORS_H100)",
+    }
+    print(format_header(meta))
+    print(COLUMNS, flush=True)
+
+    rows = []
+    for m, n, k in _shapes(args.smoke, args.filter):
+        r = bench_shape(m, n, k, op=op, timing_kw=timing_kw, kernel_time=kernel_time, seed=args.seed)
+        rows.append(r)
+        print(format_row(r), flush=True)
+
+    print("# baseline xla-fp8 = faster of xla_fp8_dot (dot) / xla_fp8_dq_pattern (dq-pat); lowering:")
+    for line in format_lowering(rows):
+        print(line)
+    with open(args.json, "w") as f:
+        json.dump({**meta, "rows": rows}, f, indent=1, default=str)
+    print(f"# wrote {args.json} ({len(rows)} rows)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

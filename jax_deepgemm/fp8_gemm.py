@@ -1,0 +1,239 @@
+"""Dense FP8 GEMMs with DeepSeek's block scaling: ``fp8_gemm_nt`` and its ``nn``/``tn``/``tt`` forms.
+
+Recipes (all scales FP32, K blocks of 128):
+  * A: 1x128 per-token scales ``a_scale[..., M, ceil(K/128)]``.
+  * B: either 128x128 block scales ``b_scale[ceil(N/128), ceil(K/128)]`` ("1D2D") or per-row
+    (1x128) scales ``b_scale[N, ceil(K/128)]`` ("1D1D", what weight gradients need).
+
+Kernels: 1D2D with BF16 output runs the ``fp8_gemm_nt_1d2d`` kernel; every other combination (FP32
+output, an accumulator ``c``, per-row B scales) runs the ``1d1d`` kernel, to which 128x128 block scales
+are passed expanded per row (exact). On non-CUDA platforms both lower to the jnp reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jax_deepgemm import _checks
+from jax_deepgemm._primitive import OpSpec, batch_size, int32_attr, make_primitive, move_batch_dim_to_front
+from jax_deepgemm.reference import fp8_gemm_nt_reference
+
+_BLOCK = 128
+_FP8 = (jnp.float8_e4m3fn,)
+_F32 = (jnp.float32,)
+
+
+# ---------------------------------------------------------------------------------------------
+# Primitives (2-D operands only; the public functions fold batch dims into M)
+# ---------------------------------------------------------------------------------------------
+
+
+# Params of both primitives: block_m, block_n (0 = heuristic), num_sms (0 = all); the 1D1D one
+# also takes accumulate (1: the aliased output operand holds C and D = C + A.B^T).
+# Operands: a, a_scale, b, b_scale (1D1D: transposed per-row scales) [, out: aliased to D].
+
+
+def _kernel_attrs(**params) -> dict[str, Any]:
+    return {name: int32_attr(value) for name, value in params.items()}
+
+
+def _out_shape_1d2d(a, a_scale, b, b_scale, *out, **_):
+    return [((a.shape[0], b.shape[0]), jnp.bfloat16)]
+
+
+def _out_shape_1d1d(a, a_scale, b, b_scale_t, *out, **_):
+    return [((a.shape[0], b.shape[0]), jnp.float32)]
+
+
+def _reference_1d2d(a, a_scale, b, b_scale, *out, **_):
+    return (fp8_gemm_nt_reference(a, a_scale, b, b_scale, out_dtype=jnp.bfloat16, b_scale_kind="block"),)
+
+
+def _reference_1d1d(a, a_scale, b, b_scale_t, *out, accumulate: int, **_):
+    b_scale = b_scale_t[:, : b.shape[0]].T
+    acc = out[0] if (out and accumulate) else None
+    return (fp8_gemm_nt_reference(a, a_scale, b, b_scale, c=acc, out_dtype=jnp.float32, b_scale_kind="channel"),)
+
+
+def _batch_gemm(prim, args, dims, **params):
+    """vmap rule: batched A-side operands (a, a_scale, c) fold into M; a batched B loops (lax.map)."""
+    size = batch_size(args, dims)
+    a_side = (0, 1, 4) if len(args) == 5 else (0, 1)
+    if dims[2] is None and dims[3] is None:
+        flat = list(args)
+        for i in a_side:
+            x = move_batch_dim_to_front(args[i], dims[i], size)
+            flat[i] = x.reshape(size * x.shape[1], *x.shape[2:])
+        (out,) = prim.bind(*flat, **params)
+        return (out.reshape(size, -1, out.shape[-1]),), (0,)
+    moved = [move_batch_dim_to_front(x, d, size) for x, d in zip(args, dims)]
+    outs = jax.lax.map(lambda xs: tuple(prim.bind(*xs, **params)), tuple(moved))
+    return outs, (0,) * len(outs)
+
+
+_fp8_gemm_nt_1d2d_p = make_primitive(
+    OpSpec(
+        name="jax_deepgemm_fp8_gemm_nt_1d2d",
+        target="jax_deepgemm_fp8_gemm_nt_1d2d_v1",
+        out_shapes=_out_shape_1d2d,
+        reference=_reference_1d2d,
+        attrs=_kernel_attrs,
+        batch=_batch_gemm,
+        aliased_output_operand=4,
+    )
+)
+
+_fp8_gemm_nt_1d1d_p = make_primitive(
+    OpSpec(
+        name="jax_deepgemm_fp8_gemm_nt_1d1d",
+        target="jax_deepgemm_fp8_gemm_nt_1d1d_v1",
+        out_shapes=_out_shape_1d1d,
+        reference=_reference_1d1d,
+        attrs=_kernel_attrs,
+        batch=_batch_gemm,
+        aliased_output_operand=4,
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+def _validate(op: str, a, a_scale, b, b_scale, c, out_dtype) -> tuple[str, Any]:
+    """Checks every operand at trace time; returns (b scale kind, resolved out dtype)."""
+    _checks.check_dtype(a, op, "a", _FP8)
+    _checks.check_dtype(b, op, "b", _FP8)
+    _checks.check_dtype(a_scale, op, "a_scale", _F32)
+    _checks.check_dtype(b_scale, op, "b_scale", _F32)
+    _checks.check_rank(a, op, "a", at_least=2)
+    _checks.check_rank(b, op, "b", exact=2)
+    *batch, m, k = a.shape
+    n, k_b = b.shape
+    if k_b != k:
+        raise ValueError(f"{op}: a and b must share K (the contracting dim): a has K={k}, b has K={k_b}")
+    if k % 16 != 0:
+        raise ValueError(
+            f"{op}: K={k} must be a multiple of 16 (the kernel's TMA loads need 16-byte aligned rows); "
+            "pad K with zeros (and their scales with anything) to the next multiple of 16"
+        )
+    k_blocks = _checks.ceil_div(k, _BLOCK)
+    _checks.check_shape(a_scale, op, "a_scale", (*batch, m, k_blocks), "1x128 per-token scales [..., M, ceil(K/128)]")
+    block_shape = (_checks.ceil_div(n, _BLOCK), k_blocks)
+    channel_shape = (n, k_blocks)
+    if tuple(b_scale.shape) == block_shape:
+        kind = "block"
+    elif tuple(b_scale.shape) == channel_shape:
+        kind = "channel"
+    else:
+        raise ValueError(
+            f"{op}: b_scale must have shape {block_shape} (128x128 block scales) or {channel_shape} "
+            f"(per-row 1x128 scales) for b of shape {tuple(b.shape)}, got {tuple(b_scale.shape)}"
+        )
+    if out_dtype is None:
+        out_dtype = jnp.bfloat16 if (kind == "block" and c is None) else jnp.float32
+    if jnp.dtype(out_dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)):
+        raise TypeError(f"{op}: out_dtype must be bfloat16 or float32, got {_checks.dtype_name(out_dtype)}")
+    if c is not None:
+        _checks.check_dtype(c, op, "c", _F32)
+        _checks.check_shape(c, op, "c", (*batch, m, n), "the accumulator has the output's shape")
+    return kind, jnp.dtype(out_dtype)
+
+
+def fp8_gemm_nt(
+    a: tuple[jax.Array, jax.Array],
+    b: tuple[jax.Array, jax.Array],
+    *,
+    out_dtype: Any = None,
+    c: jax.Array | None = None,
+    num_sms: int = 0,
+    tile: tuple[int, int] | None = None,
+) -> jax.Array:
+    """``D = A @ B.T (+ C)`` over FP8 operands with DeepSeek block scales.
+
+    Args:
+      a: ``(a_fp8, a_scale)``: ``[..., M, K]`` float8_e4m3fn and ``[..., M, ceil(K/128)]`` float32.
+      b: ``(b_fp8, b_scale)``: ``[N, K]`` float8_e4m3fn and float32 scales of shape
+        ``[ceil(N/128), ceil(K/128)]`` (128x128 blocks) or ``[N, ceil(K/128)]`` (per row, 1x128).
+      out_dtype: ``bfloat16`` or ``float32``. Default: bfloat16 for block-scaled B without ``c``,
+        else float32.
+      c: optional float32 ``[..., M, N]`` accumulator: ``D = C + A @ B.T`` (computed in FP32).
+      num_sms: use at most this many SMs (0 = all), e.g. to leave SMs to overlapping communication.
+      tile: ``(block_m, block_n)`` forces a compiled tile shape (tuning and tests); None = heuristic.
+
+    Returns:
+      ``[..., M, N]`` in ``out_dtype``. M = 0 or N = 0 give an empty result; K = 0 gives ``C`` (or zeros).
+      K must be a multiple of 16. NaN/Inf in the inputs or scales propagate as in a float matmul:
+      any output element whose dot product touches one is NaN/Inf.
+    """
+    op = "fp8_gemm_nt"
+    a_fp8, a_scale = _checks.check_pair(a, op, "a")
+    b_fp8, b_scale = _checks.check_pair(b, op, "b")
+    kind, out_dtype = _validate(op, a_fp8, a_scale, b_fp8, b_scale, c, out_dtype)
+    *batch, m, k = a_fp8.shape
+    n = b_fp8.shape[0]
+    out_shape = (*batch, m, n)
+    if k == 0 or m == 0 or n == 0:
+        base = c if c is not None else jnp.zeros(out_shape, jnp.float32)
+        return base.astype(out_dtype)
+    block_m, block_n = tile if tile is not None else (0, 0)
+    params = dict(block_m=int(block_m), block_n=int(block_n), num_sms=int(num_sms))
+
+    a2 = a_fp8.reshape(-1, k)
+    sa2 = a_scale.reshape(a2.shape[0], -1)
+    if kind == "block" and c is None and out_dtype == jnp.bfloat16:
+        (d,) = _fp8_gemm_nt_1d2d_p.bind(a2, sa2, b_fp8, b_scale, **params)
+        return d.reshape(out_shape)
+    # 1D1D kernel: per-row B scales, transposed to [ceil(K/128), align(N, 4)] so the kernel can
+    # stream each K block's scales with one TMA load.
+    rows = b_scale if kind == "channel" else jnp.repeat(b_scale, _BLOCK, axis=0)[:n]
+    b_scale_t = jnp.pad(rows.T, ((0, 0), (0, (-n) % 4)))
+    extra = () if c is None else (c.reshape(a2.shape[0], n),)
+    (d,) = _fp8_gemm_nt_1d1d_p.bind(a2, sa2, b_fp8, b_scale_t, *extra, accumulate=int(c is not None), **params)
+    return d.reshape(out_shape).astype(out_dtype)
+
+
+def _fp8_gemm_nt_into(a, b, out: jax.Array, *, tile: tuple[int, int] | None = None) -> jax.Array:
+    """Test hook: runs the kernel for 2-D operands writing into (an XLA-aliased copy of) ``out``.
+
+    Tests fill ``out`` with NaN first, so any element the kernel fails to write shows up. BF16
+    ``out`` with block-scaled B selects the 1D2D kernel; FP32 ``out`` the 1D1D one (no accumulate).
+    """
+    (a_fp8, a_scale), (b_fp8, b_scale) = a, b
+    block_m, block_n = tile if tile is not None else (0, 0)
+    params = dict(block_m=int(block_m), block_n=int(block_n), num_sms=0)
+    if out.dtype == jnp.bfloat16:
+        return _fp8_gemm_nt_1d2d_p.bind(a_fp8, a_scale, b_fp8, b_scale, out, **params)[0]
+    n = b_fp8.shape[0]
+    rows = b_scale if b_scale.shape[0] == n else jnp.repeat(b_scale, _BLOCK, axis=0)[:n]
+    b_scale_t = jnp.pad(rows.T, ((0, 0), (0, (-n) % 4)))
+    return _fp8_gemm_nt_1d1d_p.bind(a_fp8, a_scale, b_fp8, b_scale_t, out, accumulate=0, **params)[0]
+
+
+def _transposed(op: str, x: tuple[jax.Array, jax.Array], name: str) -> tuple[jax.Array, jax.Array]:
+    """Swaps the last two dims of an operand and its scales: exact for 1x128 and 128x128 scaling."""
+    data, scale = _checks.check_pair(x, op, name)
+    _checks.check_rank(data, op, name, at_least=2)
+    _checks.check_rank(scale, op, f"{name}_scale", at_least=2)
+    return jnp.swapaxes(data, -1, -2), jnp.swapaxes(scale, -1, -2)
+
+
+def fp8_gemm_nn(a, b, **kwargs) -> jax.Array:
+    """``D = A @ B`` with A ``[..., M, K]`` (scales ``[..., M, ceil(K/128)]``) and B stored ``[K, N]``
+    (scales ``[ceil(K/128), ceil(N/128)]`` or ``[ceil(K/128), N]``). B is transposed in memory first."""
+    return fp8_gemm_nt(a, _transposed("fp8_gemm_nn", b, "b"), **kwargs)
+
+
+def fp8_gemm_tn(a, b, **kwargs) -> jax.Array:
+    """``D = A.T @ B`` with A stored ``[K, M]`` (scales ``[ceil(K/128), M]``, i.e. per-token scales
+    along K) and B stored ``[K, N]``; both are transposed in memory first."""
+    return fp8_gemm_nt(_transposed("fp8_gemm_tn", a, "a"), _transposed("fp8_gemm_tn", b, "b"), **kwargs)
+
+
+def fp8_gemm_tt(a, b, **kwargs) -> jax.Array:
+    """``D = A.T @ B.T`` with A stored ``[K, M]`` (scales ``[ceil(K/128), M]``) and B ``[N, K]``."""
+    return fp8_gemm_nt(_transposed("fp8_gemm_tt", a, "a"), b, **kwargs)

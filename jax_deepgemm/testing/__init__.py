@@ -1,0 +1,1 @@
+"""Test and benchmark helpers: numeric comparison (``numeric``), DeepSeek shape lists (``shapes``)."""

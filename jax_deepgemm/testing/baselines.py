@@ -1,0 +1,91 @@
+"""What a JAX user can do today instead of ``jax_deepgemm.fp8_gemm_nt`` (benchmark baselines).
+
+All take the NT layout of the op, ``a [M, K]``, ``b [N, K]`` (float8_e4m3fn), and return
+``D = A @ B^T`` as bfloat16 ``[M, N]``. They are small named functions so that the benchmark and
+its JSON say exactly what was timed; :func:`jax_deepgemm.testing.timing.compiled_hlo_stats`
+shows what XLA made of each (``__cublas$lt$matmul$f8`` = cuBLASLt FP8 GEMM).
+
+* XLA per-tensor FP8 (one f32 scale per operand; what cuBLASLt FP8 supports on Hopper). XLA's
+  GEMM rewriter turns two spellings into one cuBLASLt FP8 call, and we time both:
+
+  - :func:`xla_fp8_dot` -- FP8 operands straight into ``dot_general`` (f32 accumulation), the
+    product multiplied by ``sa * sb`` and cast to bf16; the rewriter folds the scale into the
+    call (XLA test ``ScaledABUnscaledDColMajorLhsF8``);
+  - :func:`xla_fp8_dq_pattern` -- the documented "dequantize then dot" pattern
+    ``(a.astype(bf16) * sa) @ (b.astype(bf16) * sb).T`` (NVIDIA JAX-Toolbox "native XLA FP8"
+    guide; XLA test ``ScaledABUnscaledDF8``), which the rewriter matches back to FP8 operands.
+
+  Per-tensor scaling is NOT the same recipe as ours (it loses accuracy on outlier-heavy data);
+  it is the speed-of-light a JAX user can reach with FP8 today.
+* :func:`dequant_bf16_gemm` -- the same block-scaled inputs as ours (1x128 A, 128x128 B),
+  dequantized to bf16 inside the jitted function, then a bf16 ``jnp.dot``. This is what
+  ``jax.nn.scaled_matmul`` becomes on Hopper, and what a user writes by hand; the timed region
+  includes the dequantization.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jax_deepgemm.quantize import per_block_dequantize, per_token_dequantize
+
+__all__ = [
+    "NT_DIMS",
+    "per_tensor_cast_to_fp8",
+    "xla_fp8_dot",
+    "xla_fp8_dq_pattern",
+    "dequant_bf16_gemm",
+    "XLA_FP8_VARIANTS",
+    "CUBLASLT_FP8_TARGET",
+]
+
+NT_DIMS = (((1,), (1,)), ((), ()))
+"""dot_general dimension numbers of ``A [M, K] @ B[N, K]^T`` (contract K of both)."""
+
+CUBLASLT_FP8_TARGET = "__cublas$lt$matmul$f8"
+"""Custom-call target of XLA's cuBLASLt FP8 GEMM (present in the compiled HLO when it fires)."""
+
+_FP8_MAX = 448.0
+
+
+def per_tensor_cast_to_fp8(x) -> tuple[jax.Array, jax.Array]:
+    """One power-of-two f32 scale for the whole tensor: ``x ~= x_fp8 * scale``.
+
+    The scale is ``2 ** ceil(log2(amax / 448))`` so that it is exact in bf16 too (the
+    dequantize pattern multiplies in bf16). Returns ``(x_fp8, scale)``, ``scale`` a 0-d f32.
+    """
+    x = jnp.asarray(x, jnp.float32)
+    amax = jnp.maximum(jnp.max(jnp.abs(x)), 1e-4)
+    scale = jnp.exp2(jnp.ceil(jnp.log2(amax / _FP8_MAX))).astype(jnp.float32)
+    return (x / scale).astype(jnp.float8_e4m3fn), scale
+
+
+def xla_fp8_dot(a, sa, b, sb) -> jax.Array:
+    """FP8 x FP8 ``dot_general`` (f32 accumulate) * ``sa * sb`` -> bf16: one cuBLASLt FP8 call."""
+    d = jax.lax.dot_general(a, b, NT_DIMS, preferred_element_type=jnp.float32)
+    return (d * (sa * sb)).astype(jnp.bfloat16)
+
+
+def xla_fp8_dq_pattern(a, sa, b, sb) -> jax.Array:
+    """``(a.astype(bf16) * sa) @ (b.astype(bf16) * sb).T`` -> bf16, the documented XLA FP8 pattern.
+
+    The scales are cast to bf16 first (a bf16 * f32 product would promote the operands to f32
+    and change the pattern); :func:`per_tensor_cast_to_fp8` makes them powers of two, so the
+    cast is exact.
+    """
+    a_dq = a.astype(jnp.bfloat16) * sa.astype(jnp.bfloat16)
+    b_dq = b.astype(jnp.bfloat16) * sb.astype(jnp.bfloat16)
+    return jax.lax.dot_general(a_dq, b_dq, NT_DIMS, preferred_element_type=jnp.bfloat16)
+
+
+XLA_FP8_VARIANTS = {"xla_fp8_dot": xla_fp8_dot, "xla_fp8_dq_pattern": xla_fp8_dq_pattern}
+"""Both spellings of the XLA per-tensor FP8 GEMM; the benchmark reports the faster as baseline."""
+
+
+def dequant_bf16_gemm(a, a_scale, b, b_scale) -> jax.Array:
+    """Block-scaled inputs (1x128 ``a_scale [M, K/128]``, 128x128 ``b_scale [N/128, K/128]``)
+    dequantized to bf16, then a bf16 dot with bf16 output; dequantization is part of it."""
+    a_bf16 = per_token_dequantize(a, a_scale, dtype=jnp.bfloat16)
+    b_bf16 = per_block_dequantize(b, b_scale, dtype=jnp.bfloat16)
+    return jnp.dot(a_bf16, b_bf16.T, preferred_element_type=jnp.bfloat16)

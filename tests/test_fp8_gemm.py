@@ -1,0 +1,163 @@
+"""FP8 GEMM kernels on the GPU vs the reference (skipped without an sm_90 GPU; see conftest.py).
+
+Every check poisons the output with NaN first (the kernel writes into an XLA-aliased NaN buffer), so
+an element the kernel never writes fails the comparison. Metric: DeepGEMM's calc_diff (< 1e-3 for
+FP8 vs the unquantized bf16 product), plus an elementwise bound vs the dequantized reference that a
+wrong scale on a few columns or rows would break.
+"""
+
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jax_deepgemm as dg
+from jax_deepgemm import _ffi
+from jax_deepgemm.fp8_gemm import _fp8_gemm_nt_into
+from jax_deepgemm.testing.generators import fp8_gemm_operands
+from jax_deepgemm.testing.numeric import FP8_TOLERANCE, assert_bitwise_equal, calc_diff
+from jax_deepgemm.testing.shapes import NORMAL_NK, TEST_M
+
+pytestmark = pytest.mark.gpu
+
+
+def _poisoned(m, n, dtype):
+    return jnp.full((m, n), jnp.nan, dtype)
+
+
+def _reference(a, b, *, b_kind="block", c=None, out_dtype=jnp.float32):
+    return dg.fp8_gemm_nt_reference(*a, *b, c=c, out_dtype=out_dtype, b_scale_kind=b_kind)
+
+
+def _assert_close(out, ref, x, w, *, c=None):
+    out64 = np.asarray(out, np.float64)
+    ref64 = np.asarray(ref, np.float64)
+    assert np.isfinite(out64).all(), f"{np.sum(~np.isfinite(out64))} elements unwritten or non-finite"
+    exact = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T
+    if c is not None:
+        exact = exact + np.asarray(c, np.float64)
+    diff = calc_diff(out64, exact)
+    assert diff < FP8_TOLERANCE, f"calc_diff vs unquantized product = {diff:.3g}"
+    # Elementwise vs the dequantized reference: bf16 rounding (2^-8) plus accumulation-order noise.
+    rms = np.sqrt(np.mean(ref64**2)) + 1e-30
+    err = np.abs(out64 - ref64)
+    bound = 1e-2 * np.abs(ref64) + 1e-2 * rms
+    worst = np.unravel_index(np.argmax(err - bound), err.shape)
+    assert (err <= bound).all(), f"elementwise error at {worst}: got {out64[worst]}, want {ref64[worst]}"
+
+
+@pytest.mark.parametrize("m", TEST_M)
+@pytest.mark.parametrize("n,k", NORMAL_NK)
+def test_1d2d_matches_reference(m, n, k):
+    a, b, x, w = fp8_gemm_operands(seed=m * 7 + n + k, m=m, n=n, k=k)
+    out = jax.jit(_fp8_gemm_nt_into)(a, b, _poisoned(m, n, jnp.bfloat16))
+    assert out.dtype == jnp.bfloat16 and out.shape == (m, n)
+    _assert_close(out, _reference(a, b), x, w)
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 2112, 7168), (200, 576, 7168), (4096, 7168, 2048), (129, 4096, 512)])
+def test_1d1d_per_row_scales(m, n, k):
+    a, b, x, w = fp8_gemm_operands(seed=m + n + k, m=m, n=n, k=k, b_recipe="channel")
+    out = jax.jit(_fp8_gemm_nt_into)(a, b, _poisoned(m, n, jnp.float32))
+    _assert_close(out, _reference(a, b, b_kind="channel"), x, w)
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 576, 7168), (200, 2112, 1536), (4096, 4096, 2048)])
+@pytest.mark.parametrize("b_recipe", ["block", "channel"])
+def test_accumulate_into_c(m, n, k, b_recipe):
+    a, b, x, w = fp8_gemm_operands(seed=3 * m + n, m=m, n=n, k=k, b_recipe=b_recipe)
+    c = jax.random.normal(jax.random.key(m + 1), (m, n), jnp.float32) * 10
+    out = jax.jit(lambda a, b, c: dg.fp8_gemm_nt(a, b, c=c))(a, b, c)
+    assert out.dtype == jnp.float32
+    _assert_close(out, _reference(a, b, b_kind=b_recipe, c=c), x, w, c=c)
+
+
+def test_every_compiled_tile_shape():
+    """Each compiled kernel instance, forced, on an awkward shape (M, N not tile multiples)."""
+    tiles = _ffi.fp8_gemm_tiles()
+    assert tiles["1d2d"] and tiles["1d1d"]
+    m, n, k = 200, 2112, 1536
+    for kind, dtype, recipe in (("1d2d", jnp.bfloat16, "block"), ("1d1d", jnp.float32, "channel")):
+        a, b, x, w = fp8_gemm_operands(seed=11, m=m, n=n, k=k, b_recipe=recipe)
+        ref = _reference(a, b, b_kind=recipe)
+        for tile in tiles[kind]:
+            out = jax.jit(_fp8_gemm_nt_into, static_argnames="tile")(a, b, _poisoned(m, n, dtype), tile=tile)
+            _assert_close(out, ref, x, w)
+
+
+def test_transposed_variants_equal_nt_bitwise():
+    m, n, k = 256, 576, 1536
+    a, b, _, _ = fp8_gemm_operands(seed=5, m=m, n=n, k=k)
+    want = dg.fp8_gemm_nt(a, b)
+    at = (a[0].T, a[1].T)
+    bt = (b[0].T, b[1].T)
+    assert_bitwise_equal(dg.fp8_gemm_nn(a, bt), want)
+    assert_bitwise_equal(dg.fp8_gemm_tn(at, bt), want)
+    assert_bitwise_equal(dg.fp8_gemm_tt(at, b), want)
+
+
+@pytest.mark.parametrize("m,n,k", [(4096, 7168, 2048), (64, 2112, 7168)])
+def test_twenty_repeats_bitwise_equal(m, n, k):
+    a, b, _, _ = fp8_gemm_operands(seed=9, m=m, n=n, k=k)
+    f = jax.jit(dg.fp8_gemm_nt)
+    first = f(a, b)
+    for _ in range(19):
+        assert_bitwise_equal(f(a, b), first)
+
+
+def test_batched_vmap_and_jit_on_gpu():
+    a, b, _, _ = fp8_gemm_operands(seed=4, m=96, n=576, k=512, batch=(3,))
+    batched = jax.jit(jax.vmap(dg.fp8_gemm_nt, in_axes=(0, None)))(a, b)
+    for i in range(3):
+        assert_bitwise_equal(batched[i], dg.fp8_gemm_nt((a[0][i], a[1][i]), b))
+
+
+def test_nan_propagates():
+    a, b, _, _ = fp8_gemm_operands(seed=8, m=64, n=256, k=256)
+    a_scale = a[1].at[3, 1].set(jnp.nan)
+    out = np.asarray(dg.fp8_gemm_nt((a[0], a_scale), b), np.float32)
+    assert np.isnan(out[3]).all()
+    assert np.isfinite(np.delete(out, 3, axis=0)).all()
+
+
+def test_export_round_trip_in_fresh_process(tmp_path):
+    a, b, _, _ = fp8_gemm_operands(seed=12, m=128, n=576, k=512)
+    f = jax.jit(dg.fp8_gemm_nt)
+    exported = jax.export.export(f, platforms=["cuda"])(a, b)
+    assert "jax_deepgemm_fp8_gemm_nt_1d2d_v1" in exported.mlir_module()
+    (tmp_path / "fn.bin").write_bytes(exported.serialize())
+    arrays = {"a": a[0], "sa": a[1], "b": b[0], "sb": b[1]}
+    for name, arr in arrays.items():
+        np.save(tmp_path / f"{name}.npy", np.asarray(arr).view(np.uint8) if arr.dtype.itemsize == 1 else arr)
+    script = textwrap.dedent(
+        f"""
+        import jax, jax.numpy as jnp, numpy as np
+        import jax_deepgemm  # registers the FFI targets
+        exp = jax.export.deserialize(open(r"{tmp_path}/fn.bin", "rb").read())
+        ld = lambda n: np.load(r"{tmp_path}/" + n + ".npy")
+        a = (jnp.asarray(ld("a").view(jnp.float8_e4m3fn)), jnp.asarray(ld("sa")))
+        b = (jnp.asarray(ld("b").view(jnp.float8_e4m3fn)), jnp.asarray(ld("sb")))
+        np.save(r"{tmp_path}/out.npy", np.asarray(exp.call(a, b)).view(np.uint16))
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, env=dict(os.environ))
+    got = np.load(tmp_path / "out.npy")
+    assert_bitwise_equal(got, np.asarray(f(a, b)).view(np.uint16))
+
+
+def test_sanitizer_small():
+    """Small cases for `compute-sanitizer` runs (memcheck/racecheck): both kernels, ragged edges."""
+    for (m, n, k), recipe, dtype in itertools.product(
+        [(1, 200, 256), (130, 576, 384)], ["block", "channel"], [jnp.bfloat16, jnp.float32]
+    ):
+        if recipe == "channel" and dtype == jnp.bfloat16:
+            continue
+        a, b, x, w = fp8_gemm_operands(seed=m + k, m=m, n=n, k=k, b_recipe=recipe)
+        out = _fp8_gemm_nt_into(a, b, _poisoned(m, n, dtype))
+        _assert_close(out, _reference(a, b, b_kind=recipe), x, w)
