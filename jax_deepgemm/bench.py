@@ -10,9 +10,11 @@ in the same run and on the same device:
 
 and prints one row per shape with the ratios ``xla-fp8 time / ours`` and ``dq-bf16 time / ours``
 and ``DeepGEMM anchor / ours`` (anchors: DeepGEMM's own kernel time on our H100). Timing is
-``testing.timing.time_device`` (the loop method, printed in the header); with ``--kernel-time``
-(default on GPU) ours is also timed with the profiler (sum of kernel durations: the number
-DeepGEMM's anchors are comparable with). All numbers go to JSON (``--json``).
+``testing.timing.time_device`` (the loop method: back-to-back calls at sustained clocks, launch
+gaps included; printed in the header). With ``--kernel-time`` (default on GPU) every op is also
+timed with ``testing.timing.time_with_profiler`` (sum of its kernel durations from a rested GPU:
+what DeepGEMM's anchors measure, so ``xDGk`` is the like-for-like ratio to them); the JSON holds
+both, per-kernel breakdowns, and what XLA emitted per call (custom calls, fusions, copies).
 
 On CPU, or without the CUDA kernels, ``--smoke`` runs tiny shapes through the same code path
 (the op then runs its reference lowering); without ``--smoke`` it says so and exits 0.
@@ -28,6 +30,7 @@ import json
 import math
 import re
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -158,32 +161,37 @@ def _safe(what: str, f: Callable, errors: list[str]):
         return None
 
 
+def _time_one(name: str, fn, sets: timing.InputSets, m, n, k, *, timing_kw, kernel_time, errors,
+              extra: dict | None = None) -> dict:
+    """Loop time (with what XLA made of one call in the timed loop) and, if asked, kernel time."""
+    t = _safe(name, lambda: timing.time_device(fn, inputs=sets, **timing_kw["loop"]), errors)
+    if t is None:
+        return _entry(None, m, n, k, err=errors[-1])
+    extra = dict(extra or {})
+    extra["hlo"] = t.hlo
+    if kernel_time:
+        tk = _safe(f"{name} kernel time",
+                   lambda: timing.time_with_profiler(fn, inputs=sets, **timing_kw["prof"]), errors)
+        extra["kernel"] = tk.as_dict() if tk is not None else None
+    return _entry(t, m, n, k, extra=extra)
+
+
 def bench_shape(m, n, k, *, op, timing_kw: dict, kernel_time: bool, seed: int) -> dict:
     """Times ours, both XLA FP8 variants and dequant->bf16 on (m, n, k); returns the JSON row."""
     row: dict[str, Any] = {"M": m, "N": n, "K": k, "flops": _flops(m, n, k), "bytes": _bytes(m, n, k)}
     errors: list[str] = []
+    kw = dict(timing_kw=timing_kw, kernel_time=kernel_time, errors=errors)
 
     # Block-scaled sets: ours and dequant->bf16 read the same arrays.
     sets = timing.build_input_sets(_make_block_inputs(m, n, k, seed), **timing_kw["sets"])
     try:
         if op is not None:
             ours = _ours_fn(op)
-            t = _safe("ours", lambda: timing.time_device(ours, inputs=sets, **timing_kw["loop"]), errors)
-            extra = {}
-            if t is not None:
-                extra["diff"] = _safe("ours diff", lambda: _diff_vs_reference(ours, sets.sets[0]), errors)
-                extra["hlo"] = _safe("ours hlo", lambda: timing.compiled_hlo_stats(ours, *sets.sets[0]), errors)
-                if kernel_time:
-                    tk = _safe("ours kernel time", lambda: timing.time_with_profiler(
-                        ours, inputs=sets, **timing_kw["prof"]), errors)
-                    extra["kernel"] = tk.as_dict() if tk is not None else None
-            row["ours"] = _entry(t, m, n, k, err=errors[-1] if t is None else "", extra=extra)
+            diff = _safe("ours diff", lambda: _diff_vs_reference(ours, sets.sets[0]), errors)
+            row["ours"] = _time_one("ours", ours, sets, m, n, k, extra={"diff": diff}, **kw)
         else:
             row["ours"] = _entry(None, m, n, k, err="op not available")
-        dq = baselines.dequant_bf16_gemm
-        t = _safe("dequant_bf16", lambda: timing.time_device(dq, inputs=sets, **timing_kw["loop"]), errors)
-        hlo = _safe("dequant_bf16 hlo", lambda: timing.compiled_hlo_stats(dq, *sets.sets[0]), errors) if t else None
-        row["dequant_bf16"] = _entry(t, m, n, k, extra={"hlo": hlo})
+        row["dequant_bf16"] = _time_one("dequant_bf16", baselines.dequant_bf16_gemm, sets, m, n, k, **kw)
     finally:
         sets.delete()
 
@@ -191,9 +199,7 @@ def bench_shape(m, n, k, *, op, timing_kw: dict, kernel_time: bool, seed: int) -
     sets = timing.build_input_sets(_make_tensor_inputs(m, n, k, seed), **timing_kw["sets"])
     try:
         for name, f in baselines.XLA_FP8_VARIANTS.items():
-            t = _safe(name, lambda f=f: timing.time_device(f, inputs=sets, **timing_kw["loop"]), errors)
-            hlo = _safe(f"{name} hlo", lambda f=f: timing.compiled_hlo_stats(f, *sets.sets[0]), errors) if t else None
-            row[name] = _entry(t, m, n, k, extra={"hlo": hlo})
+            row[name] = _time_one(name, f, sets, m, n, k, **kw)
     finally:
         sets.delete()
     timed = [v for v in baselines.XLA_FP8_VARIANTS if "us" in row[v]]
@@ -202,16 +208,21 @@ def bench_shape(m, n, k, *, op, timing_kw: dict, kernel_time: bool, seed: int) -
     anchor = ANCHORS_H100.get((m, n, k))
     row["deepgemm_anchor_us"] = anchor
     ours_us = row["ours"].get("us")
+    kern = _kernel_us(row["ours"])
     best = row["xla_fp8_best"]
+    dq_us = row["dequant_bf16"].get("us")
     row["ratios"] = {
         "x_xla_fp8": row[best]["us"] / ours_us if ours_us and best else None,
-        "x_dequant_bf16": row["dequant_bf16"]["us"] / ours_us if ours_us and "us" in row["dequant_bf16"] else None,
+        "x_dequant_bf16": dq_us / ours_us if ours_us and dq_us else None,
         "x_deepgemm": anchor / ours_us if ours_us and anchor else None,
+        "x_deepgemm_kernel": anchor / kern if kern and anchor else None,
     }
-    kern = (row["ours"].get("kernel") or {}).get("median_us")
-    row["ratios"]["x_deepgemm_kernel"] = anchor / kern if kern and anchor else None
     row["errors"] = errors
     return row
+
+
+def _kernel_us(entry: dict) -> float | None:
+    return (entry.get("kernel") or {}).get("median_us")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,49 +230,62 @@ def bench_shape(m, n, k, *, op, timing_kw: dict, kernel_time: bool, seed: int) -
 # ----------------------------------------------------------------------------------------------
 
 _SHORT = {"xla_fp8_dot": "dot", "xla_fp8_dq_pattern": "dq-pat"}
+_TIMED = ("ours", "xla_fp8_dot", "xla_fp8_dq_pattern", "dequant_bf16")
 
 
 def _f(x, fmt, width):
-    return f"{x:{width}{fmt}}" if isinstance(x, (int, float)) and x is not None else f"{'-':>{width}}"
+    return f"{x:{width}{fmt}}" if isinstance(x, (int, float)) else f"{'-':>{width}}"
 
 
 def format_header(meta: dict) -> str:
     return "\n".join([
-        f"# jax_deepgemm.bench  fp8_gemm_nt (1x128 A / 128x128 B scales, bf16 D)",
+        "# jax_deepgemm.bench  fp8_gemm_nt (1x128 A / 128x128 B scales, bf16 D)",
         f"# device: {meta['device']} ({meta['platform']}), jax {meta['jax_version']}, {meta['date']}",
-        f"# timing: {meta['method']['loop']}",
-        f"# kern: {meta['method']['kernel']}" if meta.get("kernel_time") else "# kern: not measured",
-        "# TFLOPS = 2MNK/t; GB/s = (A + B + scales + D bytes, each once)/t; xX = their time / our time;"
-        " xDG = DeepGEMM anchor us / ours (loop; kern in JSON)",
+        f"# us (loop): {meta['method']['loop']}",
+        f"# kern us: {meta['method']['kernel']}" if meta.get("kernel_time") else "# kern us: not measured",
+        "# TFLOPS = 2MNK/us; GB/s = bytes of A, B, both scales and D (each once)/us; xXLA, xDQ = their loop"
+        " us / ours; xDG = DeepGEMM anchor us / ours (loop), xDGk = anchor / ours (kern);"
+        " diff = calc_diff(ours, f32 reference) on the first rows",
     ])
 
 
 COLUMNS = (f"{'M':>5} {'N':>6} {'K':>6} | {'ours us':>8} {'TFLOPS':>7} {'GB/s':>6} {'kern us':>8} {'diff':>7} |"
-           f" {'xla-fp8':>8} {'(var)':>6} {'xXLA':>5} | {'dq-bf16':>8} {'xDQ':>5} | {'DG us':>7} {'xDG':>5}")
+           f" {'xla-fp8':>8} {'(var)':>6} {'xXLA':>5} | {'dq-bf16':>8} {'xDQ':>5} |"
+           f" {'DG us':>7} {'xDG':>5} {'xDGk':>5}")
 
 
 def format_row(r: dict) -> str:
     o = r["ours"]
     best = r.get("xla_fp8_best")
     x = r[best] if best else {}
-    kern = (o.get("kernel") or {}).get("median_us")
+    q = r["ratios"]
     return (f"{r['M']:>5} {r['N']:>6} {r['K']:>6} | {_f(o.get('us'), '.2f', 8)} {_f(o.get('tflops'), '.0f', 7)}"
-            f" {_f(o.get('gbps'), '.0f', 6)} {_f(kern, '.2f', 8)} {_f(o.get('diff'), '.1e', 7)} |"
-            f" {_f(x.get('us'), '.2f', 8)} {_SHORT.get(best, '-'):>6} {_f(r['ratios']['x_xla_fp8'], '.2f', 5)} |"
-            f" {_f(r['dequant_bf16'].get('us'), '.2f', 8)} {_f(r['ratios']['x_dequant_bf16'], '.2f', 5)} |"
-            f" {_f(r['deepgemm_anchor_us'], '.2f', 7)} {_f(r['ratios']['x_deepgemm'], '.2f', 5)}")
+            f" {_f(o.get('gbps'), '.0f', 6)} {_f(_kernel_us(o), '.2f', 8)} {_f(o.get('diff'), '.1e', 7)} |"
+            f" {_f(x.get('us'), '.2f', 8)} {_SHORT.get(best, '-'):>6} {_f(q['x_xla_fp8'], '.2f', 5)} |"
+            f" {_f(r['dequant_bf16'].get('us'), '.2f', 8)} {_f(q['x_dequant_bf16'], '.2f', 5)} |"
+            f" {_f(r['deepgemm_anchor_us'], '.2f', 7)} {_f(q['x_deepgemm'], '.2f', 5)}"
+            f" {_f(q['x_deepgemm_kernel'], '.2f', 5)}")
 
 
-def format_lowering(rows: list[dict]) -> list[str]:
-    """One line per timed fn: the custom calls XLA emitted for one call (first row)."""
+def format_lowering(rows: list[dict], warn: bool = True) -> list[str]:
+    """Per timed fn (first row where it ran): XLA's custom calls per call in the timed loop and,
+    when measured, the kernels per call with their time; a warning if an XLA FP8 baseline did
+    not become a cuBLASLt FP8 GEMM."""
     out = []
-    for key in ("ours", "xla_fp8_dot", "xla_fp8_dq_pattern", "dequant_bf16"):
+    for key in _TIMED:
         for r in rows:
-            hlo = r.get(key, {}).get("hlo")
-            if hlo:
-                out.append(f"#   {key:<18} -> custom calls {hlo['custom_calls'] or '{}'}, "
-                           f"{hlo['fusions']} fusions, {hlo['copies']} copies  ({r['M']}x{r['N']}x{r['K']})")
-                break
+            e = r.get(key, {})
+            if "us" not in e:
+                continue
+            hlo = e.get("hlo") or {}
+            kern = (e.get("kernel") or {}).get("kernels") or {}
+            ks = ", ".join(f"{name[:48]} x{v['count']:g} {v['us']:.2f}us" for name, v in list(kern.items())[:4])
+            out.append(f"#   {key:<18} ({r['M']}x{r['N']}x{r['K']}): custom calls/call {hlo.get('custom_calls')},"
+                       f" fusions/call {hlo.get('fusions')}, copies/call {hlo.get('copies')}"
+                       + (f"; kernels/call: {ks}" if ks else ""))
+            if warn and key.startswith("xla_fp8") and baselines.CUBLASLT_FP8_TARGET not in (hlo.get("custom_calls") or {}):
+                out.append(f"#   WARNING: {key} did not lower to {baselines.CUBLASLT_FP8_TARGET}")
+            break
     return out
 
 
@@ -316,12 +340,12 @@ def main(argv: list[str] | None = None) -> int:
 
     kernel_time = args.kernel_time == "on" or (args.kernel_time == "auto" and on_gpu)
     if args.smoke:
-        timing_kw = {"sets": {"max_sets": 4}, "loop": {"max_calls": 8, "n_reps": 3, "target_rep_ms": 1.0},
-                     "prof": {"n_reps": 2, "max_calls": 4}}
+        timing_kw = {"sets": {"max_sets": 4},
+                     "loop": {"max_calls": 8, "n_reps": 3, "target_rep_ms": 1.0, "warmup_ms": 0.0},
+                     "prof": {"n_reps": 2, "max_calls": 4, "idle_s": 0.0}}
     else:
         timing_kw = {"sets": {}, "loop": {"n_reps": args.reps, "target_rep_ms": args.target_ms}, "prof": {}}
-
-    n_reps = timing_kw["loop"].get("n_reps", args.reps)
+    lk, pk = timing_kw["loop"], timing_kw["prof"]
     meta = {
         "device": dev.device_kind,
         "platform": dev.platform,
@@ -332,9 +356,11 @@ def main(argv: list[str] | None = None) -> int:
         "has_cuda_kernels": has_kernels,
         "kernel_time": kernel_time,
         "method": {
-            "loop": timing.LOOP_METHOD.format(l2_multiple="4", warmup=2, n_reps=n_reps,
-                                              target_ms=f"{timing_kw['loop'].get('target_rep_ms', 5.0):g}"),
-            "kernel": timing.PROFILER_METHOD.format(n_reps=timing_kw["prof"].get("n_reps", 5)),
+            "loop": timing.LOOP_METHOD.format(
+                l2_multiple="4", warmup=2, n_reps=lk["n_reps"], target_ms=f"{lk['target_rep_ms']:g}",
+                warmup_ms=f"{lk.get('warmup_ms', timing.DEFAULT_WARMUP_MS):g}"),
+            "kernel": timing.PROFILER_METHOD.format(
+                n_reps=pk.get("n_reps", 5), idle_s=f"{pk.get('idle_s', timing.DEFAULT_IDLE_S):g}"),
         },
         "anchors": "DeepGEMM v2.6.1 SM90 kernel time, H100 SXM, L2 flushed (testing.shapes.ANCHORS_H100)",
     }
@@ -343,15 +369,20 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for m, n, k in _shapes(args.smoke, args.filter):
+        t0 = time.perf_counter()
         r = bench_shape(m, n, k, op=op, timing_kw=timing_kw, kernel_time=kernel_time, seed=args.seed)
+        r["bench_wall_s"] = round(time.perf_counter() - t0, 1)
         rows.append(r)
         print(format_row(r), flush=True)
 
-    print("# baseline xla-fp8 = faster of xla_fp8_dot (dot) / xla_fp8_dq_pattern (dq-pat); lowering:")
-    for line in format_lowering(rows):
+    print("# xla-fp8 = faster of xla_fp8_dot (dot) / xla_fp8_dq_pattern (dq-pat), per row. What XLA ran:")
+    for line in format_lowering(rows, warn=on_gpu):
         print(line)
     with open(args.json, "w") as f:
         json.dump({**meta, "rows": rows}, f, indent=1, default=str)
+    n_err = sum(len(r["errors"]) for r in rows)
+    if n_err:
+        print(f"# {n_err} errors (see stderr and 'errors' in the JSON)")
     print(f"# wrote {args.json} ({len(rows)} rows)")
     return 0
 

@@ -77,7 +77,10 @@ def _check_positive_int(fn: str, name: str, value) -> int:
 
 def _check_bool(fn: str, name: str, value) -> bool:
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{fn}: {name} must be a bool, got {type(value).__name__}")
+        # A tracer here means it was passed as a traced argument to jit.
+        raise TypeError(
+            f"{fn}: {name} must be a Python bool (static under jit), got {type(value).__name__}"
+        )
     return bool(value)
 
 

@@ -143,7 +143,8 @@ def test_partial_block_padding_does_not_change_amax():
     x = np.full((1, 130), -0.5, np.float32)
     x[0, 129] = -8.0
     _, scale = per_token_cast_to_fp8(x)
-    np.testing.assert_array_equal(np.asarray(scale), [[np.float32(0.5) / np.float32(448), np.float32(8.0) / np.float32(448)]])
+    want = np.array([[0.5, 8.0]], np.float32) / np.float32(448)
+    np.testing.assert_array_equal(np.asarray(scale), want)
 
 
 def test_other_granularity():
@@ -195,6 +196,30 @@ def test_dequantize_output_dtype(layout):
         ml_dtypes.bfloat16
     )
     np.testing.assert_array_equal(np.asarray(out).view(np.uint16), want.view(np.uint16))
+
+
+def test_codes_use_reciprocal_multiply_like_deepgemm():
+    # x * (1/scale) and x / scale differ in the last float32 bit, which changes the e4m3 code
+    # only next to a rounding midpoint. Build such values in NumPy and check that the codes
+    # follow DeepGEMM's reciprocal multiply.
+    amax = np.float32(3.0)
+    scale = amax / np.float32(448)
+    inverse = np.float32(1.0) / scale
+    positive_codes = np.arange(1, 0x7F, dtype=np.uint8).view(E4M3).astype(np.float64)  # 2^-9 .. 448
+    midpoints = (positive_codes[:-1] + positive_codes[1:]) / 2
+    near = (midpoints * np.float64(scale)).astype(np.float32)
+    candidates = np.concatenate([np.nextafter(near, np.float32(s * np.inf)) for s in (-1, 1)] + [near])
+    candidates = candidates[candidates < amax]
+    by_multiply = (candidates * inverse).astype(E4M3)
+    by_divide = (candidates / scale).astype(E4M3)
+    sensitive = candidates[by_multiply.view(np.uint8) != by_divide.view(np.uint8)][:127]
+    assert sensitive.size >= 4, "test setup: expected values whose code depends on the rounding path"
+
+    row = np.concatenate([[amax], sensitive]).astype(np.float32)[None, :]
+    x_fp8, got_scale = per_token_cast_to_fp8(row)
+    np.testing.assert_array_equal(np.asarray(got_scale), [[scale]])
+    want = (row * inverse).astype(E4M3)
+    np.testing.assert_array_equal(bits(x_fp8), want.view(np.uint8))
 
 
 def test_codes_use_full_e4m3_range():
@@ -350,7 +375,7 @@ def test_bad_inputs_name_the_argument(layout):
         quantize(np.ones((4, 4), np.int32))
     with pytest.raises(ValueError, match=rf"{fn}: {block_kw} must be a positive int, got 0"):
         quantize(np.ones((4, 4), np.float32), **{block_kw: 0})
-    with pytest.raises(TypeError, match=rf"{fn}: use_ue8m0 must be a bool"):
+    with pytest.raises(TypeError, match=rf"{fn}: use_ue8m0 must be a Python bool"):
         quantize(np.ones((4, 4), np.float32), use_ue8m0="yes")
 
     q, s = quantize(np.ones((4, 300), np.float32))

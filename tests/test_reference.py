@@ -298,7 +298,8 @@ def test_assert_bitwise_equal_reports_first_mismatch():
     y = x.copy()
     y[1, 0] = -0.0  # equal as values, different bits
     y[1, 2] = 1.0
-    with pytest.raises(AssertionError, match=r"2 of 6 elements differ; first at index \(1, 0\): .*0x00000000.*0x80000000"):
+    message = r"2 of 6 elements differ; first at index \(1, 0\): .*0x00000000.*0x80000000"
+    with pytest.raises(AssertionError, match=message):
         assert_bitwise_equal(x, y)
     b1 = jnp.asarray([1.0, 2.0], jnp.bfloat16)
     b2 = jnp.asarray([1.0, 2.015625], jnp.bfloat16)  # next bf16 above 2.0 (ulp 2^-6)

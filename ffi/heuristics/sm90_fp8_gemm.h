@@ -34,19 +34,22 @@ inline int Fp8GemmStages(BlockShape s, BScale scale) {
   return std::min(24, kSm90SmemCapacity / per_stage);
 }
 
-// Modelled cycles of one SM for one problem: waves x per-tile time, per-tile time being the slower
-// of the tensor cores (~8192 dense FP8 FLOP/cycle/SM; N < 64 WGMMAs run at the N=64 rate) and the
-// L2->SM feed (~48 B/cycle/SM when every SM streams), floored by HBM traffic (~1650 B/cycle/chip).
+// Modelled cycles for one problem: waves x per-tile time, the per-tile time being the slower of
+// the tensor cores (~8192 dense FP8 FLOP/cycle/SM; WGMMAs with N < 64 run at the N=64 rate) and the
+// L2->SM feed (~48 B/cycle/SM when every SM streams); floored by DRAM traffic, which one SM can pull
+// at only ~20 B/cycle, so a grid with few CTAs cannot reach the chip's ~1650 B/cycle.
 inline double Fp8GemmCost(int m, int n, int k, BlockShape s, int num_sms, int out_bytes) {
   const double tiles = double((m + s.m - 1) / s.m) * ((n + s.n - 1) / s.n);
   const double waves = std::ceil(tiles / num_sms);
+  const double active_sms = std::min<double>(tiles, num_sms);
   const double k_blocks = (k + 127) / 128;
   const double mma = s.m * std::max(s.n, 64) * 128 * 2 / 8192.0;
   const double feed = (s.m + s.n) * 128 / 48.0;
   const double epilogue = s.m * s.n * out_bytes / 64.0;
   const double per_sm = waves * (k_blocks * std::max(mma, feed) + epilogue);
-  const double hbm = (double(m) * k + double(n) * k + double(m) * n * out_bytes) / 1650.0;
-  return std::max(per_sm, hbm);
+  const double dram_bytes = double(m) * k + double(n) * k + double(m) * n * out_bytes;
+  const double dram = dram_bytes / std::min(1650.0, active_sms * 20.0);
+  return std::max(per_sm, dram);
 }
 
 // force_block_m/n > 0 select a compiled shape explicitly (tests and tuning sweeps).

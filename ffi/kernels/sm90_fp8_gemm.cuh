@@ -101,8 +101,10 @@ struct Fp8GemmTraits {
   static constexpr int kStageBytes = kSmemA + kSmemB + kSmemSfb;
   static constexpr int kBarrierBytes = 16;  // full + empty barrier per stage
   static constexpr int kTxBytes = kSmemA + kSmemB + (kBScale == BScale::kPerChannel ? kBlockN * 4 : 0);
-  // A 128x128 scale block may cover this tile's columns only partly (e.g. BLOCK_N = 160).
-  static constexpr bool kMayStraddleScaleBlock = kBScale == BScale::kBlock128 && (128 % kBlockN != 0);
+  // How many 128-column B scale blocks one tile can overlap: 1 when BLOCK_N divides 128 (tiles
+  // never straddle), else at most (127 + BLOCK_N) / 128 + 1 (e.g. 3 for BLOCK_N = 176 at column 96).
+  static constexpr int kScaleRows =
+      kBScale != BScale::kBlock128 ? 1 : (128 % kBlockN == 0 ? 1 : (127 + kBlockN) / 128 + 1);
 
   static constexpr int SmemBytes(int num_stages) { return num_stages * (kStageBytes + kBarrierBytes); }
 };
@@ -179,23 +181,24 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale>::kNum
       // Scale pointers; rows past M are clamped (their results are never stored).
       const float* sfa0 = p.sfa + static_cast<int64_t>(min(row0, p.m - 1)) * p.num_k_blocks;
       const float* sfa1 = p.sfa + static_cast<int64_t>(min(row1, p.m - 1)) * p.num_k_blocks;
-      const float* sfb0 = nullptr;
-      const float* sfb1 = nullptr;
-      int first_straddle_group = kBlockN / 8;  // 8-column groups from here on use the next scale row
+      // B scale rows covering this tile's columns: a BLOCK_N-wide tile may overlap up to
+      // kScaleRows of the 128-column scale blocks (e.g. 3 for BLOCK_N = 176 starting at column 96).
+      const float* sfb_rows[Traits::kScaleRows];
+      const int col_offset = n0 % 128;  // this tile's first column inside its first scale block
       if constexpr (kBScale == BScale::kBlock128) {
         const int num_n_scale_rows = (p.n + 127) / 128;
-        sfb0 = p.sfb + static_cast<int64_t>(n0 / 128) * p.num_k_blocks;
-        sfb1 = p.sfb + static_cast<int64_t>(min(n0 / 128 + 1, num_n_scale_rows - 1)) * p.num_k_blocks;
-        if constexpr (Traits::kMayStraddleScaleBlock) first_straddle_group = (128 - n0 % 128) / 8;
+#pragma unroll
+        for (int r = 0; r < Traits::kScaleRows; ++r)
+          sfb_rows[r] = p.sfb + static_cast<int64_t>(min(n0 / 128 + r, num_n_scale_rows - 1)) * p.num_k_blocks;
       }
 #pragma unroll
       for (int i = 0; i < kAccums; ++i) final_acc[i] = 0.0f;
 
       float sa0 = __ldg(sfa0), sa1 = __ldg(sfa1);
-      float sb0 = 1.0f, sb1 = 1.0f;
+      float sb[Traits::kScaleRows];
       if constexpr (kBScale == BScale::kBlock128) {
-        sb0 = __ldg(sfb0);
-        if constexpr (Traits::kMayStraddleScaleBlock) sb1 = __ldg(sfb1);
+#pragma unroll
+        for (int r = 0; r < Traits::kScaleRows; ++r) sb[r] = __ldg(sfb_rows[r]);
       }
 
       for (int kb = 0; kb < p.num_k_blocks; ++kb) {
@@ -213,10 +216,10 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale>::kNum
         // Fetch the next slice's scales while the tensor cores work (L1-resident after the first).
         const int kb_next = min(kb + 1, p.num_k_blocks - 1);
         const float next_sa0 = __ldg(sfa0 + kb_next), next_sa1 = __ldg(sfa1 + kb_next);
-        float next_sb0 = 1.0f, next_sb1 = 1.0f;
+        float next_sb[Traits::kScaleRows];
         if constexpr (kBScale == BScale::kBlock128) {
-          next_sb0 = __ldg(sfb0 + kb_next);
-          if constexpr (Traits::kMayStraddleScaleBlock) next_sb1 = __ldg(sfb1 + kb_next);
+#pragma unroll
+          for (int r = 0; r < Traits::kScaleRows; ++r) next_sb[r] = __ldg(sfb_rows[r] + kb_next);
         }
         cute::warpgroup_wait<0>();
 #pragma unroll
@@ -226,8 +229,12 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale>::kNum
           if (lane == 0) empty[stage].arrive();
 #pragma unroll
           for (int g = 0; g < kBlockN / 8; ++g) {
-            const float sb = (Traits::kMayStraddleScaleBlock && g >= first_straddle_group) ? sb1 : sb0;
-            const float s0 = sa0 * sb, s1 = sa1 * sb;
+            // Scale row of this 8-column group, selected without indexing registers at run time.
+            const int row = (col_offset + 8 * g) >> 7;
+            float b_scale = sb[0];
+            if constexpr (Traits::kScaleRows > 1) b_scale = row >= 1 ? sb[1] : b_scale;
+            if constexpr (Traits::kScaleRows > 2) b_scale = row >= 2 ? sb[2] : b_scale;
+            const float s0 = sa0 * b_scale, s1 = sa1 * b_scale;
             final_acc[4 * g + 0] = fmaf(s0, accum[4 * g + 0], final_acc[4 * g + 0]);
             final_acc[4 * g + 1] = fmaf(s0, accum[4 * g + 1], final_acc[4 * g + 1]);
             final_acc[4 * g + 2] = fmaf(s1, accum[4 * g + 2], final_acc[4 * g + 2]);
@@ -236,20 +243,24 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale>::kNum
         } else {
           // Per-column B scales of this slice sit in shared memory next to the stage's tiles.
           const float2* sfb_stage = reinterpret_cast<const float2*>(smem_sfb + stage * (Traits::kSmemSfb / 4));
-          float2 sb[kBlockN / 8];
+          float2 col_scale[kBlockN / 8];
 #pragma unroll
-          for (int g = 0; g < kBlockN / 8; ++g) sb[g] = sfb_stage[4 * g + quad];
+          for (int g = 0; g < kBlockN / 8; ++g) col_scale[g] = sfb_stage[4 * g + quad];
           __syncwarp();
           if (lane == 0) empty[stage].arrive();
 #pragma unroll
           for (int g = 0; g < kBlockN / 8; ++g) {
-            final_acc[4 * g + 0] = fmaf(sa0 * sb[g].x, accum[4 * g + 0], final_acc[4 * g + 0]);
-            final_acc[4 * g + 1] = fmaf(sa0 * sb[g].y, accum[4 * g + 1], final_acc[4 * g + 1]);
-            final_acc[4 * g + 2] = fmaf(sa1 * sb[g].x, accum[4 * g + 2], final_acc[4 * g + 2]);
-            final_acc[4 * g + 3] = fmaf(sa1 * sb[g].y, accum[4 * g + 3], final_acc[4 * g + 3]);
+            final_acc[4 * g + 0] = fmaf(sa0 * col_scale[g].x, accum[4 * g + 0], final_acc[4 * g + 0]);
+            final_acc[4 * g + 1] = fmaf(sa0 * col_scale[g].y, accum[4 * g + 1], final_acc[4 * g + 1]);
+            final_acc[4 * g + 2] = fmaf(sa1 * col_scale[g].x, accum[4 * g + 2], final_acc[4 * g + 2]);
+            final_acc[4 * g + 3] = fmaf(sa1 * col_scale[g].y, accum[4 * g + 3], final_acc[4 * g + 3]);
           }
         }
-        sa0 = next_sa0, sa1 = next_sa1, sb0 = next_sb0, sb1 = next_sb1;
+        sa0 = next_sa0, sa1 = next_sa1;
+        if constexpr (kBScale == BScale::kBlock128) {
+#pragma unroll
+          for (int r = 0; r < Traits::kScaleRows; ++r) sb[r] = next_sb[r];
+        }
         if (++stage == num_stages) stage = 0, phase ^= 1;
       }
 

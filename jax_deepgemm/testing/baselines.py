@@ -6,17 +6,23 @@ its JSON say exactly what was timed; :func:`jax_deepgemm.testing.timing.compiled
 shows what XLA made of each (``__cublas$lt$matmul$f8`` = cuBLASLt FP8 GEMM).
 
 * XLA per-tensor FP8 (one f32 scale per operand; what cuBLASLt FP8 supports on Hopper). XLA's
-  GEMM rewriter turns two spellings into one cuBLASLt FP8 call, and we time both:
+  GEMM rewriter turns two spellings into one cuBLASLt FP8 call (``__cublas$lt$matmul$f8``,
+  bf16 D, scales folded in), and we time both:
 
-  - :func:`xla_fp8_dot` -- FP8 operands straight into ``dot_general`` (f32 accumulation), the
-    product multiplied by ``sa * sb`` and cast to bf16; the rewriter folds the scale into the
-    call (XLA test ``ScaledABUnscaledDColMajorLhsF8``);
+  - :func:`xla_fp8_dot` -- FP8 operands straight into ``dot_general(...,
+    preferred_element_type=bf16)``, the product multiplied by ``sa * sb``;
   - :func:`xla_fp8_dq_pattern` -- the documented "dequantize then dot" pattern
-    ``(a.astype(bf16) * sa) @ (b.astype(bf16) * sb).T`` (NVIDIA JAX-Toolbox "native XLA FP8"
-    guide; XLA test ``ScaledABUnscaledDF8``), which the rewriter matches back to FP8 operands.
+    (NVIDIA JAX-Toolbox "native XLA FP8" guide; XLA test ``ScaledABUnscaledDF8``):
+    ``(a.astype(f32) * sa) @ (b.astype(f32) * sb).T`` with bf16 output, which the rewriter
+    matches back to FP8 operands.
 
-  Per-tensor scaling is NOT the same recipe as ours (it loses accuracy on outlier-heavy data);
-  it is the speed-of-light a JAX user can reach with FP8 today.
+  Checked on H100 with jax 0.11.2 (compiled HLO + profiler): both become one cuBLASLt FP8 GEMM
+  with bf16 D (plus a ~1.6-2 us scalar kernel for ``sa * sb`` in the first). Spellings that
+  do NOT become FP8 there: the same pattern in bf16 (``a.astype(bf16) * sa``: a bf16 cuBLAS
+  GEMM after two dequantize fusions, ~2x slower), and f32 accumulation with ``.astype(bf16)``
+  afterwards (FP8 GEMM with f32 D plus a separate convert kernel). Per-tensor scaling is NOT
+  our recipe (it loses accuracy on outlier-heavy data); it is the FP8 speed a JAX user can reach
+  today.
 * :func:`dequant_bf16_gemm` -- the same block-scaled inputs as ours (1x128 A, 128x128 B),
   dequantized to bf16 inside the jitted function, then a bf16 ``jnp.dot``. This is what
   ``jax.nn.scaled_matmul`` becomes on Hopper, and what a user writes by hand; the timed region
@@ -52,8 +58,8 @@ _FP8_MAX = 448.0
 def per_tensor_cast_to_fp8(x) -> tuple[jax.Array, jax.Array]:
     """One power-of-two f32 scale for the whole tensor: ``x ~= x_fp8 * scale``.
 
-    The scale is ``2 ** ceil(log2(amax / 448))`` so that it is exact in bf16 too (the
-    dequantize pattern multiplies in bf16). Returns ``(x_fp8, scale)``, ``scale`` a 0-d f32.
+    The scale is ``2 ** ceil(log2(amax / 448))``, exact in bf16 too (:func:`xla_fp8_dot`
+    multiplies its bf16 output by ``sa * sb`` in bf16). Returns ``(x_fp8, scale)``, ``scale`` a 0-d f32.
     """
     x = jnp.asarray(x, jnp.float32)
     amax = jnp.maximum(jnp.max(jnp.abs(x)), 1e-4)
@@ -62,20 +68,17 @@ def per_tensor_cast_to_fp8(x) -> tuple[jax.Array, jax.Array]:
 
 
 def xla_fp8_dot(a, sa, b, sb) -> jax.Array:
-    """FP8 x FP8 ``dot_general`` (f32 accumulate) * ``sa * sb`` -> bf16: one cuBLASLt FP8 call."""
-    d = jax.lax.dot_general(a, b, NT_DIMS, preferred_element_type=jnp.float32)
-    return (d * (sa * sb)).astype(jnp.bfloat16)
+    """FP8 x FP8 ``dot_general`` with bf16 output, times ``sa * sb``: one cuBLASLt FP8 call."""
+    d = jax.lax.dot_general(a, b, NT_DIMS, preferred_element_type=jnp.bfloat16)
+    return d * (sa * sb).astype(jnp.bfloat16)
 
 
 def xla_fp8_dq_pattern(a, sa, b, sb) -> jax.Array:
-    """``(a.astype(bf16) * sa) @ (b.astype(bf16) * sb).T`` -> bf16, the documented XLA FP8 pattern.
-
-    The scales are cast to bf16 first (a bf16 * f32 product would promote the operands to f32
-    and change the pattern); :func:`per_tensor_cast_to_fp8` makes them powers of two, so the
-    cast is exact.
-    """
-    a_dq = a.astype(jnp.bfloat16) * sa.astype(jnp.bfloat16)
-    b_dq = b.astype(jnp.bfloat16) * sb.astype(jnp.bfloat16)
+    """``(a.astype(f32) * sa) @ (b.astype(f32) * sb).T`` with bf16 output: the documented XLA
+    FP8 pattern, rewritten by XLA into one cuBLASLt FP8 call. (Written with bf16 dequantized
+    operands instead, XLA 0.11.2 keeps a bf16 GEMM; see the module docstring.)"""
+    a_dq = a.astype(jnp.float32) * sa
+    b_dq = b.astype(jnp.float32) * sb
     return jax.lax.dot_general(a_dq, b_dq, NT_DIMS, preferred_element_type=jnp.bfloat16)
 
 

@@ -11,7 +11,7 @@ Primary: :func:`time_device` ("loop")
      so no call reads L2-resident operands. Total input memory is capped (``max_input_bytes``).
   2. Build ONE jitted function that calls ``fn`` ``n_calls`` times, unrolled in Python, call ``j``
      on set ``j % n_sets``, and returns ALL outputs (XLA cannot dead-code-eliminate any call, and
-     no extra reduction kernel is added). Each call's inputs pass through
+     no extra reduction kernel is added). Each call's array inputs (not 0-d scalars) pass through
      ``lax.optimization_barrier`` together with the previous call's outputs: a no-op at run time
      (no kernel, no copy) that (a) orders the calls one after another, as in a real model where
      one GEMM feeds the next, so independent calls cannot overlap on the GPU, and (b) makes
@@ -23,14 +23,20 @@ Primary: :func:`time_device` ("loop")
      jitted call with ``time.perf_counter()`` around ``jax.block_until_ready``; report the median
      (and min) divided by ``n_calls``.
   The result is per-call time as a JAX program sees it back to back: kernel time plus whatever
-  gap XLA leaves between consecutive kernels (small when XLA captures the calls in a CUDA graph;
-  a custom call is captured only if its FFI handler is ``kCmdBufferCompatible``).
+  gap XLA leaves between consecutive kernels (~1-1.5 us per kernel inside a CUDA graph, ~3 us
+  without; a custom call is captured in XLA's CUDA graphs only if its FFI handler is
+  ``kCmdBufferCompatible``), at sustained load: on H100 a long run of dense GEMMs is power-limited
+  (bf16 8192^3 kernels: ~1350 us in the first reps after idle, ~1450-1550 us sustained).
 
 Secondary: :func:`time_with_profiler` ("kernel")
-  Runs the same loop function under ``jax.profiler`` and sums the durations of the GPU kernels
-  recorded on the device's stream lines (CUPTI activity), per repetition, divided by ``n_calls``.
-  No launch gaps, no dispatch; comparable with DeepGEMM's own kernel-time numbers. Raises
-  ``RuntimeError`` when the trace holds no GPU kernels (CPU backend, no CUPTI).
+  Runs the same loop function (``n_calls = n_sets``, 5 reps) under ``jax.profiler`` and sums
+  the durations of the GPU kernels recorded on the device's stream lines (CUPTI activity), per
+  repetition, divided by ``n_calls``; reps are told apart by equal kernel counts. No launch
+  gaps, no dispatch, short bursts after an idle moment: comparable with DeepGEMM's own
+  kernel-time numbers (L2 flushed by a memset before each call, 30 calls). ``Timing.kernels``
+  breaks the time down per kernel name. Raises ``RuntimeError`` when the trace holds no GPU
+  kernels (CPU backend, no CUPTI). While the profiler is active XLA may launch the kernels of
+  its CUDA graphs one by one; that changes the gaps, not the kernel durations.
 
 Both return :class:`Timing`. Everything here runs on CPU too (small shapes), so the logic can be
 checked without a GPU; ``python -m jax_deepgemm.testing.timing`` is a self-check of the method on
@@ -44,6 +50,7 @@ import glob
 import math
 import os
 import re
+import shutil
 import statistics
 import tempfile
 import time
@@ -71,17 +78,26 @@ L2_BYTES_H100 = 50 * 1024 * 1024
 
 GiB = 1024**3
 
+DEFAULT_WARMUP_MS = 300.0
+"""Back-to-back warm-up before the loop is timed, so clocks and power settle (H100: a dense FP8
+GEMM slows by up to ~20 % over the first ~100 ms of continuous running)."""
+
+DEFAULT_IDLE_S = 1.0
+"""Idle time before a profiler trace, so every op's kernel time is taken from the same rested
+state (comparable with DeepGEMM's numbers, whose 8 GB L2-flush memsets keep the GEMMs short)."""
+
 LOOP_METHOD = (
     "loop: one jitted fn calls the op n_calls times back to back (unrolled, each call's inputs "
     "tied to the previous call's outputs by optimization_barrier: serial, no CSE) over n_sets "
     "rotating input sets (> {l2_multiple}x L2 of operands, so not L2-resident), returns all "
-    "outputs; warm-up = compile + {warmup} runs; time = median over {n_reps} reps of "
-    "perf_counter around block_until_ready / n_calls; n_calls chosen so a rep lasts >= "
-    "{target_ms} ms"
+    "outputs; warm-up = compile + >= {warmup} runs and >= {warmup_ms} ms back to back "
+    "(sustained clocks); time = median over {n_reps} reps of perf_counter around "
+    "block_until_ready / n_calls; n_calls chosen so a rep lasts >= {target_ms} ms"
 )
 PROFILER_METHOD = (
-    "kernel: same loop fn under jax.profiler; per rep, sum of GPU kernel durations on the device "
-    "stream lines (CUPTI) / n_calls; median over {n_reps} reps (launch gaps and dispatch excluded)"
+    "kernel: same loop fn with n_calls = n_sets, after {idle_s} s idle, under jax.profiler; per "
+    "rep, sum of GPU kernel durations on the device stream lines (CUPTI) / n_calls; median over "
+    "{n_reps} reps (no launch gaps, no dispatch; short bursts from a rested GPU)"
 )
 
 
@@ -104,6 +120,8 @@ class Timing:
     rep_ms: float = 0.0  # median duration of one repetition (all n_calls calls)
     kernels: dict[str, Any] | None = None  # profiler only: kernel name -> {"us": per call, "count": per call}
     reps_us: tuple[float, ...] = ()  # per-call time of each repetition, in run order
+    hlo: dict[str, Any] | None = None  # loop only: what XLA emitted per call in the timed loop
+    setup_s: float = 0.0  # wall time of compilation, n_calls probing and warm-up
     notes: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
@@ -190,39 +208,81 @@ def build_input_sets(
 # ----------------------------------------------------------------------------------------------
 
 
-def _make_loop(fn: Callable, n_calls: int, n_sets: int, compiler_options: dict | None = None) -> Callable:
+def _tie(args, prev):
+    """``args`` with every non-scalar array passed through ``optimization_barrier`` together
+    with ``prev`` (the previous call's outputs).
+
+    A run-time no-op (no kernel, no copy) that makes call j start only after call j-1 (no overlap
+    on the GPU) and gives two calls on the same set different operands in HLO (no CSE). 0-d
+    arrays (per-tensor scales) are left alone: XLA's FP8 GEMM rewriter only folds a scalar scale
+    into the cuBLASLt call when it sees the scale directly (checked on H100, jax 0.11.2).
+    """
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    idx = [i for i, x in enumerate(leaves) if getattr(x, "ndim", 0) >= 1]
+    tied, _ = jax.lax.optimization_barrier(([leaves[i] for i in idx], prev))
+    for i, x in zip(idx, tied):
+        leaves[i] = x
+    return jax.tree_util.tree_unflatten(tree, leaves)
+
+
+class _Loop:
     """jit(sets -> [fn(*sets[j % n_sets]) for j in range(n_calls)]), calls serialised, no CSE.
 
-    With ``compiler_options`` (XLA debug options, e.g. ``{"xla_gpu_enable_command_buffer": ""}``)
-    the function is compiled explicitly with them on its first call.
+    Compiled once (with ``compiler_options``, XLA debug options such as
+    ``{"xla_gpu_enable_command_buffer": ""}``, if given) on first use; ``hlo_text`` is the
+    optimized HLO of exactly what is timed.
     """
 
-    def loop(sets):
-        outs = []
-        prev = None
-        for j in range(n_calls):
-            args = sets[j % n_sets]
-            if prev is not None:
-                # A run-time no-op: ties call j's inputs to call j-1's outputs. Call j can only
-                # start after call j-1 (no overlap on the GPU), and two calls on the same set have
-                # different operands in HLO, so CSE cannot merge them.
-                args, _ = jax.lax.optimization_barrier((args, prev))
-            out = fn(*args)
-            outs.append(out)
-            prev = out
-        return outs
+    def __init__(self, fn: Callable, n_calls: int, n_sets: int, compiler_options: dict | None):
+        self.n_calls, self.n_sets = n_calls, n_sets
+        self._options = dict(compiler_options) if compiler_options else None
+        self._compiled = None
 
-    jitted = jax.jit(loop)
-    if not compiler_options:
-        return jitted
-    compiled = []
+        def loop(sets):
+            outs = []
+            prev = None
+            for j in range(n_calls):
+                args = sets[j % n_sets]
+                if prev is not None:
+                    args = _tie(args, prev)
+                out = fn(*args)
+                outs.append(out)
+                prev = out
+            return outs
 
-    def run(sets):
-        if not compiled:
-            compiled.append(jitted.lower(sets).compile(compiler_options))
-        return compiled[0](sets)
+        self._jitted = jax.jit(loop)
 
-    return run
+    def compile(self, sets):
+        key = _signature(sets)
+        if self._compiled is None or self._compiled[0] != key:
+            self._compiled = (key, self._jitted.lower(sets).compile(self._options))
+        return self._compiled[1]
+
+    def __call__(self, sets):
+        return self.compile(sets)(sets)
+
+    def hlo_text(self, sets) -> str:
+        return self.compile(sets).as_text()
+
+
+def _signature(tree) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return (treedef, tuple((tuple(x.shape), str(x.dtype)) for x in leaves))
+
+
+_LOOP_CACHE: dict[tuple, _Loop] = {}
+_LOOP_CACHE_SIZE = 16
+
+
+def _make_loop(fn: Callable, n_calls: int, n_sets: int, compiler_options: dict | None = None) -> _Loop:
+    """A :class:`_Loop`, cached so that e.g. the probe loop of :func:`time_device` and the loop of
+    :func:`time_with_profiler` (both ``n_calls = n_sets``) share one compilation."""
+    key = (fn, n_calls, n_sets, tuple(sorted((compiler_options or {}).items())))
+    loop = _LOOP_CACHE.pop(key, None) or _Loop(fn, n_calls, n_sets, compiler_options)
+    _LOOP_CACHE[key] = loop  # most recently used last
+    while len(_LOOP_CACHE) > _LOOP_CACHE_SIZE:
+        _LOOP_CACHE.pop(next(iter(_LOOP_CACHE)))
+    return loop
 
 
 def _run_reps(loop, sets, n_reps: int) -> list[float]:
@@ -236,10 +296,14 @@ def _run_reps(loop, sets, n_reps: int) -> list[float]:
     return times
 
 
-def _compile_and_warm(loop, sets, warmup_reps: int):
-    jax.block_until_ready(loop(sets))  # compiles (and autotunes) + first run
-    for _ in range(max(0, warmup_reps - 1)):
+def _warm(loop, sets, warmup_reps: int, warmup_ms: float = 0.0) -> None:
+    """First run (compiles and autotunes), then at least ``warmup_reps - 1`` more runs and at least
+    ``warmup_ms`` of back-to-back runs (so the clocks settle at their sustained value)."""
+    jax.block_until_ready(loop(sets))
+    t0, done = time.perf_counter(), 1
+    while done < warmup_reps or (time.perf_counter() - t0) * 1e3 < warmup_ms:
         jax.block_until_ready(loop(sets))
+        done += 1
 
 
 def _out_bytes(fn, args) -> int:
@@ -258,12 +322,14 @@ def time_device(
     min_calls: int = 1,
     n_reps: int = 20,
     warmup_reps: int = 2,
+    warmup_ms: float = DEFAULT_WARMUP_MS,
     l2_bytes: int = L2_BYTES_H100,
     l2_multiple: float = 4.0,
     max_sets: int = 64,
     max_input_bytes: int = 8 * GiB,
     max_output_bytes: int = 16 * GiB,
     compiler_options: dict | None = None,
+    hlo_stats: bool = True,
 ) -> Timing:
     """Per-call device time of ``fn`` by the loop method (see the module docstring).
 
@@ -278,10 +344,12 @@ def time_device(
       target_rep_ms: the adaptive ``n_calls`` makes one repetition last at least this long.
       max_calls, min_calls: bounds on the adaptive ``n_calls``.
       n_reps: timed repetitions; the median is reported.
-      warmup_reps: untimed runs after compilation (the first run includes compilation).
+      warmup_reps, warmup_ms: untimed runs after compilation: at least this many, for at least
+        this long (back to back, so that clocks and power reach their sustained state).
       l2_bytes, l2_multiple, max_sets, max_input_bytes: see :func:`build_input_sets`.
       max_output_bytes: cap on the outputs of one repetition (all of them are returned).
       compiler_options: XLA options for compiling the loop (default: none, i.e. what users get).
+      hlo_stats: count what XLA emitted per call in the timed loop (``Timing.hlo``).
     """
     if (make_inputs is None) == (inputs is None):
         raise ValueError("time_device: pass exactly one of make_inputs or inputs")
@@ -291,18 +359,44 @@ def time_device(
                                   l2_multiple=l2_multiple, max_sets=max_sets,
                                   max_input_bytes=max_input_bytes)
     try:
-        return _time_loop(fn, inputs, n_calls=n_calls, target_rep_ms=target_rep_ms,
-                          max_calls=max_calls, min_calls=min_calls, n_reps=n_reps,
-                          warmup_reps=warmup_reps, l2_multiple=l2_multiple,
-                          max_output_bytes=max_output_bytes, compiler_options=compiler_options)
+        t_setup = time.perf_counter()
+        notes = list(inputs.notes)
+        if n_calls is None:
+            n_calls, loop, more = _choose_n_calls(
+                fn, inputs, target_rep_ms=target_rep_ms, max_calls=max_calls, min_calls=min_calls,
+                max_output_bytes=max_output_bytes, compiler_options=compiler_options)
+            notes += more
+        else:
+            loop = _make_loop(fn, n_calls, inputs.n_sets, compiler_options)
+        _warm(loop, inputs.sets, warmup_reps, warmup_ms)
+        setup_s = time.perf_counter() - t_setup
+        times = _run_reps(loop, inputs.sets, n_reps)
+        hlo = _per_call(_hlo_counts(loop.hlo_text(inputs.sets)), n_calls) if hlo_stats else None
+        method = LOOP_METHOD.format(l2_multiple=f"{l2_multiple:g}", warmup=warmup_reps,
+                                    warmup_ms=f"{warmup_ms:g}", n_reps=n_reps,
+                                    target_ms=f"{target_rep_ms:g}")
+        return Timing(
+            median_us=statistics.median(times) / n_calls * 1e6,
+            min_us=min(times) / n_calls * 1e6,
+            n_calls=n_calls,
+            n_sets=inputs.n_sets,
+            n_reps=n_reps,
+            method=method,
+            set_bytes=inputs.set_bytes,
+            rep_ms=statistics.median(times) * 1e3,
+            reps_us=tuple(round(t / n_calls * 1e6, 3) for t in times),
+            hlo=hlo,
+            setup_s=round(setup_s, 2),
+            notes=tuple(notes),
+        )
     finally:
         if own:
             inputs.delete()
 
 
 def _choose_n_calls(fn, inputs: InputSets, *, target_rep_ms, max_calls, min_calls,
-                    max_output_bytes, warmup_reps, compiler_options) -> tuple[int, Callable, list[str]]:
-    """Probe-and-grow: returns (n_calls, compiled+warm loop fn, notes)."""
+                    max_output_bytes, compiler_options) -> tuple[int, _Loop, list[str]]:
+    """Probe with ``n_sets`` calls, then grow: returns (n_calls, compiled loop, notes)."""
     notes = []
     sets, n_sets = inputs.sets, inputs.n_sets
     out_cap = max(1, max_output_bytes // max(_out_bytes(fn, sets[0]), 1))
@@ -310,7 +404,7 @@ def _choose_n_calls(fn, inputs: InputSets, *, target_rep_ms, max_calls, min_call
     n = max(min_calls, min(n_sets, hi))
     for _ in range(4):
         loop = _make_loop(fn, n, n_sets, compiler_options)
-        _compile_and_warm(loop, sets, warmup_reps)
+        _warm(loop, sets, 2)
         rep_s = statistics.median(_run_reps(loop, sets, 3))
         if rep_s * 1e3 >= target_rep_ms or n >= hi:
             break
@@ -323,35 +417,6 @@ def _choose_n_calls(fn, inputs: InputSets, *, target_rep_ms, max_calls, min_call
         why = "max_calls" if hi == max_calls else "max_output_bytes"
         notes.append(f"rep {rep_s * 1e3:.2f} ms < target {target_rep_ms} ms: n_calls capped at {n} by {why}")
     return n, loop, notes
-
-
-def _time_loop(fn, inputs: InputSets, *, n_calls, target_rep_ms, max_calls, min_calls, n_reps,
-               warmup_reps, l2_multiple, max_output_bytes, compiler_options) -> Timing:
-    notes = list(inputs.notes)
-    if n_calls is None:
-        n_calls, loop, more = _choose_n_calls(
-            fn, inputs, target_rep_ms=target_rep_ms, max_calls=max_calls, min_calls=min_calls,
-            max_output_bytes=max_output_bytes, warmup_reps=warmup_reps,
-            compiler_options=compiler_options)
-        notes += more
-    else:
-        loop = _make_loop(fn, n_calls, inputs.n_sets, compiler_options)
-        _compile_and_warm(loop, inputs.sets, warmup_reps)
-    times = _run_reps(loop, inputs.sets, n_reps)
-    method = LOOP_METHOD.format(l2_multiple=f"{l2_multiple:g}", warmup=warmup_reps, n_reps=n_reps,
-                                target_ms=f"{target_rep_ms:g}")
-    return Timing(
-        median_us=statistics.median(times) / n_calls * 1e6,
-        min_us=min(times) / n_calls * 1e6,
-        n_calls=n_calls,
-        n_sets=inputs.n_sets,
-        n_reps=n_reps,
-        method=method,
-        set_bytes=inputs.set_bytes,
-        rep_ms=statistics.median(times) * 1e3,
-        reps_us=tuple(round(t / n_calls * 1e6, 3) for t in times),
-        notes=tuple(notes),
-    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -430,6 +495,7 @@ def time_with_profiler(
     l2_multiple: float = 4.0,
     max_sets: int = 64,
     max_input_bytes: int = 8 * GiB,
+    idle_s: float = DEFAULT_IDLE_S,
     device_index: int = 0,
     log_dir: str | None = None,
     compiler_options: dict | None = None,
@@ -438,8 +504,10 @@ def time_with_profiler(
 
     The loop function is the same as :func:`time_device`'s; ``n_calls`` defaults to
     ``max(n_sets, min_calls)`` capped by ``max_calls`` (no need to amortise dispatch here; the
-    trace grows with the number of kernels). ``Timing.kernels`` breaks the time down per kernel
-    name. Raises ``RuntimeError`` if no GPU kernel was recorded.
+    trace grows with the number of kernels), the same loop as :func:`time_device`'s probe, so
+    it is compiled once. After warm-up the GPU idles ``idle_s`` seconds, then ``n_reps`` reps
+    are traced. ``Timing.kernels`` breaks the time down per kernel name. Raises
+    ``RuntimeError`` if no GPU kernel was recorded.
     """
     if (make_inputs is None) == (inputs is None):
         raise ValueError("time_with_profiler: pass exactly one of make_inputs or inputs")
@@ -453,14 +521,19 @@ def time_with_profiler(
             out_cap = max(1, max_output_bytes // max(_out_bytes(fn, inputs.sets[0]), 1))
             n_calls = max(1, min(max(inputs.n_sets, min_calls), max_calls, out_cap))
         loop = _make_loop(fn, n_calls, inputs.n_sets, compiler_options)
-        _compile_and_warm(loop, inputs.sets, warmup_reps)
+        _warm(loop, inputs.sets, warmup_reps)
+        time.sleep(idle_s)
         tmp = log_dir or tempfile.mkdtemp(prefix="jdg_prof_")
-        jax.profiler.start_trace(tmp)
         try:
-            _run_reps(loop, inputs.sets, n_reps)
+            jax.profiler.start_trace(tmp)
+            try:
+                _run_reps(loop, inputs.sets, n_reps)
+            finally:
+                returned = jax.profiler.stop_trace()
+            kernels, modules = gpu_kernel_events(_load_profile(tmp, returned), device_index)
         finally:
-            returned = jax.profiler.stop_trace()
-        kernels, modules = gpu_kernel_events(_load_profile(tmp, returned), device_index)
+            if log_dir is None:
+                shutil.rmtree(tmp, ignore_errors=True)
         if not kernels:
             raise RuntimeError("profiler trace holds no GPU kernel events (CPU backend or no CUPTI)")
         per_rep, split = _per_rep_kernel_ns(kernels, modules, n_reps)
@@ -479,7 +552,7 @@ def time_with_profiler(
             n_calls=n_calls,
             n_sets=inputs.n_sets,
             n_reps=n_reps,
-            method=PROFILER_METHOD.format(n_reps=n_reps),
+            method=PROFILER_METHOD.format(n_reps=n_reps, idle_s=f"{idle_s:g}"),
             set_bytes=inputs.set_bytes,
             rep_ms=statistics.median(per_rep) / 1e6,
             kernels=breakdown,
@@ -498,12 +571,7 @@ def time_with_profiler(
 _CUSTOM_CALL_TARGET = re.compile(r'custom_call_target="([^"]+)"')
 
 
-def compiled_hlo_stats(fn: Callable, *args) -> dict[str, Any]:
-    """Compiles ``jax.jit(fn)(*args)`` and counts what XLA emitted: custom-call targets (e.g.
-    ``__cublas$lt$matmul$f8`` for cuBLASLt FP8, ``__cublas$gemm`` for cuBLAS), fusions and
-    copies in the entry computation's text. Cheap, no run. Used to prove a baseline lowered to
-    what its name says."""
-    text = jax.jit(fn).lower(*args).compile().as_text()
+def _hlo_counts(text: str) -> dict[str, Any]:
     targets: dict[str, int] = {}
     for t in _CUSTOM_CALL_TARGET.findall(text):
         targets[t] = targets.get(t, 0) + 1
@@ -513,6 +581,20 @@ def compiled_hlo_stats(fn: Callable, *args) -> dict[str, Any]:
         "copies": len(re.findall(r"\bcopy\(", text)),
         "dots": len(re.findall(r"\bdot\(", text)),
     }
+
+
+def _per_call(counts: dict[str, Any], n_calls: int) -> dict[str, Any]:
+    per = lambda v: round(v / n_calls, 3)  # noqa: E731
+    return {"custom_calls": {k: per(v) for k, v in counts["custom_calls"].items()},
+            **{k: per(v) for k, v in counts.items() if k != "custom_calls"}}
+
+
+def compiled_hlo_stats(fn: Callable, *args, compiler_options: dict | None = None) -> dict[str, Any]:
+    """Compiles ``jax.jit(fn)(*args)`` and counts what XLA emitted: custom-call targets (e.g.
+    ``__cublas$lt$matmul$f8`` for cuBLASLt FP8, ``__cublas$lt$matmul`` for cuBLASLt), fusions,
+    copies and dots in the optimized HLO text. Cheap, no run. (:func:`time_device` reports the
+    same counts per call for the timed loop itself in ``Timing.hlo``.)"""
+    return _hlo_counts(jax.jit(fn).lower(*args).compile(compiler_options).as_text())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -543,8 +625,8 @@ def _selfcheck(argv: Sequence[str] | None = None) -> int:
                                        preferred_element_type=jnp.bfloat16)
 
         sets = build_input_sets(make)
-        stats = compiled_hlo_stats(_make_loop(mm, 2 * sets.n_sets, sets.n_sets), sets.sets)
         t = time_device(mm, inputs=sets, max_calls=200 if args.small else 1000)
+        stats = t.hlo
         line = (f"bf16 {m}x{n}x{k}: loop {t.median_us:9.2f} us (min {t.min_us:.2f}, n_calls {t.n_calls},"
                 f" n_sets {t.n_sets}, rep {t.rep_ms:.2f} ms) {2 * m * n * k / t.median_us / 1e6:7.1f} TFLOPS;"
                 f" hlo {stats}")

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# The one command run on the GPU machine (H100, no network): build, test, benchmark, summarise.
+#
+#   bash scripts/gpu_check.sh                      # all stages
+#   STAGES="build bench" bash scripts/gpu_check.sh # quick rebuild + benchmark
+#   SANITIZE=1 bash scripts/gpu_check.sh           # also compute-sanitizer memcheck (small test)
+#   BENCH_ARGS="--filter ^4096x" bash scripts/gpu_check.sh
+#
+# Run from the repository root. Needs the nvidia-cutlass wheel in .whl/ (carried along: the
+# machine has no registry). Logs and results go to $OUT (default /tmp/out); the summary table is
+# printed last. Stages: build test sanitize bench (sanitize runs only with SANITIZE=1).
+# See /work/shared/device.md for why the system compilers and --no-build-isolation are used.
+set -euo pipefail
+
+OUT=${OUT:-/tmp/out}
+STAGES=${STAGES:-"build test bench"}
+SANITIZE=${SANITIZE:-0}
+BENCH_ARGS=${BENCH_ARGS:-}
+PY=${PY:-python3}
+mkdir -p "$OUT"
+cd "$(dirname "$0")/.."
+
+has_stage() { [[ " $STAGES " == *" $1 "* ]]; }
+log() { printf '\n=== %s  [%s]\n' "$*" "$(date -u +%H:%M:%S)"; }
+SUMMARY=()
+add_summary() { SUMMARY+=("$*"); }
+
+log "device"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw,memory.used \
+  --format=csv,noheader 2>&1 | tee "$OUT/device.txt" || true
+$PY -c 'import jax; print("jax", jax.__version__, jax.devices())' 2>&1 | tee -a "$OUT/device.txt" || true
+
+# ---------------------------------------------------------------------------------------------
+# CUTLASS headers from the carried wheel (pure Python; the headers sit in cutlass_library)
+# ---------------------------------------------------------------------------------------------
+shopt -s nullglob
+wheels=(.whl/nvidia_cutlass-*.whl)
+shopt -u nullglob
+if ((${#wheels[@]})); then
+  $PY -m pip install -q --no-deps --target /tmp/site "${wheels[@]}" > "$OUT/pip_cutlass.log" 2>&1 \
+    || { tail -n 20 "$OUT/pip_cutlass.log"; exit 1; }
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+else
+  echo "WARNING: no .whl/nvidia_cutlass-*.whl (carry .whl); CUTLASS headers may be missing"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# build
+# ---------------------------------------------------------------------------------------------
+if has_stage build; then
+  log "build (pip install --no-build-isolation --no-deps -v .)"
+  t0=$SECONDS
+  if CC=/usr/bin/gcc CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++ CMAKE_BUILD_PARALLEL_LEVEL=16 \
+      $PY -m pip install --no-build-isolation --no-deps -v . > "$OUT/build.log" 2>&1; then
+    add_summary "build: OK in $((SECONDS - t0)) s"
+  else
+    echo "BUILD FAILED; last 60 lines of $OUT/build.log:"
+    tail -n 60 "$OUT/build.log"
+    exit 1
+  fi
+  # ptxas resource usage (present when the build passes -Xptxas -v)
+  grep -E "registers|spill|Compiling entry|bytes stack frame" "$OUT/build.log" > "$OUT/ptxas.txt" || true
+  if [[ -s "$OUT/ptxas.txt" ]]; then
+    n_spill=$(grep -cE "[1-9][0-9]* bytes spill (stores|loads)" "$OUT/ptxas.txt" || true)
+    max_regs=$(grep -oE "Used [0-9]+ registers" "$OUT/ptxas.txt" | awk '{print $2}' | sort -n | tail -1)
+    add_summary "ptxas: max ${max_regs:-?} registers, ${n_spill:-0} lines with non-zero spills ($OUT/ptxas.txt)"
+  else
+    add_summary "ptxas: no -Xptxas -v output in the build log"
+  fi
+  # SASS summary of the installed extension(s)
+  if command -v cuobjdump > /dev/null; then
+    pkgdir=$(cd /tmp && $PY -c 'import os, jax_deepgemm as m; print(os.path.dirname(m.__file__))' 2>/dev/null || true)
+    if [[ -n "$pkgdir" ]]; then
+      count() { grep -cE "$1" <<< "$sass" || true; }
+      while IFS= read -r so; do
+        sass=$(cuobjdump -sass "$so" 2>/dev/null || true)
+        [[ -z "$sass" ]] && continue
+        add_summary "sass $(basename "$so"): QGMMA $(count '\bQGMMA'), HGMMA $(count '\bHGMMA'), LDL $(count '\bLDL'), STL $(count '\bSTL'), functions $(count '^\s+Function :')"
+      done < <(find "$pkgdir" -name '*.so' 2>/dev/null)
+    fi
+  fi
+fi
+
+# Run tests and bench from outside the source tree, so the installed package (with its built
+# extension) is imported, not the source folder without it.
+REPO=$PWD
+run_outside() { (cd /tmp && "$@"); }
+
+# ---------------------------------------------------------------------------------------------
+# test
+# ---------------------------------------------------------------------------------------------
+if has_stage test; then
+  log "tests (gpu marker)"
+  set +e
+  if run_outside $PY -m pytest "$REPO/tests" --markers -p no:cacheprovider 2>/dev/null | grep -q '@pytest.mark.gpu'; then
+    run_outside env JAX_DEEPGEMM_REQUIRE_GPU=1 $PY -m pytest "$REPO/tests" -x -q -m gpu -p no:cacheprovider \
+      2>&1 | tee "$OUT/gpu_tests.log"
+  else
+    echo "(no 'gpu' marker registered yet: running the whole suite)"
+    run_outside env JAX_DEEPGEMM_REQUIRE_GPU=1 $PY -m pytest "$REPO/tests" -q -p no:cacheprovider \
+      2>&1 | tee "$OUT/gpu_tests.log"
+  fi
+  rc=${PIPESTATUS[0]}
+  set -e
+  add_summary "tests (rc $rc): $(grep -E '[0-9]+ (passed|failed|error|skipped)' "$OUT/gpu_tests.log" | tail -1)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# compute-sanitizer (opt-in)
+# ---------------------------------------------------------------------------------------------
+if [[ "$SANITIZE" == 1 ]] || has_stage sanitize; then
+  log "compute-sanitizer memcheck (tests/test_fp8_gemm.py -k sanitizer_small)"
+  set +e
+  run_outside env JAX_DEEPGEMM_REQUIRE_GPU=1 XLA_PYTHON_CLIENT_PREALLOCATE=false \
+    compute-sanitizer --tool memcheck --error-exitcode 99 \
+    $PY -m pytest "$REPO/tests/test_fp8_gemm.py" -q -m gpu -k sanitizer_small -p no:cacheprovider \
+    > "$OUT/sanitizer.log" 2>&1
+  rc=$?
+  set -e
+  tail -n 15 "$OUT/sanitizer.log"
+  add_summary "sanitizer (rc $rc): $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# bench
+# ---------------------------------------------------------------------------------------------
+if has_stage bench; then
+  log "bench"
+  set +e
+  # shellcheck disable=SC2086  # BENCH_ARGS is a list of words
+  run_outside $PY -m jax_deepgemm.bench --json "$OUT/bench.json" $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  add_summary "bench (rc $rc): $OUT/bench.json"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# summary (last: the device tool returns the tail of the output)
+# ---------------------------------------------------------------------------------------------
+log "summary"
+for line in "${SUMMARY[@]}"; do echo "  $line"; done
+if [[ -s "$OUT/gpu_tests.log" ]] && has_stage test; then
+  grep -E '^(FAILED|ERROR) ' "$OUT/gpu_tests.log" | head -n 10 || true
+fi
+if [[ -s "$OUT/bench.log" ]] && has_stage bench; then
+  grep -E '^# device|^ *M +N +K|^ *[0-9]+ +[0-9]+ +[0-9]+ \||WARNING|errors' "$OUT/bench.log" || true
+fi

@@ -1,0 +1,252 @@
+"""The public dense FP8 GEMMs on CPU against an independent float64 NumPy computation.
+
+Operands are drawn here with NumPy/ml_dtypes (e4m3 codes and positive non-power-of-two scales), or
+quantized here in NumPy from bf16 data; the expected result is ``dequant(A) @ dequant(B)^T (+ C)`` in
+float64, with the dequantization done in NumPy (``codes.astype(f64) * repeat(scale)``). Error bounds:
+
+* float32 math: the op dequantizes and accumulates in float32, so each output element is within
+  ``(K + 4) * 2^-24 * (sum_k |a_k b_k| + |c|)`` of the exact value (the standard bound for a
+  K-term float32 dot product plus one add, whatever the summation order);
+* bf16 output adds one rounding to 8 significant bits: ``2^-8 * |exact|`` more;
+* in aggregate, ``calc_diff`` against the exact value must be < 1e-10 (float32) / 1e-5 (bf16).
+
+``fp8_gemm_nn/tn/tt`` are defined by transposing the ``nt`` operands (and their scales) and must
+give ``nt``'s result bit for bit.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+
+from jax_deepgemm import fp8_gemm_nn, fp8_gemm_nt, fp8_gemm_tn, fp8_gemm_tt
+from jax_deepgemm.testing.numeric import FP8_TOLERANCE, assert_bitwise_equal, calc_diff
+
+try:
+    from jax_deepgemm.testing.shapes import CI_CASES
+except ImportError:  # pragma: no cover - the shapes module is expected to carry the list
+    CI_CASES = [(1, 128, 128), (7, 256, 384), (65, 384, 256), (200, 576, 512)]
+
+E4M3 = ml_dtypes.float8_e4m3fn
+U = 2.0**-24  # float32 unit roundoff
+BF16_REL = 2.0**-8
+
+# name -> (b scale recipe, with c, out_dtype argument, expected out dtype)
+NT_VARIANTS = {
+    "1d2d": ("block", False, None, jnp.bfloat16),
+    "1d2d_f32": ("block", False, jnp.float32, jnp.float32),
+    "1d2d_c": ("block", True, None, jnp.float32),
+    "1d1d": ("channel", False, None, jnp.float32),
+    "1d1d_bf16": ("channel", False, jnp.bfloat16, jnp.bfloat16),
+    "1d1d_c": ("channel", True, None, jnp.float32),
+}
+
+
+@pytest.fixture(autouse=True)
+def _on_cpu():
+    """These are CPU tests (the jnp reference path): keep them on the host even where a GPU is the
+    default backend (the device run executes the whole suite there)."""
+    try:
+        cpu = jax.devices("cpu")[0]
+    except RuntimeError as e:  # JAX_PLATFORMS without cpu
+        pytest.skip(f"no CPU backend: {e}")
+    with jax.default_device(cpu):
+        yield
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def case_id(case) -> str:
+    return "m{}_n{}_k{}".format(*case)
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPy operands and oracle
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def np_operands(m, n, k, recipe, lead=(), seed=0):
+    rng = np.random.default_rng([m, n, k, len(lead), seed])
+    kb = ceil_div(k, 128)
+    a = (rng.standard_normal((*lead, m, k)) * 40).clip(-448, 448).astype(E4M3)
+    sa = (2.0 ** rng.uniform(-12, -2, (*lead, m, kb))).astype(np.float32)
+    b = (rng.standard_normal((n, k)) * 40).clip(-448, 448).astype(E4M3)
+    sb = (2.0 ** rng.uniform(-12, -2, (ceil_div(n, 128) if recipe == "block" else n, kb))).astype(np.float32)
+    c = rng.standard_normal((*lead, m, n)).astype(np.float32)
+    return a, sa, b, sb, c
+
+
+def np_dequant_rows(codes, scale):
+    k = codes.shape[-1]
+    return codes.astype(np.float64) * np.repeat(scale.astype(np.float64), 128, axis=-1)[..., :k]
+
+
+def np_dequant_b(codes, scale):
+    n, k = codes.shape
+    rows = scale if scale.shape[0] == n else np.repeat(scale, 128, axis=0)[:n]
+    return np_dequant_rows(codes, rows)
+
+
+def np_expected(a, sa, b, sb, c=None):
+    """(exact D in float64, float32 error bound per element)."""
+    a64, b64 = np_dequant_rows(a, sa), np_dequant_b(b, sb)
+    k = a.shape[-1]
+    d = np.einsum("...mk,nk->...mn", a64, b64)
+    mag = np.einsum("...mk,nk->...mn", np.abs(a64), np.abs(b64))
+    if c is not None:
+        d = d + c.astype(np.float64)
+        mag = mag + np.abs(c)
+    return d, (k + 4) * U * mag
+
+
+def assert_close(out, exact, f32_bound, out_dtype):
+    got = np.asarray(out).astype(np.float64)
+    assert got.shape == exact.shape
+    assert np.isfinite(got).all()
+    bound = f32_bound if out_dtype == jnp.float32 else BF16_REL * np.abs(exact) + 2 * f32_bound
+    err = np.abs(got - exact)
+    bad = err > bound
+    if bad.any():
+        i = tuple(int(j) for j in np.argwhere(bad)[0])
+        raise AssertionError(
+            f"{int(bad.sum())} of {bad.size} elements out of bound; first at {i}: got {got[i]!r}, "
+            f"exact {exact[i]!r}, bound {bound[i]!r}"
+        )
+    # The per-element bound is a worst case; typical errors are far smaller. This catches a
+    # systematically lower precision (e.g. a bf16 intermediate) that could hide under it.
+    assert calc_diff(got, exact) < (1e-10 if out_dtype == jnp.float32 else 1e-5)
+
+
+def call_nt(variant, a, sa, b, sb, c):
+    recipe, with_c, out_dtype, _ = NT_VARIANTS[variant]
+    kwargs = {}
+    if with_c:
+        kwargs["c"] = jnp.asarray(c)
+    if out_dtype is not None:
+        kwargs["out_dtype"] = out_dtype
+    return fp8_gemm_nt((jnp.asarray(a), jnp.asarray(sa)), (jnp.asarray(b), jnp.asarray(sb)), **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# fp8_gemm_nt vs NumPy
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", list(NT_VARIANTS))
+@pytest.mark.parametrize("case", CI_CASES, ids=case_id)
+def test_nt_matches_numpy(case, variant):
+    m, n, k = case
+    recipe, with_c, _, want_dtype = NT_VARIANTS[variant]
+    a, sa, b, sb, c = np_operands(m, n, k, recipe)
+    out = call_nt(variant, a, sa, b, sb, c)
+    assert out.shape == (m, n)
+    assert out.dtype == want_dtype
+    exact, bound = np_expected(a, sa, b, sb, c if with_c else None)
+    assert_close(out, exact, bound, want_dtype)
+
+
+@pytest.mark.parametrize("recipe", ["block", "channel"])
+@pytest.mark.parametrize("case", CI_CASES, ids=case_id)
+def test_nt_matches_unquantized_product(case, recipe):
+    """DeepGEMM's accuracy check: calc_diff against the bf16 product before quantization < 1e-3.
+
+    The data is quantized here in NumPy (amax / 448 per 1x128 row block or 128x128 tile).
+    """
+    m, n, k = case
+    rng = np.random.default_rng([m, n, k, 7])
+    x = (rng.standard_normal((m, k)) * np.exp(rng.standard_normal((m, 1)))).astype(ml_dtypes.bfloat16)
+    w = rng.standard_normal((n, k)).astype(ml_dtypes.bfloat16)
+    a, sa = np_quantize(x, 1)
+    b, sb = np_quantize(w, 128 if recipe == "block" else 1)
+    out = fp8_gemm_nt((jnp.asarray(a), jnp.asarray(sa)), (jnp.asarray(b), jnp.asarray(sb)), out_dtype=jnp.float32)
+    assert calc_diff(np.asarray(out), x.astype(np.float64) @ w.astype(np.float64).T) < FP8_TOLERANCE
+    exact, bound = np_expected(a, sa, b, sb)
+    assert_close(out, exact, bound, jnp.float32)
+
+
+def np_quantize(x, row_block):
+    """(row_block x 128)-tile quantization in NumPy: 1 -> per-row 1x128 scales, 128 -> 128x128 blocks."""
+    r, k = x.shape
+    rb, kb = ceil_div(r, row_block), ceil_div(k, 128)
+    pad = np.zeros((rb * row_block, kb * 128), np.float32)
+    pad[:r, :k] = x.astype(np.float32)
+    tiles = pad.reshape(rb, row_block, kb, 128)
+    scale = (np.maximum(np.abs(tiles).max(axis=(1, 3)), np.float32(1e-4)) / np.float32(448)).astype(np.float32)
+    codes = (tiles * (np.float32(1) / scale)[:, None, :, None]).astype(E4M3)
+    return codes.reshape(rb * row_block, kb * 128)[:r, :k], scale
+
+
+@pytest.mark.parametrize("variant", ["1d2d", "1d1d_c"])
+def test_nt_4d_leading_batch(variant):
+    m, n, k = 5, 256, 384
+    recipe, with_c, _, want_dtype = NT_VARIANTS[variant]
+    a, sa, b, sb, c = np_operands(m, n, k, recipe, lead=(2, 3))
+    out = call_nt(variant, a, sa, b, sb, c)
+    assert out.shape == (2, 3, m, n)
+    assert out.dtype == want_dtype
+    exact, bound = np_expected(a, sa, b, sb, c if with_c else None)
+    assert_close(out, exact, bound, want_dtype)
+    # each (i, j) slice is the 2-D GEMM of that slice, bit for bit
+    one = call_nt(variant, a[1, 2], sa[1, 2], b, sb, c[1, 2])
+    assert_bitwise_equal(np.asarray(out[1, 2]), np.asarray(one))
+
+
+def test_nt_jit_and_tuning_params_do_not_change_cpu_results():
+    """``tile`` and ``num_sms`` pick GPU kernel configs; on CPU (the reference) they change nothing."""
+    a, sa, b, sb, _ = np_operands(65, 384, 256, "block")
+    args = [jnp.asarray(x) for x in (a, sa, b, sb)]
+    base = fp8_gemm_nt((args[0], args[1]), (args[2], args[3]))
+    tuned = jax.jit(lambda a, sa, b, sb: fp8_gemm_nt((a, sa), (b, sb), tile=(64, 128), num_sms=66))(*args)
+    assert_bitwise_equal(np.asarray(tuned), np.asarray(base))
+
+
+# ---------------------------------------------------------------------------------------------
+# nn / tn / tt: transposed storage, same result as nt bit for bit
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("recipe", ["block", "channel"])
+@pytest.mark.parametrize("case", CI_CASES, ids=case_id)
+def test_nn_tn_tt_equal_nt(case, recipe):
+    m, n, k = case
+    a, sa, b, sb, _ = np_operands(m, n, k, recipe)
+    j = jnp.asarray
+    a_pair, b_pair = (j(a), j(sa)), (j(b), j(sb))
+    a_t = (j(np.ascontiguousarray(a.T)), j(np.ascontiguousarray(sa.T)))  # A stored [K, M], scales [KB, M]
+    b_t = (j(np.ascontiguousarray(b.T)), j(np.ascontiguousarray(sb.T)))  # B stored [K, N]
+    nt = np.asarray(fp8_gemm_nt(a_pair, b_pair))
+    exact, bound = np_expected(a, sa, b, sb)
+    assert_close(nt, exact, bound, nt.dtype)
+    for name, out in [
+        ("nn", fp8_gemm_nn(a_pair, b_t)),
+        ("tn", fp8_gemm_tn(a_t, b_t)),
+        ("tt", fp8_gemm_tt(a_t, b_pair)),
+    ]:
+        assert out.shape == (m, n), name
+        assert_bitwise_equal(np.asarray(out), nt)
+
+
+def test_nn_tn_tt_forward_kwargs_and_batch():
+    """c / out_dtype pass through; nn and tn take leading batch dims on A (tn: A stored [..., K, M])."""
+    m, n, k = 7, 256, 384
+    a, sa, b, sb, c = np_operands(m, n, k, "channel", lead=(2,))
+    j = jnp.asarray
+    b_t = (j(np.swapaxes(b, -1, -2)), j(np.swapaxes(sb, -1, -2)))
+    a_t = (j(np.swapaxes(a, -1, -2)), j(np.swapaxes(sa, -1, -2)))
+    nt = fp8_gemm_nt((j(a), j(sa)), (j(b), j(sb)), c=j(c))
+    exact, bound = np_expected(a, sa, b, sb, c)
+    assert_close(nt, exact, bound, jnp.float32)
+    assert_bitwise_equal(np.asarray(fp8_gemm_nn((j(a), j(sa)), b_t, c=j(c))), np.asarray(nt))
+    assert_bitwise_equal(np.asarray(fp8_gemm_tn(a_t, b_t, c=j(c))), np.asarray(nt))
+    assert_bitwise_equal(np.asarray(fp8_gemm_tt(a_t, (j(b), j(sb)), c=j(c))), np.asarray(nt))
+    bf16 = fp8_gemm_tn(a_t, b_t, out_dtype=jnp.bfloat16)
+    assert bf16.dtype == jnp.bfloat16 and bf16.shape == (2, m, n)
+    assert_close(bf16, *np_expected(a, sa, b, sb), jnp.bfloat16)
