@@ -15,6 +15,12 @@ enum class BScale : int {
 
 constexpr int kSm90SmemCapacity = 232448;  // opt-in dynamic shared memory per block on sm_90
 
+// BF16 (1D2D) tiles whose width is a multiple of 64 stage D in shared memory for TMA stores.
+constexpr bool Fp8GemmHasSmemD(int block_n, BScale scale) { return scale == BScale::kBlock128 && block_n % 64 == 0; }
+constexpr int Fp8GemmSmemDBytes(int block_m, int block_n, BScale scale) {
+  return Fp8GemmHasSmemD(block_n, scale) ? block_m * block_n * 2 : 0;
+}
+
 struct Fp8GemmOperands {
   int m = 0, n = 0, k = 0, num_k_blocks = 0;
   const void* a = nullptr;      // e4m3 [m, k]

@@ -31,21 +31,22 @@ inline int Fp8GemmStages(BlockShape s, BScale scale) {
   const int per_stage = s.m * 128 + s.n * 128 + sfb + 16;
   // More stages keep more bytes in flight (what small-M, memory-bound shapes need); beyond ~24
   // nothing improves and the barrier bookkeeping grows.
-  return std::min(24, kSm90SmemCapacity / per_stage);
+  return std::min(24, (kSm90SmemCapacity - Fp8GemmSmemDBytes(s.m, s.n, scale)) / per_stage);
 }
 
 // Modelled cycles for one problem: waves x per-tile time, the per-tile time being the slower of
 // the tensor cores (~8192 dense FP8 FLOP/cycle/SM; WGMMAs with N < 64 run at the N=64 rate) and the
 // L2->SM feed (~48 B/cycle/SM when every SM streams); floored by DRAM traffic, which one SM can pull
 // at only ~20 B/cycle, so a grid with few CTAs cannot reach the chip's ~1650 B/cycle.
-inline double Fp8GemmCost(int m, int n, int k, BlockShape s, int num_sms, int out_bytes) {
+inline double Fp8GemmCost(int m, int n, int k, BlockShape s, BScale scale, int num_sms, int out_bytes) {
   const double tiles = double((m + s.m - 1) / s.m) * ((n + s.n - 1) / s.n);
   const double waves = std::ceil(tiles / num_sms);
   const double active_sms = std::min<double>(tiles, num_sms);
   const double k_blocks = (k + 127) / 128;
   const double mma = s.m * std::max(s.n, 64) * 128 * 2 / 8192.0;
   const double feed = (s.m + s.n) * 128 / 48.0;
-  const double epilogue = s.m * s.n * out_bytes / 64.0;
+  // TMA-stored tiles write D in full lines, asynchronously; register stores cost ~4x more.
+  const double epilogue = s.m * s.n * out_bytes / (Fp8GemmHasSmemD(s.n, scale) ? 64.0 : 16.0);
   const double per_sm = waves * (k_blocks * std::max(mma, feed) + epilogue);
   const double dram_bytes = double(m) * k + double(n) * k + double(m) * n * out_bytes;
   const double dram = dram_bytes / std::min(1650.0, active_sms * 20.0);
@@ -67,7 +68,7 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
     if (force_block_n > 0 && s.n != force_block_n) continue;
     // A 128-row tile over M <= 64 would run half its tensor-core work on padding.
     if (force_block_m <= 0 && s.m == 128 && m <= 64) continue;
-    const double cost = Fp8GemmCost(m, n, k, s, num_sms, out_bytes);
+    const double cost = Fp8GemmCost(m, n, k, s, scale, num_sms, out_bytes);
     // Within 2 %, prefer the larger tile (fewer scale loads and promotions per FLOP).
     const bool better = best.block_m == 0 || cost < best_cost * 0.98 ||
                         (cost < best_cost * 1.02 && s.m * s.n > best.block_m * best.block_n);

@@ -45,6 +45,7 @@ struct Fp8GemmParams {
   const float* c;           // kPerChannel: optional FP32 [m, n] added to the product (aliases d)
   void* d;                  // kBlock128: BF16 [m, n]; kPerChannel: FP32 [m, n]
   int raster_band;          // tiles per band of the L2 rasterisation
+  int use_tma_store;        // BF16 D through swizzled shared memory + TMA store (needs n % 8 == 0)
 };
 
 template <int N>
@@ -99,6 +100,8 @@ struct Fp8GemmTraits {
   static constexpr int kSmemB = kBlockN * kFp8BlockK;
   static constexpr int kSmemSfb = kBScale == BScale::kPerChannel ? ((kBlockN * 4 + 127) / 128) * 128 : 0;
   static constexpr int kStageBytes = kSmemA + kSmemB + kSmemSfb;
+  static constexpr bool kTmaStoreD = Fp8GemmHasSmemD(kBlockN, kBScale);
+  static constexpr int kSmemD = Fp8GemmSmemDBytes(kBlockM, kBlockN, kBScale);  // multiple of 1024
   static constexpr int kBarrierBytes = 16;  // full + empty barrier per stage
   static constexpr int kTxBytes = kSmemA + kSmemB + (kBScale == BScale::kPerChannel ? kBlockN * 4 : 0);
   // How many 128-column B scale blocks one tile can overlap: 1 when BLOCK_N divides 128 (tiles
@@ -106,13 +109,14 @@ struct Fp8GemmTraits {
   static constexpr int kScaleRows =
       kBScale != BScale::kBlock128 ? 1 : (128 % kBlockN == 0 ? 1 : (127 + kBlockN) / 128 + 1);
 
-  static constexpr int SmemBytes(int num_stages) { return num_stages * (kStageBytes + kBarrierBytes); }
+  static constexpr int SmemBytes(int num_stages) { return kSmemD + num_stages * (kStageBytes + kBarrierBytes); }
 };
 
 template <int kBlockM, int kBlockN, BScale kBScale>
 __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale>::kNumThreads, 1)
     Sm90Fp8GemmKernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_b,
-                      const __grid_constant__ CUtensorMap tma_sfb, const Fp8GemmParams p, const int num_stages) {
+                      const __grid_constant__ CUtensorMap tma_sfb, const __grid_constant__ CUtensorMap tma_d,
+                      const Fp8GemmParams p, const int num_stages) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Traits = Fp8GemmTraits<kBlockM, kBlockN, kBScale>;
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
@@ -120,7 +124,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale>::kNum
   constexpr int kAccums = kBlockN / 2;  // FP32 accumulators per thread for a 64 x BLOCK_N slice
 
   extern __shared__ __align__(1024) uint8_t smem[];
-  uint8_t* smem_a = smem;
+  uint8_t* smem_d = smem;  // BF16 output staging: [BLOCK_N/64 chunks][BLOCK_M rows][128 B], 128B-swizzled
+  uint8_t* smem_a = smem + Traits::kSmemD;
   uint8_t* smem_b = smem_a + num_stages * Traits::kSmemA;
   float* smem_sfb = reinterpret_cast<float*>(smem_b + num_stages * Traits::kSmemB);
   Barrier* full = reinterpret_cast<Barrier*>(smem_b + num_stages * (Traits::kSmemB + Traits::kSmemSfb));
@@ -264,7 +269,42 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale>::kNum
         if (++stage == num_stages) stage = 0, phase ^= 1;
       }
 
-      // ---------------- epilogue: registers -> global, bounds-checked ----------------
+      // ---------------- epilogue ----------------
+      if constexpr (Traits::kTmaStoreD) {
+        if (p.use_tma_store) {
+          // Registers -> swizzled shared memory (conflict-free: the 16-byte unit index is XORed with
+          // the row) -> one TMA store per 64-column chunk of this warpgroup's 64 rows. The store is
+          // asynchronous: the warpgroup goes on to the next tile and waits for the smem reads only
+          // before it overwrites the staging buffer.
+          const bool leader = threadIdx.x % 128 == 0;
+          const uint32_t barrier_id = 1 + warpgroup;
+          if (leader) cute::tma_store_wait<0>();
+          cutlass::arch::NamedBarrier::sync(128, barrier_id);
+          uint8_t* wg_staging = smem_d + warpgroup * 64 * 128;
+#pragma unroll
+          for (int g = 0; g < kBlockN / 8; ++g) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int row = warp_in_wg * 16 + lane / 4 + 8 * h;
+              uint8_t* dst = wg_staging + (g / 8) * (kBlockM * 128) + row * 128 + (((g % 8) ^ (row % 8)) << 4) + 4 * quad;
+              *reinterpret_cast<__nv_bfloat162*>(dst) =
+                  __floats2bfloat162_rn(final_acc[4 * g + 2 * h], final_acc[4 * g + 2 * h + 1]);
+            }
+          }
+          cutlass::arch::fence_view_async_shared();
+          cutlass::arch::NamedBarrier::sync(128, barrier_id);
+          const int wg_row0 = m_block * kBlockM + warpgroup * 64;
+          if (leader && wg_row0 < p.m) {
+#pragma unroll
+            for (int chunk = 0; chunk < kBlockN / 64; ++chunk)
+              if (n0 + 64 * chunk < p.n)
+                cute::SM90_TMA_STORE_2D::copy(&tma_d, wg_staging + chunk * (kBlockM * 128), n0 + 64 * chunk, wg_row0);
+            cute::tma_store_arrive();
+          }
+          continue;
+        }
+      }
+      // Registers -> global memory, bounds-checked (FP32 output, narrow tiles, or n % 8 != 0).
       const bool n_even = (p.n % 2) == 0;
 #pragma unroll
       for (int g = 0; g < kBlockN / 8; ++g) {
@@ -300,6 +340,9 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale>::kNum
           }
         }
       }
+    }
+    if constexpr (Traits::kTmaStoreD) {
+      if (threadIdx.x % 128 == 0) cute::tma_store_wait<0>();  // staging smem must outlive the stores
     }
   }
 #endif

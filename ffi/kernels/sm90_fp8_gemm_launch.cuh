@@ -21,7 +21,7 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   });
   if (opt_in_status != cudaSuccess) return opt_in_status;
 
-  CUtensorMap tma_a, tma_b, tma_sfb;
+  CUtensorMap tma_a, tma_b, tma_sfb, tma_d;
   bool ok = MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, op.m, op.k, op.k, kBlockM, kFp8BlockK,
                             CU_TENSOR_MAP_SWIZZLE_128B) &&
             MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, op.n, op.k, op.k, kBlockN, kFp8BlockK,
@@ -31,6 +31,14 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
                                op.sfb_row_stride, op.sfb_row_stride, 1, kBlockN, CU_TENSOR_MAP_SWIZZLE_NONE);
   } else {
     tma_sfb = tma_a;  // unused
+  }
+  // TMA stores need a 16-byte aligned row pitch of D.
+  const bool use_tma_store = Traits::kTmaStoreD && op.n % 8 == 0;
+  if (use_tma_store) {
+    ok = ok && MakeTensorMap2D(&tma_d, op.d, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, op.m, op.n, op.n, 64, 64,
+                               CU_TENSOR_MAP_SWIZZLE_128B);
+  } else {
+    tma_d = tma_a;  // unused
   }
   if (!ok) return cudaErrorInvalidValue;
 
@@ -44,7 +52,8 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   params.c = op.c;
   params.d = op.d;
   params.raster_band = cfg.raster_band;
-  kernel<<<cfg.grid, Traits::kNumThreads, Traits::SmemBytes(cfg.num_stages), stream>>>(tma_a, tma_b, tma_sfb, params,
+  params.use_tma_store = use_tma_store ? 1 : 0;
+  kernel<<<cfg.grid, Traits::kNumThreads, Traits::SmemBytes(cfg.num_stages), stream>>>(tma_a, tma_b, tma_sfb, tma_d, params,
                                                                                         cfg.num_stages);
   return cudaGetLastError();
 }
