@@ -6,10 +6,14 @@ False, every op lowers to its jnp reference on CPU, and a GPU lowering raises a 
 
 from __future__ import annotations
 
+import importlib
+
 import jax
 
 try:
-    from jax_deepgemm import _C  # type: ignore[attr-defined]
+    # import_module (not `from jax_deepgemm import _C`) so a missing extension reports
+    # "No module named 'jax_deepgemm._C'" rather than a misleading circular-import message.
+    _C = importlib.import_module("jax_deepgemm._C")
 
     _IMPORT_ERROR: ImportError | None = None
 except ImportError as e:  # pragma: no cover - exercised only on broken installs
@@ -49,7 +53,7 @@ _REGISTERED = _register()
 
 
 def fp8_gemm_tiles() -> dict[str, list[tuple[int, int]]]:
-    """Compiled ``(block_m, block_n)`` shapes of the FP8 GEMM kernels: {"1d2d": [...], "1d1d": [...]}."""
+    """Compiled ``(block_m, block_n, cluster_m)`` shapes of the FP8 GEMM kernels: {"1d2d": [...], "1d1d": [...]}."""
     if _C is None:
         return {"1d2d": [], "1d1d": []}
     return {kind: [tuple(t) for t in tiles] for kind, tiles in _C.fp8_gemm_tiles().items()}

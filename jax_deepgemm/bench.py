@@ -176,32 +176,48 @@ def _time_one(name: str, fn, sets: timing.InputSets, m, n, k, *, timing_kw, kern
     return _entry(t, m, n, k, extra=extra)
 
 
-def bench_shape(m, n, k, *, op, timing_kw: dict, kernel_time: bool, seed: int) -> dict:
-    """Times ours, both XLA FP8 variants and dequant->bf16 on (m, n, k); returns the JSON row."""
+OPS = ("ours", "xla", "dq")
+
+
+def bench_shape(m, n, k, *, op, timing_kw: dict, kernel_time: bool, seed: int, ops=OPS,
+                previous: dict | None = None) -> dict:
+    """Times ours, both XLA FP8 variants and dequant->bf16 (those named in ``ops``) on (m, n, k);
+    returns the JSON row. Entries not timed are taken from ``previous`` (a row of an earlier
+    JSON, same shape), marked ``"from": <file>``."""
     row: dict[str, Any] = {"M": m, "N": n, "K": k, "flops": _flops(m, n, k), "bytes": _bytes(m, n, k)}
     errors: list[str] = []
     kw = dict(timing_kw=timing_kw, kernel_time=kernel_time, errors=errors)
+    skipped = {"error": "not selected (--ops)"}
+    row["ours"] = row["dequant_bf16"] = skipped
+    for name in baselines.XLA_FP8_VARIANTS:
+        row[name] = skipped
 
     # Block-scaled sets: ours and dequant->bf16 read the same arrays.
-    sets = timing.build_input_sets(_make_block_inputs(m, n, k, seed), **timing_kw["sets"])
-    try:
-        if op is not None:
-            ours = _ours_fn(op)
-            diff = _safe("ours diff", lambda: _diff_vs_reference(ours, sets.sets[0]), errors)
-            row["ours"] = _time_one("ours", ours, sets, m, n, k, extra={"diff": diff}, **kw)
-        else:
-            row["ours"] = _entry(None, m, n, k, err="op not available")
-        row["dequant_bf16"] = _time_one("dequant_bf16", baselines.dequant_bf16_gemm, sets, m, n, k, **kw)
-    finally:
-        sets.delete()
+    if "ours" in ops or "dq" in ops:
+        sets = timing.build_input_sets(_make_block_inputs(m, n, k, seed), **timing_kw["sets"])
+        try:
+            if "ours" in ops and op is not None:
+                ours = _ours_fn(op)
+                diff = _safe("ours diff", lambda: _diff_vs_reference(ours, sets.sets[0]), errors)
+                row["ours"] = _time_one("ours", ours, sets, m, n, k, extra={"diff": diff}, **kw)
+            elif "ours" in ops:
+                row["ours"] = _entry(None, m, n, k, err="op not available")
+            if "dq" in ops:
+                row["dequant_bf16"] = _time_one("dequant_bf16", baselines.dequant_bf16_gemm, sets, m, n, k, **kw)
+        finally:
+            sets.delete()
 
     # Per-tensor sets for the XLA FP8 GEMM.
-    sets = timing.build_input_sets(_make_tensor_inputs(m, n, k, seed), **timing_kw["sets"])
-    try:
-        for name, f in baselines.XLA_FP8_VARIANTS.items():
-            row[name] = _time_one(name, f, sets, m, n, k, **kw)
-    finally:
-        sets.delete()
+    if "xla" in ops:
+        sets = timing.build_input_sets(_make_tensor_inputs(m, n, k, seed), **timing_kw["sets"])
+        try:
+            for name, f in baselines.XLA_FP8_VARIANTS.items():
+                row[name] = _time_one(name, f, sets, m, n, k, **kw)
+        finally:
+            sets.delete()
+    for key in ("dequant_bf16", *baselines.XLA_FP8_VARIANTS):
+        if row[key] is skipped and previous and "us" in previous.get(key, {}):
+            row[key] = {**previous[key], "from": previous["_file"]}
     timed = [v for v in baselines.XLA_FP8_VARIANTS if "us" in row[v]]
     row["xla_fp8_best"] = min(timed, key=lambda v: row[v]["us"]) if timed else None
 
@@ -294,6 +310,14 @@ def format_lowering(rows: list[dict], warn: bool = True) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 
+def _load_previous(path: str, device_kind: str) -> dict[tuple[int, int, int], dict]:
+    with open(path) as f:
+        data = json.load(f)
+    if data.get("device") != device_kind:
+        print(f"# WARNING: --baselines-from {path} was measured on {data.get('device')!r}, not {device_kind!r}")
+    return {(r["M"], r["N"], r["K"]): {**r, "_file": path} for r in data.get("rows", [])}
+
+
 def _jaxlib_version() -> str | None:
     try:
         import jaxlib
@@ -321,8 +345,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target-ms", type=float, default=5.0, help="minimum duration of one repetition")
     p.add_argument("--kernel-time", choices=("auto", "on", "off"), default="auto",
                    help="also time ours with the profiler (auto: on GPU only)")
+    p.add_argument("--ops", default=",".join(OPS),
+                   help="comma list of what to time: ours, xla (both XLA FP8 spellings), dq (dequant->bf16);"
+                        " e.g. --ops ours while tuning kernels (the baselines do not change)")
+    p.add_argument("--baselines-from", metavar="JSON",
+                   help="take the entries not timed now (see --ops) from this earlier bench JSON (same device)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    ops = tuple(o.strip() for o in args.ops.split(",") if o.strip())
+    if not set(ops) <= set(OPS):
+        p.error(f"--ops: unknown {sorted(set(ops) - set(OPS))}; choose from {', '.join(OPS)}")
 
     dev = jax.devices()[0]
     on_gpu = dev.platform == "gpu"
@@ -353,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "jaxlib_version": _jaxlib_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "smoke": args.smoke,
+        "ops": list(ops),
         "has_cuda_kernels": has_kernels,
         "kernel_time": kernel_time,
         "method": {
@@ -367,10 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     print(format_header(meta))
     print(COLUMNS, flush=True)
 
+    previous = _load_previous(args.baselines_from, dev.device_kind) if args.baselines_from else {}
     rows = []
     for m, n, k in _shapes(args.smoke, args.filter):
         t0 = time.perf_counter()
-        r = bench_shape(m, n, k, op=op, timing_kw=timing_kw, kernel_time=kernel_time, seed=args.seed)
+        r = bench_shape(m, n, k, op=op, timing_kw=timing_kw, kernel_time=kernel_time, seed=args.seed, ops=ops,
+                        previous=previous.get((m, n, k)))
         r["bench_wall_s"] = round(time.perf_counter() - t0, 1)
         rows.append(r)
         print(format_row(r), flush=True)

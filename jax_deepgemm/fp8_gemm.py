@@ -31,9 +31,19 @@ _F32 = (jnp.float32,)
 # ---------------------------------------------------------------------------------------------
 
 
-# Params of both primitives: block_m, block_n (0 = heuristic), num_sms (0 = all); the 1D1D one
+# Params of both primitives: block_m, block_n, cluster_m (0 = heuristic), num_sms (0 = all); the 1D1D one
 # also takes accumulate (1: the aliased output operand holds C and D = C + A.B^T).
 # Operands: a, a_scale, b, b_scale (1D1D: transposed per-row scales) [, out: aliased to D].
+
+
+def _tile_params(tile, num_sms: int) -> dict[str, int]:
+    """``tile`` = None (heuristic), (block_m, block_n) or (block_m, block_n, cluster_m)."""
+    if tile is None:
+        tile = (0, 0, 0)
+    if len(tile) not in (2, 3):
+        raise ValueError(f"tile must be (block_m, block_n[, cluster_m]), got {tile!r}")
+    block_m, block_n, cluster_m = (*tile, 0) if len(tile) == 2 else tile
+    return dict(block_m=int(block_m), block_n=int(block_n), cluster_m=int(cluster_m), num_sms=int(num_sms))
 
 
 def _kernel_attrs(**params) -> dict[str, Any]:
@@ -163,14 +173,19 @@ def fp8_gemm_nt(
         else float32.
       c: optional float32 ``[..., M, N]`` accumulator: ``D = C + A @ B.T`` (computed in FP32).
       num_sms: use at most this many SMs (0 = all), e.g. to leave SMs to overlapping communication.
-      tile: ``(block_m, block_n)`` forces a compiled tile shape (tuning and tests); None = heuristic.
+      tile: ``(block_m, block_n[, cluster_m])`` forces a compiled kernel shape (tuning and tests; see
+        ``jax_deepgemm._ffi.fp8_gemm_tiles()``); None = heuristic.
 
     Returns:
       ``[..., M, N]`` in ``out_dtype``. M = 0 or N = 0 give an empty result; K = 0 gives ``C`` (or zeros).
       K must be a multiple of 16. NaN/Inf in the inputs or scales propagate as in a float matmul:
       any output element whose dot product touches one is NaN/Inf.
     """
-    op = "fp8_gemm_nt"
+    return _fp8_gemm("fp8_gemm_nt", a, b, out_dtype=out_dtype, c=c, num_sms=num_sms, tile=tile)
+
+
+def _fp8_gemm(op: str, a, b, *, out_dtype, c, num_sms, tile) -> jax.Array:
+    """fp8_gemm_nt's body; ``op`` names the public entry point in error messages."""
     a_fp8, a_scale = _checks.check_pair(a, op, "a")
     b_fp8, b_scale = _checks.check_pair(b, op, "b")
     kind, out_dtype = _validate(op, a_fp8, a_scale, b_fp8, b_scale, c, out_dtype)
@@ -180,8 +195,7 @@ def fp8_gemm_nt(
     if k == 0 or m == 0 or n == 0:
         base = c if c is not None else jnp.zeros(out_shape, jnp.float32)
         return base.astype(out_dtype)
-    block_m, block_n = tile if tile is not None else (0, 0)
-    params = dict(block_m=int(block_m), block_n=int(block_n), num_sms=int(num_sms))
+    params = _tile_params(tile, num_sms)
 
     a2 = a_fp8.reshape(-1, k)
     sa2 = a_scale.reshape(a2.shape[0], -1)
@@ -204,14 +218,21 @@ def _fp8_gemm_nt_into(a, b, out: jax.Array, *, tile: tuple[int, int] | None = No
     ``out`` with block-scaled B selects the 1D2D kernel; FP32 ``out`` the 1D1D one (no accumulate).
     """
     (a_fp8, a_scale), (b_fp8, b_scale) = a, b
-    block_m, block_n = tile if tile is not None else (0, 0)
-    params = dict(block_m=int(block_m), block_n=int(block_n), num_sms=0)
+    params = _tile_params(tile, 0)
     if out.dtype == jnp.bfloat16:
         return _fp8_gemm_nt_1d2d_p.bind(a_fp8, a_scale, b_fp8, b_scale, out, **params)[0]
     n = b_fp8.shape[0]
     rows = b_scale if b_scale.shape[0] == n else jnp.repeat(b_scale, _BLOCK, axis=0)[:n]
     b_scale_t = jnp.pad(rows.T, ((0, 0), (0, (-n) % 4)))
     return _fp8_gemm_nt_1d1d_p.bind(a_fp8, a_scale, b_fp8, b_scale_t, out, accumulate=0, **params)[0]
+
+
+def _defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(kwargs) - {"out_dtype", "c", "num_sms", "tile"}
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}")
+    return dict(out_dtype=kwargs.get("out_dtype"), c=kwargs.get("c"), num_sms=kwargs.get("num_sms", 0),
+                tile=kwargs.get("tile"))
 
 
 def _transposed(op: str, x: tuple[jax.Array, jax.Array], name: str) -> tuple[jax.Array, jax.Array]:
@@ -225,15 +246,16 @@ def _transposed(op: str, x: tuple[jax.Array, jax.Array], name: str) -> tuple[jax
 def fp8_gemm_nn(a, b, **kwargs) -> jax.Array:
     """``D = A @ B`` with A ``[..., M, K]`` (scales ``[..., M, ceil(K/128)]``) and B stored ``[K, N]``
     (scales ``[ceil(K/128), ceil(N/128)]`` or ``[ceil(K/128), N]``). B is transposed in memory first."""
-    return fp8_gemm_nt(a, _transposed("fp8_gemm_nn", b, "b"), **kwargs)
+    return _fp8_gemm("fp8_gemm_nn", a, _transposed("fp8_gemm_nn", b, "b"), **_defaults(kwargs))
 
 
 def fp8_gemm_tn(a, b, **kwargs) -> jax.Array:
     """``D = A.T @ B`` with A stored ``[K, M]`` (scales ``[ceil(K/128), M]``, i.e. per-token scales
     along K) and B stored ``[K, N]``; both are transposed in memory first."""
-    return fp8_gemm_nt(_transposed("fp8_gemm_tn", a, "a"), _transposed("fp8_gemm_tn", b, "b"), **kwargs)
+    op = "fp8_gemm_tn"
+    return _fp8_gemm(op, _transposed(op, a, "a"), _transposed(op, b, "b"), **_defaults(kwargs))
 
 
 def fp8_gemm_tt(a, b, **kwargs) -> jax.Array:
     """``D = A.T @ B.T`` with A stored ``[K, M]`` (scales ``[ceil(K/128), M]``) and B ``[N, K]``."""
-    return fp8_gemm_nt(_transposed("fp8_gemm_tt", a, "a"), b, **kwargs)
+    return _fp8_gemm("fp8_gemm_tt", _transposed("fp8_gemm_tt", a, "a"), b, **_defaults(kwargs))

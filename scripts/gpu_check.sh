@@ -5,6 +5,13 @@
 #   STAGES="build bench" bash scripts/gpu_check.sh # quick rebuild + benchmark
 #   SANITIZE=1 bash scripts/gpu_check.sh           # also compute-sanitizer memcheck (small test)
 #   BENCH_ARGS="--filter ^4096x" bash scripts/gpu_check.sh
+#   STAGES="build bench" BENCH_ARGS="--ops ours --baselines-from results/bench_h100.json" \
+#     bash scripts/gpu_check.sh                    # kernel iteration: time ours only, reuse baselines
+#
+# Budget: the device tool allows 600 s per call and the machine is bare each time (so every call
+# rebuilds). The full bench (18 shapes x ours + 3 baselines, loop and profiler timing) takes
+# several minutes on its own (XLA autotunes each baseline GEMM); time the baselines once, keep
+# that JSON in the repo, and use --ops ours --baselines-from for kernel iterations.
 #
 # Run from the repository root. Needs the nvidia-cutlass wheel in .whl/ (carried along: the
 # machine has no registry). Logs and results go to $OUT (default /tmp/out); the summary table is
@@ -91,6 +98,7 @@ run_outside() { (cd /tmp && "$@"); }
 # ---------------------------------------------------------------------------------------------
 if has_stage test; then
   log "tests (gpu marker)"
+  t_stage=$SECONDS
   set +e
   if run_outside $PY -m pytest "$REPO/tests" --markers -p no:cacheprovider 2>/dev/null | grep -q '@pytest.mark.gpu'; then
     run_outside env JAX_DEEPGEMM_REQUIRE_GPU=1 $PY -m pytest "$REPO/tests" -x -q -m gpu -p no:cacheprovider \
@@ -102,7 +110,7 @@ if has_stage test; then
   fi
   rc=${PIPESTATUS[0]}
   set -e
-  add_summary "tests (rc $rc): $(grep -E '[0-9]+ (passed|failed|error|skipped)' "$OUT/gpu_tests.log" | tail -1)"
+  add_summary "tests (rc $rc, $((SECONDS - t_stage)) s): $(grep -E '[0-9]+ (passed|failed|error|skipped|deselected)' "$OUT/gpu_tests.log" | tail -1)"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -126,12 +134,13 @@ fi
 # ---------------------------------------------------------------------------------------------
 if has_stage bench; then
   log "bench"
+  t_stage=$SECONDS
   set +e
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of words
   run_outside $PY -m jax_deepgemm.bench --json "$OUT/bench.json" $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
   rc=${PIPESTATUS[0]}
   set -e
-  add_summary "bench (rc $rc): $OUT/bench.json"
+  add_summary "bench (rc $rc, $((SECONDS - t_stage)) s): $OUT/bench.json"
 fi
 
 # ---------------------------------------------------------------------------------------------

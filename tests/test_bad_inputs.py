@@ -166,8 +166,8 @@ BAD_CASES = [
     Bad("tn_a_rank1", tn, (((K,), E4M3), SA, ((K, N), E4M3), SB_BLOCK), ValueError, "a must have rank >= 2", op="fp8_gemm_tn"),
     Bad("tn_b_rank1", tn, (((K, M), E4M3), ((KB, M), F32), ((K,), E4M3), SB_BLOCK), ValueError, "b must have rank >= 2", op="fp8_gemm_tn"),
     Bad("tt_a_rank1", tt, (((K,), E4M3), SA, B, SB_BLOCK), ValueError, "a must have rank >= 2", op="fp8_gemm_tt"),
-    # tt passes b through to nt unchanged, so nt's rank check (and name) reports it.
-    Bad("tt_b_rank3", tt, (((K, M), E4M3), ((KB, M), F32), ((2, N, K), E4M3), SB_BLOCK), ValueError, "b must have rank 2"),
+    Bad("tt_b_rank3", tt, (((K, M), E4M3), ((KB, M), F32), ((2, N, K), E4M3), SB_BLOCK), ValueError, "b must have rank 2",
+        op="fp8_gemm_tt"),
 ]
 
 

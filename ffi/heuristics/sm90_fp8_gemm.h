@@ -18,10 +18,10 @@
 namespace jdg {
 
 struct BlockShape {
-  int m, n;
+  int m, n, cluster_m;
 };
 
-#define JDG_BLOCK_SHAPE(BM, BN) BlockShape{BM, BN},
+#define JDG_BLOCK_SHAPE(BM, BN, CLUSTER) BlockShape{BM, BN, CLUSTER},
 inline constexpr BlockShape kFp8Block128Shapes[] = {JDG_FP8_1D2D_ALL(JDG_BLOCK_SHAPE)};
 inline constexpr BlockShape kFp8PerChannelShapes[] = {JDG_FP8_1D1D_ALL(JDG_BLOCK_SHAPE)};
 #undef JDG_BLOCK_SHAPE
@@ -39,12 +39,14 @@ inline int Fp8GemmStages(BlockShape s, BScale scale) {
 // L2->SM feed (~48 B/cycle/SM when every SM streams); floored by DRAM traffic, which one SM can pull
 // at only ~20 B/cycle, so a grid with few CTAs cannot reach the chip's ~1650 B/cycle.
 inline double Fp8GemmCost(int m, int n, int k, BlockShape s, BScale scale, int num_sms, int out_bytes) {
-  const double tiles = double((m + s.m - 1) / s.m) * ((n + s.n - 1) / s.n);
-  const double waves = std::ceil(tiles / num_sms);
+  // A cluster runs its CTAs in lock step on a pair of tiles; a pair whose second M-block is past M
+  // still occupies both SMs.
+  const double tiles = double((m + s.m * s.cluster_m - 1) / (s.m * s.cluster_m)) * s.cluster_m * ((n + s.n - 1) / s.n);
+  const double waves = std::ceil(tiles / (num_sms / s.cluster_m * s.cluster_m));
   const double active_sms = std::min<double>(tiles, num_sms);
   const double k_blocks = (k + 127) / 128;
   const double mma = s.m * std::max(s.n, 64) * 128 * 2 / 8192.0;
-  const double feed = (s.m + s.n) * 128 / 48.0;
+  const double feed = (s.m + double(s.n) / s.cluster_m) * 128 / 48.0;  // B is multicast across the cluster
   // TMA-stored tiles write D in full lines, asynchronously; register stores cost ~4x more.
   const double epilogue = s.m * s.n * out_bytes / (Fp8GemmHasSmemD(s.n, scale) ? 64.0 : 16.0);
   const double per_sm = waves * (k_blocks * std::max(mma, feed) + epilogue);
@@ -55,7 +57,7 @@ inline double Fp8GemmCost(int m, int n, int k, BlockShape s, BScale scale, int n
 
 // force_block_m/n > 0 select a compiled shape explicitly (tests and tuning sweeps).
 inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int num_sms, int force_block_m,
-                                       int force_block_n) {
+                                       int force_block_n, int force_cluster_m) {
   const BlockShape* shapes = scale == BScale::kBlock128 ? kFp8Block128Shapes : kFp8PerChannelShapes;
   const int num_shapes = scale == BScale::kBlock128 ? int(std::size(kFp8Block128Shapes))
                                                     : int(std::size(kFp8PerChannelShapes));
@@ -66,21 +68,26 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
     const BlockShape s = shapes[i];
     if (force_block_m > 0 && s.m != force_block_m) continue;
     if (force_block_n > 0 && s.n != force_block_n) continue;
+    if (force_cluster_m > 0 && s.cluster_m != force_cluster_m) continue;
+    if (s.cluster_m > num_sms) continue;
     // A 128-row tile over M <= 64 would run half its tensor-core work on padding.
     if (force_block_m <= 0 && s.m == 128 && m <= 64) continue;
     const double cost = Fp8GemmCost(m, n, k, s, scale, num_sms, out_bytes);
     // Within 2 %, prefer the larger tile (fewer scale loads and promotions per FLOP).
     const bool better = best.block_m == 0 || cost < best_cost * 0.98 ||
-                        (cost < best_cost * 1.02 && s.m * s.n > best.block_m * best.block_n);
+                        (cost < best_cost * 1.02 && s.m * s.n * s.cluster_m > best.block_m * best.block_n * best.cluster_m);
     if (better) {
       best_cost = cost;
       best.block_m = s.m;
       best.block_n = s.n;
+      best.cluster_m = s.cluster_m;
     }
   }
   if (best.block_m == 0) return best;  // forced shape not compiled: caller reports it
-  const int tiles = ((m + best.block_m - 1) / best.block_m) * ((n + best.block_n - 1) / best.block_n);
-  best.grid = std::max(1, std::min(tiles, num_sms));
+  // Persistent grid: one CTA per SM at most, a whole number of clusters.
+  const int cluster_tiles = ((m + best.block_m * best.cluster_m - 1) / (best.block_m * best.cluster_m)) *
+                            ((n + best.block_n - 1) / best.block_n);
+  best.grid = std::max(1, std::min(cluster_tiles, num_sms / best.cluster_m)) * best.cluster_m;
   best.num_stages = Fp8GemmStages({best.block_m, best.block_n}, scale);
   best.raster_band = 8;
 
@@ -90,8 +97,8 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
     static std::set<std::tuple<int, int, int, int>> seen;
     std::lock_guard<std::mutex> lock(mu);
     if (seen.insert({m, n, k, int(scale)}).second)
-      std::fprintf(stderr, "jax_deepgemm fp8_gemm m=%d n=%d k=%d scale=%d -> block %dx%d stages=%d grid=%d\n", m,
-                   n, k, int(scale), best.block_m, best.block_n, best.num_stages, best.grid);
+      std::fprintf(stderr, "jax_deepgemm fp8_gemm m=%d n=%d k=%d scale=%d -> block %dx%d cluster %d stages=%d grid=%d\n",
+                   m, n, k, int(scale), best.block_m, best.block_n, best.cluster_m, best.num_stages, best.grid);
   }
   return best;
 }

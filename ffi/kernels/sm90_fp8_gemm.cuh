@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <utility>
 
+#include <cute/arch/cluster_sm90.hpp>
 #include <cute/arch/copy_sm90_tma.hpp>
 #include <cute/arch/mma_sm90_desc.hpp>
 #include <cute/arch/mma_sm90_gmma.hpp>
@@ -88,11 +89,14 @@ __device__ __forceinline__ uint64_t SmemDescK128B(const void* smem) {
   return desc.desc_;
 }
 
-template <int kBlockM, int kBlockN, BScale kBScale>
+template <int kBlockM, int kBlockN, BScale kBScale, int kClusterM>
 struct Fp8GemmTraits {
   static_assert(kBlockM == 64 || kBlockM == 128, "BLOCK_M is 64 (one consumer warpgroup) or 128 (two)");
   static_assert(kBlockN % 16 == 0 || kBlockN == 24, "BLOCK_N must be a valid WGMMA N for FP8");
   static_assert(kBlockN <= 192, "accumulator + promoted copy must fit in 232 registers per thread");
+  static_assert(kClusterM == 1 || (kClusterM == 2 && kBScale == BScale::kBlock128 && kBlockN % 16 == 0),
+                "B multicast: two CTAs, each loading a 1024-byte-aligned half of the B tile");
+  static constexpr int kBRowsPerCta = kBlockN / kClusterM;  // rows of the B tile each CTA of a cluster loads
   static constexpr int kNumMathWarpgroups = kBlockM / 64;
   static constexpr int kNumMathThreads = kNumMathWarpgroups * 128;
   static constexpr int kNumThreads = kNumMathThreads + 128;  // + one producer warpgroup
@@ -112,13 +116,13 @@ struct Fp8GemmTraits {
   static constexpr int SmemBytes(int num_stages) { return kSmemD + num_stages * (kStageBytes + kBarrierBytes); }
 };
 
-template <int kBlockM, int kBlockN, BScale kBScale>
-__global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale>::kNumThreads, 1)
+template <int kBlockM, int kBlockN, BScale kBScale, int kClusterM>
+__global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClusterM>::kNumThreads, 1)
     Sm90Fp8GemmKernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_b,
                       const __grid_constant__ CUtensorMap tma_sfb, const __grid_constant__ CUtensorMap tma_d,
                       const Fp8GemmParams p, const int num_stages) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  using Traits = Fp8GemmTraits<kBlockM, kBlockN, kBScale>;
+  using Traits = Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClusterM>;
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
   using Wgmma = typename Fp8Wgmma<kBlockN>::Op;
   constexpr int kAccums = kBlockN / 2;  // FP32 accumulators per thread for a 64 x BLOCK_N slice
@@ -134,16 +138,27 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale>::kNum
   const int warpgroup = threadIdx.x / 128;
   const int lane = threadIdx.x % 32;
 
+  // In a cluster the two CTAs work on vertically adjacent tiles (M-blocks 2i and 2i+1) that share
+  // the B tile: each loads half of it and multicasts it to both, so a stage may be refilled only
+  // when the consumers of both CTAs have released it.
+  const int cta_rank = kClusterM > 1 ? int(cute::block_rank_in_cluster()) : 0;
   if (threadIdx.x == 0) {
     for (int s = 0; s < num_stages; ++s) {
-      full[s].init(1);                                       // the producer's arrive_and_expect_tx
-      empty[s].init(Traits::kNumMathWarpgroups * 4);         // one arrive per consumer warp
+      full[s].init(1);                                              // the producer's arrive_and_expect_tx
+      empty[s].init(kClusterM * Traits::kNumMathWarpgroups * 4);    // one arrive per consumer warp per CTA
     }
     cutlass::arch::fence_barrier_init();
   }
-  __syncthreads();
+  if constexpr (kClusterM > 1) {
+    cute::cluster_arrive_relaxed();  // barrier init must be visible to the peer before any multicast
+    cute::cluster_wait();
+  } else {
+    __syncthreads();
+  }
 
-  TileScheduler sched(p.m, p.n, kBlockM, kBlockN, p.raster_band);
+  // The scheduler walks cluster tiles (kClusterM M-blocks x 1 N-block); both CTAs see the same order.
+  TileScheduler sched(p.m, p.n, kBlockM * kClusterM, kBlockN, p.raster_band);
+  const int first_tile = blockIdx.x / kClusterM, tile_stride = gridDim.x / kClusterM;
 
   if (warpgroup == Traits::kNumMathWarpgroups) {
     // ---------------- producer warpgroup: one thread issues every TMA load ----------------
@@ -154,7 +169,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale>::kNum
       if constexpr (kBScale == BScale::kPerChannel) cute::prefetch_tma_descriptor(&tma_sfb);
       int stage = 0, phase = 0;
       int m_block, n_block;
-      for (int tile = blockIdx.x; sched.Get(tile, m_block, n_block); tile += gridDim.x) {
+      for (int tile = first_tile; sched.Get(tile, m_block, n_block); tile += tile_stride) {
+        m_block = m_block * kClusterM + cta_rank;
         for (int kb = 0; kb < p.num_k_blocks; ++kb) {
           empty[stage].wait(phase ^ 1);
           full[stage].arrive_and_expect_tx(Traits::kTxBytes);
@@ -162,8 +178,15 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale>::kNum
           constexpr uint64_t kEvictNormal = 0x1000000000000000ull;  // CacheHintSm90::EVICT_NORMAL
           cute::SM90_TMA_LOAD_2D::copy(&tma_a, mbar, kEvictNormal, smem_a + stage * Traits::kSmemA,
                                        kb * kFp8BlockK, m_block * kBlockM);
-          cute::SM90_TMA_LOAD_2D::copy(&tma_b, mbar, kEvictNormal, smem_b + stage * Traits::kSmemB,
-                                       kb * kFp8BlockK, n_block * kBlockN);
+          if constexpr (kClusterM == 1) {
+            cute::SM90_TMA_LOAD_2D::copy(&tma_b, mbar, kEvictNormal, smem_b + stage * Traits::kSmemB,
+                                         kb * kFp8BlockK, n_block * kBlockN);
+          } else {
+            const int half = cta_rank * Traits::kBRowsPerCta;
+            cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&tma_b, mbar, uint16_t((1 << kClusterM) - 1), kEvictNormal,
+                                                   smem_b + stage * Traits::kSmemB + half * kFp8BlockK,
+                                                   kb * kFp8BlockK, n_block * kBlockN + half);
+          }
           if constexpr (kBScale == BScale::kPerChannel)
             cute::SM90_TMA_LOAD_2D::copy(&tma_sfb, mbar, kEvictNormal, smem_sfb + stage * (Traits::kSmemSfb / 4),
                                          n_block * kBlockN, kb);
@@ -180,7 +203,9 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale>::kNum
     float accum[kAccums], final_acc[kAccums];
     int stage = 0, phase = 0;
     int m_block, n_block;
-    for (int tile = blockIdx.x; sched.Get(tile, m_block, n_block); tile += gridDim.x) {
+    for (int tile = first_tile; sched.Get(tile, m_block, n_block); tile += tile_stride) {
+      m_block = m_block * kClusterM + cta_rank;  // past M for the second CTA of a ragged last pair:
+                                                 // it computes on zero-filled A and stores nothing
       const int row0 = m_block * kBlockM + row_in_tile, row1 = row0 + 8;
       const int n0 = n_block * kBlockN;
       // Scale pointers; rows past M are clamped (their results are never stored).
@@ -231,7 +256,11 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale>::kNum
         for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(accum[i]);
 
         if constexpr (kBScale == BScale::kBlock128) {
-          if (lane == 0) empty[stage].arrive();
+          if constexpr (kClusterM == 1) {
+            if (lane == 0) empty[stage].arrive();
+          } else {
+            if (lane < kClusterM) empty[stage].arrive(uint32_t(lane), 1u);  // lane i releases CTA i's copy
+          }
 #pragma unroll
           for (int g = 0; g < kBlockN / 8; ++g) {
             // Scale row of this 8-column group, selected without indexing registers at run time.
@@ -344,6 +373,11 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale>::kNum
     if constexpr (Traits::kTmaStoreD) {
       if (threadIdx.x % 128 == 0) cute::tma_store_wait<0>();  // staging smem must outlive the stores
     }
+  }
+  if constexpr (kClusterM > 1) {
+    // Neither CTA may exit while its peer can still multicast into it or arrive on its barriers.
+    cute::cluster_arrive();
+    cute::cluster_wait();
   }
 #endif
 }

@@ -10,10 +10,10 @@
 
 namespace jdg {
 
-template <int kBlockM, int kBlockN, BScale kBScale>
+template <int kBlockM, int kBlockN, BScale kBScale, int kClusterM>
 cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cfg, cudaStream_t stream) {
-  using Traits = Fp8GemmTraits<kBlockM, kBlockN, kBScale>;
-  auto* kernel = &Sm90Fp8GemmKernel<kBlockM, kBlockN, kBScale>;
+  using Traits = Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClusterM>;
+  auto* kernel = &Sm90Fp8GemmKernel<kBlockM, kBlockN, kBScale, kClusterM>;
   static std::once_flag smem_opt_in;
   static cudaError_t opt_in_status = cudaSuccess;
   std::call_once(smem_opt_in, [&] {
@@ -24,8 +24,8 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   CUtensorMap tma_a, tma_b, tma_sfb, tma_d;
   bool ok = MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, op.m, op.k, op.k, kBlockM, kFp8BlockK,
                             CU_TENSOR_MAP_SWIZZLE_128B) &&
-            MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, op.n, op.k, op.k, kBlockN, kFp8BlockK,
-                            CU_TENSOR_MAP_SWIZZLE_128B);
+            MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, op.n, op.k, op.k, Traits::kBRowsPerCta,
+                            kFp8BlockK, CU_TENSOR_MAP_SWIZZLE_128B);
   if constexpr (kBScale == BScale::kPerChannel) {
     ok = ok && MakeTensorMap2D(&tma_sfb, op.sfb, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, op.num_k_blocks,
                                op.sfb_row_stride, op.sfb_row_stride, 1, kBlockN, CU_TENSOR_MAP_SWIZZLE_NONE);
@@ -53,9 +53,19 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   params.d = op.d;
   params.raster_band = cfg.raster_band;
   params.use_tma_store = use_tma_store ? 1 : 0;
-  kernel<<<cfg.grid, Traits::kNumThreads, Traits::SmemBytes(cfg.num_stages), stream>>>(tma_a, tma_b, tma_sfb, tma_d, params,
-                                                                                        cfg.num_stages);
-  return cudaGetLastError();
+  cudaLaunchConfig_t launch = {};
+  launch.gridDim = dim3(cfg.grid);
+  launch.blockDim = dim3(Traits::kNumThreads);
+  launch.dynamicSmemBytes = Traits::SmemBytes(cfg.num_stages);
+  launch.stream = stream;
+  cudaLaunchAttribute cluster;
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = kClusterM;
+  cluster.val.clusterDim.y = 1;
+  cluster.val.clusterDim.z = 1;
+  launch.attrs = &cluster;
+  launch.numAttrs = 1;
+  return cudaLaunchKernelEx(&launch, kernel, tma_a, tma_b, tma_sfb, tma_d, params, cfg.num_stages);
 }
 
 }  // namespace jdg
