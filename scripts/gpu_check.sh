@@ -76,7 +76,7 @@ if has_stage build; then
   fi
   # SASS summary of the installed extension(s)
   if command -v cuobjdump > /dev/null; then
-    pkgdir=$(cd /tmp && $PY -c 'import os, jax_deepgemm as m; print(os.path.dirname(m.__file__))' 2>/dev/null || true)
+    pkgdir=$($PY -P -c 'import os, jax_deepgemm as m; print(os.path.dirname(m.__file__))' 2>/dev/null || true)
     if [[ -n "$pkgdir" ]]; then
       count() { grep -cE "$1" <<< "$sass" || true; }
       while IFS= read -r so; do
@@ -88,10 +88,11 @@ if has_stage build; then
   fi
 fi
 
-# Run tests and bench from outside the source tree, so the installed package (with its built
-# extension) is imported, not the source folder without it.
-REPO=$PWD
-run_outside() { (cd /tmp && "$@"); }
+# Tests and bench run with `python3 -P` (no cwd on sys.path): the installed package, with its
+# built extension, is imported, not the source folder next to it (which has no extension).
+pkg_info=$($PY -P -c 'import jax_deepgemm as m; print(m.__file__, "has_cuda_kernels:", m.has_cuda_kernels())' 2>&1 | tail -1 || true)
+echo "jax_deepgemm: $pkg_info"
+add_summary "package: $pkg_info"
 
 # ---------------------------------------------------------------------------------------------
 # test
@@ -100,13 +101,12 @@ if has_stage test; then
   log "tests (gpu marker)"
   t_stage=$SECONDS
   set +e
-  if run_outside $PY -m pytest "$REPO/tests" --markers -p no:cacheprovider 2>/dev/null | grep -q '@pytest.mark.gpu'; then
-    run_outside env JAX_DEEPGEMM_REQUIRE_GPU=1 $PY -m pytest "$REPO/tests" -x -q -m gpu -p no:cacheprovider \
-      2>&1 | tee "$OUT/gpu_tests.log"
+  markers=$($PY -P -m pytest tests --markers -p no:cacheprovider 2>/dev/null || true)
+  if grep -q '@pytest.mark.gpu' <<< "$markers"; then
+    JAX_DEEPGEMM_REQUIRE_GPU=1 $PY -P -m pytest tests -x -q -m gpu -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log"
   else
-    echo "(no 'gpu' marker registered yet: running the whole suite)"
-    run_outside env JAX_DEEPGEMM_REQUIRE_GPU=1 $PY -m pytest "$REPO/tests" -q -p no:cacheprovider \
-      2>&1 | tee "$OUT/gpu_tests.log"
+    echo "(no 'gpu' marker registered: running the whole suite)"
+    JAX_DEEPGEMM_REQUIRE_GPU=1 $PY -P -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log"
   fi
   rc=${PIPESTATUS[0]}
   set -e
@@ -119,9 +119,9 @@ fi
 if [[ "$SANITIZE" == 1 ]] || has_stage sanitize; then
   log "compute-sanitizer memcheck (tests/test_fp8_gemm.py -k sanitizer_small)"
   set +e
-  run_outside env JAX_DEEPGEMM_REQUIRE_GPU=1 XLA_PYTHON_CLIENT_PREALLOCATE=false \
+  JAX_DEEPGEMM_REQUIRE_GPU=1 XLA_PYTHON_CLIENT_PREALLOCATE=false \
     compute-sanitizer --tool memcheck --error-exitcode 99 \
-    $PY -m pytest "$REPO/tests/test_fp8_gemm.py" -q -m gpu -k sanitizer_small -p no:cacheprovider \
+    $PY -P -m pytest tests/test_fp8_gemm.py -q -m gpu -k sanitizer_small -p no:cacheprovider \
     > "$OUT/sanitizer.log" 2>&1
   rc=$?
   set -e
@@ -137,7 +137,7 @@ if has_stage bench; then
   t_stage=$SECONDS
   set +e
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of words
-  run_outside $PY -m jax_deepgemm.bench --json "$OUT/bench.json" $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
+  $PY -P -m jax_deepgemm.bench --json "$OUT/bench.json" $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
   rc=${PIPESTATUS[0]}
   set -e
   add_summary "bench (rc $rc, $((SECONDS - t_stage)) s): $OUT/bench.json"

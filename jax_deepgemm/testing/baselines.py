@@ -6,8 +6,8 @@ its JSON say exactly what was timed; :func:`jax_deepgemm.testing.timing.compiled
 shows what XLA made of each (``__cublas$lt$matmul$f8`` = cuBLASLt FP8 GEMM).
 
 * XLA per-tensor FP8 (one f32 scale per operand; what cuBLASLt FP8 supports on Hopper). XLA's
-  GEMM rewriter turns two spellings into one cuBLASLt FP8 call (``__cublas$lt$matmul$f8``,
-  bf16 D, scales folded in), and we time both:
+  GEMM rewriter turns two spellings into a cuBLASLt FP8 call (``__cublas$lt$matmul$f8``), and
+  we time both; the benchmark reports the faster per shape:
 
   - :func:`xla_fp8_dot` -- FP8 operands straight into ``dot_general(...,
     preferred_element_type=bf16)``, the product multiplied by ``sa * sb``;
@@ -16,13 +16,14 @@ shows what XLA made of each (``__cublas$lt$matmul$f8`` = cuBLASLt FP8 GEMM).
     ``(a.astype(f32) * sa) @ (b.astype(f32) * sb).T`` with bf16 output, which the rewriter
     matches back to FP8 operands.
 
-  Checked on H100 with jax 0.11.2 (compiled HLO + profiler): both become one cuBLASLt FP8 GEMM
-  with bf16 D (plus a ~1.6-2 us scalar kernel for ``sa * sb`` in the first). Spellings that
-  do NOT become FP8 there: the same pattern in bf16 (``a.astype(bf16) * sa``: a bf16 cuBLAS
-  GEMM after two dequantize fusions, ~2x slower), and f32 accumulation with ``.astype(bf16)``
-  afterwards (FP8 GEMM with f32 D plus a separate convert kernel). Per-tensor scaling is NOT
-  our recipe (it loses accuracy on outlier-heavy data); it is the FP8 speed a JAX user can reach
-  today.
+  Seen on H100 with jax 0.11.2 (profiler, 2026-11-25): at M=4096 ``xla_fp8_dot`` is one FP8
+  GEMM with bf16 D plus a ~1.3 us scalar kernel, while ``xla_fp8_dq_pattern`` writes f32 D and
+  converts it in a separate kernel (+10 % to +110 % kernel time); at M=64/128 both write f32 D and finish in a
+  ~2-4 us second kernel. Spellings that do NOT become FP8 there: the pattern with bf16
+  dequantized operands (``a.astype(bf16) * sa``: a bf16 GEMM after two dequantize fusions), and
+  FP8 ``dot_general`` with f32 output cast to bf16 afterwards (f32 D + convert kernel). Per-tensor
+  scaling is NOT our recipe (it loses accuracy on outlier-heavy data); it is the FP8 speed a JAX
+  user can reach today.
 * :func:`dequant_bf16_gemm` -- the same block-scaled inputs as ours (1x128 A, 128x128 B),
   dequantized to bf16 inside the jitted function, then a bf16 ``jnp.dot``. This is what
   ``jax.nn.scaled_matmul`` becomes on Hopper, and what a user writes by hand; the timed region
@@ -68,14 +69,15 @@ def per_tensor_cast_to_fp8(x) -> tuple[jax.Array, jax.Array]:
 
 
 def xla_fp8_dot(a, sa, b, sb) -> jax.Array:
-    """FP8 x FP8 ``dot_general`` with bf16 output, times ``sa * sb``: one cuBLASLt FP8 call."""
+    """FP8 x FP8 ``dot_general`` with bf16 output, times ``sa * sb`` (folded into the cuBLASLt FP8
+    call by XLA)."""
     d = jax.lax.dot_general(a, b, NT_DIMS, preferred_element_type=jnp.bfloat16)
     return d * (sa * sb).astype(jnp.bfloat16)
 
 
 def xla_fp8_dq_pattern(a, sa, b, sb) -> jax.Array:
     """``(a.astype(f32) * sa) @ (b.astype(f32) * sb).T`` with bf16 output: the documented XLA
-    FP8 pattern, rewritten by XLA into one cuBLASLt FP8 call. (Written with bf16 dequantized
+    FP8 pattern, rewritten by XLA into a cuBLASLt FP8 call. (Written with bf16 dequantized
     operands instead, XLA 0.11.2 keeps a bf16 GEMM; see the module docstring.)"""
     a_dq = a.astype(jnp.float32) * sa
     b_dq = b.astype(jnp.float32) * sb

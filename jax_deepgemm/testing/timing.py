@@ -253,10 +253,14 @@ class _Loop:
         self._jitted = jax.jit(loop)
 
     def compile(self, sets):
+        if self._compiled is not None and self._compiled[0] is sets:
+            return self._compiled[2]  # same sets object: skip the signature (keeps reps lean)
         key = _signature(sets)
-        if self._compiled is None or self._compiled[0] != key:
-            self._compiled = (key, self._jitted.lower(sets).compile(self._options))
-        return self._compiled[1]
+        if self._compiled is None or self._compiled[1] != key:
+            self._compiled = (sets, key, self._jitted.lower(sets).compile(self._options))
+        else:
+            self._compiled = (sets, key, self._compiled[2])
+        return self._compiled[2]
 
     def __call__(self, sets):
         return self.compile(sets)(sets)
