@@ -49,11 +49,7 @@ inline double Fp8GemmCost(int m, int n, int k, BlockShape s, BScale scale, int n
   const double feed = (s.m + double(s.n) / s.cluster_m) * 128 / 48.0;  // B is multicast across the cluster
   // TMA-stored tiles write D in full lines, asynchronously; register stores cost ~4x more.
   const double epilogue = s.m * s.n * out_bytes / (Fp8GemmHasSmemD(s.n, scale) ? 64.0 : 16.0);
-  // Tiles whose width divides 128 (one B scale row) double-buffer their accumulators and hide the
-  // FFMA promotion behind the next WGMMAs; wider, scale-straddling tiles serialise part of it
-  // (ncu on H100: ~45 % issue utilisation, memory far from saturated).
-  const double promotion = (scale == BScale::kBlock128 && 128 % s.n == 0) ? 1.0 : 1.3;
-  const double per_sm = waves * (k_blocks * std::max(mma, feed) * promotion + epilogue);
+  const double per_sm = waves * (k_blocks * std::max(mma, feed) + epilogue);
   const double dram_bytes = double(m) * k + double(n) * k + double(m) * n * out_bytes;
   const double dram = dram_bytes / std::min(1650.0, active_sms * 20.0);
   return std::max(per_sm, dram);
