@@ -42,3 +42,15 @@ def pytest_runtest_setup(item):
     if os.environ.get("JAX_DEEPGEMM_REQUIRE_GPU") == "1":
         pytest.fail(f"GPU test required (JAX_DEEPGEMM_REQUIRE_GPU=1) but {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture
+def on_cpu():
+    """CPU tests exercise the jnp reference path: keep them on the host even where a GPU is the
+    default backend (the device run executes the whole suite there)."""
+    try:
+        cpu = jax.devices("cpu")[0]
+    except RuntimeError as e:  # JAX_PLATFORMS without cpu
+        pytest.skip(f"no CPU backend: {e}")
+    with jax.default_device(cpu):
+        yield

@@ -33,16 +33,7 @@ KB = K // 128
 NB = N // 128
 
 
-@pytest.fixture(autouse=True)
-def _on_cpu():
-    """These are CPU tests (the jnp reference path): keep them on the host even where a GPU is the
-    default backend (the device run executes the whole suite there)."""
-    try:
-        cpu = jax.devices("cpu")[0]
-    except RuntimeError as e:  # JAX_PLATFORMS without cpu
-        pytest.skip(f"no CPU backend: {e}")
-    with jax.default_device(cpu):
-        yield
+pytestmark = pytest.mark.usefixtures("on_cpu")  # conftest.py: keep these on the host
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,10 +27,7 @@ import pytest
 from jax_deepgemm import fp8_gemm_nn, fp8_gemm_nt, fp8_gemm_tn, fp8_gemm_tt
 from jax_deepgemm.testing.numeric import FP8_TOLERANCE, assert_bitwise_equal, calc_diff
 
-try:
-    from jax_deepgemm.testing.shapes import CI_CASES
-except ImportError:  # pragma: no cover - the shapes module is expected to carry the list
-    CI_CASES = [(1, 128, 128), (7, 256, 384), (65, 384, 256), (200, 576, 512)]
+from jax_deepgemm.testing.shapes import CI_CASES
 
 E4M3 = ml_dtypes.float8_e4m3fn
 U = 2.0**-24  # float32 unit roundoff
@@ -47,16 +44,7 @@ NT_VARIANTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _on_cpu():
-    """These are CPU tests (the jnp reference path): keep them on the host even where a GPU is the
-    default backend (the device run executes the whole suite there)."""
-    try:
-        cpu = jax.devices("cpu")[0]
-    except RuntimeError as e:  # JAX_PLATFORMS without cpu
-        pytest.skip(f"no CPU backend: {e}")
-    with jax.default_device(cpu):
-        yield
+pytestmark = pytest.mark.usefixtures("on_cpu")  # conftest.py: keep these on the host
 
 
 def ceil_div(a: int, b: int) -> int:

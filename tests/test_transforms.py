@@ -46,16 +46,7 @@ NO_KERNELS = "jax_deepgemm was built without CUDA kernels: the CUDA lowering can
 M, N, K = 24, 256, 256
 
 
-@pytest.fixture(autouse=True)
-def _on_cpu():
-    """These are CPU tests (the jnp reference path): keep them on the host even where a GPU is the
-    default backend (the device run executes the whole suite there)."""
-    try:
-        cpu = jax.devices("cpu")[0]
-    except RuntimeError as e:  # JAX_PLATFORMS without cpu
-        pytest.skip(f"no CPU backend: {e}")
-    with jax.default_device(cpu):
-        yield
+pytestmark = pytest.mark.usefixtures("on_cpu")  # conftest.py: keep these on the host
 
 
 def ceil_div(a: int, b: int) -> int:
