@@ -5,6 +5,10 @@
 #   STAGES="build bench" bash scripts/gpu_check.sh # quick rebuild + benchmark
 #   SANITIZE=1 bash scripts/gpu_check.sh           # also compute-sanitizer memcheck (small test)
 #   BENCH_ARGS="--filter ^4096x" bash scripts/gpu_check.sh
+#
+# The device tool allows 10 minutes per command: build + GPU tests take ~3 min, and the benchmark
+# ~40 s per shape with its baselines, so run the 18 shapes in two calls (--filter '^4096x', then
+# '^(64|128)x') with STAGES="build bench".
 #   STAGES="build bench" BENCH_ARGS="--ops ours --baselines-from results/bench_h100.json" \
 #     bash scripts/gpu_check.sh                    # kernel iteration: time ours only, reuse baselines
 #
@@ -126,7 +130,17 @@ if [[ "$SANITIZE" == 1 ]] || has_stage sanitize; then
   rc=$?
   set -e
   tail -n 15 "$OUT/sanitizer.log"
-  add_summary "sanitizer (rc $rc): $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1)"
+  add_summary "memcheck (rc $rc): $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1)"
+  # Shared-memory races (TMA/WGMMA pipeline, epilogue staging) on the same small cases.
+  set +e
+  JAX_DEEPGEMM_REQUIRE_GPU=1 XLA_PYTHON_CLIENT_PREALLOCATE=false \
+    compute-sanitizer --tool racecheck --error-exitcode 99 \
+    $PY -P -m pytest tests/test_fp8_gemm.py -q -m gpu -k sanitizer_small -p no:cacheprovider \
+    > "$OUT/racecheck.log" 2>&1
+  rc=$?
+  set -e
+  tail -n 5 "$OUT/racecheck.log"
+  add_summary "racecheck (rc $rc): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/racecheck.log" | tail -1)"
 fi
 
 # ---------------------------------------------------------------------------------------------
