@@ -34,7 +34,7 @@ def registered_targets() -> tuple[str, ...]:
 def missing_kernels_message(op_name: str) -> str:
     why = f"the extension failed to import ({_IMPORT_ERROR})" if _C is None else "it was built without CUDA"
     return (
-        f"jax_deepgemm.{op_name} cannot run on the GPU: {why}. Reinstall on a machine with nvcc >= 12.8 "
+        f"{op_name} cannot run on the GPU: {why}. Reinstall on a machine with nvcc >= 12.8 "
         "(pip install --force-reinstall --no-deps jax_deepgemm), or run on CPU."
     )
 
