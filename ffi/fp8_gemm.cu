@@ -33,7 +33,7 @@ cudaError_t DispatchFp8Gemm(BScale scale, const Fp8GemmOperands& op, const Fp8Ge
   return cudaErrorInvalidConfiguration;
 }
 
-ffi::Error Fp8GemmNt(cudaStream_t stream, BScale scale, const ffi::AnyBuffer& a, const ffi::AnyBuffer& sfa,
+ffi::Error Fp8GemmNt(cudaStream_t stream, int32_t device, BScale scale, const ffi::AnyBuffer& a, const ffi::AnyBuffer& sfa,
                      const ffi::AnyBuffer& b, const ffi::AnyBuffer& sfb, const ffi::AnyBuffer* c, ffi::AnyBuffer d,
                      int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t num_sms) {
   // decode
@@ -58,16 +58,17 @@ ffi::Error Fp8GemmNt(cudaStream_t stream, BScale scale, const ffi::AnyBuffer& a,
   if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX)
     return ffi::Error::InvalidArgument("fp8_gemm: dimensions must fit in int32");
   if (m == 0 || n == 0) return ffi::Error::Success();
-  const DeviceInfo& device = CurrentDeviceInfo();
-  if (device.cc_major != 9)
+  const DeviceInfo& info = GetDeviceInfo(device);
+  if (info.cc_major != 9)
     return ffi::Error(ffi::ErrorCode::kFailedPrecondition, "fp8_gemm: the kernels need an sm_90 (Hopper) GPU");
   // decide
-  const int sms = num_sms > 0 ? std::min<int>(num_sms, device.num_sms) : device.num_sms;
+  const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
   const Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), int(k), scale, sms, block_m, block_n, cluster_m);
   if (cfg.block_m == 0)
     return ffi::Error::InvalidArgument("fp8_gemm: requested block_m/block_n/cluster_m is not a compiled tile shape");
   // launch
   Fp8GemmOperands op;
+  op.device = device;
   op.m = int(m);
   op.n = int(n);
   op.k = int(k);
@@ -98,20 +99,20 @@ ffi::Error CheckAliasedOutput(const ffi::RemainingArgs& extra, const ffi::AnyBuf
   return ffi::Error::Success();
 }
 
-ffi::Error Fp8GemmNt1d2d(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer sfa, ffi::AnyBuffer b,
+ffi::Error Fp8GemmNt1d2d(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa, ffi::AnyBuffer b,
                          ffi::AnyBuffer sfb, ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d,
                          int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t num_sms) {
   JDG_RETURN_IF_ERROR(CheckAliasedOutput(aliased_d, *d, false));
-  return Fp8GemmNt(stream, BScale::kBlock128, a, sfa, b, sfb, nullptr, *d, block_m, block_n, cluster_m, num_sms);
+  return Fp8GemmNt(stream, device, BScale::kBlock128, a, sfa, b, sfb, nullptr, *d, block_m, block_n, cluster_m, num_sms);
 }
 
-ffi::Error Fp8GemmNt1d1d(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer sfa, ffi::AnyBuffer b,
+ffi::Error Fp8GemmNt1d1d(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa, ffi::AnyBuffer b,
                          ffi::AnyBuffer sfb_t, ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d,
                          int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t num_sms,
                          int32_t accumulate) {
   JDG_RETURN_IF_ERROR(CheckAliasedOutput(aliased_d, *d, accumulate != 0));
   const ffi::AnyBuffer* c = accumulate != 0 ? &(*d) : nullptr;
-  return Fp8GemmNt(stream, BScale::kPerChannel, a, sfa, b, sfb_t, c, *d, block_m, block_n, cluster_m, num_sms);
+  return Fp8GemmNt(stream, device, BScale::kPerChannel, a, sfa, b, sfb_t, c, *d, block_m, block_n, cluster_m, num_sms);
 }
 
 }  // namespace
@@ -120,6 +121,7 @@ ffi::Error Fp8GemmNt1d1d(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer s
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d2d, jdg::Fp8GemmNt1d2d,
                               xla::ffi::Ffi::Bind()
                                   .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<xla::ffi::DeviceOrdinal>()
                                   .Arg<xla::ffi::AnyBuffer>()  // a       e4m3 [M, K]
                                   .Arg<xla::ffi::AnyBuffer>()  // a_scale f32  [M, ceil(K/128)]
                                   .Arg<xla::ffi::AnyBuffer>()  // b       e4m3 [N, K]
@@ -135,6 +137,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d2d, jdg::Fp8GemmNt1d2d,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d1d, jdg::Fp8GemmNt1d1d,
                               xla::ffi::Ffi::Bind()
                                   .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<xla::ffi::DeviceOrdinal>()
                                   .Arg<xla::ffi::AnyBuffer>()  // a         e4m3 [M, K]
                                   .Arg<xla::ffi::AnyBuffer>()  // a_scale   f32  [M, ceil(K/128)]
                                   .Arg<xla::ffi::AnyBuffer>()  // b         e4m3 [N, K]

@@ -22,6 +22,7 @@ constexpr int Fp8GemmSmemDBytes(int block_m, int block_n, BScale scale) {
 }
 
 struct Fp8GemmOperands {
+  int device = 0;               // CUDA device ordinal of the call
   int m = 0, n = 0, k = 0, num_k_blocks = 0;
   const void* a = nullptr;      // e4m3 [m, k]
   const float* sfa = nullptr;   // [m, num_k_blocks]

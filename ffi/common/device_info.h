@@ -1,4 +1,5 @@
-// Per-device facts the heuristics need, read once per device ordinal (no per-call driver queries).
+// Per-device facts the heuristics need, read once per device ordinal (no per-call driver queries),
+// and per-device one-time kernel set-up (function attributes are per device).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -14,13 +15,13 @@ struct DeviceInfo {
   int cc_major = 0, cc_minor = 0;
 };
 
-inline const DeviceInfo& CurrentDeviceInfo() {
-  constexpr int kMaxDevices = 64;
+constexpr int kMaxDevices = 64;
+
+// `device` is the FFI DeviceOrdinal of the call (XLA makes that device current for the handler).
+inline const DeviceInfo& GetDeviceInfo(int device) {
   static std::array<DeviceInfo, kMaxDevices> infos{};
   static std::array<std::once_flag, kMaxDevices> once;
-  int dev = 0;
-  cudaGetDevice(&dev);
-  if (dev < 0 || dev >= kMaxDevices) dev = 0;
+  const int dev = (device >= 0 && device < kMaxDevices) ? device : 0;
   std::call_once(once[dev], [dev] {
     DeviceInfo& info = infos[dev];
     cudaDeviceGetAttribute(&info.num_sms, cudaDevAttrMultiProcessorCount, dev);
@@ -29,6 +30,17 @@ inline const DeviceInfo& CurrentDeviceInfo() {
     cudaDeviceGetAttribute(&info.cc_minor, cudaDevAttrComputeCapabilityMinor, dev);
   });
   return infos[dev];
+}
+
+// Runs `fn` once per (call site, device) and returns its first result, e.g. a kernel's
+// cudaFuncSetAttribute, which applies to the current device only.
+template <typename Tag, typename Fn>
+cudaError_t OncePerDevice(int device, Fn&& fn) {
+  static std::array<std::once_flag, kMaxDevices> once;
+  static std::array<cudaError_t, kMaxDevices> status{};
+  const int dev = (device >= 0 && device < kMaxDevices) ? device : 0;
+  std::call_once(once[dev], [&] { status[dev] = fn(); });
+  return status[dev];
 }
 
 }  // namespace jdg

@@ -4,6 +4,7 @@
 
 #include <mutex>
 
+#include "common/device_info.h"
 #include "common/tma.h"
 #include "kernels/sm90_fp8_gemm.cuh"
 #include "fp8_gemm_launch.h"
@@ -14,12 +15,11 @@ template <int kBlockM, int kBlockN, BScale kBScale, int kClusterM>
 cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cfg, cudaStream_t stream) {
   using Traits = Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClusterM>;
   auto* kernel = &Sm90Fp8GemmKernel<kBlockM, kBlockN, kBScale, kClusterM>;
-  static std::once_flag smem_opt_in;
-  static cudaError_t opt_in_status = cudaSuccess;
-  std::call_once(smem_opt_in, [&] {
-    opt_in_status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSm90SmemCapacity);
+  struct SmemOptIn {};  // one tag per instance: the attribute is per kernel and per device
+  const cudaError_t opt_in = OncePerDevice<SmemOptIn>(op.device, [&] {
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSm90SmemCapacity);
   });
-  if (opt_in_status != cudaSuccess) return opt_in_status;
+  if (opt_in != cudaSuccess) return opt_in;
 
   CUtensorMap tma_a, tma_b, tma_sfb, tma_d;
   bool ok = MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, op.m, op.k, op.k, kBlockM, kFp8BlockK,
