@@ -34,11 +34,11 @@ struct Fp8GemmOperands {
 };
 
 struct Fp8GemmConfig {
-  int block_m = 0, block_n = 0, cluster_m = 1, num_stages = 0, grid = 0, raster_band = 0;
+  int block_m = 0, block_n = 0, cluster_m = 1, pipelined = 0, num_stages = 0, grid = 0, raster_band = 0;
 };
 
 // Implemented once per (BLOCK_M, BLOCK_N, scaling) in ffi/instances/*.cu.
-template <int kBlockM, int kBlockN, BScale kBScale, int kClusterM>
+template <int kBlockM, int kBlockN, BScale kBScale, int kClusterM, int kPipelined>
 cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cfg, cudaStream_t stream);
 
 }  // namespace jdg

@@ -32,13 +32,13 @@ nb::dict Registrations() {
   return targets;
 }
 
-// The compiled (block_m, block_n, cluster_m) tile shapes per FP8 GEMM kernel, for tests and tuning sweeps.
+// The compiled (block_m, block_n, cluster_m, pipelined) kernel shapes per FP8 GEMM kernel, for tests and tuning sweeps.
 nb::dict Fp8GemmTiles() {
   nb::dict tiles;
   nb::list block, channel;
 #if JAX_DEEPGEMM_WITH_CUDA
-#define JDG_APPEND_BLOCK(BM, BN, CLUSTER) block.append(nb::make_tuple(BM, BN, CLUSTER));
-#define JDG_APPEND_CHANNEL(BM, BN, CLUSTER) channel.append(nb::make_tuple(BM, BN, CLUSTER));
+#define JDG_APPEND_BLOCK(BM, BN, CLUSTER, PIPELINED) block.append(nb::make_tuple(BM, BN, CLUSTER, PIPELINED));
+#define JDG_APPEND_CHANNEL(BM, BN, CLUSTER, PIPELINED) channel.append(nb::make_tuple(BM, BN, CLUSTER, PIPELINED));
   JDG_FP8_1D2D_ALL(JDG_APPEND_BLOCK)
   JDG_FP8_1D1D_ALL(JDG_APPEND_CHANNEL)
 #undef JDG_APPEND_BLOCK

@@ -31,19 +31,19 @@ _F32 = (jnp.float32,)
 # ---------------------------------------------------------------------------------------------
 
 
-# Params of both primitives: block_m, block_n, cluster_m (0 = heuristic), num_sms (0 = all); the 1D1D one
+# Params of both primitives: block_m, block_n, cluster_m, pipelined (0 = heuristic), num_sms (0 = all); the 1D1D one
 # also takes accumulate (1: the aliased output operand holds C and D = C + A.B^T).
 # Operands: a, a_scale, b, b_scale (1D1D: transposed per-row scales) [, out: aliased to D].
 
 
 def _tile_params(tile, num_sms: int) -> dict[str, int]:
-    """``tile`` = None (heuristic), (block_m, block_n) or (block_m, block_n, cluster_m)."""
-    if tile is None:
-        tile = (0, 0, 0)
-    if len(tile) not in (2, 3):
-        raise ValueError(f"tile must be (block_m, block_n[, cluster_m]), got {tile!r}")
-    block_m, block_n, cluster_m = (*tile, 0) if len(tile) == 2 else tile
-    return dict(block_m=int(block_m), block_n=int(block_n), cluster_m=int(cluster_m), num_sms=int(num_sms))
+    """``tile`` = None (heuristic) or (block_m, block_n[, cluster_m[, pipelined]]) (0 = heuristic's choice)."""
+    tile = tuple(tile) if tile is not None else ()
+    if len(tile) not in (0, 2, 3, 4):
+        raise ValueError(f"tile must be (block_m, block_n[, cluster_m[, pipelined]]), got {tile!r}")
+    block_m, block_n, cluster_m, pipelined = (*tile, 0, 0, 0, 0)[:4]
+    return dict(block_m=int(block_m), block_n=int(block_n), cluster_m=int(cluster_m), pipelined=int(pipelined),
+                num_sms=int(num_sms))
 
 
 def _kernel_attrs(**params) -> dict[str, Any]:
@@ -173,7 +173,7 @@ def fp8_gemm_nt(
         else float32.
       c: optional float32 ``[..., M, N]`` accumulator: ``D = C + A @ B.T`` (computed in FP32).
       num_sms: use at most this many SMs (0 = all), e.g. to leave SMs to overlapping communication.
-      tile: ``(block_m, block_n[, cluster_m])`` forces a compiled kernel shape (tuning and tests; see
+      tile: ``(block_m, block_n[, cluster_m[, pipelined]])`` forces a compiled kernel shape (tuning and tests; see
         ``jax_deepgemm._ffi.fp8_gemm_tiles()``); None = heuristic.
 
     Returns:

@@ -18,10 +18,10 @@
 namespace jdg {
 
 struct BlockShape {
-  int m, n, cluster_m;
+  int m, n, cluster_m, pipelined;
 };
 
-#define JDG_BLOCK_SHAPE(BM, BN, CLUSTER) BlockShape{BM, BN, CLUSTER},
+#define JDG_BLOCK_SHAPE(BM, BN, CLUSTER, PIPELINED) BlockShape{BM, BN, CLUSTER, PIPELINED},
 inline constexpr BlockShape kFp8Block128Shapes[] = {JDG_FP8_1D2D_ALL(JDG_BLOCK_SHAPE)};
 inline constexpr BlockShape kFp8PerChannelShapes[] = {JDG_FP8_1D1D_ALL(JDG_BLOCK_SHAPE)};
 #undef JDG_BLOCK_SHAPE
@@ -57,7 +57,7 @@ inline double Fp8GemmCost(int m, int n, int k, BlockShape s, BScale scale, int n
 
 // force_block_m/n > 0 select a compiled shape explicitly (tests and tuning sweeps).
 inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int num_sms, int force_block_m,
-                                       int force_block_n, int force_cluster_m) {
+                                       int force_block_n, int force_cluster_m, int force_pipelined) {
   const BlockShape* shapes = scale == BScale::kBlock128 ? kFp8Block128Shapes : kFp8PerChannelShapes;
   const int num_shapes = scale == BScale::kBlock128 ? int(std::size(kFp8Block128Shapes))
                                                     : int(std::size(kFp8PerChannelShapes));
@@ -69,6 +69,8 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
     if (force_block_m > 0 && s.m != force_block_m) continue;
     if (force_block_n > 0 && s.n != force_block_n) continue;
     if (force_cluster_m > 0 && s.cluster_m != force_cluster_m) continue;
+    // Experimental main loop: only when asked for (see fp8_gemm_instances.h).
+    if (s.pipelined != (force_pipelined > 0 ? 1 : 0)) continue;
     if (s.cluster_m > num_sms) continue;
     // A 128-row tile over M <= 64 would run half its tensor-core work on padding.
     if (force_block_m <= 0 && s.m == 128 && m <= 64) continue;
@@ -81,6 +83,7 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
       best.block_m = s.m;
       best.block_n = s.n;
       best.cluster_m = s.cluster_m;
+      best.pipelined = s.pipelined;
     }
   }
   if (best.block_m == 0) return best;  // forced shape not compiled: caller reports it
@@ -97,8 +100,9 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
     static std::set<std::tuple<int, int, int, int>> seen;
     std::lock_guard<std::mutex> lock(mu);
     if (seen.insert({m, n, k, int(scale)}).second)
-      std::fprintf(stderr, "jax_deepgemm fp8_gemm m=%d n=%d k=%d scale=%d -> block %dx%d cluster %d stages=%d grid=%d\n",
-                   m, n, k, int(scale), best.block_m, best.block_n, best.cluster_m, best.num_stages, best.grid);
+      std::fprintf(stderr, "jax_deepgemm fp8_gemm m=%d n=%d k=%d scale=%d -> block %dx%d cluster %d pipelined %d "
+                   "stages=%d grid=%d\n", m, n, k, int(scale), best.block_m, best.block_n, best.cluster_m,
+                   best.pipelined, best.num_stages, best.grid);
   }
   return best;
 }

@@ -4,16 +4,20 @@
 // ~20-40 s of single-core nvcc time: add one only when the benchmark shows it wins.
 #pragma once
 
-// Entries are X(BLOCK_M, BLOCK_N, CLUSTER_M): CLUSTER_M = 2 runs pairs of CTAs on vertically adjacent
-// tiles that share one B tile, each loading half of it and multicasting it to both (halves B's L2 reads).
+// Entries are X(BLOCK_M, BLOCK_N, CLUSTER_M, PIPELINED): CLUSTER_M = 2 runs pairs of CTAs on vertically
+// adjacent tiles that share one B tile, each loading half of it and multicasting it to both (halves B's
+// L2 reads). PIPELINED = 1 selects the double-buffered-accumulator main loop: experimental variants that
+// the heuristic only uses when forced (tile=(..., 1)) until scripts/sweep_tiles.py shows they win.
 
 // BF16-output 1D2D kernels (128x128 weight scales).
-#define JDG_FP8_1D2D_BM64(X) X(64, 16, 1) X(64, 32, 1) X(64, 64, 1) X(64, 128, 1) X(64, 192, 1)  // M <= 64
-#define JDG_FP8_1D2D_BM128(X) X(128, 16, 1) X(128, 32, 1) X(128, 64, 1) X(128, 128, 1)          // small/medium M
-#define JDG_FP8_1D2D_BM128_WIDE(X) X(128, 144, 1) X(128, 160, 1) X(128, 176, 1) X(128, 192, 1)  // wave fit
-#define JDG_FP8_1D2D_BM128_CLUSTER(X) X(128, 128, 2) X(128, 176, 2) X(128, 192, 2)              // large M
+#define JDG_FP8_1D2D_BM64(X) X(64, 16, 1, 0) X(64, 32, 1, 0) X(64, 64, 1, 0) X(64, 128, 1, 0) X(64, 192, 1, 0)  // M <= 64
+#define JDG_FP8_1D2D_BM128(X) X(128, 16, 1, 0) X(128, 32, 1, 0) X(128, 64, 1, 0) X(128, 128, 1, 0)          // small/medium M
+#define JDG_FP8_1D2D_BM128_WIDE(X) X(128, 144, 1, 0) X(128, 160, 1, 0) X(128, 176, 1, 0) X(128, 192, 1, 0)  // wave fit
+#define JDG_FP8_1D2D_BM128_CLUSTER(X) X(128, 128, 2, 0) X(128, 176, 2, 0) X(128, 192, 2, 0)  // large M
+#define JDG_FP8_1D2D_PIPELINED(X) X(64, 64, 1, 1) X(128, 128, 1, 1) X(128, 128, 2, 1)         // experimental
 #define JDG_FP8_1D2D_ALL(X) \
-  JDG_FP8_1D2D_BM64(X) JDG_FP8_1D2D_BM128(X) JDG_FP8_1D2D_BM128_WIDE(X) JDG_FP8_1D2D_BM128_CLUSTER(X)
+  JDG_FP8_1D2D_BM64(X) JDG_FP8_1D2D_BM128(X) JDG_FP8_1D2D_BM128_WIDE(X) JDG_FP8_1D2D_BM128_CLUSTER(X) \
+      JDG_FP8_1D2D_PIPELINED(X)
 
 // FP32-output 1D1D kernels (per-channel weight scales, optional accumulate into C).
-#define JDG_FP8_1D1D_ALL(X) X(64, 64, 1) X(128, 128, 1)
+#define JDG_FP8_1D1D_ALL(X) X(64, 64, 1, 0) X(128, 128, 1, 0)

@@ -11,10 +11,10 @@
 
 namespace jdg {
 
-template <int kBlockM, int kBlockN, BScale kBScale, int kClusterM>
+template <int kBlockM, int kBlockN, BScale kBScale, int kClusterM, int kPipelined>
 cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cfg, cudaStream_t stream) {
-  using Traits = Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClusterM>;
-  auto* kernel = &Sm90Fp8GemmKernel<kBlockM, kBlockN, kBScale, kClusterM>;
+  using Traits = Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClusterM, kPipelined>;
+  auto* kernel = &Sm90Fp8GemmKernel<kBlockM, kBlockN, kBScale, kClusterM, kPipelined>;
   struct SmemOptIn {};  // one tag per instance: the attribute is per kernel and per device
   const cudaError_t opt_in = OncePerDevice<SmemOptIn>(op.device, [&] {
     return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSm90SmemCapacity);
