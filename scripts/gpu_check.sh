@@ -121,26 +121,19 @@ fi
 # compute-sanitizer (opt-in)
 # ---------------------------------------------------------------------------------------------
 if [[ "$SANITIZE" == 1 ]] || has_stage sanitize; then
-  log "compute-sanitizer memcheck (tests/test_fp8_gemm.py -k sanitizer_small)"
-  set +e
-  JAX_DEEPGEMM_REQUIRE_GPU=1 XLA_PYTHON_CLIENT_PREALLOCATE=false \
-    compute-sanitizer --tool memcheck --error-exitcode 99 \
-    $PY -P -m pytest tests/test_fp8_gemm.py -q -m gpu -k sanitizer_small -p no:cacheprovider \
-    > "$OUT/sanitizer.log" 2>&1
-  rc=$?
-  set -e
-  tail -n 15 "$OUT/sanitizer.log"
-  add_summary "memcheck (rc $rc): $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1)"
-  # Shared-memory races (TMA/WGMMA pipeline, epilogue staging) on the same small cases.
-  set +e
-  JAX_DEEPGEMM_REQUIRE_GPU=1 XLA_PYTHON_CLIENT_PREALLOCATE=false \
-    compute-sanitizer --tool racecheck --error-exitcode 99 \
-    $PY -P -m pytest tests/test_fp8_gemm.py -q -m gpu -k sanitizer_small -p no:cacheprovider \
-    > "$OUT/racecheck.log" 2>&1
-  rc=$?
-  set -e
-  tail -n 5 "$OUT/racecheck.log"
-  add_summary "racecheck (rc $rc): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/racecheck.log" | tail -1)"
+  # memcheck: out-of-bounds/misaligned accesses; racecheck: shared-memory races (TMA/WGMMA ring, epilogue staging).
+  for tool in memcheck racecheck; do
+    log "compute-sanitizer $tool (tests/test_fp8_gemm.py -k sanitizer_small)"
+    set +e
+    JAX_DEEPGEMM_REQUIRE_GPU=1 XLA_PYTHON_CLIENT_PREALLOCATE=false \
+      compute-sanitizer --tool "$tool" --error-exitcode 99 \
+      $PY -P -m pytest tests/test_fp8_gemm.py -q -m gpu -k sanitizer_small -p no:cacheprovider \
+      > "$OUT/sanitizer_$tool.log" 2>&1
+    rc=$?
+    set -e
+    tail -n 10 "$OUT/sanitizer_$tool.log"
+    add_summary "$tool (rc $rc): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_$tool.log" | tail -1)"
+  done
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -238,22 +238,24 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         for (int r = 0; r < Traits::kScaleRows; ++r) sb[r] = __ldg(sfb_rows[r]);
       }
 
+      // Issues one 128-K slice (4 x m64nBLOCK_Nk32 WGMMAs) from stage `s` into `acc` as one group.
+      auto issue = [&](float* acc, int s) {
+        const uint8_t* a_tile = smem_a + s * Traits::kSmemA + warpgroup * 64 * kFp8BlockK;
+        const uint8_t* b_tile = smem_b + s * Traits::kSmemB;
+#pragma unroll
+        for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(acc[i]);
+        cute::warpgroup_arrive();
+#pragma unroll
+        for (int k = 0; k < kFp8BlockK / 32; ++k)
+          WgmmaFma<Wgmma>(SmemDescK128B(a_tile + k * 32), SmemDescK128B(b_tile + k * 32), acc, k > 0,
+                          std::make_index_sequence<kAccums>{});
+        cute::warpgroup_commit_batch();
+      };
+
       if constexpr (Traits::kPipelinedMma) {
         // Two accumulator sets: the WGMMAs of K-block kb+1 are issued before K-block kb is promoted,
         // so the tensor cores never wait for this warpgroup's FFMA promotion.
         float accum_next[kAccums];
-        auto issue = [&](float* acc, int s) {
-          const uint8_t* a_tile = smem_a + s * Traits::kSmemA + warpgroup * 64 * kFp8BlockK;
-          const uint8_t* b_tile = smem_b + s * Traits::kSmemB;
-#pragma unroll
-          for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(acc[i]);
-          cute::warpgroup_arrive();
-#pragma unroll
-          for (int k = 0; k < kFp8BlockK / 32; ++k)
-            WgmmaFma<Wgmma>(SmemDescK128B(a_tile + k * 32), SmemDescK128B(b_tile + k * 32), acc, k > 0,
-                            std::make_index_sequence<kAccums>{});
-          cute::warpgroup_commit_batch();
-        };
         // Retires K-block kb (in `cur`, stage `stage`) after issuing kb+1 into `nxt`.
         auto step = [&](int kb, float* cur, float* nxt) {
           int next_stage = stage + 1, next_phase = phase;
@@ -293,37 +295,28 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           if (kb + 1 < p.num_k_blocks) step(kb + 1, accum_next, accum);
         }
       } else {
-      for (int kb = 0; kb < p.num_k_blocks; ++kb) {
+        for (int kb = 0; kb < p.num_k_blocks; ++kb) {
           full[stage].wait(phase);
-          const uint8_t* a_tile = smem_a + stage * Traits::kSmemA + warpgroup * 64 * kFp8BlockK;
-          const uint8_t* b_tile = smem_b + stage * Traits::kSmemB;
-  #pragma unroll
-          for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(accum[i]);
-          cute::warpgroup_arrive();
-  #pragma unroll
-          for (int k = 0; k < kFp8BlockK / 32; ++k)
-            WgmmaFma<Wgmma>(SmemDescK128B(a_tile + k * 32), SmemDescK128B(b_tile + k * 32), accum, k > 0,
-                            std::make_index_sequence<kAccums>{});
-          cute::warpgroup_commit_batch();
+          issue(accum, stage);
           // Fetch the next slice's scales while the tensor cores work (L1-resident after the first).
           const int kb_next = min(kb + 1, p.num_k_blocks - 1);
           const float next_sa0 = __ldg(sfa0 + kb_next), next_sa1 = __ldg(sfa1 + kb_next);
           float next_sb[Traits::kScaleRows];
           if constexpr (kBScale == BScale::kBlock128) {
-  #pragma unroll
+#pragma unroll
             for (int r = 0; r < Traits::kScaleRows; ++r) next_sb[r] = __ldg(sfb_rows[r] + kb_next);
           }
           cute::warpgroup_wait<0>();
-  #pragma unroll
+#pragma unroll
           for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(accum[i]);
-  
+
           if constexpr (kBScale == BScale::kBlock128) {
             if constexpr (kClusterM == 1) {
               if (lane == 0) empty[stage].arrive();
             } else {
               if (lane < kClusterM) empty[stage].arrive(uint32_t(lane), 1u);  // lane i releases CTA i's copy
             }
-  #pragma unroll
+#pragma unroll
             for (int g = 0; g < kBlockN / 8; ++g) {
               // Scale row of this 8-column group, selected without indexing registers at run time.
               const int row = (col_offset + 8 * g) >> 7;
@@ -340,11 +333,11 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
             // Per-column B scales of this slice sit in shared memory next to the stage's tiles.
             const float2* sfb_stage = reinterpret_cast<const float2*>(smem_sfb + stage * (Traits::kSmemSfb / 4));
             float2 col_scale[kBlockN / 8];
-  #pragma unroll
+#pragma unroll
             for (int g = 0; g < kBlockN / 8; ++g) col_scale[g] = sfb_stage[4 * g + quad];
             __syncwarp();
             if (lane == 0) empty[stage].arrive();
-  #pragma unroll
+#pragma unroll
             for (int g = 0; g < kBlockN / 8; ++g) {
               final_acc[4 * g + 0] = fmaf(sa0 * col_scale[g].x, accum[4 * g + 0], final_acc[4 * g + 0]);
               final_acc[4 * g + 1] = fmaf(sa0 * col_scale[g].y, accum[4 * g + 1], final_acc[4 * g + 1]);
@@ -354,7 +347,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           }
           sa0 = next_sa0, sa1 = next_sa1;
           if constexpr (kBScale == BScale::kBlock128) {
-  #pragma unroll
+#pragma unroll
             for (int r = 0; r < Traits::kScaleRows; ++r) sb[r] = next_sb[r];
           }
           if (++stage == num_stages) stage = 0, phase ^= 1;
