@@ -32,15 +32,16 @@ inline const DeviceInfo& GetDeviceInfo(int device) {
   return infos[dev];
 }
 
-// Runs `fn` once per (call site, device) and returns its first result, e.g. a kernel's
-// cudaFuncSetAttribute, which applies to the current device only.
+// Runs `fn` once per (Tag, device) and returns its first result, e.g. a kernel's cudaFuncSetAttribute,
+// which applies to the current device only, or an occupancy query.
 template <typename Tag, typename Fn>
-cudaError_t OncePerDevice(int device, Fn&& fn) {
+auto OncePerDevice(int device, Fn&& fn) {
+  using Result = decltype(fn());
   static std::array<std::once_flag, kMaxDevices> once;
-  static std::array<cudaError_t, kMaxDevices> status{};
+  static std::array<Result, kMaxDevices> result{};
   const int dev = (device >= 0 && device < kMaxDevices) ? device : 0;
-  std::call_once(once[dev], [&] { status[dev] = fn(); });
-  return status[dev];
+  std::call_once(once[dev], [&] { result[dev] = fn(); });
+  return result[dev];
 }
 
 }  // namespace jdg

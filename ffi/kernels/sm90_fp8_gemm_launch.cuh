@@ -2,6 +2,9 @@
 // Included only by the instance translation units (ffi/instances/*.cu).
 #pragma once
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
 
 #include "common/device_info.h"
@@ -65,6 +68,24 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   cluster.val.clusterDim.z = 1;
   launch.attrs = &cluster;
   launch.numAttrs = 1;
+  if constexpr (kClusterM > 1) {
+    // A persistent grid must fit at once: SM pairs that straddle a GPC cannot host a cluster, so
+    // size the grid by the clusters that can be co-resident (queried once, at the largest smem).
+    struct MaxClusters {};
+    const int max_clusters = OncePerDevice<MaxClusters>(op.device, [&] {
+      cudaLaunchConfig_t probe = launch;
+      probe.gridDim = dim3(kClusterM);
+      probe.dynamicSmemBytes = kSm90SmemCapacity;
+      int n = 0;
+      return cudaOccupancyMaxActiveClusters(&n, kernel, &probe) == cudaSuccess ? n : 0;
+    });
+    // An answer below half the SM pairs would mean a failed query, not a smaller GPU: ignore it.
+    const int sm_pairs = GetDeviceInfo(op.device).num_sms / kClusterM;
+    if (max_clusters >= sm_pairs / 2) launch.gridDim.x = std::min<unsigned>(launch.gridDim.x, max_clusters * kClusterM);
+    static const bool print = std::getenv("JAX_DEEPGEMM_PRINT_CONFIGS") != nullptr;
+    if (print) std::fprintf(stderr, "jax_deepgemm fp8_gemm: %d co-resident %d-CTA clusters, grid %u\n", max_clusters,
+                            kClusterM, launch.gridDim.x);
+  }
   return cudaLaunchKernelEx(&launch, kernel, tma_a, tma_b, tma_sfb, tma_d, params, cfg.num_stages);
 }
 
