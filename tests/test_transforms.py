@@ -166,6 +166,8 @@ def test_vmap_only_b_scale_batched(variant):
     out = jax.jit(jax.vmap(f, in_axes=in_axes))(args[0], args[1], args[2], sbs, *args[4:])
     bitwise(out[0], jax.jit(f)(*args))
     bitwise(out[1], jax.jit(f)(args[0], args[1], args[2], sbs[1], *args[4:]))
+    # Doubled B scales must change the product (the batched scales really were used per slice).
+    assert not np.array_equal(np.asarray(out[0]), np.asarray(out[1]))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
