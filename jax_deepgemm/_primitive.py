@@ -65,8 +65,14 @@ def make_primitive(spec: OpSpec) -> Primitive:
     prim = Primitive(spec.name)
     prim.multiple_results = True
 
+    @functools.cache
+    def jitted_bind(params: tuple) -> Any:
+        # One jitted bind per parameter set: a new jax.jit object per eager call would retrace and
+        # recompile every time.
+        return jax.jit(functools.partial(prim.bind, **dict(params)))
+
     def impl(*args, **params):
-        return jax.jit(functools.partial(prim.bind, **params))(*args)
+        return jitted_bind(tuple(sorted(params.items())))(*args)
 
     def abstract_eval(*avals, **params):
         vma = _union_vma(avals)
