@@ -202,13 +202,17 @@ def _fp8_gemm(op: str, a, b, *, out_dtype, c, num_sms, tile) -> jax.Array:
     if kind == "block" and c is None and out_dtype == jnp.bfloat16:
         (d,) = _fp8_gemm_nt_1d2d_p.bind(a2, sa2, b_fp8, b_scale, **params)
         return d.reshape(out_shape)
-    # 1D1D kernel: per-row B scales, transposed to [ceil(K/128), align(N, 4)] so the kernel can
-    # stream each K block's scales with one TMA load.
-    rows = b_scale if kind == "channel" else jnp.repeat(b_scale, _BLOCK, axis=0)[:n]
-    b_scale_t = jnp.pad(rows.T, ((0, 0), (0, (-n) % 4)))
+    b_scale_t = _per_row_scales_transposed(b_scale, n, kind)
     extra = () if c is None else (c.reshape(a2.shape[0], n),)
     (d,) = _fp8_gemm_nt_1d1d_p.bind(a2, sa2, b_fp8, b_scale_t, *extra, accumulate=int(c is not None), **params)
     return d.reshape(out_shape).astype(out_dtype)
+
+
+def _per_row_scales_transposed(b_scale: jax.Array, n: int, kind: str) -> jax.Array:
+    """B scales as the 1D1D kernel reads them: per row (128x128 blocks expanded, exact), transposed to
+    ``[ceil(K/128), align(N, 4)]`` so the kernel streams each K block's scales with one TMA load."""
+    rows = b_scale if kind == "channel" else jnp.repeat(b_scale, _BLOCK, axis=0)[:n]
+    return jnp.pad(rows.T, ((0, 0), (0, (-n) % 4)))
 
 
 def _fp8_gemm_nt_into(a, b, out: jax.Array, *, tile: tuple[int, int] | None = None) -> jax.Array:
@@ -222,8 +226,7 @@ def _fp8_gemm_nt_into(a, b, out: jax.Array, *, tile: tuple[int, int] | None = No
     if out.dtype == jnp.bfloat16:
         return _fp8_gemm_nt_1d2d_p.bind(a_fp8, a_scale, b_fp8, b_scale, out, **params)[0]
     n = b_fp8.shape[0]
-    rows = b_scale if b_scale.shape[0] == n else jnp.repeat(b_scale, _BLOCK, axis=0)[:n]
-    b_scale_t = jnp.pad(rows.T, ((0, 0), (0, (-n) % 4)))
+    b_scale_t = _per_row_scales_transposed(b_scale, n, "channel" if b_scale.shape[0] == n else "block")
     return _fp8_gemm_nt_1d1d_p.bind(a_fp8, a_scale, b_fp8, b_scale_t, out, accumulate=0, **params)[0]
 
 
