@@ -21,6 +21,17 @@ constexpr int Fp8GemmSmemDBytes(int block_m, int block_n, BScale scale) {
   return Fp8GemmHasSmemD(block_n, scale) ? block_m * block_n * 2 : 0;
 }
 
+// Shared-memory budget of one pipeline stage: A and B 128-K slices (one 128-byte row per operand row),
+// per-column B scales for 1D1D (128-byte aligned), and its full + empty mbarriers. The kernel's
+// layout and the heuristic's stage count both come from here.
+constexpr int Fp8GemmSfbStageBytes(int block_n, BScale scale) {
+  return scale == BScale::kPerChannel ? (block_n * 4 + 127) / 128 * 128 : 0;
+}
+constexpr int kFp8GemmBarrierBytesPerStage = 16;
+constexpr int Fp8GemmStageBytes(int block_m, int block_n, BScale scale) {
+  return block_m * 128 + block_n * 128 + Fp8GemmSfbStageBytes(block_n, scale) + kFp8GemmBarrierBytesPerStage;
+}
+
 struct Fp8GemmOperands {
   int device = 0;               // CUDA device ordinal of the call
   int m = 0, n = 0, k = 0, num_k_blocks = 0;

@@ -27,8 +27,7 @@ inline constexpr BlockShape kFp8PerChannelShapes[] = {JDG_FP8_1D1D_ALL(JDG_BLOCK
 #undef JDG_BLOCK_SHAPE
 
 inline int Fp8GemmStages(BlockShape s, BScale scale) {
-  const int sfb = scale == BScale::kPerChannel ? ((s.n * 4 + 127) / 128) * 128 : 0;
-  const int per_stage = s.m * 128 + s.n * 128 + sfb + 16;
+  const int per_stage = Fp8GemmStageBytes(s.m, s.n, scale);
   // More stages keep more bytes in flight (what small-M, memory-bound shapes need); beyond ~24
   // nothing improves and the barrier bookkeeping grows.
   return std::min(24, (kSm90SmemCapacity - Fp8GemmSmemDBytes(s.m, s.n, scale)) / per_stage);

@@ -102,11 +102,11 @@ struct Fp8GemmTraits {
   static constexpr int kNumThreads = kNumMathThreads + 128;  // + one producer warpgroup
   static constexpr int kSmemA = kBlockM * kFp8BlockK;        // bytes per stage, multiple of 1024
   static constexpr int kSmemB = kBlockN * kFp8BlockK;
-  static constexpr int kSmemSfb = kBScale == BScale::kPerChannel ? ((kBlockN * 4 + 127) / 128) * 128 : 0;
+  static constexpr int kSmemSfb = Fp8GemmSfbStageBytes(kBlockN, kBScale);
   static constexpr int kStageBytes = kSmemA + kSmemB + kSmemSfb;
   static constexpr bool kTmaStoreD = Fp8GemmHasSmemD(kBlockN, kBScale);
   static constexpr int kSmemD = Fp8GemmSmemDBytes(kBlockM, kBlockN, kBScale);  // multiple of 1024
-  static constexpr int kBarrierBytes = 16;  // full + empty barrier per stage
+  static constexpr int kBarrierBytes = kFp8GemmBarrierBytesPerStage;  // full + empty barrier per stage
   static constexpr int kTxBytes = kSmemA + kSmemB + (kBScale == BScale::kPerChannel ? kBlockN * 4 : 0);
   // How many 128-column B scale blocks one tile can overlap: 1 when BLOCK_N divides 128 (tiles
   // never straddle), else at most (127 + BLOCK_N) / 128 + 1 (e.g. 3 for BLOCK_N = 176 at column 96).
@@ -120,6 +120,8 @@ struct Fp8GemmTraits {
   static constexpr int kScaleRows =
       kBScale != BScale::kBlock128 ? 1 : (128 % kBlockN == 0 ? 1 : (127 + kBlockN) / 128 + 1);
 
+  static_assert(kStageBytes + kBarrierBytes == Fp8GemmStageBytes(kBlockM, kBlockN, kBScale),
+                "stage layout and the heuristic's stage budget must agree");
   static constexpr int SmemBytes(int num_stages) { return kSmemD + num_stages * (kStageBytes + kBarrierBytes); }
 };
 
