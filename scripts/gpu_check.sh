@@ -107,7 +107,7 @@ if has_stage test; then
   set +e
   markers=$($PY -P -m pytest tests --markers -p no:cacheprovider 2>/dev/null || true)
   if grep -q '@pytest.mark.gpu' <<< "$markers"; then
-    JAX_DEEPGEMM_REQUIRE_GPU=1 $PY -P -m pytest tests -x -q -m gpu -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log"
+    JAX_DEEPGEMM_REQUIRE_GPU=1 $PY -P -m pytest tests -x -q -m gpu -p no:cacheprovider --durations=12 2>&1 | tee "$OUT/gpu_tests.log"
   else
     echo "(no 'gpu' marker registered: running the whole suite)"
     JAX_DEEPGEMM_REQUIRE_GPU=1 $PY -P -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log"

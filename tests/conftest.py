@@ -9,6 +9,10 @@ import os
 
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+# The GPU tests compile XLA dots (references) at many shapes: autotuning each would cost seconds
+# per shape and decides nothing about correctness.
+if "xla_gpu_autotune_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] += " --xla_gpu_autotune_level=0"
 
 import functools
 

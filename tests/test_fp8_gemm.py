@@ -6,6 +6,7 @@ FP8 vs the unquantized bf16 product), plus an elementwise bound vs the dequantiz
 wrong scale on a few columns or rows would break.
 """
 
+import functools
 import itertools
 import os
 import subprocess
@@ -32,6 +33,11 @@ def _poisoned(m, n, dtype):
 
 
 def _reference(a, b, *, b_kind="block", c=None, out_dtype=jnp.float32):
+    return _reference_jit(a, b, c, b_kind, out_dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _reference_jit(a, b, c, b_kind, out_dtype):
     return dg.fp8_gemm_nt_reference(*a, *b, c=c, out_dtype=out_dtype, b_scale_kind=b_kind)
 
 
