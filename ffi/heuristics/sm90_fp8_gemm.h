@@ -73,6 +73,7 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
     if (s.cluster_m > num_sms) continue;
     // A 128-row tile over M <= 64 would run half its tensor-core work on padding.
     if (force_block_m <= 0 && s.m == 128 && m <= 64) continue;
+    if (force_block_m <= 0 && s.m == 256 && m <= 128) continue;
     const double cost = Fp8GemmCost(m, n, k, s, scale, num_sms, out_bytes);
     // Within 2 %, prefer the larger tile (fewer scale loads and promotions per FLOP).
     const bool better = best.block_m == 0 || cost < best_cost * 0.98 ||
