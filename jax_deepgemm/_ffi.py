@@ -31,6 +31,16 @@ def registered_targets() -> tuple[str, ...]:
     return tuple(_REGISTERED)
 
 
+def export_disabled_checks() -> list:
+    """``disabled_checks`` for ``jax.export.export(..., platforms=["cuda"])`` of a program using these ops.
+
+    jax.export refuses custom calls outside its own allowlist unless told otherwise; our targets
+    are versioned (``..._v1``) and keep their ABI for that version, so a fresh process that imports
+    jax_deepgemm (which registers them) can run the exported program.
+    """
+    return [jax.export.DisabledSafetyCheck.custom_call(t) for t in _REGISTERED]
+
+
 def missing_kernels_message(op_name: str) -> str:
     why = f"the extension failed to import ({_IMPORT_ERROR})" if _C is None else "it was built without CUDA"
     return (

@@ -3,11 +3,13 @@
 For fitting `ffi/heuristics/sm90_fp8_gemm.h` on the GPU in one device call:
 
     python3 -P scripts/sweep_tiles.py 4096x7168x16384 64x2112x7168 ...   (default: the 18 bench shapes)
+    SWEEP_TILES=128x128x1x0,128x128x1x1 python3 -P scripts/sweep_tiles.py ...  (only these tiles)
 
 Times with the CUDA profiler (testing.timing.time_with_profiler: rotating input sets larger than L2).
 Prints one block per shape: tile, µs, TFLOPS, and '<- heuristic' on the default choice.
 """
 
+import os
 import sys
 
 import jax
@@ -33,6 +35,9 @@ def _kernel_us(m, n, k, tile) -> float:
 
 def main(argv) -> int:
     tiles = _ffi.fp8_gemm_tiles()["1d2d"]
+    if os.environ.get("SWEEP_TILES"):
+        wanted = {tuple(int(v) for v in t.split("x")) for t in os.environ["SWEEP_TILES"].split(",")}
+        tiles = [t for t in tiles if tuple(t) in wanted]
     if not tiles or jax.devices()[0].platform != "gpu":
         print("needs a GPU and the CUDA kernels")
         return 0

@@ -296,48 +296,61 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       for (int i = 0; i < kWaves * kAccums; ++i) final_acc[i] = 0.0f;
 
       if constexpr (Traits::kPipelinedMma) {
-        // Two accumulator sets: the WGMMAs of K-block kb+1 are issued before K-block kb is promoted,
-        // so the tensor cores never wait for this warpgroup's FFMA promotion.
-        float accum_next[kAccums];
-        float sa0, sa1, sb;  // scales of the K-block in `cur`
-        // Retires K-block kb (in `cur`, stage `stage`) after issuing kb+1 into `nxt`.
-        auto step = [&](int kb, float* cur, float* nxt) {
-          int next_stage = stage + 1, next_phase = phase;
-          if (next_stage == num_stages) next_stage = 0, next_phase ^= 1;
-          const bool has_next = kb + 1 < p.num_k_blocks;
-          float next_sa0 = sa0, next_sa1 = sa1, next_sb = sb;
-          if (has_next) {
-            full[next_stage].wait(next_phase);
-            const float* nsf = smem_sf + next_stage * (Traits::kSmemSf / 4);
-            next_sa0 = nsf[row_in_wg + warpgroup * 64], next_sa1 = nsf[row_in_wg + warpgroup * 64 + 8];
-            next_sb = nsf[kBlockM];
-            issue(nxt, next_stage, 0);
-            cute::warpgroup_wait<1>();
-          } else {
-            cute::warpgroup_wait<0>();
-          }
+        // Two accumulator sets: the WGMMAs of K-block kb+1 are in flight while kb is promoted, so the
+        // tensor cores never wait for this warpgroup's FFMAs (with one set the two warpgroups fall
+        // into lock step and promote at the same time). Straight-line steps with exactly one newer
+        // WGMMA group in flight at every wait<1>: ptxas can then prove which registers are settled.
+        float accum_b[kAccums];
+        int cur_stage = stage, cur_phase = phase;  // stage of the K-block whose WGMMAs are oldest in flight
+        float cur_s0, cur_s1;                     // its promotion scales (rows row_in_wg and +8)
+        auto next_stage = [&](int s, int ph, int& ns, int& nph) {
+          ns = s + 1, nph = ph;
+          if (ns == num_stages) ns = 0, nph ^= 1;
+        };
+        auto wait_and_issue = [&](float* acc, int s, int ph, float& s0, float& s1) {
+          full[s].wait(ph);
+          const float* sf = smem_sf + s * (Traits::kSmemSf / 4);
+          s0 = sf[warpgroup * 64 + row_in_wg] * sf[kBlockM];
+          s1 = sf[warpgroup * 64 + row_in_wg + 8] * sf[kBlockM];
+          issue(acc, s, 0);
+        };
+        auto retire = [&](float* acc) {
 #pragma unroll
-          for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(cur[i]);
-          release(stage);
-          const float s0 = sa0 * sb, s1 = sa1 * sb;
+          for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(acc[i]);
+          release(cur_stage);
 #pragma unroll
           for (int i = 0; i < kAccums; i += 4) {
-            final_acc[i + 0] = fmaf(s0, cur[i + 0], final_acc[i + 0]);
-            final_acc[i + 1] = fmaf(s0, cur[i + 1], final_acc[i + 1]);
-            final_acc[i + 2] = fmaf(s1, cur[i + 2], final_acc[i + 2]);
-            final_acc[i + 3] = fmaf(s1, cur[i + 3], final_acc[i + 3]);
+            final_acc[i + 0] = fmaf(cur_s0, acc[i + 0], final_acc[i + 0]);
+            final_acc[i + 1] = fmaf(cur_s0, acc[i + 1], final_acc[i + 1]);
+            final_acc[i + 2] = fmaf(cur_s1, acc[i + 2], final_acc[i + 2]);
+            final_acc[i + 3] = fmaf(cur_s1, acc[i + 3], final_acc[i + 3]);
           }
-          sa0 = next_sa0, sa1 = next_sa1, sb = next_sb;
-          stage = next_stage, phase = next_phase;
         };
-        full[stage].wait(phase);
-        const float* sf = smem_sf + stage * (Traits::kSmemSf / 4);
-        sa0 = sf[row_in_wg + warpgroup * 64], sa1 = sf[row_in_wg + warpgroup * 64 + 8], sb = sf[kBlockM];
-        issue(accum, stage, 0);
-        for (int kb = 0; kb < p.num_k_blocks; kb += 2) {
-          step(kb, accum, accum_next);
-          if (kb + 1 < p.num_k_blocks) step(kb + 1, accum_next, accum);
+        // Issue the next K-block into `nxt`, then retire the one in `cur`.
+        auto step = [&](float* cur, float* nxt) {
+          int ns, nph;
+          next_stage(cur_stage, cur_phase, ns, nph);
+          float n0, n1;
+          wait_and_issue(nxt, ns, nph, n0, n1);
+          cute::warpgroup_wait<1>();
+          retire(cur);
+          cur_stage = ns, cur_phase = nph, cur_s0 = n0, cur_s1 = n1;
+        };
+        wait_and_issue(accum, cur_stage, cur_phase, cur_s0, cur_s1);
+        int kb = 0;
+        for (; kb + 2 < p.num_k_blocks; kb += 2) {
+          step(accum, accum_b);
+          step(accum_b, accum);
         }
+        if (kb + 1 < p.num_k_blocks) {
+          step(accum, accum_b);
+          cute::warpgroup_wait<0>();
+          retire(accum_b);
+        } else {
+          cute::warpgroup_wait<0>();
+          retire(accum);
+        }
+        next_stage(cur_stage, cur_phase, stage, phase);
       } else {
         for (int kb = 0; kb < p.num_k_blocks; ++kb) {
           full[stage].wait(phase);
