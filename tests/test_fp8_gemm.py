@@ -163,7 +163,12 @@ def test_export_round_trip_in_fresh_process(tmp_path):
         np.save(r"{tmp_path}/out.npy", np.asarray(exp.call(a, b)).view(np.uint16))
         """
     )
-    subprocess.run([sys.executable, "-c", script], check=True, env=dict(os.environ))
+    # cwd = tmp_path: the child must import the installed package (with its extension), not a
+    # source checkout that happens to be the current directory.
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=dict(os.environ), capture_output=True, text=True, cwd=tmp_path
+    )
+    assert proc.returncode == 0, f"fresh process failed:\n{proc.stderr[-3000:]}"
     got = np.load(tmp_path / "out.npy")
     assert_bitwise_equal(got, np.asarray(f(a, b)).view(np.uint16))
 

@@ -87,6 +87,19 @@ __device__ __forceinline__ void CpAsyncF32(float* smem_dst, const float* gmem_sr
                : "memory");
 }
 
+// Explicit shared-memory loads: through lambdas nvcc can lose the address space of a pointer into
+// dynamic shared memory and emit generic loads (long-scoreboard waits) for the scale reads.
+__device__ __forceinline__ float LdShared(const float* p) {
+  float v;
+  asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(cute::cast_smem_ptr_to_uint(p)));
+  return v;
+}
+__device__ __forceinline__ float2 LdShared(const float2* p) {
+  float2 v;
+  asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];" : "=f"(v.x), "=f"(v.y) : "r"(cute::cast_smem_ptr_to_uint(p)));
+  return v;
+}
+
 // Shared-memory matrix descriptor of a K-major tile whose rows are 128 bytes, 128B-swizzled
 // (what TMA writes with CU_TENSOR_MAP_SWIZZLE_128B). 8-row core groups are 1024 bytes apart.
 __device__ __forceinline__ uint64_t SmemDescK128B(const void* smem) {
@@ -310,8 +323,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         auto wait_and_issue = [&](float* acc, int s, int ph, float& s0, float& s1) {
           full[s].wait(ph);
           const float* sf = smem_sf + s * (Traits::kSmemSf / 4);
-          s0 = sf[warpgroup * 64 + row_in_wg] * sf[kBlockM];
-          s1 = sf[warpgroup * 64 + row_in_wg + 8] * sf[kBlockM];
+          s0 = LdShared(sf + warpgroup * 64 + row_in_wg) * LdShared(sf + kBlockM);
+          s1 = LdShared(sf + warpgroup * 64 + row_in_wg + 8) * LdShared(sf + kBlockM);
           issue(acc, s, 0);
         };
         auto retire = [&](float* acc) {
@@ -359,11 +372,11 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           float sb[Traits::kScaleRows];
           if constexpr (kBScale == BScale::kBlock128) {
 #pragma unroll
-            for (int r = 0; r < Traits::kScaleRows; ++r) sb[r] = sf[kBlockM + r];
+            for (int r = 0; r < Traits::kScaleRows; ++r) sb[r] = LdShared(sf + kBlockM + r);
           }
 #pragma unroll
           for (int w = 0; w < kWaves; ++w) {
-            const float sa0 = sf[wave_row(w) + row_in_wg], sa1 = sf[wave_row(w) + row_in_wg + 8];
+            const float sa0 = LdShared(sf + wave_row(w) + row_in_wg), sa1 = LdShared(sf + wave_row(w) + row_in_wg + 8);
             float* fin = final_acc + w * kAccums;
             issue(accum, stage, w);
             float2 col_scale[kBScale == BScale::kPerChannel ? kBlockN / 8 : 1];
@@ -371,7 +384,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
               // Per-column B scales of this slice sit in shared memory next to the stage's tiles.
               const float2* sfb_stage = reinterpret_cast<const float2*>(smem_sfb + stage * (Traits::kSmemSfb / 4));
 #pragma unroll
-              for (int g = 0; g < kBlockN / 8; ++g) col_scale[g] = sfb_stage[4 * g + quad];
+              for (int g = 0; g < kBlockN / 8; ++g) col_scale[g] = LdShared(sfb_stage + 4 * g + quad);
             }
             cute::warpgroup_wait<0>();
 #pragma unroll
