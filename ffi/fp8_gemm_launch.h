@@ -27,13 +27,9 @@ constexpr int Fp8GemmSmemDBytes(int block_m, int block_n, BScale scale) {
 constexpr int Fp8GemmSfbStageBytes(int block_n, BScale scale) {
   return scale == BScale::kPerChannel ? (block_n * 4 + 127) / 128 * 128 : 0;
 }
-// Per-row A scales of the stage's 128-K slice, then (1D2D) the up to 3 B block scales the tile
-// overlaps: written by a producer warp so that the math warps read scales from shared memory.
-constexpr int Fp8GemmSfaStageBytes(int block_m) { return (block_m * 4 + 16 + 127) / 128 * 128; }
 constexpr int kFp8GemmBarrierBytesPerStage = 16;
 constexpr int Fp8GemmStageBytes(int block_m, int block_n, BScale scale) {
-  return block_m * 128 + block_n * 128 + Fp8GemmSfbStageBytes(block_n, scale) + Fp8GemmSfaStageBytes(block_m) +
-         kFp8GemmBarrierBytesPerStage;
+  return block_m * 128 + block_n * 128 + Fp8GemmSfbStageBytes(block_n, scale) + kFp8GemmBarrierBytesPerStage;
 }
 
 struct Fp8GemmOperands {

@@ -1,19 +1,16 @@
 // SM90 FP8 block-scaled GEMM: D[M,N] = A[M,K] . B[N,K]^T with DeepSeek's scaling recipes.
 //
-//   A: e4m3, 1x128 scales  sfa[M, ceil(K/128)] (row-major; a producer warp stages each slice's
-//      column in shared memory, so the math warps never wait on global loads)
+//   A: e4m3, 1x128 scales  sfa[M, ceil(K/128)] (row-major, read by the math threads)
 //   B: e4m3, either 128x128 block scales sfb[ceil(N/128), ceil(K/128)]   (kBlock128,  BF16 out)
 //              or   1x128 per-row scales, given transposed sfb_t[ceil(K/128), align(N,4)] and
 //                   streamed per stage through TMA                         (kPerChannel, FP32 out (+C))
 //
 // Structure (the DeepGEMM design, written with CuTe's WGMMA/TMA atoms and CUTLASS barriers):
 //   * persistent CTAs walk output tiles in L2-friendly bands (TileScheduler);
-//   * one producer warpgroup streams A/B 128-K slices through a `num_stages`-deep shared-memory
-//     ring: one thread issues the TMA loads, one warp copies the slice's A scales (and the B block
-//     scales) into the stage; full/empty mbarriers per stage;
-//   * one (BLOCK_M = 64) or two consumer warpgroups each own 64 rows of a 64- or 128-row "wave";
-//     BLOCK_M = 256 is two waves (B read once from L2 per 256 rows). Per 128-K slice and wave a
-//     warpgroup issues 4 FP8 WGMMAs (m64nBLOCK_Nk32) into a fresh FP32 accumulator, then promotes
+//   * one producer warpgroup (a single elected thread) streams A/B 128-K slices through a
+//     `num_stages`-deep shared-memory ring with TMA, full/empty mbarriers per stage;
+//   * BLOCK_M/64 consumer warpgroups each own 64 rows: per 128-K slice they issue 4 FP8 WGMMAs
+//     (m64nBLOCK_Nk32) into a fresh FP32 accumulator, release the stage, then promote
 //     `final += (sfa[row] * sfb[col]) * accum` on the CUDA cores. The two-level accumulation
 //     avoids the reduced-precision accumulation of FP8 tensor-core sums over long K;
 //   * the epilogue writes the tile straight from registers (any M, any even/odd N).
@@ -80,26 +77,6 @@ __device__ __forceinline__ void WgmmaFma(uint64_t desc_a, uint64_t desc_b, float
           accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
 }
 
-// 4-byte asynchronous global -> shared copy (cp.async, L1-allocating); `valid` = false writes 0.
-__device__ __forceinline__ void CpAsyncF32(float* smem_dst, const float* gmem_src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(cute::cast_smem_ptr_to_uint(smem_dst)),
-               "l"(gmem_src), "r"(valid ? 4 : 0)
-               : "memory");
-}
-
-// Explicit shared-memory loads: through lambdas nvcc can lose the address space of a pointer into
-// dynamic shared memory and emit generic loads (long-scoreboard waits) for the scale reads.
-__device__ __forceinline__ float LdShared(const float* p) {
-  float v;
-  asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(cute::cast_smem_ptr_to_uint(p)));
-  return v;
-}
-__device__ __forceinline__ float2 LdShared(const float2* p) {
-  float2 v;
-  asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];" : "=f"(v.x), "=f"(v.y) : "r"(cute::cast_smem_ptr_to_uint(p)));
-  return v;
-}
-
 // Shared-memory matrix descriptor of a K-major tile whose rows are 128 bytes, 128B-swizzled
 // (what TMA writes with CU_TENSOR_MAP_SWIZZLE_128B). 8-row core groups are 1024 bytes apart.
 __device__ __forceinline__ uint64_t SmemDescK128B(const void* smem) {
@@ -114,26 +91,19 @@ __device__ __forceinline__ uint64_t SmemDescK128B(const void* smem) {
 
 template <int kBlockM, int kBlockN, BScale kBScale, int kClusterM, int kPipelined>
 struct Fp8GemmTraits {
-  static_assert(kBlockM == 64 || kBlockM == 128 || kBlockM == 256,
-                "BLOCK_M is 64 (one consumer warpgroup), 128 (two) or 256 (two, two waves)");
+  static_assert(kBlockM == 64 || kBlockM == 128, "BLOCK_M is 64 (one consumer warpgroup) or 128 (two)");
   static_assert(kBlockN % 16 == 0 || kBlockN == 24, "BLOCK_N must be a valid WGMMA N for FP8");
   static_assert(kBlockN <= 192, "accumulator + promoted copy must fit in 232 registers per thread");
   static_assert(kClusterM == 1 || (kClusterM == 2 && kBScale == BScale::kBlock128 && kBlockN % 16 == 0),
                 "B multicast: two CTAs, each loading a 1024-byte-aligned half of the B tile");
   static constexpr int kBRowsPerCta = kBlockN / kClusterM;  // rows of the B tile each CTA of a cluster loads
-  static constexpr int kNumMathWarpgroups = kBlockM == 64 ? 1 : 2;
-  static constexpr int kWaveRows = kNumMathWarpgroups * 64;  // rows the warpgroups cover per WGMMA wave
-  static constexpr int kWaves = kBlockM / kWaveRows;
-  // BLOCK_M = 256 (two waves, two promoted copies) compiles, but at 232 registers it spills ~240 bytes
-  // even with BLOCK_N = 128, so no instance uses it yet.
-  static_assert(kWaves == 1 || kBlockN <= 128, "two waves keep 2 promoted copies: BLOCK_N <= 128 at most");
+  static constexpr int kNumMathWarpgroups = kBlockM / 64;
   static constexpr int kNumMathThreads = kNumMathWarpgroups * 128;
   static constexpr int kNumThreads = kNumMathThreads + 128;  // + one producer warpgroup
   static constexpr int kSmemA = kBlockM * kFp8BlockK;        // bytes per stage, multiple of 1024
   static constexpr int kSmemB = kBlockN * kFp8BlockK;
   static constexpr int kSmemSfb = Fp8GemmSfbStageBytes(kBlockN, kBScale);
-  static constexpr int kSmemSf = Fp8GemmSfaStageBytes(kBlockM);  // floats: sfa[BLOCK_M], then sfb rows
-  static constexpr int kStageBytes = kSmemA + kSmemB + kSmemSfb + kSmemSf;
+  static constexpr int kStageBytes = kSmemA + kSmemB + kSmemSfb;
   static constexpr bool kTmaStoreD = Fp8GemmHasSmemD(kBlockN, kBScale);
   static constexpr int kSmemD = Fp8GemmSmemDBytes(kBlockM, kBlockN, kBScale);  // multiple of 1024
   static constexpr int kBarrierBytes = kFp8GemmBarrierBytesPerStage;  // full + empty barrier per stage
@@ -144,7 +114,7 @@ struct Fp8GemmTraits {
   // kb is promoted. Needs a single B scale row and room for the accumulators twice (BLOCK_N | 128).
   // Measured on H100: 10-19 % slower on memory-bound small-M shapes (a stage is released only once
   // the next one has landed); compute-bound tiles not measured yet, so the heuristic never picks it.
-  static_assert(!kPipelined || (kBScale == BScale::kBlock128 && 128 % kBlockN == 0 && kWaves == 1),
+  static_assert(!kPipelined || (kBScale == BScale::kBlock128 && 128 % kBlockN == 0),
                 "the pipelined main loop needs one B scale row per tile (BLOCK_N divides 128)");
   static constexpr bool kPipelinedMma = kPipelined != 0;
   static constexpr int kScaleRows =
@@ -171,8 +141,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
   uint8_t* smem_a = smem + Traits::kSmemD;
   uint8_t* smem_b = smem_a + num_stages * Traits::kSmemA;
   float* smem_sfb = reinterpret_cast<float*>(smem_b + num_stages * Traits::kSmemB);
-  float* smem_sf = smem_sfb + num_stages * (Traits::kSmemSfb / 4);  // per stage: sfa[BLOCK_M], sfb[kScaleRows]
-  Barrier* full = reinterpret_cast<Barrier*>(smem_sf + num_stages * (Traits::kSmemSf / 4));
+  Barrier* full = reinterpret_cast<Barrier*>(smem_b + num_stages * (Traits::kSmemB + Traits::kSmemSfb));
   Barrier* empty = full + num_stages;
 
   const int warpgroup = threadIdx.x / 128;
@@ -184,7 +153,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
   const int cta_rank = kClusterM > 1 ? int(cute::block_rank_in_cluster()) : 0;
   if (threadIdx.x == 0) {
     for (int s = 0; s < num_stages; ++s) {
-      full[s].init(1 + 32);  // the TMA thread's arrive_and_expect_tx + the scale warp's 32 cp.async arrivals
+      full[s].init(1);                                              // the producer's arrive_and_expect_tx
       empty[s].init(kClusterM * Traits::kNumMathWarpgroups * 4);    // one arrive per consumer warp per CTA
     }
     cutlass::arch::fence_barrier_init();
@@ -203,38 +172,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
   if (warpgroup == Traits::kNumMathWarpgroups) {
     // ---------------- producer warpgroup: one thread issues every TMA load ----------------
     cutlass::arch::warpgroup_reg_dealloc<40>();
-    const int producer_warp = (threadIdx.x - Traits::kNumMathThreads) / 32;
-    if (producer_warp == 1) {
-      // Scale warp: the slice's A scales (one per row; rows past M read as 0) and, for 128x128 B
-      // scales, the up to kScaleRows B block scales of the tile, into the stage's scale area.
-      // Strided global loads, but kNumStages slices ahead of the math warps, so off their path.
-      // cp.async copies global -> shared without staging values in registers (the producer
-      // warpgroup runs with 40), and each lane's noinc arrive on the full barrier fires when its
-      // copies have landed. Rows past M are zero-filled (source size 0).
-      int stage = 0, phase = 0;
-      int m_block, n_block;
-      const int nkb = p.num_k_blocks;
-      for (int tile = first_tile; sched.Get(tile, m_block, n_block); tile += tile_stride) {
-        m_block = m_block * kClusterM + cta_rank;
-        const int lane_row = m_block * kBlockM + lane;
-        const float* sfa_lane = p.sfa + static_cast<int64_t>(min(lane_row, p.m - 1)) * nkb;
-        const float* sfb_lane = p.sfb;
-        if constexpr (kBScale == BScale::kBlock128)
-          sfb_lane += static_cast<int64_t>(min(n_block * kBlockN / 128 + lane, (p.n - 1) / 128)) * nkb;
-        for (int kb = 0; kb < nkb; ++kb) {
-          empty[stage].wait(phase ^ 1);
-          float* sf = smem_sf + stage * (Traits::kSmemSf / 4);
-#pragma unroll 1  // asynchronous copies: nothing to overlap by unrolling, and it saves registers
-          for (int i = 0; i < kBlockM / 32; ++i) {
-            const bool valid = lane_row + 32 * i < p.m;
-            CpAsyncF32(sf + lane + 32 * i, valid ? sfa_lane + static_cast<int64_t>(32 * i) * nkb + kb : p.sfa, valid);
-          }
-          if (kBScale == BScale::kBlock128 && lane < Traits::kScaleRows) CpAsyncF32(sf + kBlockM + lane, sfb_lane + kb, true);
-          cutlass::arch::cpasync_barrier_arrive_noinc(reinterpret_cast<const uint64_t*>(&full[stage]));
-          if (++stage == num_stages) stage = 0, phase ^= 1;
-        }
-      }
-    } else if (threadIdx.x == Traits::kNumMathThreads) {
+    if (threadIdx.x == Traits::kNumMathThreads) {
       cute::prefetch_tma_descriptor(&tma_a);
       cute::prefetch_tma_descriptor(&tma_b);
       if constexpr (kBScale == BScale::kPerChannel) cute::prefetch_tma_descriptor(&tma_sfb);
@@ -268,152 +206,151 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
   } else {
     // ---------------- consumer warpgroups: WGMMA + FP32 promotion + epilogue ----------------
     cutlass::arch::warpgroup_reg_alloc<Traits::kNumMathWarpgroups == 1 ? 240 : 232>();
-    constexpr int kWaves = Traits::kWaves;
     const int warp_in_wg = (threadIdx.x / 32) % 4;
-    const int quad = lane % 4;                          // column pair within each 8-column group
-    const int row_in_wg = warp_in_wg * 16 + lane / 4;   // and row_in_wg + 8, in this warpgroup's 64 rows
-    // First row (in the tile) of this warpgroup's slice of wave w.
-    auto wave_row = [&](int w) { return w * Traits::kWaveRows + warpgroup * 64; };
-    float accum[kAccums], final_acc[kWaves * kAccums];
+    const int quad = lane % 4;                               // column pair within each 8-column group
+    const int row_in_tile = warpgroup * 64 + warp_in_wg * 16 + lane / 4;  // and row_in_tile + 8
+    float accum[kAccums], final_acc[kAccums];
     int stage = 0, phase = 0;
     int m_block, n_block;
-
-    // Issues one 128-K slice (4 x m64nBLOCK_Nk32 WGMMAs) of wave w from stage s into `acc` as one group.
-    auto issue = [&](float* acc, int s, int w) {
-      const uint8_t* a_tile = smem_a + s * Traits::kSmemA + wave_row(w) * kFp8BlockK;
-      const uint8_t* b_tile = smem_b + s * Traits::kSmemB;
-#pragma unroll
-      for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(acc[i]);
-      cute::warpgroup_arrive();
-#pragma unroll
-      for (int k = 0; k < kFp8BlockK / 32; ++k)
-        WgmmaFma<Wgmma>(SmemDescK128B(a_tile + k * 32), SmemDescK128B(b_tile + k * 32), acc, k > 0,
-                        std::make_index_sequence<kAccums>{});
-      cute::warpgroup_commit_batch();
-    };
-    // Lane 0 of each warp releases stage s (in a cluster, lane i releases CTA i's copy).
-    auto release = [&](int s) {
-      if constexpr (kClusterM == 1) {
-        if (lane == 0) empty[s].arrive();
-      } else {
-        if (lane < kClusterM) empty[s].arrive(uint32_t(lane), 1u);
-      }
-    };
-
     for (int tile = first_tile; sched.Get(tile, m_block, n_block); tile += tile_stride) {
       m_block = m_block * kClusterM + cta_rank;  // past M for the second CTA of a ragged last pair:
                                                  // it computes on zero-filled A and stores nothing
+      const int row0 = m_block * kBlockM + row_in_tile, row1 = row0 + 8;
       const int n0 = n_block * kBlockN;
-      const int col_offset = n0 % 128;  // this tile's first column inside its first B scale block
+      // Scale pointers; rows past M are clamped (their results are never stored).
+      const float* sfa0 = p.sfa + static_cast<int64_t>(min(row0, p.m - 1)) * p.num_k_blocks;
+      const float* sfa1 = p.sfa + static_cast<int64_t>(min(row1, p.m - 1)) * p.num_k_blocks;
+      // B scale rows covering this tile's columns: a BLOCK_N-wide tile may overlap up to
+      // kScaleRows of the 128-column scale blocks (e.g. 3 for BLOCK_N = 176 starting at column 96).
+      const float* sfb_rows[Traits::kScaleRows];
+      const int col_offset = n0 % 128;  // this tile's first column inside its first scale block
+      if constexpr (kBScale == BScale::kBlock128) {
+        const int num_n_scale_rows = (p.n + 127) / 128;
 #pragma unroll
-      for (int i = 0; i < kWaves * kAccums; ++i) final_acc[i] = 0.0f;
+        for (int r = 0; r < Traits::kScaleRows; ++r)
+          sfb_rows[r] = p.sfb + static_cast<int64_t>(min(n0 / 128 + r, num_n_scale_rows - 1)) * p.num_k_blocks;
+      }
+#pragma unroll
+      for (int i = 0; i < kAccums; ++i) final_acc[i] = 0.0f;
+
+      float sa0 = __ldg(sfa0), sa1 = __ldg(sfa1);
+      float sb[Traits::kScaleRows];
+      if constexpr (kBScale == BScale::kBlock128) {
+#pragma unroll
+        for (int r = 0; r < Traits::kScaleRows; ++r) sb[r] = __ldg(sfb_rows[r]);
+      }
+
+      // Issues one 128-K slice (4 x m64nBLOCK_Nk32 WGMMAs) from stage `s` into `acc` as one group.
+      auto issue = [&](float* acc, int s) {
+        const uint8_t* a_tile = smem_a + s * Traits::kSmemA + warpgroup * 64 * kFp8BlockK;
+        const uint8_t* b_tile = smem_b + s * Traits::kSmemB;
+#pragma unroll
+        for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(acc[i]);
+        cute::warpgroup_arrive();
+#pragma unroll
+        for (int k = 0; k < kFp8BlockK / 32; ++k)
+          WgmmaFma<Wgmma>(SmemDescK128B(a_tile + k * 32), SmemDescK128B(b_tile + k * 32), acc, k > 0,
+                          std::make_index_sequence<kAccums>{});
+        cute::warpgroup_commit_batch();
+      };
 
       if constexpr (Traits::kPipelinedMma) {
-        // Two accumulator sets: the WGMMAs of K-block kb+1 are in flight while kb is promoted, so the
-        // tensor cores never wait for this warpgroup's FFMAs (with one set the two warpgroups fall
-        // into lock step and promote at the same time). Straight-line steps with exactly one newer
-        // WGMMA group in flight at every wait<1>: ptxas can then prove which registers are settled.
-        float accum_b[kAccums];
-        int cur_stage = stage, cur_phase = phase;  // stage of the K-block whose WGMMAs are oldest in flight
-        float cur_s0, cur_s1;                     // its promotion scales (rows row_in_wg and +8)
-        auto next_stage = [&](int s, int ph, int& ns, int& nph) {
-          ns = s + 1, nph = ph;
-          if (ns == num_stages) ns = 0, nph ^= 1;
-        };
-        auto wait_and_issue = [&](float* acc, int s, int ph, float& s0, float& s1) {
-          full[s].wait(ph);
-          const float* sf = smem_sf + s * (Traits::kSmemSf / 4);
-          s0 = LdShared(sf + warpgroup * 64 + row_in_wg) * LdShared(sf + kBlockM);
-          s1 = LdShared(sf + warpgroup * 64 + row_in_wg + 8) * LdShared(sf + kBlockM);
-          issue(acc, s, 0);
-        };
-        auto retire = [&](float* acc) {
+        // Two accumulator sets: the WGMMAs of K-block kb+1 are issued before K-block kb is promoted,
+        // so the tensor cores never wait for this warpgroup's FFMA promotion.
+        float accum_next[kAccums];
+        // Retires K-block kb (in `cur`, stage `stage`) after issuing kb+1 into `nxt`.
+        auto step = [&](int kb, float* cur, float* nxt) {
+          int next_stage = stage + 1, next_phase = phase;
+          if (next_stage == num_stages) next_stage = 0, next_phase ^= 1;
+          const bool has_next = kb + 1 < p.num_k_blocks;
+          float next_sa0 = sa0, next_sa1 = sa1, next_sb = sb[0];
+          if (has_next) {
+            full[next_stage].wait(next_phase);
+            issue(nxt, next_stage);
+            next_sa0 = __ldg(sfa0 + kb + 1), next_sa1 = __ldg(sfa1 + kb + 1), next_sb = __ldg(sfb_rows[0] + kb + 1);
+            cute::warpgroup_wait<1>();
+          } else {
+            cute::warpgroup_wait<0>();
+          }
 #pragma unroll
-          for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(acc[i]);
-          release(cur_stage);
+          for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(cur[i]);
+          if constexpr (kClusterM == 1) {
+            if (lane == 0) empty[stage].arrive();
+          } else {
+            if (lane < kClusterM) empty[stage].arrive(uint32_t(lane), 1u);
+          }
+          const float s0 = sa0 * sb[0], s1 = sa1 * sb[0];
 #pragma unroll
           for (int i = 0; i < kAccums; i += 4) {
-            final_acc[i + 0] = fmaf(cur_s0, acc[i + 0], final_acc[i + 0]);
-            final_acc[i + 1] = fmaf(cur_s0, acc[i + 1], final_acc[i + 1]);
-            final_acc[i + 2] = fmaf(cur_s1, acc[i + 2], final_acc[i + 2]);
-            final_acc[i + 3] = fmaf(cur_s1, acc[i + 3], final_acc[i + 3]);
+            final_acc[i + 0] = fmaf(s0, cur[i + 0], final_acc[i + 0]);
+            final_acc[i + 1] = fmaf(s0, cur[i + 1], final_acc[i + 1]);
+            final_acc[i + 2] = fmaf(s1, cur[i + 2], final_acc[i + 2]);
+            final_acc[i + 3] = fmaf(s1, cur[i + 3], final_acc[i + 3]);
           }
+          sa0 = next_sa0, sa1 = next_sa1, sb[0] = next_sb;
+          stage = next_stage, phase = next_phase;
         };
-        // Issue the next K-block into `nxt`, then retire the one in `cur`.
-        auto step = [&](float* cur, float* nxt) {
-          int ns, nph;
-          next_stage(cur_stage, cur_phase, ns, nph);
-          float n0, n1;
-          wait_and_issue(nxt, ns, nph, n0, n1);
-          cute::warpgroup_wait<1>();
-          retire(cur);
-          cur_stage = ns, cur_phase = nph, cur_s0 = n0, cur_s1 = n1;
-        };
-        wait_and_issue(accum, cur_stage, cur_phase, cur_s0, cur_s1);
-        int kb = 0;
-        for (; kb + 2 < p.num_k_blocks; kb += 2) {
-          step(accum, accum_b);
-          step(accum_b, accum);
+        full[stage].wait(phase);
+        issue(accum, stage);
+        for (int kb = 0; kb < p.num_k_blocks; kb += 2) {
+          step(kb, accum, accum_next);
+          if (kb + 1 < p.num_k_blocks) step(kb + 1, accum_next, accum);
         }
-        if (kb + 1 < p.num_k_blocks) {
-          step(accum, accum_b);
-          cute::warpgroup_wait<0>();
-          retire(accum_b);
-        } else {
-          cute::warpgroup_wait<0>();
-          retire(accum);
-        }
-        next_stage(cur_stage, cur_phase, stage, phase);
       } else {
         for (int kb = 0; kb < p.num_k_blocks; ++kb) {
           full[stage].wait(phase);
-          // Every shared-memory read of this stage happens before the stage is released.
-          const float* sf = smem_sf + stage * (Traits::kSmemSf / 4);
-          float sb[Traits::kScaleRows];
+          issue(accum, stage);
+          // Fetch the next slice's scales while the tensor cores work (L1-resident after the first).
+          const int kb_next = min(kb + 1, p.num_k_blocks - 1);
+          const float next_sa0 = __ldg(sfa0 + kb_next), next_sa1 = __ldg(sfa1 + kb_next);
+          float next_sb[Traits::kScaleRows];
           if constexpr (kBScale == BScale::kBlock128) {
 #pragma unroll
-            for (int r = 0; r < Traits::kScaleRows; ++r) sb[r] = LdShared(sf + kBlockM + r);
+            for (int r = 0; r < Traits::kScaleRows; ++r) next_sb[r] = __ldg(sfb_rows[r] + kb_next);
           }
+          cute::warpgroup_wait<0>();
 #pragma unroll
-          for (int w = 0; w < kWaves; ++w) {
-            const float sa0 = LdShared(sf + wave_row(w) + row_in_wg), sa1 = LdShared(sf + wave_row(w) + row_in_wg + 8);
-            float* fin = final_acc + w * kAccums;
-            issue(accum, stage, w);
-            float2 col_scale[kBScale == BScale::kPerChannel ? kBlockN / 8 : 1];
-            if constexpr (kBScale == BScale::kPerChannel) {
-              // Per-column B scales of this slice sit in shared memory next to the stage's tiles.
-              const float2* sfb_stage = reinterpret_cast<const float2*>(smem_sfb + stage * (Traits::kSmemSfb / 4));
-#pragma unroll
-              for (int g = 0; g < kBlockN / 8; ++g) col_scale[g] = LdShared(sfb_stage + 4 * g + quad);
-            }
-            cute::warpgroup_wait<0>();
-#pragma unroll
-            for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(accum[i]);
-            if (w == kWaves - 1) release(stage);
+          for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(accum[i]);
 
-            if constexpr (kBScale == BScale::kBlock128) {
-#pragma unroll
-              for (int g = 0; g < kBlockN / 8; ++g) {
-                // Scale row of this 8-column group, selected without indexing registers at run time.
-                const int row = (col_offset + 8 * g) >> 7;
-                float b_scale = sb[0];
-                if constexpr (Traits::kScaleRows > 1) b_scale = row >= 1 ? sb[1] : b_scale;
-                if constexpr (Traits::kScaleRows > 2) b_scale = row >= 2 ? sb[2] : b_scale;
-                const float s0 = sa0 * b_scale, s1 = sa1 * b_scale;
-                fin[4 * g + 0] = fmaf(s0, accum[4 * g + 0], fin[4 * g + 0]);
-                fin[4 * g + 1] = fmaf(s0, accum[4 * g + 1], fin[4 * g + 1]);
-                fin[4 * g + 2] = fmaf(s1, accum[4 * g + 2], fin[4 * g + 2]);
-                fin[4 * g + 3] = fmaf(s1, accum[4 * g + 3], fin[4 * g + 3]);
-              }
+          if constexpr (kBScale == BScale::kBlock128) {
+            if constexpr (kClusterM == 1) {
+              if (lane == 0) empty[stage].arrive();
             } else {
-#pragma unroll
-              for (int g = 0; g < kBlockN / 8; ++g) {
-                fin[4 * g + 0] = fmaf(sa0 * col_scale[g].x, accum[4 * g + 0], fin[4 * g + 0]);
-                fin[4 * g + 1] = fmaf(sa0 * col_scale[g].y, accum[4 * g + 1], fin[4 * g + 1]);
-                fin[4 * g + 2] = fmaf(sa1 * col_scale[g].x, accum[4 * g + 2], fin[4 * g + 2]);
-                fin[4 * g + 3] = fmaf(sa1 * col_scale[g].y, accum[4 * g + 3], fin[4 * g + 3]);
-              }
+              if (lane < kClusterM) empty[stage].arrive(uint32_t(lane), 1u);  // lane i releases CTA i's copy
             }
+#pragma unroll
+            for (int g = 0; g < kBlockN / 8; ++g) {
+              // Scale row of this 8-column group, selected without indexing registers at run time.
+              const int row = (col_offset + 8 * g) >> 7;
+              float b_scale = sb[0];
+              if constexpr (Traits::kScaleRows > 1) b_scale = row >= 1 ? sb[1] : b_scale;
+              if constexpr (Traits::kScaleRows > 2) b_scale = row >= 2 ? sb[2] : b_scale;
+              const float s0 = sa0 * b_scale, s1 = sa1 * b_scale;
+              final_acc[4 * g + 0] = fmaf(s0, accum[4 * g + 0], final_acc[4 * g + 0]);
+              final_acc[4 * g + 1] = fmaf(s0, accum[4 * g + 1], final_acc[4 * g + 1]);
+              final_acc[4 * g + 2] = fmaf(s1, accum[4 * g + 2], final_acc[4 * g + 2]);
+              final_acc[4 * g + 3] = fmaf(s1, accum[4 * g + 3], final_acc[4 * g + 3]);
+            }
+          } else {
+            // Per-column B scales of this slice sit in shared memory next to the stage's tiles.
+            const float2* sfb_stage = reinterpret_cast<const float2*>(smem_sfb + stage * (Traits::kSmemSfb / 4));
+            float2 col_scale[kBlockN / 8];
+#pragma unroll
+            for (int g = 0; g < kBlockN / 8; ++g) col_scale[g] = sfb_stage[4 * g + quad];
+            __syncwarp();
+            if (lane == 0) empty[stage].arrive();
+#pragma unroll
+            for (int g = 0; g < kBlockN / 8; ++g) {
+              final_acc[4 * g + 0] = fmaf(sa0 * col_scale[g].x, accum[4 * g + 0], final_acc[4 * g + 0]);
+              final_acc[4 * g + 1] = fmaf(sa0 * col_scale[g].y, accum[4 * g + 1], final_acc[4 * g + 1]);
+              final_acc[4 * g + 2] = fmaf(sa1 * col_scale[g].x, accum[4 * g + 2], final_acc[4 * g + 2]);
+              final_acc[4 * g + 3] = fmaf(sa1 * col_scale[g].y, accum[4 * g + 3], final_acc[4 * g + 3]);
+            }
+          }
+          sa0 = next_sa0, sa1 = next_sa1;
+          if constexpr (kBScale == BScale::kBlock128) {
+#pragma unroll
+            for (int r = 0; r < Traits::kScaleRows; ++r) sb[r] = next_sb[r];
           }
           if (++stage == num_stages) stage = 0, phase ^= 1;
         }
@@ -423,40 +360,32 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       if constexpr (Traits::kTmaStoreD) {
         if (p.use_tma_store) {
           // Registers -> swizzled shared memory (conflict-free: the 16-byte unit index is XORed with
-          // the row) -> one TMA store per 64-column chunk of each 64-row slice of this warpgroup. The
-          // store is asynchronous: the warpgroup goes on to the next tile and waits for the smem
-          // reads only before it overwrites the staging buffer.
+          // the row) -> one TMA store per 64-column chunk of this warpgroup's 64 rows. The store is
+          // asynchronous: the warpgroup goes on to the next tile and waits for the smem reads only
+          // before it overwrites the staging buffer.
           const bool leader = threadIdx.x % 128 == 0;
           const uint32_t barrier_id = 1 + warpgroup;
           if (leader) cute::tma_store_wait<0>();
           cutlass::arch::NamedBarrier::sync(128, barrier_id);
+          uint8_t* wg_staging = smem_d + warpgroup * 64 * 128;
 #pragma unroll
-          for (int w = 0; w < kWaves; ++w) {
-            uint8_t* staging = smem_d + wave_row(w) * 128;
+          for (int g = 0; g < kBlockN / 8; ++g) {
 #pragma unroll
-            for (int g = 0; g < kBlockN / 8; ++g) {
-#pragma unroll
-              for (int h = 0; h < 2; ++h) {
-                const int row = row_in_wg + 8 * h;
-                uint8_t* dst = staging + (g / 8) * (kBlockM * 128) + row * 128 + (((g % 8) ^ (row % 8)) << 4) + 4 * quad;
-                *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(
-                    final_acc[w * kAccums + 4 * g + 2 * h], final_acc[w * kAccums + 4 * g + 2 * h + 1]);
-              }
+            for (int h = 0; h < 2; ++h) {
+              const int row = warp_in_wg * 16 + lane / 4 + 8 * h;
+              uint8_t* dst = wg_staging + (g / 8) * (kBlockM * 128) + row * 128 + (((g % 8) ^ (row % 8)) << 4) + 4 * quad;
+              *reinterpret_cast<__nv_bfloat162*>(dst) =
+                  __floats2bfloat162_rn(final_acc[4 * g + 2 * h], final_acc[4 * g + 2 * h + 1]);
             }
           }
           cutlass::arch::fence_view_async_shared();
           cutlass::arch::NamedBarrier::sync(128, barrier_id);
-          if (leader) {
+          const int wg_row0 = m_block * kBlockM + warpgroup * 64;
+          if (leader && wg_row0 < p.m) {
 #pragma unroll
-            for (int w = 0; w < kWaves; ++w) {
-              const int slice_row0 = m_block * kBlockM + wave_row(w);
-              if (slice_row0 >= p.m) continue;
-#pragma unroll
-              for (int chunk = 0; chunk < kBlockN / 64; ++chunk)
-                if (n0 + 64 * chunk < p.n)
-                  cute::SM90_TMA_STORE_2D::copy(&tma_d, smem_d + wave_row(w) * 128 + chunk * (kBlockM * 128),
-                                                n0 + 64 * chunk, slice_row0);
-            }
+            for (int chunk = 0; chunk < kBlockN / 64; ++chunk)
+              if (n0 + 64 * chunk < p.n)
+                cute::SM90_TMA_STORE_2D::copy(&tma_d, wg_staging + chunk * (kBlockM * 128), n0 + 64 * chunk, wg_row0);
             cute::tma_store_arrive();
           }
           continue;
@@ -465,39 +394,35 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       // Registers -> global memory, bounds-checked (FP32 output, narrow tiles, or n % 8 != 0).
       const bool n_even = (p.n % 2) == 0;
 #pragma unroll
-      for (int w = 0; w < kWaves; ++w) {
-        const int row0 = m_block * kBlockM + wave_row(w) + row_in_wg;
+      for (int g = 0; g < kBlockN / 8; ++g) {
+        const int col = n0 + 8 * g + 2 * quad;
+        if (col >= p.n) continue;
+        const bool pair = col + 1 < p.n;
 #pragma unroll
-        for (int g = 0; g < kBlockN / 8; ++g) {
-          const int col = n0 + 8 * g + 2 * quad;
-          if (col >= p.n) continue;
-          const bool pair = col + 1 < p.n;
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int row = row0 + 8 * h;
-            if (row >= p.m) continue;
-            const int64_t offset = static_cast<int64_t>(row) * p.n + col;
-            float v0 = final_acc[w * kAccums + 4 * g + 2 * h], v1 = final_acc[w * kAccums + 4 * g + 2 * h + 1];
-            if constexpr (kBScale == BScale::kBlock128) {
-              __nv_bfloat16* d = static_cast<__nv_bfloat16*>(p.d) + offset;
-              if (pair && n_even) {
-                *reinterpret_cast<__nv_bfloat162*>(d) = __floats2bfloat162_rn(v0, v1);
-              } else {
-                d[0] = __float2bfloat16_rn(v0);
-                if (pair) d[1] = __float2bfloat16_rn(v1);
-              }
+        for (int h = 0; h < 2; ++h) {
+          const int row = h == 0 ? row0 : row1;
+          if (row >= p.m) continue;
+          const int64_t offset = static_cast<int64_t>(row) * p.n + col;
+          float v0 = final_acc[4 * g + 2 * h], v1 = final_acc[4 * g + 2 * h + 1];
+          if constexpr (kBScale == BScale::kBlock128) {
+            __nv_bfloat16* d = static_cast<__nv_bfloat16*>(p.d) + offset;
+            if (pair && n_even) {
+              *reinterpret_cast<__nv_bfloat162*>(d) = __floats2bfloat162_rn(v0, v1);
             } else {
-              float* d = static_cast<float*>(p.d) + offset;
-              if (p.c != nullptr) {  // p.c aliases p.d: each element is read, then written, by one thread
-                v0 += p.c[offset];
-                if (pair) v1 += p.c[offset + 1];
-              }
-              if (pair && n_even) {
-                *reinterpret_cast<float2*>(d) = make_float2(v0, v1);
-              } else {
-                d[0] = v0;
-                if (pair) d[1] = v1;
-              }
+              d[0] = __float2bfloat16_rn(v0);
+              if (pair) d[1] = __float2bfloat16_rn(v1);
+            }
+          } else {
+            float* d = static_cast<float*>(p.d) + offset;
+            if (p.c != nullptr) {  // p.c aliases p.d: each element is read, then written, by one thread
+              v0 += p.c[offset];
+              if (pair) v1 += p.c[offset + 1];
+            }
+            if (pair && n_even) {
+              *reinterpret_cast<float2*>(d) = make_float2(v0, v1);
+            } else {
+              d[0] = v0;
+              if (pair) d[1] = v1;
             }
           }
         }
