@@ -13,7 +13,6 @@
 #include "instances/fp8_gemm_instances.h"
 
 namespace jdg {
-namespace {
 
 cudaError_t DispatchFp8Gemm(BScale scale, const Fp8GemmOperands& op, const Fp8GemmConfig& cfg,
                             cudaStream_t stream) {
@@ -32,6 +31,8 @@ cudaError_t DispatchFp8Gemm(BScale scale, const Fp8GemmOperands& op, const Fp8Ge
 #undef JDG_CASE
   return cudaErrorInvalidConfiguration;
 }
+
+namespace {
 
 ffi::Error Fp8GemmNt(cudaStream_t stream, int32_t device, BScale scale, const ffi::AnyBuffer& a, const ffi::AnyBuffer& sfa,
                      const ffi::AnyBuffer& b, const ffi::AnyBuffer& sfb, const ffi::AnyBuffer* c, ffi::AnyBuffer d,
@@ -83,26 +84,10 @@ ffi::Error Fp8GemmNt(cudaStream_t stream, int32_t device, BScale scale, const ff
   return CudaStatus(DispatchFp8Gemm(scale, op, cfg, stream), "fp8_gemm kernel launch");
 }
 
-// The optional trailing operand is the output buffer itself (XLA aliases it to `d`): it lets a
-// caller accumulate in place (1D1D, accumulate=1: D += A.B^T, DeepGEMM's `c is d`) or hand in a
-// pre-filled buffer (tests poison it so that an element the kernel never writes is caught).
-ffi::Error CheckAliasedOutput(const ffi::RemainingArgs& extra, const ffi::AnyBuffer& d, bool required) {
-  if (extra.size() > 1) return ffi::Error::InvalidArgument("fp8_gemm: at most one aliased output operand");
-  if (required && extra.size() == 0)
-    return ffi::Error::InvalidArgument("fp8_gemm: accumulate=1 needs the accumulator operand");
-  if (extra.size() == 1) {
-    ffi::ErrorOr<ffi::AnyBuffer> out = extra.get<ffi::AnyBuffer>(0);
-    if (out.has_error()) return out.error();
-    if (out.value().untyped_data() != d.untyped_data())
-      return ffi::Error::InvalidArgument("fp8_gemm: the trailing operand must alias the output");
-  }
-  return ffi::Error::Success();
-}
-
 ffi::Error Fp8GemmNt1d2d(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa, ffi::AnyBuffer b,
                          ffi::AnyBuffer sfb, ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d,
                          int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t pipelined, int32_t num_sms) {
-  JDG_RETURN_IF_ERROR(CheckAliasedOutput(aliased_d, *d, false));
+  JDG_RETURN_IF_ERROR(CheckAliasedOutput("fp8_gemm", aliased_d, *d, false));
   return Fp8GemmNt(stream, device, BScale::kBlock128, a, sfa, b, sfb, nullptr, *d, block_m, block_n, cluster_m,
                    pipelined, num_sms);
 }
@@ -111,7 +96,7 @@ ffi::Error Fp8GemmNt1d1d(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, 
                          ffi::AnyBuffer sfb_t, ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d,
                          int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t pipelined, int32_t num_sms,
                          int32_t accumulate) {
-  JDG_RETURN_IF_ERROR(CheckAliasedOutput(aliased_d, *d, accumulate != 0));
+  JDG_RETURN_IF_ERROR(CheckAliasedOutput("fp8_gemm", aliased_d, *d, accumulate != 0));
   const ffi::AnyBuffer* c = accumulate != 0 ? &(*d) : nullptr;
   return Fp8GemmNt(stream, device, BScale::kPerChannel, a, sfa, b, sfb_t, c, *d, block_m, block_n, cluster_m,
                    pipelined, num_sms);

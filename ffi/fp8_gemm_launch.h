@@ -42,11 +42,21 @@ struct Fp8GemmOperands {
   int sfb_row_stride = 0;       // 1D1D only: align(n, 4)
   const float* c = nullptr;     // 1D1D only, optional FP32 [m, n]
   void* d = nullptr;            // BF16 (1D2D) or FP32 (1D1D) [m, n]
+  // M-grouped contiguous (1D2D only): per-row expert ids [m]; b is [num_groups, n, k] and sfb
+  // [num_groups, ceil(n/128), num_k_blocks]. nullptr = dense.
+  const int* row_group = nullptr;
+  int num_groups = 1;
+  // M-grouped masked (1D2D only): valid rows per group [num_groups]; a/d are [num_groups * max_m, ...].
+  const int* masked_m = nullptr;
+  int max_m = 0;
 };
 
 struct Fp8GemmConfig {
   int block_m = 0, block_n = 0, cluster_m = 1, pipelined = 0, num_stages = 0, grid = 0, raster_band = 0;
 };
+
+// Launches the compiled instance `cfg` names (fp8_gemm.cu); cudaErrorInvalidConfiguration if none.
+cudaError_t DispatchFp8Gemm(BScale scale, const Fp8GemmOperands& op, const Fp8GemmConfig& cfg, cudaStream_t stream);
 
 // Implemented once per (BLOCK_M, BLOCK_N, scaling) in ffi/instances/*.cu.
 template <int kBlockM, int kBlockN, BScale kBScale, int kClusterM, int kPipelined>

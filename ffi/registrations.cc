@@ -10,6 +10,7 @@
 #if JAX_DEEPGEMM_WITH_CUDA
 #include "fp8_gemm.h"
 #include "instances/fp8_gemm_instances.h"
+#include "m_grouped_fp8_gemm.h"
 #endif
 
 namespace nb = nanobind;
@@ -28,6 +29,8 @@ nb::dict Registrations() {
 #if JAX_DEEPGEMM_WITH_CUDA
   targets["jax_deepgemm_fp8_gemm_nt_1d2d_v1"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d2d);
   targets["jax_deepgemm_fp8_gemm_nt_1d1d_v1"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d1d);
+  targets["jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtContiguous);
+  targets["jax_deepgemm_m_grouped_fp8_gemm_nt_masked_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtMasked);
 #endif
   return targets;
 }

@@ -120,3 +120,12 @@ def batch_size(args, dims) -> int:
         if d is not None:
             return x.shape[d]
     raise ValueError("batching rule called without a batched operand")
+
+
+def batch_by_map(prim, args, dims, **params):
+    """Generic vmap rule: one primitive call per batch element (``lax.map``), for ops whose operands
+    cannot be folded into a larger call."""
+    size = batch_size(args, dims)
+    moved = [move_batch_dim_to_front(x, d, size) for x, d in zip(args, dims)]
+    outs = jax.lax.map(lambda xs: tuple(prim.bind(*xs, **params)), tuple(moved))
+    return outs, (0,) * len(outs)

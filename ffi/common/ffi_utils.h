@@ -45,4 +45,21 @@ inline ffi::Error CudaStatus(int err, std::string_view what) {
 
 constexpr int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// The optional trailing operand is the output buffer itself (XLA aliases it to `d`): it lets a
+// caller accumulate in place (e.g. the FP8 GEMM's 1D1D accumulate=1: D += A.B^T, DeepGEMM's `c is d`) or hand in a
+// pre-filled buffer (tests poison it so that an element the kernel never writes is caught).
+inline ffi::Error CheckAliasedOutput(std::string_view op, const ffi::RemainingArgs& extra, const ffi::AnyBuffer& d,
+                                     bool required) {
+  if (extra.size() > 1) return ffi::Error::InvalidArgument(std::string(op) + ": at most one aliased output operand");
+  if (required && extra.size() == 0)
+    return ffi::Error::InvalidArgument(std::string(op) + ": accumulate=1 needs the accumulator operand");
+  if (extra.size() == 1) {
+    ffi::ErrorOr<ffi::AnyBuffer> out = extra.get<ffi::AnyBuffer>(0);
+    if (out.has_error()) return out.error();
+    if (out.value().untyped_data() != d.untyped_data())
+      return ffi::Error::InvalidArgument(std::string(op) + ": the trailing operand must alias the output");
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace jdg

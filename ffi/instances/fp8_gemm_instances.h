@@ -10,7 +10,7 @@
 // the heuristic only uses when forced (tile=(..., 1)) until scripts/sweep_tiles.py shows they win.
 
 // BF16-output 1D2D kernels (128x128 weight scales).
-#define JDG_FP8_1D2D_BM64(X) X(64, 16, 1, 0) X(64, 32, 1, 0) X(64, 64, 1, 0) X(64, 128, 1, 0) X(64, 192, 1, 0)  // M <= 64
+#define JDG_FP8_1D2D_BM64(X) X(64, 16, 1, 0) X(64, 32, 1, 0) X(64, 64, 1, 0) X(64, 128, 1, 0)  // M <= 64
 #define JDG_FP8_1D2D_BM128(X) X(128, 16, 1, 0) X(128, 32, 1, 0) X(128, 64, 1, 0) X(128, 128, 1, 0)          // small/medium M
 #define JDG_FP8_1D2D_BM128_WIDE(X) X(128, 144, 1, 0) X(128, 160, 1, 0) X(128, 176, 1, 0) X(128, 192, 1, 0)  // wave fit
 #define JDG_FP8_1D2D_BM128_CLUSTER(X) X(128, 128, 2, 0) X(128, 176, 2, 0)  // large M (128x192: spills, never faster)

@@ -47,7 +47,51 @@ struct Fp8GemmParams {
   void* d;                  // kBlock128: BF16 [m, n]; kPerChannel: FP32 [m, n]
   int raster_band;          // tiles per band of the L2 rasterisation
   int use_tma_store;        // BF16 D through swizzled shared memory + TMA store (needs n % 8 == 0)
+  // M-grouped contiguous (MoE): per-row expert ids; B is [num_groups * n, k], sfb
+  // [num_groups * ceil(n/128), num_k_blocks]. nullptr: a dense GEMM.
+  const int* row_group;
+  int num_groups;
+  // M-grouped masked (MoE decode): A/D are [num_groups * max_m, k/n]; group g computes only its first
+  // masked_m[g] rows (whole BLOCK_M tiles). nullptr: not masked.
+  const int* masked_m;
+  int max_m;
 };
+
+// Group of an M-grouped tile (or of a row): the id, with anything outside [0, num_groups) read as
+// padding (-1). The tile's group is its first row's (segments are BLOCK_M-aligned by contract).
+__device__ __forceinline__ int Fp8GemmRowGroup(const Fp8GemmParams& p, int row) {
+  if (p.row_group == nullptr) return 0;
+  const int g = __ldg(p.row_group + min(row, p.m - 1));
+  return g >= 0 && g < p.num_groups ? g : -1;
+}
+
+// The next tile of this CTA's walk: (m_block, n_block) and the expert whose B slice it multiplies
+// (0 for a dense GEMM, -1 for a padding tile of a contiguous grouped GEMM). Dense and contiguous
+// tiles follow the L2-banded TileScheduler (M-blocks of a cluster pair together); masked GEMMs walk
+// group by group over only the ceil(masked_m[g] / BLOCK_M) M-blocks each group needs.
+template <int kBlockM, int kBlockN, int kClusterM>
+__device__ __forceinline__ bool Fp8GemmNextTile(const TileScheduler& sched, const Fp8GemmParams& p, int tile,
+                                                int cta_rank, int& m_block, int& n_block, int& group) {
+  if (p.masked_m == nullptr) {
+    if (!sched.Get(tile, m_block, n_block)) return false;
+    m_block = m_block * kClusterM + cta_rank;  // past M for the second CTA of a ragged last pair
+    group = Fp8GemmRowGroup(p, m_block * kBlockM);
+    return true;
+  }
+  const int num_n_blocks = (p.n + kBlockN - 1) / kBlockN;
+  for (int g = 0; g < p.num_groups; ++g) {
+    const int rows = min(max(__ldg(p.masked_m + g), 0), p.max_m);  // out-of-range counts are clamped
+    const int tiles = (rows + kBlockM - 1) / kBlockM * num_n_blocks;
+    if (tile < tiles) {
+      m_block = g * (p.max_m / kBlockM) + tile / num_n_blocks;
+      n_block = tile % num_n_blocks;
+      group = g;
+      return true;
+    }
+    tile -= tiles;
+  }
+  return false;
+}
 
 template <int N>
 struct Fp8Wgmma;
@@ -178,8 +222,12 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       if constexpr (kBScale == BScale::kPerChannel) cute::prefetch_tma_descriptor(&tma_sfb);
       int stage = 0, phase = 0;
       int m_block, n_block;
-      for (int tile = first_tile; sched.Get(tile, m_block, n_block); tile += tile_stride) {
-        m_block = m_block * kClusterM + cta_rank;
+      int group;
+      for (int tile = first_tile; Fp8GemmNextTile<kBlockM, kBlockN, kClusterM>(sched, p, tile, cta_rank, m_block,
+                                                                                n_block, group);
+           tile += tile_stride) {
+        if (group < 0) continue;  // a padding tile: nothing to load, the consumers write zeros
+        const int b_row0 = group * p.n + n_block * kBlockN;
         for (int kb = 0; kb < p.num_k_blocks; ++kb) {
           empty[stage].wait(phase ^ 1);
           full[stage].arrive_and_expect_tx(Traits::kTxBytes);
@@ -189,12 +237,12 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
                                        kb * kFp8BlockK, m_block * kBlockM);
           if constexpr (kClusterM == 1) {
             cute::SM90_TMA_LOAD_2D::copy(&tma_b, mbar, kEvictNormal, smem_b + stage * Traits::kSmemB,
-                                         kb * kFp8BlockK, n_block * kBlockN);
+                                         kb * kFp8BlockK, b_row0);
           } else {
             const int half = cta_rank * Traits::kBRowsPerCta;
             cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&tma_b, mbar, uint16_t((1 << kClusterM) - 1), kEvictNormal,
                                                    smem_b + stage * Traits::kSmemB + half * kFp8BlockK,
-                                                   kb * kFp8BlockK, n_block * kBlockN + half);
+                                                   kb * kFp8BlockK, b_row0 + half);
           }
           if constexpr (kBScale == BScale::kPerChannel)
             cute::SM90_TMA_LOAD_2D::copy(&tma_sfb, mbar, kEvictNormal, smem_sfb + stage * (Traits::kSmemSfb / 4),
@@ -212,11 +260,16 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     float accum[kAccums], final_acc[kAccums];
     int stage = 0, phase = 0;
     int m_block, n_block;
-    for (int tile = first_tile; sched.Get(tile, m_block, n_block); tile += tile_stride) {
-      m_block = m_block * kClusterM + cta_rank;  // past M for the second CTA of a ragged last pair:
-                                                 // it computes on zero-filled A and stores nothing
+    int group;
+    for (int tile = first_tile;
+         Fp8GemmNextTile<kBlockM, kBlockN, kClusterM>(sched, p, tile, cta_rank, m_block, n_block, group);
+         tile += tile_stride) {
+      // m_block may be past M for the second CTA of a ragged last cluster pair: it computes on
+      // zero-filled A and stores nothing.
       const int row0 = m_block * kBlockM + row_in_tile, row1 = row0 + 8;
       const int n0 = n_block * kBlockN;
+      // M-grouped: a padding tile (group -1) runs no K-blocks and stores zeros.
+      const int num_k_blocks = group < 0 ? 0 : p.num_k_blocks;
       // Scale pointers; rows past M are clamped (their results are never stored).
       const float* sfa0 = p.sfa + static_cast<int64_t>(min(row0, p.m - 1)) * p.num_k_blocks;
       const float* sfa1 = p.sfa + static_cast<int64_t>(min(row1, p.m - 1)) * p.num_k_blocks;
@@ -228,7 +281,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         const int num_n_scale_rows = (p.n + 127) / 128;
 #pragma unroll
         for (int r = 0; r < Traits::kScaleRows; ++r)
-          sfb_rows[r] = p.sfb + static_cast<int64_t>(min(n0 / 128 + r, num_n_scale_rows - 1)) * p.num_k_blocks;
+          sfb_rows[r] = p.sfb + static_cast<int64_t>(max(group, 0) * num_n_scale_rows +
+                                                     min(n0 / 128 + r, num_n_scale_rows - 1)) * p.num_k_blocks;
       }
 #pragma unroll
       for (int i = 0; i < kAccums; ++i) final_acc[i] = 0.0f;
@@ -254,7 +308,9 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         cute::warpgroup_commit_batch();
       };
 
-      if constexpr (Traits::kPipelinedMma) {
+      if (num_k_blocks == 0) {
+        // padding tile of an M-grouped GEMM: final_acc stays 0
+      } else if constexpr (Traits::kPipelinedMma) {
         // Two accumulator sets: the WGMMAs of K-block kb+1 are issued before K-block kb is promoted,
         // so the tensor cores never wait for this warpgroup's FFMA promotion.
         float accum_next[kAccums];
@@ -262,7 +318,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         auto step = [&](int kb, float* cur, float* nxt) {
           int next_stage = stage + 1, next_phase = phase;
           if (next_stage == num_stages) next_stage = 0, next_phase ^= 1;
-          const bool has_next = kb + 1 < p.num_k_blocks;
+          const bool has_next = kb + 1 < num_k_blocks;
           float next_sa0 = sa0, next_sa1 = sa1, next_sb = sb[0];
           if (has_next) {
             full[next_stage].wait(next_phase);
@@ -292,16 +348,16 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         };
         full[stage].wait(phase);
         issue(accum, stage);
-        for (int kb = 0; kb < p.num_k_blocks; kb += 2) {
+        for (int kb = 0; kb < num_k_blocks; kb += 2) {
           step(kb, accum, accum_next);
-          if (kb + 1 < p.num_k_blocks) step(kb + 1, accum_next, accum);
+          if (kb + 1 < num_k_blocks) step(kb + 1, accum_next, accum);
         }
       } else {
-        for (int kb = 0; kb < p.num_k_blocks; ++kb) {
+        for (int kb = 0; kb < num_k_blocks; ++kb) {
           full[stage].wait(phase);
           issue(accum, stage);
           // Fetch the next slice's scales while the tensor cores work (L1-resident after the first).
-          const int kb_next = min(kb + 1, p.num_k_blocks - 1);
+          const int kb_next = min(kb + 1, num_k_blocks - 1);
           const float next_sa0 = __ldg(sfa0 + kb_next), next_sa1 = __ldg(sfa1 + kb_next);
           float next_sb[Traits::kScaleRows];
           if constexpr (kBScale == BScale::kBlock128) {
@@ -353,6 +409,21 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
             for (int r = 0; r < Traits::kScaleRows; ++r) sb[r] = next_sb[r];
           }
           if (++stage == num_stages) stage = 0, phase ^= 1;
+        }
+      }
+
+      if (p.row_group != nullptr) {
+        // Rows of the tile's expert keep their values, padding rows (-1) store 0, and a row of
+        // another expert (a segment not aligned to BLOCK_M: the layout contract is broken) stores
+        // NaN, so a bad device-side layout is visible instead of silently using the wrong weights.
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int row_group = Fp8GemmRowGroup(p, h == 0 ? row0 : row1);
+          const float fill = row_group < 0 ? 0.0f : __int_as_float(0x7fc00000);
+          if (row_group != group || group < 0) {
+#pragma unroll
+            for (int g = 0; g < kBlockN / 8; ++g) final_acc[4 * g + 2 * h] = fill, final_acc[4 * g + 2 * h + 1] = fill;
+          }
         }
       }
 

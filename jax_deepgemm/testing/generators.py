@@ -6,6 +6,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jax_deepgemm.quantize import per_block_cast_to_fp8, per_token_cast_to_fp8
 
@@ -35,3 +36,34 @@ def _fp8_gemm_operands(seed, m, n, k, b_recipe, batch):
     else:  # "channel"
         b = per_token_cast_to_fp8(w)
     return a, b, x, w
+
+
+def contiguous_layout(group_sizes, alignment: int = 128, extra_rows: int = 0):
+    """Host-side aligned contiguous layout of ``group_sizes``: (per-row ids with -1 padding, psum).
+
+    Each group's segment starts at a multiple of ``alignment``; ``extra_rows`` padding rows are
+    appended at the end (rows past the last segment)."""
+    ids, psum, start = [], [], 0
+    for g, size in enumerate(group_sizes):
+        ids += [g] * size
+        psum.append(start + size)
+        pad = -size % alignment
+        ids += [-1] * pad
+        start += size + pad
+    ids += [-1] * extra_rows
+    return np.asarray(ids, np.int32), np.asarray(psum, np.int32)
+
+
+def m_grouped_operands(seed: int, group_sizes, n: int, k: int, *, extra_rows: int = 0):
+    """Quantized ``(a, a_scale), (b, b_scale)`` for the contiguous M-grouped GEMM, their bf16 sources,
+    and the layout (per-row ids, psum). Padding rows of A hold random data too (they must not leak)."""
+    row_ids, psum = contiguous_layout(group_sizes, extra_rows=extra_rows)
+    (a, b, x, _), w = _m_grouped_sources(jnp.uint32(seed), len(row_ids), len(group_sizes), n, k)
+    return a, b, x, w, row_ids, psum
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _m_grouped_sources(seed, m, num_groups, n, k):
+    a, _, x, _ = _fp8_gemm_operands(seed, m, 128, k, "block", ())
+    w = jax.random.normal(jax.random.fold_in(jax.random.key(seed), 1), (num_groups, n, k)).astype(jnp.bfloat16)
+    return (a, per_block_cast_to_fp8(w), x, None), w

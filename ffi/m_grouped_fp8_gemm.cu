@@ -1,0 +1,159 @@
+// XLA FFI handlers of the M-grouped (MoE) FP8 GEMMs, both on the dense 1D2D kernel with B viewed as
+// [G*N, K] and a per-tile expert: contiguous (expert of each 128-row tile from the per-row ids) and
+// masked (A/D viewed as [G*max_m, ...], only the ceil(masked_m[g]/BLOCK_M) tiles of each group run).
+// Execute only launches: no allocation, no host synchronisation (CUDA-graph safe).
+#include "m_grouped_fp8_gemm.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "common/device_info.h"
+#include "common/ffi_utils.h"
+#include "fp8_gemm_launch.h"
+#include "heuristics/sm90_fp8_gemm.h"
+
+namespace jdg {
+namespace {
+
+// The group alignment of the contiguous layout: one tile, one expert.
+constexpr int kContiguousBlockM = 128;
+
+ffi::Error MGroupedFp8GemmNtContiguous(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa,
+                                       ffi::AnyBuffer b, ffi::AnyBuffer sfb, ffi::AnyBuffer row_group,
+                                       ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, int32_t block_n,
+                                       int32_t num_sms) {
+  constexpr const char* kOp = "m_grouped_fp8_gemm_nt_contiguous";
+  JDG_RETURN_IF_ERROR(CheckAliasedOutput(kOp, aliased_d, *d, false));
+  // decode
+  if (a.dimensions().size() != 2 || b.dimensions().size() != 3)
+    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_contiguous: a must be rank 2 and b rank 3");
+  const int64_t m = a.dimensions()[0], k = a.dimensions()[1];
+  const int64_t groups = b.dimensions()[0], n = b.dimensions()[1];
+  const int64_t k_blocks = CeilDiv(k, 128);
+  // check
+  JDG_RETURN_IF_ERROR(ExpectBuffer(a, "a", ffi::DataType::F8E4M3FN, {m, k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(b, "b", ffi::DataType::F8E4M3FN, {groups, n, k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale", ffi::DataType::F32, {m, k_blocks}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(sfb, "b_scale", ffi::DataType::F32, {groups, CeilDiv(n, 128), k_blocks}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(row_group, "grouped_layout", ffi::DataType::S32, {m}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(*d, "d", ffi::DataType::BF16, {m, n}));
+  if (k == 0 || k % 16 != 0)
+    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_contiguous: K must be a positive multiple of 16");
+  if (groups == 0 || m > INT32_MAX || groups * n > INT32_MAX || k > INT32_MAX)
+    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_contiguous: G >= 1 and G*N, M, K must fit in int32");
+  if (m == 0 || n == 0) return ffi::Error::Success();
+  const DeviceInfo& info = GetDeviceInfo(device);
+  if (info.cc_major != 9)
+    return ffi::Error(ffi::ErrorCode::kFailedPrecondition, "m_grouped_fp8_gemm_nt_contiguous: needs an sm_90 GPU");
+  // decide: 128-row tiles (the layout's alignment), no 2-CTA clusters (paired tiles may differ in expert)
+  const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
+  const Fp8GemmConfig cfg =
+      PickFp8GemmConfig(int(m), int(n), int(k), BScale::kBlock128, sms, kContiguousBlockM, block_n, 1, 0);
+  if (cfg.block_m == 0)
+    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_contiguous: requested block_n is not a compiled kernel");
+  // launch
+  Fp8GemmOperands op;
+  op.device = device;
+  op.m = int(m);
+  op.n = int(n);
+  op.k = int(k);
+  op.num_k_blocks = int(k_blocks);
+  op.a = a.untyped_data();
+  op.sfa = static_cast<const float*>(sfa.untyped_data());
+  op.b = b.untyped_data();
+  op.sfb = static_cast<const float*>(sfb.untyped_data());
+  op.d = d->untyped_data();
+  op.row_group = static_cast<const int*>(row_group.untyped_data());
+  op.num_groups = int(groups);
+  return CudaStatus(DispatchFp8Gemm(BScale::kBlock128, op, cfg, stream), "m_grouped_fp8_gemm_nt_contiguous launch");
+}
+
+// D[g, :masked_m[g]] = A[g, :masked_m[g]] . B[g]^T; A, D viewed as [G * max_m, ...] rows.
+ffi::Error MGroupedFp8GemmNtMasked(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa,
+                                   ffi::AnyBuffer b, ffi::AnyBuffer sfb, ffi::AnyBuffer masked_m,
+                                   ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, int32_t expected_m,
+                                   int32_t block_m, int32_t block_n, int32_t num_sms) {
+  constexpr const char* kOp = "m_grouped_fp8_gemm_nt_masked";
+  JDG_RETURN_IF_ERROR(CheckAliasedOutput(kOp, aliased_d, *d, false));
+  if (a.dimensions().size() != 3 || b.dimensions().size() != 3)
+    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_masked: a and b must be rank 3");
+  const int64_t groups = a.dimensions()[0], max_m = a.dimensions()[1], k = a.dimensions()[2];
+  const int64_t n = b.dimensions()[1];
+  const int64_t k_blocks = CeilDiv(k, 128);
+  JDG_RETURN_IF_ERROR(ExpectBuffer(a, "a", ffi::DataType::F8E4M3FN, {groups, max_m, k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(b, "b", ffi::DataType::F8E4M3FN, {groups, n, k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale", ffi::DataType::F32, {groups, max_m, k_blocks}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(sfb, "b_scale", ffi::DataType::F32, {groups, CeilDiv(n, 128), k_blocks}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(masked_m, "masked_m", ffi::DataType::S32, {groups}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(*d, "d", ffi::DataType::BF16, {groups, max_m, n}));
+  if (k == 0 || k % 16 != 0)
+    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_masked: K must be a positive multiple of 16");
+  if (max_m % 128 != 0)
+    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_masked: max_m must be a multiple of 128");
+  if (groups * max_m > INT32_MAX || groups * n > INT32_MAX || k > INT32_MAX)
+    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_masked: G*max_m, G*N and K must fit in int32");
+  if (groups == 0 || max_m == 0 || n == 0) return ffi::Error::Success();
+  const DeviceInfo& info = GetDeviceInfo(device);
+  if (info.cc_major != 9)
+    return ffi::Error(ffi::ErrorCode::kFailedPrecondition, "m_grouped_fp8_gemm_nt_masked: needs an sm_90 GPU");
+  // decide: the tile shape for the expected rows per group (a hint: the kernel computes what
+  // masked_m says), no clusters; the persistent grid covers every SM since the tile count is on
+  // the device.
+  const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
+  const int hint_m = int(std::clamp<int64_t>(expected_m > 0 ? expected_m : max_m, 1, max_m) * groups);
+  Fp8GemmConfig cfg = PickFp8GemmConfig(hint_m, int(n), int(k), BScale::kBlock128, sms, block_m, block_n, 1, 0);
+  if (cfg.block_m == 0)
+    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_masked: requested block_m/block_n is not compiled");
+  cfg.grid = sms;
+  Fp8GemmOperands op;
+  op.device = device;
+  op.m = int(groups * max_m);
+  op.n = int(n);
+  op.k = int(k);
+  op.num_k_blocks = int(k_blocks);
+  op.a = a.untyped_data();
+  op.sfa = static_cast<const float*>(sfa.untyped_data());
+  op.b = b.untyped_data();
+  op.sfb = static_cast<const float*>(sfb.untyped_data());
+  op.d = d->untyped_data();
+  op.num_groups = int(groups);
+  op.masked_m = static_cast<const int*>(masked_m.untyped_data());
+  op.max_m = int(max_m);
+  return CudaStatus(DispatchFp8Gemm(BScale::kBlock128, op, cfg, stream), "m_grouped_fp8_gemm_nt_masked launch");
+}
+
+}  // namespace
+}  // namespace jdg
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtContiguous, jdg::MGroupedFp8GemmNtContiguous,
+                              xla::ffi::Ffi::Bind()
+                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<xla::ffi::DeviceOrdinal>()
+                                  .Arg<xla::ffi::AnyBuffer>()  // a              e4m3 [M, K]
+                                  .Arg<xla::ffi::AnyBuffer>()  // a_scale        f32  [M, ceil(K/128)]
+                                  .Arg<xla::ffi::AnyBuffer>()  // b              e4m3 [G, N, K]
+                                  .Arg<xla::ffi::AnyBuffer>()  // b_scale        f32  [G, ceil(N/128), ceil(K/128)]
+                                  .Arg<xla::ffi::AnyBuffer>()  // grouped_layout s32  [M] expert per row, -1 padding
+                                  .RemainingArgs()             // optional: d itself (aliased)
+                                  .Ret<xla::ffi::AnyBuffer>()  // d              bf16 [M, N]
+                                  .Attr<int32_t>("block_n")    // 0: heuristic
+                                  .Attr<int32_t>("num_sms"),   // 0: all SMs of the device
+                              {xla::ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtMasked, jdg::MGroupedFp8GemmNtMasked,
+                              xla::ffi::Ffi::Bind()
+                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<xla::ffi::DeviceOrdinal>()
+                                  .Arg<xla::ffi::AnyBuffer>()   // a        e4m3 [G, max_m, K]
+                                  .Arg<xla::ffi::AnyBuffer>()   // a_scale  f32  [G, max_m, ceil(K/128)]
+                                  .Arg<xla::ffi::AnyBuffer>()   // b        e4m3 [G, N, K]
+                                  .Arg<xla::ffi::AnyBuffer>()   // b_scale  f32  [G, ceil(N/128), ceil(K/128)]
+                                  .Arg<xla::ffi::AnyBuffer>()   // masked_m s32  [G] valid rows per group
+                                  .RemainingArgs()              // optional: d itself (aliased)
+                                  .Ret<xla::ffi::AnyBuffer>()   // d        bf16 [G, max_m, N]
+                                  .Attr<int32_t>("expected_m")  // rows per group the tile choice assumes (0: max_m)
+                                  .Attr<int32_t>("block_m")     // 0: heuristic
+                                  .Attr<int32_t>("block_n")     // 0: heuristic
+                                  .Attr<int32_t>("num_sms"),    // 0: all SMs of the device
+                              {xla::ffi::Traits::kCmdBufferCompatible});

@@ -1,0 +1,9 @@
+// XLA FFI handler symbols of the M-grouped (MoE) FP8 GEMM family (defined in m_grouped_fp8_gemm.cu).
+#pragma once
+
+#include "xla/ffi/api/api.h"
+
+// D[M,N] (BF16) = A[r] . B[group(r)]^T per row r, groups given per row, segments BLOCK_M-aligned.
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtContiguous);
+// D[g, :masked_m[g]] (BF16) = A[g, :masked_m[g]] . B[g]^T; the rest of D[g] is unspecified.
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtMasked);

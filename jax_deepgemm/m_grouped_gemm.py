@@ -1,0 +1,214 @@
+"""M-grouped (MoE) FP8 GEMMs: each row of A is multiplied by the weights of its expert.
+
+``m_grouped_fp8_gemm_nt_masked`` takes fixed per-expert buffers ``A [G, max_m, K]`` with the valid
+row count of each expert on the device (decode under CUDA graphs).
+
+``m_grouped_fp8_gemm_nt_contiguous`` takes DeepGEMM's contiguous layout: the rows of all experts
+stacked in ``A [M, K]``, each expert's segment starting at a multiple of 128 rows, given either per
+row (expert id, ``-1`` = padding) or as cumulative segment ends (psum, the DeepEPv2 layout). On
+CUDA it runs the dense 1D2D kernel with a per-tile expert (``ffi/m_grouped_fp8_gemm.cu``); elsewhere
+the jnp reference, with the same output semantics.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jax_deepgemm import _checks
+from jax_deepgemm import grouped_layout as _gl
+from jax_deepgemm import reference as _ref
+from jax_deepgemm._primitive import OpSpec, batch_by_map, int32_attr, make_primitive
+
+CONTIGUOUS_ALIGNMENT = 128
+"""Row alignment of expert segments in the contiguous layout (the kernel's BLOCK_M)."""
+
+_FP8 = (jnp.float8_e4m3fn,)
+_F32 = (jnp.float32,)
+
+
+def _contiguous_rows(a, a_scale, b, b_scale, row_ids, *out, **_):
+    """What the kernel computes, in jnp: each 128-row tile uses the expert of its first row; rows of
+    that expert get ``A[r] @ B[g]^T``, padding rows (-1, or an id outside [0, G)) get 0, and a row of
+    another expert (a misaligned segment) gets NaN."""
+    m, num_groups = a.shape[0], b.shape[0]
+    ids = jnp.where((row_ids >= 0) & (row_ids < num_groups), row_ids, -1)
+    tile_group = ids[(jnp.arange(m) // CONTIGUOUS_ALIGNMENT) * CONTIGUOUS_ALIGNMENT]
+    valid = _ref._m_grouped_rows(a, a_scale, b, b_scale, jnp.where(ids == tile_group, ids, -1))
+    misaligned = (ids >= 0) & (ids != tile_group)
+    return (jnp.where(misaligned[:, None], jnp.nan, valid).astype(jnp.bfloat16),)
+
+
+_contiguous_p = make_primitive(
+    OpSpec(
+        name="jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous",
+        target="jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v1",
+        out_shapes=lambda a, sa, b, sb, ids, *out, **_: [((a.shape[0], b.shape[1]), jnp.bfloat16)],
+        reference=_contiguous_rows,
+        attrs=lambda **params: {name: int32_attr(v) for name, v in params.items()},
+        batch=batch_by_map,
+        aliased_output_operand=5,
+    )
+)
+
+
+def _validate(op: str, a, b, grouped_layout, use_psum_layout: bool):
+    a_fp8, a_scale = _checks.check_pair(a, op, "a")
+    b_fp8, b_scale = _checks.check_pair(b, op, "b")
+    _checks.check_dtype(a_fp8, op, "a", _FP8)
+    _checks.check_dtype(b_fp8, op, "b", _FP8)
+    _checks.check_dtype(a_scale, op, "a_scale", _F32)
+    _checks.check_dtype(b_scale, op, "b_scale", _F32)
+    a_fp8, a_scale, b_fp8, b_scale = _ref._check_m_grouped_operands(op, a_fp8, a_scale, b_fp8, b_scale)
+    m, k = a_fp8.shape
+    if k % 16 != 0:
+        raise ValueError(f"{op}: K={k} must be a multiple of 16 (the kernel's TMA loads need 16-byte aligned rows)")
+    if b_fp8.shape[0] == 0:
+        raise ValueError(f"{op}: b must hold at least one group (got G = 0)")
+    use_psum_layout = _ref._check_static_bool(op, "use_psum_layout", use_psum_layout)
+    num_groups = b_fp8.shape[0]
+    if use_psum_layout:
+        psum = _gl.check_psum(grouped_layout, fn=op, name="grouped_layout", num_rows=m, num_groups=num_groups,
+                              alignment=CONTIGUOUS_ALIGNMENT)
+        row_ids = _gl._psum_row_ids(psum, m, CONTIGUOUS_ALIGNMENT)
+    else:
+        row_ids = _gl.check_row_ids(grouped_layout, fn=op, name="grouped_layout", num_groups=num_groups, num_rows=m,
+                                    alignment=CONTIGUOUS_ALIGNMENT)
+    return a_fp8, a_scale, b_fp8, b_scale, row_ids.astype(jnp.int32)
+
+
+def m_grouped_fp8_gemm_nt_contiguous(
+    a: tuple[jax.Array, jax.Array],
+    b: tuple[jax.Array, jax.Array],
+    grouped_layout: jax.Array,
+    *,
+    use_psum_layout: bool = False,
+    num_sms: int = 0,
+    block_n: int = 0,
+) -> jax.Array:
+    """MoE grouped GEMM over a contiguous row layout: ``D[r] = A[r] @ B[expert(r)]^T`` in BF16.
+
+    Args:
+      a: ``(a_fp8, a_scale)``: ``[M, K]`` float8_e4m3fn rows of all experts and ``[M, ceil(K/128)]``
+        float32 1x128 scales.
+      b: ``(b_fp8, b_scale)``: ``[G, N, K]`` float8_e4m3fn expert weights and
+        ``[G, ceil(N/128), ceil(K/128)]`` float32 128x128 block scales.
+      grouped_layout: int32. ``use_psum_layout=False``: ``[M]`` expert id per row, ``-1`` for
+        padding rows. ``use_psum_layout=True``: ``[G]`` cumulative segment ends; expert g owns rows
+        ``[align(psum[g-1], 128), psum[g])``. Every expert segment starts at a multiple of 128 rows.
+      use_psum_layout: static, selects the reading of ``grouped_layout``.
+      num_sms: use at most this many SMs (0 = all).
+      block_n: force a compiled tile width (tuning, tests); 0 = heuristic.
+
+    Returns:
+      ``[M, N]`` bfloat16. **Padding rows** (id -1, ids outside ``[0, G)``, psum gaps and rows past
+      the last segment) **are 0**. Layout values given as host data (lists, NumPy) are validated at
+      trace time (``ValueError`` naming ``grouped_layout``: ids out of range, misaligned segments,
+      decreasing psum). Device data cannot be inspected without a host sync; there, a row whose
+      expert differs from the expert of the first row of its 128-row tile (a misaligned segment)
+      comes out **NaN**: never a silently wrong product, never an out-of-bounds access.
+    """
+    op = "m_grouped_fp8_gemm_nt_contiguous"
+    a_fp8, a_scale, b_fp8, b_scale, row_ids = _validate(op, a, b, grouped_layout, use_psum_layout)
+    m, n = a_fp8.shape[0], b_fp8.shape[1]
+    if m == 0 or n == 0:
+        return jnp.zeros((m, n), jnp.bfloat16)
+    (d,) = _contiguous_p.bind(a_fp8, a_scale, b_fp8, b_scale, row_ids, block_n=int(block_n), num_sms=int(num_sms))
+    return d
+
+
+def _m_grouped_contiguous_into(a, b, row_ids, out: jax.Array) -> jax.Array:
+    """Test hook: the kernel writing into (an XLA-aliased copy of) a pre-filled ``out``."""
+    (a_fp8, a_scale), (b_fp8, b_scale) = a, b
+    return _contiguous_p.bind(a_fp8, a_scale, b_fp8, b_scale, row_ids, out, block_n=0, num_sms=0)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Masked (decode under CUDA graphs): fixed [G, max_m] buffers, valid row counts on the device
+# ---------------------------------------------------------------------------------------------
+
+MASKED_MAX_M_ALIGNMENT = 128
+"""``max_m`` must be a multiple of this: a 128-row tile never straddles two groups' buffers."""
+
+
+def _masked_reference(a, a_scale, b, b_scale, masked_m, *out, **_):
+    return (_ref._masked_core(a, a_scale, b, b_scale, masked_m),)
+
+
+_masked_p = make_primitive(
+    OpSpec(
+        name="jax_deepgemm_m_grouped_fp8_gemm_nt_masked",
+        target="jax_deepgemm_m_grouped_fp8_gemm_nt_masked_v1",
+        out_shapes=lambda a, sa, b, sb, mm, *out, **_: [((a.shape[0], a.shape[1], b.shape[1]), jnp.bfloat16)],
+        reference=_masked_reference,
+        attrs=lambda **params: {name: int32_attr(v) for name, v in params.items()},
+        batch=batch_by_map,
+        aliased_output_operand=5,
+    )
+)
+
+
+def m_grouped_fp8_gemm_nt_masked(
+    a: tuple[jax.Array, jax.Array],
+    b: tuple[jax.Array, jax.Array],
+    masked_m: jax.Array,
+    *,
+    expected_m: int = 0,
+    num_sms: int = 0,
+    tile: tuple[int, int] | None = None,
+) -> jax.Array:
+    """MoE grouped GEMM over fixed per-expert buffers: ``D[g, r] = A[g, r] @ B[g]^T`` for ``r < masked_m[g]``.
+
+    The decode form: buffer shapes are static (CUDA-graph friendly) and the valid row count of
+    each expert lives on the device; the kernel runs only the 128- or 64-row tiles each expert needs.
+
+    Args:
+      a: ``(a_fp8, a_scale)``: ``[G, max_m, K]`` float8_e4m3fn and ``[G, max_m, ceil(K/128)]`` float32.
+        ``max_m`` must be a multiple of 128.
+      b: ``(b_fp8, b_scale)``: ``[G, N, K]`` float8_e4m3fn and ``[G, ceil(N/128), ceil(K/128)]`` float32.
+      masked_m: ``[G]`` int32 valid rows per group. Host data must lie in ``[0, max_m]``
+        (``ValueError``); device values are clamped to it.
+      expected_m: static hint, the typical ``masked_m`` (picks the tile shape; 0 = max_m). It never
+        bounds the computation.
+      num_sms: use at most this many SMs (0 = all).
+      tile: ``(block_m, block_n)`` forces a compiled tile (tuning, tests); None = heuristic.
+
+    Returns:
+      ``[G, max_m, N]`` bfloat16. Only ``D[g, :masked_m[g]]`` is defined. The GPU kernel leaves the
+      other rows unspecified: rows inside a tile it ran hold the product of those (padding) rows of
+      A, rows of tiles it skipped hold whatever the output buffer held. (The CPU path writes 0.)
+    """
+    op = "m_grouped_fp8_gemm_nt_masked"
+    a_fp8, a_scale = _checks.check_pair(a, op, "a")
+    b_fp8, b_scale = _checks.check_pair(b, op, "b")
+    _checks.check_dtype(a_fp8, op, "a", _FP8)
+    _checks.check_dtype(b_fp8, op, "b", _FP8)
+    _checks.check_dtype(a_scale, op, "a_scale", _F32)
+    _checks.check_dtype(b_scale, op, "b_scale", _F32)
+    _checks.check_rank(a_fp8, op, "a", exact=3)
+    num_groups, max_m, k = a_fp8.shape
+    _checks.check_shape(a_scale, op, "a_scale", (num_groups, max_m, _checks.ceil_div(k, 128)), "1x128 scales")
+    b_fp8, b_scale = _ref._check_grouped_b(op, b_fp8, b_scale, k)
+    if b_fp8.shape[0] != num_groups:
+        raise ValueError(f"{op}: a and b must have the same number of groups, got a {a_fp8.shape} and b {b_fp8.shape}")
+    if k % 16 != 0:
+        raise ValueError(f"{op}: K={k} must be a multiple of 16 (the kernel's TMA loads need 16-byte aligned rows)")
+    if max_m % MASKED_MAX_M_ALIGNMENT != 0:
+        raise ValueError(f"{op}: max_m = a.shape[1] = {max_m} must be a multiple of {MASKED_MAX_M_ALIGNMENT}")
+    counts = _gl.check_masked_m(masked_m, fn=op, num_groups=num_groups, max_m=max_m).astype(jnp.int32)
+    if not isinstance(expected_m, int) or expected_m < 0:
+        raise ValueError(f"{op}: expected_m must be a non-negative Python int, got {expected_m!r}")
+    n = b_fp8.shape[1]
+    if num_groups == 0 or max_m == 0 or n == 0:
+        return jnp.zeros((num_groups, max_m, n), jnp.bfloat16)
+    block_m, block_n = tuple(tile) if tile is not None else (0, 0)
+    (d,) = _masked_p.bind(a_fp8, a_scale, b_fp8, b_scale, counts, expected_m=min(expected_m, max_m),
+                          block_m=int(block_m), block_n=int(block_n), num_sms=int(num_sms))
+    return d
+
+
+def _m_grouped_masked_into(a, b, masked_m, out: jax.Array, *, expected_m: int = 0) -> jax.Array:
+    """Test hook: the masked kernel writing into (an XLA-aliased copy of) a pre-filled ``out``."""
+    (a_fp8, a_scale), (b_fp8, b_scale) = a, b
+    return _masked_p.bind(a_fp8, a_scale, b_fp8, b_scale, masked_m, out, expected_m=expected_m, block_m=0,
+                          block_n=0, num_sms=0)[0]

@@ -1,0 +1,127 @@
+"""M-grouped contiguous FP8 GEMM on the GPU vs the unquantized product (skipped without an sm_90 GPU).
+
+Outputs are NaN-poisoned first (the kernel writes into an XLA-aliased NaN buffer): padding rows must
+come back exactly 0 and every valid row finite, with DeepGEMM's calc_diff < 1e-3 over the valid rows.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jax_deepgemm as dg
+from jax_deepgemm.m_grouped_gemm import _m_grouped_contiguous_into, _m_grouped_masked_into
+from jax_deepgemm.reference import _rows_by_group_matmul
+from jax_deepgemm.testing.generators import m_grouped_operands
+from jax_deepgemm.testing.numeric import FP8_TOLERANCE, assert_bitwise_equal, calc_diff
+
+pytestmark = pytest.mark.gpu
+
+
+def _sizes(seed, num_groups, expected_m):
+    """DeepGEMM's test recipe: expected_m * U(0.7, 1.3) rows per group."""
+    rng = np.random.default_rng(seed)
+    return [int(expected_m * rng.uniform(0.7, 1.3)) for _ in range(num_groups)]
+
+
+@jax.jit
+def _exact_device(x, w, row_ids):
+    return _rows_by_group_matmul(x.astype(jnp.float32), w.astype(jnp.float32), row_ids)
+
+
+def _check(a, b, x, w, row_ids, out):
+    got = np.asarray(out, np.float64)
+    pad = row_ids < 0
+    assert (got[pad] == 0).all(), f"{np.sum(got[pad] != 0)} padding-row elements not 0 (or unwritten)"
+    assert np.isfinite(got[~pad]).all(), "valid rows unwritten or non-finite"
+    exact = np.asarray(_exact_device(x, w, jnp.asarray(row_ids)), np.float64)
+    diff = calc_diff(got[~pad], exact[~pad])
+    assert diff < FP8_TOLERANCE, f"calc_diff = {diff:.3g}"
+
+
+@pytest.mark.parametrize("num_groups,expected_m", [(4, 8192), (8, 4096)])
+@pytest.mark.parametrize("n,k", [(4096, 7168), (7168, 2048)])
+def test_deepgemm_shapes(num_groups, expected_m, n, k):
+    a, b, x, w, row_ids, _ = m_grouped_operands(num_groups + n, _sizes(n + k, num_groups, expected_m), n, k)
+    out = jax.jit(_m_grouped_contiguous_into)(a, b, jnp.asarray(row_ids), jnp.full((len(row_ids), n), jnp.nan, jnp.bfloat16))
+    _check(a, b, x, w, row_ids, out)
+
+
+@pytest.mark.parametrize(
+    "sizes,n,k",
+    [([1, 0, 0, 5], 576, 7168), ([200, 0, 129, 1], 2112, 1536), ([0, 0, 0], 256, 512), ([300], 576, 512)],
+)
+def test_awkward_layouts(sizes, n, k):
+    a, b, x, w, row_ids, psum = m_grouped_operands(sum(sizes) + n, sizes, n, k, extra_rows=70)
+    out = _m_grouped_contiguous_into(a, b, jnp.asarray(row_ids), jnp.full((len(row_ids), n), jnp.nan, jnp.bfloat16))
+    _check(a, b, x, w, row_ids, out)
+    via_psum = dg.m_grouped_fp8_gemm_nt_contiguous(a, b, jnp.asarray(psum), use_psum_layout=True)
+    assert_bitwise_equal(via_psum, out)
+
+
+def test_matches_cpu_reference_semantics_on_misaligned_layout():
+    a, b, _, _, row_ids, _ = m_grouped_operands(9, [128, 128], 576, 512)
+    bad = row_ids.copy()
+    bad[100:128] = 1
+    out = np.asarray(dg.m_grouped_fp8_gemm_nt_contiguous(a, b, jnp.asarray(bad)), np.float32)
+    assert np.isnan(out[100:128]).all() and np.isfinite(out[:100]).all() and np.isfinite(out[128:]).all()
+
+
+def test_twenty_repeats_bitwise_equal():
+    a, b, _, _, row_ids, _ = m_grouped_operands(10, _sizes(1, 8, 512), 4096, 7168)
+    f = jax.jit(dg.m_grouped_fp8_gemm_nt_contiguous)
+    first = f(a, b, jnp.asarray(row_ids))
+    for _ in range(19):
+        assert_bitwise_equal(f(a, b, jnp.asarray(row_ids)), first)
+
+
+def test_sanitizer_small_grouped():
+    """Small case for compute-sanitizer runs."""
+    a, b, x, w, row_ids, _ = m_grouped_operands(11, [70, 0, 130], 576, 384, extra_rows=5)
+    out = _m_grouped_contiguous_into(a, b, jnp.asarray(row_ids), jnp.full((len(row_ids), 576), jnp.nan, jnp.bfloat16))
+    _check(a, b, x, w, row_ids, out)
+
+
+# --------------------------------------------------------------------------- masked
+
+
+@jax.jit
+def _rows_times_weights(x, w):
+    return jnp.einsum("mk,nk->mn", x.astype(jnp.float32), w.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
+
+
+@pytest.mark.parametrize("num_groups,expected_m", [(1, 1024), (4, 256), (6, 1024), (32, 20)])
+@pytest.mark.parametrize("n,k", [(4096, 7168), (7168, 2048)])
+def test_masked_deepgemm_shapes(num_groups, expected_m, n, k):
+    max_m = 4096 if num_groups <= 6 else 256  # 32 x 4096 rows of K=7168 would be ~1 GB of A for 20 valid rows
+    masked_m = np.minimum(np.asarray(_sizes(num_groups + n, num_groups, expected_m), np.int32), max_m)
+    a, b, x, w, _, _ = m_grouped_operands(n + k, [max_m] * num_groups, n, k)
+    a3 = (a[0].reshape(num_groups, max_m, k), a[1].reshape(num_groups, max_m, -1))
+    out = jax.jit(_m_grouped_masked_into, static_argnames="expected_m")(
+        a3, b, jnp.asarray(masked_m), jnp.full((num_groups, max_m, n), jnp.nan, jnp.bfloat16), expected_m=expected_m)
+    got = np.asarray(out, np.float64)
+    x3 = x.reshape(num_groups, max_m, k)
+    for g, mm in enumerate(masked_m):
+        if mm == 0:
+            continue
+        valid = got[g, :mm]
+        assert np.isfinite(valid).all(), f"group {g}: valid rows unwritten"
+        exact = np.asarray(_rows_times_weights(x3[g, :mm], w[g]), np.float64)
+        diff = calc_diff(valid, exact)
+        assert diff < FP8_TOLERANCE, f"group {g}: calc_diff = {diff:.3g}"
+
+
+def test_masked_empty_and_full_groups_and_repeats():
+    num_groups, max_m, n, k = 5, 256, 576, 1536
+    masked_m = np.array([0, 1, 256, 129, 0], np.int32)
+    a, b, x, w, _, _ = m_grouped_operands(12, [max_m] * num_groups, n, k)
+    a3 = (a[0].reshape(num_groups, max_m, k), a[1].reshape(num_groups, max_m, -1))
+    f = jax.jit(dg.m_grouped_fp8_gemm_nt_masked)
+    first = f(a3, b, jnp.asarray(masked_m))
+    for _ in range(19):
+        assert_bitwise_equal(f(a3, b, jnp.asarray(masked_m)), first)
+    got = np.asarray(first, np.float64)
+    x3 = x.reshape(num_groups, max_m, k)
+    for g, mm in enumerate(masked_m):
+        if mm:
+            assert calc_diff(got[g, :mm], np.asarray(_rows_times_weights(x3[g, :mm], w[g]), np.float64)) < FP8_TOLERANCE

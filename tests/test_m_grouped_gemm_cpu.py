@@ -1,0 +1,137 @@
+"""M-grouped contiguous FP8 GEMM on CPU: API, layouts, padding and misalignment semantics, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jax_deepgemm as dg
+from jax_deepgemm.testing.generators import m_grouped_operands
+from jax_deepgemm.testing.numeric import calc_diff
+
+pytestmark = pytest.mark.usefixtures("on_cpu")
+
+N, K = 256, 384
+SIZES = [130, 0, 60, 128]
+
+
+def _exact(x, w, row_ids):
+    """float64 per-row product with the unquantized sources, 0 on padding rows."""
+    x64, w64 = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    out = np.zeros((x64.shape[0], w64.shape[1]))
+    for r, g in enumerate(row_ids):
+        if g >= 0:
+            out[r] = w64[g] @ x64[r]
+    return out
+
+
+@pytest.mark.parametrize("use_psum", [False, True])
+def test_matches_float64_product(use_psum):
+    a, b, x, w, row_ids, psum = m_grouped_operands(1, SIZES, N, K, extra_rows=3)
+    layout = jnp.asarray(psum if use_psum else row_ids)
+    out = jax.jit(dg.m_grouped_fp8_gemm_nt_contiguous, static_argnames="use_psum_layout")(
+        a, b, layout, use_psum_layout=use_psum)
+    assert out.shape == (len(row_ids), N) and out.dtype == jnp.bfloat16
+    got = np.asarray(out, np.float64)
+    want = _exact(x, w, row_ids)
+    pad = row_ids < 0
+    assert (got[pad] == 0).all(), "padding rows must be exactly 0"
+    assert calc_diff(got[~pad], want[~pad]) < 1e-3
+
+
+def test_host_layout_equals_device_layout():
+    a, b, _, _, row_ids, _ = m_grouped_operands(2, SIZES, N, K)
+    host = dg.m_grouped_fp8_gemm_nt_contiguous(a, b, row_ids)
+    dev = dg.m_grouped_fp8_gemm_nt_contiguous(a, b, jnp.asarray(row_ids))
+    np.testing.assert_array_equal(np.asarray(host, np.float32), np.asarray(dev, np.float32))
+
+
+def test_misaligned_device_layout_gives_nan_rows():
+    a, b, _, _, row_ids, _ = m_grouped_operands(3, [128, 128], N, K)
+    bad = row_ids.copy()
+    bad[100:128] = 1  # expert 1 starts inside expert 0's tile
+    out = np.asarray(dg.m_grouped_fp8_gemm_nt_contiguous(a, b, jnp.asarray(bad)), np.float32)
+    assert np.isnan(out[100:128]).all()
+    assert np.isfinite(out[:100]).all() and np.isfinite(out[128:]).all()
+
+
+def test_out_of_range_device_ids_are_padding():
+    a, b, _, _, row_ids, _ = m_grouped_operands(4, [128, 128], N, K)
+    ids = row_ids.copy()
+    ids[128:] = 7
+    out = np.asarray(dg.m_grouped_fp8_gemm_nt_contiguous(a, b, jnp.asarray(ids)), np.float32)
+    assert (out[128:] == 0).all() and np.isfinite(out[:128]).all() and np.abs(out[:128]).sum() > 0
+
+
+def test_vmap_over_a():
+    a, b, _, _, row_ids, _ = m_grouped_operands(5, [128, 64], N, K)
+    a2 = (jnp.stack([a[0], a[0]]), jnp.stack([a[1], a[1] * 2]))
+    out = jax.vmap(lambda x, s: dg.m_grouped_fp8_gemm_nt_contiguous((x, s), b, jnp.asarray(row_ids)))(*a2)
+    single = dg.m_grouped_fp8_gemm_nt_contiguous(a, b, jnp.asarray(row_ids))
+    np.testing.assert_array_equal(np.asarray(out[0], np.float32), np.asarray(single, np.float32))
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda a, b, ids: (a, b, ids[:-1]), "grouped_layout"),
+        (lambda a, b, ids: (a, b, ids.astype(np.float32)), "grouped_layout"),
+        (lambda a, b, ids: (a, b, np.where(np.arange(len(ids)) == 5, 9, ids)), "grouped_layout"),
+        (lambda a, b, ids: (a, b, np.roll(ids, 3)), "not aligned"),
+        (lambda a, b, ids: ((a[0].astype(jnp.bfloat16), a[1]), b, ids), r": a\b"),
+        (lambda a, b, ids: (a, (b[0][0], b[1][0]), ids), r": b\b"),
+        (lambda a, b, ids: (a, (b[0], b[1][:, :1]), ids), "b_scale"),
+    ],
+)
+def test_bad_inputs_name_the_argument(mutate, match):
+    a, b, _, _, row_ids, _ = m_grouped_operands(6, [128, 60], N, K)
+    a, b, ids = mutate(a, b, row_ids)
+    with pytest.raises((ValueError, TypeError), match=match):
+        dg.m_grouped_fp8_gemm_nt_contiguous(a, b, ids)
+
+
+def test_bad_psum_is_rejected():
+    a, b, _, _, _, psum = m_grouped_operands(7, [128, 60], N, K)
+    with pytest.raises(ValueError, match="grouped_layout"):
+        dg.m_grouped_fp8_gemm_nt_contiguous(a, b, psum[::-1].copy(), use_psum_layout=True)
+
+
+# --------------------------------------------------------------------------- masked
+
+
+def _masked_operands(seed, num_groups, max_m, n, k):
+    a, b, x, w, _, _ = m_grouped_operands(seed, [max_m] * num_groups, n, k)
+    a3 = (a[0].reshape(num_groups, max_m, k), a[1].reshape(num_groups, max_m, -1))
+    return a3, b, np.asarray(x, np.float64).reshape(num_groups, max_m, k), np.asarray(w, np.float64)
+
+
+def test_masked_matches_float64_product():
+    a, b, x, w = _masked_operands(8, 3, 128, N, K)
+    masked_m = np.array([5, 0, 128], np.int32)
+    out = np.asarray(jax.jit(dg.m_grouped_fp8_gemm_nt_masked, static_argnames="expected_m")(
+        a, b, jnp.asarray(masked_m), expected_m=64), np.float64)
+    assert out.shape == (3, 128, N)
+    for g, mm in enumerate(masked_m):
+        if mm:
+            assert calc_diff(out[g, :mm], x[g, :mm] @ w[g].T) < 1e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs, masked_m, match",
+    [
+        ({}, np.array([1, 200, 0], np.int32), "masked_m"),
+        ({}, np.array([1, 2], np.int32), "masked_m"),
+        ({"expected_m": -1}, np.array([1, 2, 3], np.int32), "expected_m"),
+    ],
+)
+def test_masked_bad_inputs(kwargs, masked_m, match):
+    a, b, _, _ = _masked_operands(9, 3, 128, N, K)
+    with pytest.raises((ValueError, TypeError), match=match):
+        dg.m_grouped_fp8_gemm_nt_masked(a, b, masked_m, **kwargs)
+
+
+def test_masked_max_m_must_be_multiple_of_128():
+    a, b, _, _ = _masked_operands(10, 2, 128, N, K)
+    a = (a[0][:, :100], a[1][:, :100])
+    with pytest.raises(ValueError, match="max_m"):
+        dg.m_grouped_fp8_gemm_nt_masked(a, b, np.array([1, 2], np.int32))
