@@ -16,6 +16,9 @@ timed with ``testing.timing.time_with_profiler`` (sum of its kernel durations fr
 what DeepGEMM's anchors measure, so ``xDGk`` is the like-for-like ratio to them); the JSON holds
 both, per-kernel breakdowns, and what XLA emitted per call (custom calls, fusions, copies).
 
+``--grouped`` runs the MoE grouped cases instead (``bench_grouped.py``: contiguous vs
+``jax.lax.ragged_dot`` BF16/FP8, masked vs DeepGEMM's anchors).
+
 On CPU, or without the CUDA kernels, ``--smoke`` runs tiny shapes through the same code path
 (the op then runs its reference lowering); without ``--smoke`` it says so and exits 0.
 This module never asserts: the ``diff`` column (DeepGEMM's calc_diff of ours against the f32
@@ -352,7 +355,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baselines-from", metavar="JSON",
                    help="take the entries not timed now (see --ops) from this earlier bench JSON (same device)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grouped", action="store_true",
+                   help="run the MoE grouped cases instead (contiguous and masked; see bench_grouped.py)")
     args = p.parse_args(argv)
+    if args.grouped:
+        if jax.devices()[0].platform != "gpu":
+            print("--grouped needs a GPU (the anchors are H100 kernel times)")
+            return 0
+        from jax_deepgemm import bench_grouped
+
+        meta = {"device": jax.devices()[0].device_kind, "date": datetime.date.today().isoformat(),
+                "jax_version": jax.__version__}
+        return bench_grouped.run(json_path=args.json, reps=args.reps, target_ms=args.target_ms, meta=meta)
     ops = tuple(o.strip() for o in args.ops.split(",") if o.strip())
     if not set(ops) <= set(OPS):
         p.error(f"--ops: unknown {sorted(set(ops) - set(OPS))}; choose from {', '.join(OPS)}")

@@ -1,0 +1,123 @@
+"""Grouped (MoE) cases of the benchmark: ``python -m jax_deepgemm.bench --grouped``.
+
+Contiguous: DeepGEMM's four anchor shapes (groups x expected rows, N, K), group sizes
+expected * U(0.7, 1.3) (seeded), each segment 128-aligned, per-row ids. Timed in the same run:
+ours, ``jax.lax.ragged_dot`` in BF16 (dequantized operands) and in FP8 (e4m3 operands, per-tensor,
+bf16 out) at the same group sizes (the aligned segment lengths, so the same total rows).
+Masked: DeepGEMM's six anchor shapes (max_m 4096), masked_m = expected * U(0.7, 1.3).
+TFLOPS count valid rows only (the anchors' convention). Kernel time from the profiler (as the
+anchors); loop time for the ratios against ragged_dot (loop vs loop, as the dense bench does).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_deepgemm.testing import timing
+from jax_deepgemm.testing.generators import contiguous_layout, m_grouped_operands
+
+# (groups, expected rows per group, N, K) -> DeepGEMM's kernel µs on our H100 (../shared/anchors.md)
+CONTIGUOUS_ANCHORS = {(4, 8192, 4096, 7168): 1422.0, (4, 8192, 7168, 2048): 754.7,
+                      (8, 4096, 4096, 7168): 1433.0, (8, 4096, 7168, 2048): 751.6}
+MASKED_ANCHORS = {(1, 1024, 4096, 7168): 69.66, (1, 1024, 7168, 2048): 32.09, (2, 512, 4096, 7168): 74.35,
+                  (2, 512, 7168, 2048): 35.29, (4, 256, 4096, 7168): 81.38, (4, 256, 7168, 2048): 39.00}
+MASKED_MAX_M = 4096
+
+
+def _sizes(seed: int, groups: int, expected: int) -> list[int]:
+    rng = np.random.default_rng(seed)
+    return [int(expected * rng.uniform(0.7, 1.3)) for _ in range(groups)]
+
+
+def _kernel_us(fn, sets) -> float:
+    return timing.time_with_profiler(fn, inputs=sets, n_reps=5).median_us
+
+
+def _loop_us(fn, sets, reps: int, target_ms: float) -> float:
+    return timing.time_device(fn, inputs=sets, n_reps=reps, target_rep_ms=target_ms).median_us
+
+
+def bench_contiguous(key, *, reps: int, target_ms: float) -> dict[str, Any]:
+    import jax_deepgemm as dg
+
+    groups, expected, n, k = key
+    sizes = _sizes(groups * expected + n, groups, expected)
+    row_ids, _ = contiguous_layout(sizes)
+    segments = np.bincount(np.maximum.accumulate(np.where(row_ids >= 0, row_ids, 0)), minlength=groups)
+    segments = jnp.asarray(segments.astype(np.int32))  # aligned lengths, summing to M
+
+    def make(i):
+        a, b, x, w, ids, _ = m_grouped_operands(i, sizes, n, k)
+        return a, b, jnp.asarray(ids), x, jnp.swapaxes(w, 1, 2)
+
+    sets = timing.build_input_sets(make, max_input_bytes=6 * timing.GiB)
+    ours = jax.jit(lambda a, b, ids, x, wt: dg.m_grouped_fp8_gemm_nt_contiguous(a, b, ids))
+    rd_bf16 = jax.jit(lambda a, b, ids, x, wt: jax.lax.ragged_dot(x, wt, segments))
+    rd_fp8 = jax.jit(lambda a, b, ids, x, wt: jax.lax.ragged_dot(
+        x.astype(jnp.float8_e4m3fn), wt.astype(jnp.float8_e4m3fn), segments, preferred_element_type=jnp.bfloat16))
+    flops = 2.0 * sum(sizes) * n * k
+    row: dict[str, Any] = {"groups": groups, "expected_m": expected, "N": n, "K": k, "total_m": len(row_ids),
+                           "valid_m": sum(sizes), "flops": flops, "deepgemm_anchor_us": CONTIGUOUS_ANCHORS[key]}
+    row["ours_kernel_us"] = _kernel_us(ours, sets)
+    row["ours_loop_us"] = _loop_us(ours, sets, reps, target_ms)
+    for name, fn in (("ragged_dot_bf16", rd_bf16), ("ragged_dot_fp8", rd_fp8)):
+        try:
+            row[f"{name}_loop_us"] = _loop_us(fn, sets, reps, target_ms)
+        except Exception as e:  # noqa: BLE001 - a baseline XLA cannot run must not hide ours
+            row[f"{name}_loop_us"] = None
+            row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+    sets.delete()
+    return row
+
+
+def bench_masked(key, *, reps: int, target_ms: float) -> dict[str, Any]:
+    import jax_deepgemm as dg
+
+    groups, expected, n, k = key
+    masked_m = np.minimum(np.asarray(_sizes(groups * expected + n, groups, expected), np.int32), MASKED_MAX_M)
+
+    def make(i):
+        a, b, _, _, _, _ = m_grouped_operands(i, [MASKED_MAX_M] * groups, n, k)
+        return (a[0].reshape(groups, MASKED_MAX_M, k), a[1].reshape(groups, MASKED_MAX_M, -1)), b
+
+    sets = timing.build_input_sets(make, max_input_bytes=6 * timing.GiB)
+    counts = jnp.asarray(masked_m)
+    ours = jax.jit(lambda a, b: dg.m_grouped_fp8_gemm_nt_masked(a, b, counts, expected_m=expected))
+    row: dict[str, Any] = {"groups": groups, "expected_m": expected, "N": n, "K": k, "max_m": MASKED_MAX_M,
+                           "masked_m": masked_m.tolist(), "flops": 2.0 * float(masked_m.sum()) * n * k,
+                           "deepgemm_anchor_us": MASKED_ANCHORS[key]}
+    row["ours_kernel_us"] = _kernel_us(ours, sets)
+    row["ours_loop_us"] = _loop_us(ours, sets, reps, target_ms)
+    sets.delete()
+    return row
+
+
+def _fmt(x, spec):
+    return format(x, spec) if x is not None else "-"
+
+
+def run(*, json_path: str, reps: int, target_ms: float, meta: dict) -> int:
+    rows_c = [bench_contiguous(key, reps=reps, target_ms=target_ms) for key in CONTIGUOUS_ANCHORS]
+    print("# contiguous (per-row ids): kern us | TFLOPS (valid rows) | xDG | loop us | ragged_dot bf16 / fp8 loop us"
+          " | x bf16 | x fp8")
+    for r in rows_c:
+        k_us, loop = r["ours_kernel_us"], r["ours_loop_us"]
+        bf, f8 = r.get("ragged_dot_bf16_loop_us"), r.get("ragged_dot_fp8_loop_us")
+        print(f"{r['groups']:3d} x {r['expected_m']:5d}  N {r['N']:5d} K {r['K']:5d} | {k_us:8.1f} |"
+              f" {r['flops'] / k_us / 1e6:6.0f} | {r['deepgemm_anchor_us'] / k_us:4.2f} | {loop:8.1f} |"
+              f" {_fmt(bf, '8.1f')} / {_fmt(f8, '8.1f')} | {_fmt(bf and bf / loop, '5.2f')} | {_fmt(f8 and f8 / loop, '5.2f')}")
+    rows_m = [bench_masked(key, reps=reps, target_ms=target_ms) for key in MASKED_ANCHORS]
+    print(f"# masked (max_m {MASKED_MAX_M}): kern us | TFLOPS (valid rows) | xDG | loop us")
+    for r in rows_m:
+        k_us = r["ours_kernel_us"]
+        print(f"{r['groups']:3d} x {r['expected_m']:5d}  N {r['N']:5d} K {r['K']:5d} | {k_us:8.1f} |"
+              f" {r['flops'] / k_us / 1e6:6.0f} | {r['deepgemm_anchor_us'] / k_us:4.2f} | {r['ours_loop_us']:8.1f}")
+    with open(json_path, "w") as f:
+        json.dump({**meta, "contiguous": rows_c, "masked": rows_m}, f, indent=1)
+    print(f"# wrote {json_path}")
+    return 0
