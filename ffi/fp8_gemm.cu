@@ -68,19 +68,9 @@ ffi::Error Fp8GemmNt(cudaStream_t stream, int32_t device, BScale scale, const ff
   if (cfg.block_m == 0)
     return ffi::Error::InvalidArgument("fp8_gemm: requested block_m/block_n/cluster_m/pipelined is not a compiled kernel");
   // launch
-  Fp8GemmOperands op;
-  op.device = device;
-  op.m = int(m);
-  op.n = int(n);
-  op.k = int(k);
-  op.num_k_blocks = int(k_blocks);
-  op.a = a.untyped_data();
-  op.sfa = static_cast<const float*>(sfa.untyped_data());
-  op.b = b.untyped_data();
-  op.sfb = static_cast<const float*>(sfb.untyped_data());
+  Fp8GemmOperands op = MakeFp8GemmOperands(device, m, n, k, a, sfa, b, sfb, d);
   op.sfb_row_stride = int(sfb_row_stride);
   op.c = c != nullptr ? static_cast<const float*>(c->untyped_data()) : nullptr;
-  op.d = d.untyped_data();
   return CudaStatus(DispatchFp8Gemm(scale, op, cfg, stream), "fp8_gemm kernel launch");
 }
 

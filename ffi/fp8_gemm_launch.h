@@ -51,6 +51,24 @@ struct Fp8GemmOperands {
   int max_m = 0;
 };
 
+// The operands of one call from the handler's buffers (any buffer type with untyped_data()).
+template <class Buffer>
+Fp8GemmOperands MakeFp8GemmOperands(int device, int64_t m, int64_t n, int64_t k, const Buffer& a, const Buffer& sfa,
+                                    const Buffer& b, const Buffer& sfb, const Buffer& d) {
+  Fp8GemmOperands op;
+  op.device = device;
+  op.m = int(m);
+  op.n = int(n);
+  op.k = int(k);
+  op.num_k_blocks = int((k + 127) / 128);
+  op.a = a.untyped_data();
+  op.sfa = static_cast<const float*>(sfa.untyped_data());
+  op.b = b.untyped_data();
+  op.sfb = static_cast<const float*>(sfb.untyped_data());
+  op.d = const_cast<void*>(static_cast<const void*>(d.untyped_data()));
+  return op;
+}
+
 struct Fp8GemmConfig {
   int block_m = 0, block_n = 0, cluster_m = 1, pipelined = 0, num_stages = 0, grid = 0, raster_band = 0;
 };

@@ -53,17 +53,7 @@ ffi::Error MGroupedFp8GemmNtContiguous(cudaStream_t stream, int32_t device, ffi:
   if (cfg.block_m == 0)
     return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_contiguous: requested block_n is not a compiled kernel");
   // launch
-  Fp8GemmOperands op;
-  op.device = device;
-  op.m = int(m);
-  op.n = int(n);
-  op.k = int(k);
-  op.num_k_blocks = int(k_blocks);
-  op.a = a.untyped_data();
-  op.sfa = static_cast<const float*>(sfa.untyped_data());
-  op.b = b.untyped_data();
-  op.sfb = static_cast<const float*>(sfb.untyped_data());
-  op.d = d->untyped_data();
+  Fp8GemmOperands op = MakeFp8GemmOperands(device, m, n, k, a, sfa, b, sfb, *d);
   op.row_group = static_cast<const int*>(row_group.untyped_data());
   op.num_groups = int(groups);
   return CudaStatus(DispatchFp8Gemm(BScale::kBlock128, op, cfg, stream), "m_grouped_fp8_gemm_nt_contiguous launch");
@@ -106,17 +96,7 @@ ffi::Error MGroupedFp8GemmNtMasked(cudaStream_t stream, int32_t device, ffi::Any
   if (cfg.block_m == 0)
     return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_masked: requested block_m/block_n is not compiled");
   cfg.grid = sms;
-  Fp8GemmOperands op;
-  op.device = device;
-  op.m = int(groups * max_m);
-  op.n = int(n);
-  op.k = int(k);
-  op.num_k_blocks = int(k_blocks);
-  op.a = a.untyped_data();
-  op.sfa = static_cast<const float*>(sfa.untyped_data());
-  op.b = b.untyped_data();
-  op.sfb = static_cast<const float*>(sfb.untyped_data());
-  op.d = d->untyped_data();
+  Fp8GemmOperands op = MakeFp8GemmOperands(device, groups * max_m, n, k, a, sfa, b, sfb, *d);
   op.num_groups = int(groups);
   op.masked_m = static_cast<const int*>(masked_m.untyped_data());
   op.max_m = int(max_m);

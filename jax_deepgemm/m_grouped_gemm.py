@@ -52,13 +52,19 @@ _contiguous_p = make_primitive(
 )
 
 
-def _validate(op: str, a, b, grouped_layout, use_psum_layout: bool):
+def _fp8_pairs(op: str, a, b):
+    """``(a_fp8, a_scale), (b_fp8, b_scale)`` unpacked, dtypes checked (e4m3 data, float32 scales)."""
     a_fp8, a_scale = _checks.check_pair(a, op, "a")
     b_fp8, b_scale = _checks.check_pair(b, op, "b")
     _checks.check_dtype(a_fp8, op, "a", _FP8)
     _checks.check_dtype(b_fp8, op, "b", _FP8)
     _checks.check_dtype(a_scale, op, "a_scale", _F32)
     _checks.check_dtype(b_scale, op, "b_scale", _F32)
+    return a_fp8, a_scale, b_fp8, b_scale
+
+
+def _validate(op: str, a, b, grouped_layout, use_psum_layout: bool):
+    a_fp8, a_scale, b_fp8, b_scale = _fp8_pairs(op, a, b)
     a_fp8, a_scale, b_fp8, b_scale = _ref._check_m_grouped_operands(op, a_fp8, a_scale, b_fp8, b_scale)
     m, k = a_fp8.shape
     if k % 16 != 0:
@@ -179,12 +185,7 @@ def m_grouped_fp8_gemm_nt_masked(
       A, rows of tiles it skipped hold whatever the output buffer held. (The CPU path writes 0.)
     """
     op = "m_grouped_fp8_gemm_nt_masked"
-    a_fp8, a_scale = _checks.check_pair(a, op, "a")
-    b_fp8, b_scale = _checks.check_pair(b, op, "b")
-    _checks.check_dtype(a_fp8, op, "a", _FP8)
-    _checks.check_dtype(b_fp8, op, "b", _FP8)
-    _checks.check_dtype(a_scale, op, "a_scale", _F32)
-    _checks.check_dtype(b_scale, op, "b_scale", _F32)
+    a_fp8, a_scale, b_fp8, b_scale = _fp8_pairs(op, a, b)
     _checks.check_rank(a_fp8, op, "a", exact=3)
     num_groups, max_m, k = a_fp8.shape
     _checks.check_shape(a_scale, op, "a_scale", (num_groups, max_m, _checks.ceil_div(k, 128)), "1x128 scales")
