@@ -12,6 +12,7 @@ from jax_deepgemm.fp8_gemm import fp8_gemm_tn as fp8_gemm_tn
 from jax_deepgemm.fp8_gemm import fp8_gemm_tt as fp8_gemm_tt
 from jax_deepgemm.m_grouped_gemm import m_grouped_fp8_gemm_nt_contiguous as m_grouped_fp8_gemm_nt_contiguous
 from jax_deepgemm.m_grouped_gemm import m_grouped_fp8_gemm_nt_masked as m_grouped_fp8_gemm_nt_masked
+from jax_deepgemm.m_grouped_gemm import m_grouped_fp8_gemm_nt_ragged as m_grouped_fp8_gemm_nt_ragged
 from jax_deepgemm.quantize import ceil_to_ue8m0 as ceil_to_ue8m0
 from jax_deepgemm.quantize import per_block_cast_to_fp8 as per_block_cast_to_fp8
 from jax_deepgemm.quantize import per_block_dequantize as per_block_dequantize

@@ -1,5 +1,9 @@
 """M-grouped (MoE) FP8 GEMMs: each row of A is multiplied by the weights of its expert.
 
+``m_grouped_fp8_gemm_nt_ragged`` takes ``jax.lax.ragged_dot``'s layout (group sizes on the device,
+groups of any size): it gathers the rows into the aligned layout, runs the contiguous kernel and
+gathers the result back (all on the device, no host synchronisation).
+
 ``m_grouped_fp8_gemm_nt_masked`` takes fixed per-expert buffers ``A [G, max_m, K]`` with the valid
 row count of each expert on the device (decode under CUDA graphs).
 
@@ -121,6 +125,46 @@ def m_grouped_fp8_gemm_nt_contiguous(
         return jnp.zeros((m, n), jnp.bfloat16)
     (d,) = _contiguous_p.bind(a_fp8, a_scale, b_fp8, b_scale, row_ids, block_n=int(block_n), num_sms=int(num_sms))
     return d
+
+
+def m_grouped_fp8_gemm_nt_ragged(
+    a: tuple[jax.Array, jax.Array],
+    b: tuple[jax.Array, jax.Array],
+    group_sizes: jax.Array,
+    *,
+    num_sms: int = 0,
+) -> jax.Array:
+    """MoE grouped GEMM with ``jax.lax.ragged_dot`` semantics, FP8 in, BF16 out.
+
+    Group g owns rows ``[sum(group_sizes[:g]), sum(group_sizes[:g+1]))`` of A (any sizes, empty
+    groups allowed, no alignment) and ``D[r] = A[r] @ B[g]^T`` there; rows at or past
+    ``sum(group_sizes)`` are 0.
+
+    Args:
+      a: ``(a_fp8, a_scale)``: ``[M, K]`` float8_e4m3fn and ``[M, ceil(K/128)]`` float32 1x128 scales.
+      b: ``(b_fp8, b_scale)``: ``[G, N, K]`` float8_e4m3fn and ``[G, ceil(N/128), ceil(K/128)]`` float32.
+      group_sizes: ``[G]`` integer rows per group. Host data must be non-negative and sum to at most
+        M (``ValueError`` naming ``group_sizes``); device data: negative sizes count as 0 and rows
+        past M are dropped (later groups first).
+      num_sms: use at most this many SMs for the GEMM (0 = all).
+
+    Implementation: the rows are gathered into the 128-aligned contiguous layout (at most
+    ``max_aligned_rows(M, G)`` rows, a static bound), multiplied by the contiguous kernel and
+    gathered back: two row gathers (A and D) on top of the GEMM.
+    """
+    op = "m_grouped_fp8_gemm_nt_ragged"
+    a_fp8, a_scale, b_fp8, b_scale = _fp8_pairs(op, a, b)
+    a_fp8, a_scale, b_fp8, b_scale = _ref._check_m_grouped_operands(op, a_fp8, a_scale, b_fp8, b_scale)
+    m, num_groups, n = a_fp8.shape[0], b_fp8.shape[0], b_fp8.shape[1]
+    sizes = _gl.check_group_sizes(group_sizes, fn=op, num_rows=m, num_groups=num_groups, rows_name="M")
+    if m == 0 or n == 0 or num_groups == 0:
+        return jnp.zeros((m, n), jnp.bfloat16)
+    m_pad = _gl.max_aligned_rows(m, num_groups, CONTIGUOUS_ALIGNMENT)
+    clamped = jnp.maximum(sizes.astype(jnp.int32), 0)
+    _, row_ids, gather = _gl._aligned_layout(clamped, m_pad, CONTIGUOUS_ALIGNMENT)
+    a_pad = (_gl._take_rows(a_fp8, gather), _gl._take_rows(a_scale, gather))
+    d_pad = m_grouped_fp8_gemm_nt_contiguous(a_pad, (b_fp8, b_scale), row_ids, num_sms=num_sms)
+    return _gl._take_rows(d_pad, _gl._ragged_to_aligned(clamped, m, m_pad, CONTIGUOUS_ALIGNMENT))
 
 
 def _m_grouped_contiguous_into(a, b, row_ids, out: jax.Array) -> jax.Array:

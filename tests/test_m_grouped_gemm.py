@@ -128,3 +128,28 @@ def test_masked_empty_and_full_groups_and_repeats():
     for g, mm in enumerate(masked_m):
         if mm:
             assert calc_diff(got[g, :mm], np.asarray(_rows_times_weights(x3[g, :mm], w[g]), np.float64)) < FP8_TOLERANCE
+
+
+# --------------------------------------------------------------------------- ragged
+
+
+@pytest.mark.parametrize(
+    "sizes,m,n,k",
+    [
+        ([3000, 0, 5, 0, 2100, 1, 0, 90], 5300, 4096, 7168),  # hot experts, empty ones, total not a multiple of 128
+        ([1] + [0] * 7, 1, 2112, 7168),                       # M = 1
+        ([100, 0, 29], 200, 576, 1536),                       # rows past the total
+    ],
+)
+def test_ragged_skewed_routing(sizes, m, n, k):
+    a, _, x, _, _, _ = m_grouped_operands(m + n, [m], n, k)
+    a, x = (a[0][:m], a[1][:m]), x[:m]
+    w = jax.random.normal(jax.random.key(n), (len(sizes), n, k)).astype(jnp.bfloat16)
+    b = dg.per_block_cast_to_fp8(w)
+    out = np.asarray(jax.jit(dg.m_grouped_fp8_gemm_nt_ragged)(a, b, jnp.asarray(sizes, jnp.int32)), np.float64)
+    ids = np.full(m, -1, np.int32)
+    ids[: min(sum(sizes), m)] = np.repeat(np.arange(len(sizes)), sizes)[:m]
+    done = ids >= 0
+    assert (out[~done] == 0).all()
+    exact = np.asarray(_exact_device(x, w, jnp.asarray(ids)), np.float64)
+    assert calc_diff(out[done], exact[done]) < FP8_TOLERANCE

@@ -135,3 +135,51 @@ def test_masked_max_m_must_be_multiple_of_128():
     a = (a[0][:, :100], a[1][:, :100])
     with pytest.raises(ValueError, match="max_m"):
         dg.m_grouped_fp8_gemm_nt_masked(a, b, np.array([1, 2], np.int32))
+
+
+# --------------------------------------------------------------------------- ragged (lax.ragged_dot semantics)
+
+
+def _ragged_exact(x, w, sizes, m):
+    x64, w64 = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    out, start = np.zeros((m, w64.shape[1])), 0
+    for g, size in enumerate(sizes):
+        size = max(0, min(size, m - start))
+        out[start:start + size] = x64[start:start + size] @ w64[g].T
+        start += size
+    return out
+
+
+@pytest.mark.parametrize("sizes,m", [([3, 0, 250, 1], 260), ([1], 1), ([0, 0, 0, 0], 5), ([200, 10, 0, 7], 217)])
+def test_ragged_matches_float64_product(sizes, m):
+    a, b, x, w, _, _ = m_grouped_operands(13, [m], N, K)  # m ragged rows (the layout helper's ids unused)
+    a = (a[0][:m], a[1][:m])
+    x = np.asarray(x)[:m]
+    w = np.asarray(m_grouped_operands(14, [1] * len(sizes), N, K)[3])
+    b = dg.per_block_cast_to_fp8(jnp.asarray(w, jnp.bfloat16))
+    out = np.asarray(jax.jit(dg.m_grouped_fp8_gemm_nt_ragged)(a, b, jnp.asarray(sizes, jnp.int32)), np.float64)
+    want = _ragged_exact(x, w, sizes, m)
+    done = min(sum(sizes), m)
+    assert (out[done:] == 0).all()
+    if done:
+        assert calc_diff(out[:done], want[:done]) < 1e-3
+    ref = dg.reference.m_grouped_fp8_gemm_nt_ragged_reference(*a, *b, np.asarray(sizes, np.int32))
+    if done:
+        assert calc_diff(out, np.asarray(ref, np.float64)) < 1e-6
+
+
+def test_ragged_device_sizes_past_m_are_truncated():
+    m = 64
+    a, b, x, w, _, _ = m_grouped_operands(15, [m], N, K)
+    a, x = (a[0][:m], a[1][:m]), np.asarray(x)[:m]
+    w = np.asarray(m_grouped_operands(16, [1, 1], N, K)[3])
+    b = dg.per_block_cast_to_fp8(jnp.asarray(w, jnp.bfloat16))
+    out = np.asarray(dg.m_grouped_fp8_gemm_nt_ragged(a, b, jnp.asarray([40, 100], jnp.int32)), np.float64)
+    assert calc_diff(out, _ragged_exact(x, w, [40, 100], m)) < 1e-3
+
+
+@pytest.mark.parametrize("sizes", [[-1, 3], [300, 0], [1, 2, 3]])
+def test_ragged_bad_host_sizes(sizes):
+    a, b, _, _, _, _ = m_grouped_operands(17, [64, 64], N, K)
+    with pytest.raises(ValueError, match="group_sizes"):
+        dg.m_grouped_fp8_gemm_nt_ragged(a, b, np.asarray(sizes, np.int32))
