@@ -4,6 +4,7 @@ Every op is a jittable JAX primitive: on CUDA it runs the library's kernels, els
 pure-jnp reference, so the same program runs on CPU and GPU.
 """
 
+from jax_deepgemm.autodiff import fp8_linear as fp8_linear
 from jax_deepgemm._ffi import export_disabled_checks as export_disabled_checks
 from jax_deepgemm._ffi import has_cuda_kernels as has_cuda_kernels
 from jax_deepgemm.fp8_gemm import fp8_gemm_nn as fp8_gemm_nn
