@@ -234,8 +234,13 @@ def _rows_by_group_matmul(a_f32: jax.Array, b_f32: jax.Array, row_ids: jax.Array
         b_g, g = xs
         return jnp.where((row_ids == g)[:, None], _matmul_f32("mk,nk->mn", a_f32, b_g), acc), None
 
-    groups = jnp.arange(b_f32.shape[0], dtype=jnp.int32)
-    out, _ = jax.lax.scan(step, jnp.zeros((m, n), jnp.float32), (b_f32, groups))
+    if b_f32.shape[0] == 0:
+        return jnp.zeros((m, n), jnp.float32)
+    # The carry starts from group 0's product (not from a fresh zeros array) so that inside
+    # jax.shard_map it varies over the same mesh axes as the operands (scan needs equal types).
+    init = jnp.where((row_ids == 0)[:, None], _matmul_f32("mk,nk->mn", a_f32, b_f32[0]), 0.0)
+    groups = jnp.arange(1, b_f32.shape[0], dtype=jnp.int32)
+    out, _ = jax.lax.scan(step, init, (b_f32[1:], groups))
     return out
 
 

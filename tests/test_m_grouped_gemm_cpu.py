@@ -183,3 +183,50 @@ def test_ragged_bad_host_sizes(sizes):
     a, b, _, _, _, _ = m_grouped_operands(17, [64, 64], N, K)
     with pytest.raises(ValueError, match="group_sizes"):
         dg.m_grouped_fp8_gemm_nt_ragged(a, b, np.asarray(sizes, np.int32))
+
+
+# --------------------------------------------------------------------------- expert parallelism
+
+
+def _expert_parallel(f, args, specs, out_spec):
+    from jax.sharding import Mesh, NamedSharding
+
+    mesh = Mesh(np.array(jax.devices("cpu")[:8]), ("ep",))
+    placed = [jax.device_put(x, NamedSharding(mesh, s)) for x, s in zip(args, specs)]
+    fn = jax.jit(jax.shard_map(f, mesh=mesh, in_specs=tuple(specs), out_specs=out_spec))
+    hlo = fn.lower(*placed).compile().as_text()
+    return fn(*placed), hlo
+
+
+def test_shard_map_experts_contiguous_runs_locally():
+    """16 experts over 8 devices: each device multiplies its own rows by its 2 local experts."""
+    from jax.sharding import PartitionSpec as P
+
+    local_ids = np.array([0] * 100 + [-1] * 28 + [1] * 128, np.int32)  # one device's layout, local expert ids
+    a, b, _, _, _, _ = m_grouped_operands(20, [256] * 8, N, K)  # 8 x 256 rows (ids unused)
+    b16 = m_grouped_operands(21, [1] * 16, N, K)[1]  # 16 experts
+    ids = np.tile(local_ids, 8)
+    out, hlo = _expert_parallel(lambda x, s, w, ws, i: dg.m_grouped_fp8_gemm_nt_contiguous((x, s), (w, ws), i),
+                                (a[0], a[1], b16[0], b16[1], jnp.asarray(ids)), [P("ep")] * 5, P("ep"))
+    for collective in ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter"):
+        assert collective not in hlo, f"expert-parallel grouped GEMM emitted a {collective}"
+    global_ids = np.where(ids >= 0, ids + 2 * (np.arange(ids.size) // 256), -1).astype(np.int32)
+    want = dg.m_grouped_fp8_gemm_nt_contiguous(a, b16, jnp.asarray(global_ids))
+    assert calc_diff(np.asarray(out, np.float64), np.asarray(want, np.float64)) < 1e-5
+
+
+def test_shard_map_experts_masked_runs_locally():
+    from jax.sharding import PartitionSpec as P
+
+    groups, max_m = 16, 128
+    a, b, _, _, _, _ = m_grouped_operands(22, [max_m] * groups, N, K)
+    a3 = (a[0].reshape(groups, max_m, K), a[1].reshape(groups, max_m, -1))
+    masked_m = jnp.asarray(np.arange(groups, dtype=np.int32) * 8)
+    out, hlo = _expert_parallel(lambda x, s, w, ws, mm: dg.m_grouped_fp8_gemm_nt_masked((x, s), (w, ws), mm),
+                                (a3[0], a3[1], b[0], b[1], masked_m), [P("ep")] * 5, P("ep"))
+    assert "all-gather" not in hlo and "all-reduce" not in hlo and "all-to-all" not in hlo
+    want = np.asarray(dg.m_grouped_fp8_gemm_nt_masked(a3, b, masked_m), np.float64)
+    got = np.asarray(out, np.float64)
+    for g in range(1, groups):
+        mm = 8 * g
+        assert calc_diff(got[g, :mm], want[g, :mm]) < 1e-5
