@@ -48,8 +48,8 @@ def bench_contiguous(key, *, reps: int, target_ms: float) -> dict[str, Any]:
     groups, expected, n, k = key
     sizes = _sizes(groups * expected + n, groups, expected)
     row_ids, _ = contiguous_layout(sizes)
-    segments = np.bincount(np.maximum.accumulate(np.where(row_ids >= 0, row_ids, 0)), minlength=groups)
-    segments = jnp.asarray(segments.astype(np.int32))  # aligned lengths, summing to M
+    # ragged_dot's groups: the aligned segment lengths (padding rows included), summing to M
+    segments = jnp.asarray([-(-s // 128) * 128 for s in sizes], jnp.int32)
 
     def make(i):
         a, b, x, w, ids, _ = m_grouped_operands(i, sizes, n, k)

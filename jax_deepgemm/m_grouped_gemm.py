@@ -160,11 +160,11 @@ def m_grouped_fp8_gemm_nt_ragged(
     if m == 0 or n == 0 or num_groups == 0:
         return jnp.zeros((m, n), jnp.bfloat16)
     m_pad = _gl.max_aligned_rows(m, num_groups, CONTIGUOUS_ALIGNMENT)
-    clamped = jnp.maximum(sizes.astype(jnp.int32), 0)
-    _, row_ids, gather = _gl._aligned_layout(clamped, m_pad, CONTIGUOUS_ALIGNMENT)
+    sizes = sizes.astype(jnp.int32)  # the layout helpers clamp device sizes to [0, rows]
+    _, row_ids, gather = _gl._aligned_layout(sizes, m_pad, CONTIGUOUS_ALIGNMENT)
     a_pad = (_gl._take_rows(a_fp8, gather), _gl._take_rows(a_scale, gather))
     d_pad = m_grouped_fp8_gemm_nt_contiguous(a_pad, (b_fp8, b_scale), row_ids, num_sms=num_sms)
-    return _gl._take_rows(d_pad, _gl._ragged_to_aligned(clamped, m, m_pad, CONTIGUOUS_ALIGNMENT))
+    return _gl._take_rows(d_pad, _gl._ragged_to_aligned(sizes, m, m_pad, CONTIGUOUS_ALIGNMENT))
 
 
 def _m_grouped_contiguous_into(a, b, row_ids, out: jax.Array) -> jax.Array:

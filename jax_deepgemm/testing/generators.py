@@ -58,7 +58,7 @@ def m_grouped_operands(seed: int, group_sizes, n: int, k: int, *, extra_rows: in
     """Quantized ``(a, a_scale), (b, b_scale)`` for the contiguous M-grouped GEMM, their bf16 sources,
     and the layout (per-row ids, psum). Padding rows of A hold random data too (they must not leak)."""
     row_ids, psum = contiguous_layout(group_sizes, extra_rows=extra_rows)
-    (a, b, x, _), w = _m_grouped_sources(jnp.uint32(seed), len(row_ids), len(group_sizes), n, k)
+    a, b, x, w = _m_grouped_sources(jnp.uint32(seed), len(row_ids), len(group_sizes), n, k)
     return a, b, x, w, row_ids, psum
 
 
@@ -66,4 +66,4 @@ def m_grouped_operands(seed: int, group_sizes, n: int, k: int, *, extra_rows: in
 def _m_grouped_sources(seed, m, num_groups, n, k):
     a, _, x, _ = _fp8_gemm_operands(seed, m, 128, k, "block", ())
     w = jax.random.normal(jax.random.fold_in(jax.random.key(seed), 1), (num_groups, n, k)).astype(jnp.bfloat16)
-    return (a, per_block_cast_to_fp8(w), x, None), w
+    return a, per_block_cast_to_fp8(w), x, w
