@@ -32,7 +32,7 @@
 #include <cutlass/arch/reg_reconfig.h>
 
 #include "fp8_gemm_launch.h"
-#include "kernels/tile_scheduler.cuh"
+#include "kernels/gemm_tile_walk.cuh"
 
 namespace jdg {
 
@@ -47,51 +47,8 @@ struct Fp8GemmParams {
   void* d;                  // kBlock128: BF16 [m, n]; kPerChannel: FP32 [m, n]
   int raster_band;          // tiles per band of the L2 rasterisation
   int use_tma_store;        // BF16 D through swizzled shared memory + TMA store (needs n % 8 == 0)
-  // M-grouped contiguous (MoE): per-row expert ids; B is [num_groups * n, k], sfb
-  // [num_groups * ceil(n/128), num_k_blocks]. nullptr: a dense GEMM.
-  const int* row_group;
-  int num_groups;
-  // M-grouped masked (MoE decode): A/D are [num_groups * max_m, k/n]; group g computes only its first
-  // masked_m[g] rows (whole BLOCK_M tiles). nullptr: not masked.
-  const int* masked_m;
-  int max_m;
+  GemmGrouping grouping;    // M-grouped MoE layouts (B is [num_groups * n, k]); default: dense
 };
-
-// Group of an M-grouped tile (or of a row): the id, with anything outside [0, num_groups) read as
-// padding (-1). The tile's group is its first row's (segments are BLOCK_M-aligned by contract).
-__device__ __forceinline__ int Fp8GemmRowGroup(const Fp8GemmParams& p, int row) {
-  if (p.row_group == nullptr) return 0;
-  const int g = __ldg(p.row_group + min(row, p.m - 1));
-  return g >= 0 && g < p.num_groups ? g : -1;
-}
-
-// The next tile of this CTA's walk: (m_block, n_block) and the expert whose B slice it multiplies
-// (0 for a dense GEMM, -1 for a padding tile of a contiguous grouped GEMM). Dense and contiguous
-// tiles follow the L2-banded TileScheduler (M-blocks of a cluster pair together); masked GEMMs walk
-// group by group over only the ceil(masked_m[g] / BLOCK_M) M-blocks each group needs.
-template <int kBlockM, int kBlockN, int kClusterM>
-__device__ __forceinline__ bool Fp8GemmNextTile(const TileScheduler& sched, const Fp8GemmParams& p, int tile,
-                                                int cta_rank, int& m_block, int& n_block, int& group) {
-  if (p.masked_m == nullptr) {
-    if (!sched.Get(tile, m_block, n_block)) return false;
-    m_block = m_block * kClusterM + cta_rank;  // past M for the second CTA of a ragged last pair
-    group = Fp8GemmRowGroup(p, m_block * kBlockM);
-    return true;
-  }
-  const int num_n_blocks = (p.n + kBlockN - 1) / kBlockN;
-  for (int g = 0; g < p.num_groups; ++g) {
-    const int rows = min(max(__ldg(p.masked_m + g), 0), p.max_m);  // out-of-range counts are clamped
-    const int tiles = (rows + kBlockM - 1) / kBlockM * num_n_blocks;
-    if (tile < tiles) {
-      m_block = g * (p.max_m / kBlockM) + tile / num_n_blocks;
-      n_block = tile % num_n_blocks;
-      group = g;
-      return true;
-    }
-    tile -= tiles;
-  }
-  return false;
-}
 
 template <int N>
 struct Fp8Wgmma;
@@ -223,8 +180,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       int stage = 0, phase = 0;
       int m_block, n_block;
       int group;
-      for (int tile = first_tile; Fp8GemmNextTile<kBlockM, kBlockN, kClusterM>(sched, p, tile, cta_rank, m_block,
-                                                                                n_block, group);
+      for (int tile = first_tile; NextGemmTile<kBlockM, kBlockN, kClusterM>(sched, p.grouping, p.m, p.n, tile, cta_rank, m_block,
+                                                                             n_block, group);
            tile += tile_stride) {
         if (group < 0) continue;  // a padding tile: nothing to load, the consumers write zeros
         const int b_row0 = group * p.n + n_block * kBlockN;
@@ -262,7 +219,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     int m_block, n_block;
     int group;
     for (int tile = first_tile;
-         Fp8GemmNextTile<kBlockM, kBlockN, kClusterM>(sched, p, tile, cta_rank, m_block, n_block, group);
+         NextGemmTile<kBlockM, kBlockN, kClusterM>(sched, p.grouping, p.m, p.n, tile, cta_rank, m_block, n_block, group);
          tile += tile_stride) {
       // m_block may be past M for the second CTA of a ragged last cluster pair: it computes on
       // zero-filled A and stores nothing.
@@ -412,13 +369,13 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         }
       }
 
-      if (p.row_group != nullptr) {
+      if (p.grouping.row_group != nullptr) {
         // Rows of the tile's expert keep their values, padding rows (-1) store 0, and a row of
         // another expert (a segment not aligned to BLOCK_M: the layout contract is broken) stores
         // NaN, so a bad device-side layout is visible instead of silently using the wrong weights.
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          const int row_group = Fp8GemmRowGroup(p, h == 0 ? row0 : row1);
+          const int row_group = GemmRowGroup(p.grouping, p.m, h == 0 ? row0 : row1);
           const float fill = row_group < 0 ? 0.0f : __int_as_float(0x7fc00000);
           if (row_group != group || group < 0) {
 #pragma unroll

@@ -59,10 +59,10 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   params.sfb = op.sfb;
   params.c = op.c;
   params.d = op.d;
-  params.row_group = op.row_group;
-  params.num_groups = op.num_groups;
-  params.masked_m = op.masked_m;
-  params.max_m = op.max_m;
+  params.grouping.row_group = op.row_group;
+  params.grouping.num_groups = op.num_groups;
+  params.grouping.masked_m = op.masked_m;
+  params.grouping.max_m = op.max_m;
   params.raster_band = cfg.raster_band;
   params.use_tma_store = use_tma_store ? 1 : 0;
   cudaLaunchConfig_t launch = {};
