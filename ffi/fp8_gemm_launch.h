@@ -49,6 +49,9 @@ struct Fp8GemmOperands {
   // M-grouped masked (1D2D only): valid rows per group [num_groups]; a/d are [num_groups * max_m, ...].
   const int* masked_m = nullptr;
   int max_m = 0;
+  // K-grouped (1D1D only): K sizes [num_groups] of consecutive K ranges of a [m, k] and b [n, k];
+  // d (and c) are [num_groups * m, n]. nullptr = not K-grouped.
+  const int* group_k = nullptr;
 };
 
 // The operands of one call from the handler's buffers (any buffer type with untyped_data()).

@@ -4,13 +4,16 @@ Every op is a jittable JAX primitive: on CUDA it runs the library's kernels, els
 pure-jnp reference, so the same program runs on CPU and GPU.
 """
 
-from jax_deepgemm.autodiff import fp8_linear as fp8_linear
 from jax_deepgemm._ffi import export_disabled_checks as export_disabled_checks
 from jax_deepgemm._ffi import has_cuda_kernels as has_cuda_kernels
+from jax_deepgemm.autodiff import fp8_grouped_linear as fp8_grouped_linear
+from jax_deepgemm.autodiff import fp8_linear as fp8_linear
 from jax_deepgemm.fp8_gemm import fp8_gemm_nn as fp8_gemm_nn
 from jax_deepgemm.fp8_gemm import fp8_gemm_nt as fp8_gemm_nt
 from jax_deepgemm.fp8_gemm import fp8_gemm_tn as fp8_gemm_tn
 from jax_deepgemm.fp8_gemm import fp8_gemm_tt as fp8_gemm_tt
+from jax_deepgemm.k_grouped_gemm import k_grouped_fp8_gemm_nt_contiguous as k_grouped_fp8_gemm_nt_contiguous
+from jax_deepgemm.k_grouped_gemm import k_grouped_fp8_gemm_tn_contiguous as k_grouped_fp8_gemm_tn_contiguous
 from jax_deepgemm.m_grouped_gemm import m_grouped_fp8_gemm_nt_contiguous as m_grouped_fp8_gemm_nt_contiguous
 from jax_deepgemm.m_grouped_gemm import m_grouped_fp8_gemm_nt_masked as m_grouped_fp8_gemm_nt_masked
 from jax_deepgemm.m_grouped_gemm import m_grouped_fp8_gemm_nt_ragged as m_grouped_fp8_gemm_nt_ragged

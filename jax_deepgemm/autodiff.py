@@ -1,4 +1,4 @@
-"""Differentiable FP8 linear layer in DeepSeek-V3's FP8 training recipe.
+"""Differentiable FP8 linear layers in DeepSeek-V3's FP8 training recipe: dense and MoE (ragged).
 
 ``fp8_linear(x, w) = x @ w.T`` for BF16/FP32 ``x [..., M, K]`` and ``w [N, K]``, computed in FP8:
 
@@ -7,6 +7,11 @@
   read as ``[K_contract = N, K]`` (``fp8_gemm_nn``: an exact transpose of the 128x128 blocks);
 * wgrad ``dW = dY^T @ X``: ``dY`` and ``X`` quantized per 128 tokens (scales along the reduced M
   axis, ``per_channel_cast_to_fp8``), ``fp8_gemm_tn`` with FP32 accumulation.
+
+``fp8_grouped_linear(x, w, group_sizes)`` is the MoE form (``jax.lax.ragged_dot`` layout, expert
+weights ``w [G, N, K]``): forward and dgrad on the ragged M-grouped GEMM, wgrad on the K-grouped GEMM
+over each expert's tokens (gathered into 128-token-aligned segments; the zero rows in between add
+nothing). All sizes stay on the device: no host synchronisation.
 
 Every GEMM is a jax_deepgemm op, so on CPU the same code runs the references. Gradients come out in
 the dtypes of ``x`` and ``w``.
@@ -18,23 +23,25 @@ import jax
 import jax.numpy as jnp
 
 from jax_deepgemm import _checks
+from jax_deepgemm import grouped_layout as _gl
 from jax_deepgemm.fp8_gemm import fp8_gemm_nn, fp8_gemm_nt, fp8_gemm_tn
+from jax_deepgemm.k_grouped_gemm import K_GROUP_ALIGNMENT, k_grouped_fp8_gemm_tn_contiguous
+from jax_deepgemm.m_grouped_gemm import m_grouped_fp8_gemm_nt_ragged
 from jax_deepgemm.quantize import per_block_cast_to_fp8, per_channel_cast_to_fp8, per_token_cast_to_fp8
 
 _ROW_PITCH = 16  # the wgrad GEMM contracts over tokens: its K (= M here) must be a multiple of 16
 
 
-def _check(x, w):
-    op = "fp8_linear"
+def _check(x, w, op="fp8_linear", w_rank=2):
     for name, v in (("x", x), ("w", w)):
         if not jnp.issubdtype(v.dtype, jnp.floating) or v.dtype.itemsize < 2:
             raise TypeError(f"{op}: {name} must be bfloat16, float16 or float32, got {_checks.dtype_name(v.dtype)}")
     _checks.check_rank(x, op, "x", at_least=2)
-    _checks.check_rank(w, op, "w", exact=2)
-    if x.shape[-1] != w.shape[1]:
+    _checks.check_rank(w, op, "w", exact=w_rank)
+    if x.shape[-1] != w.shape[-1]:
         raise ValueError(f"{op}: x and w must share K (last dim), got x {x.shape} and w {w.shape}")
-    if w.shape[1] % 16 != 0:
-        raise ValueError(f"{op}: K = {w.shape[1]} must be a multiple of 16 (the kernels' TMA row pitch)")
+    if w.shape[-1] % 16 != 0:
+        raise ValueError(f"{op}: K = {w.shape[-1]} must be a multiple of 16 (the kernels' TMA row pitch)")
 
 
 @jax.custom_vjp
@@ -74,3 +81,68 @@ def _backward(res, dy):
 
 
 fp8_linear.defvjp(_forward, _backward)
+
+
+# ---------------------------------------------------------------------------------------------
+# MoE: ragged grouped linear
+# ---------------------------------------------------------------------------------------------
+
+
+@jax.custom_vjp
+def fp8_grouped_linear(x: jax.Array, w: jax.Array, group_sizes: jax.Array) -> jax.Array:
+    """``jax.lax.ragged_dot(x, w.swapaxes(1, 2), group_sizes)`` in FP8, differentiable in ``x`` and ``w``.
+
+    Rows ``[sum(group_sizes[:g]), sum(group_sizes[:g+1]))`` of ``x`` are multiplied by expert g's
+    ``w[g].T``; rows past ``sum(group_sizes)`` give 0 (and get a zero gradient).
+
+    Args:
+      x: ``[M, K]`` tokens sorted by expert (bfloat16/float16/float32).
+      w: ``[G, N, K]`` expert weights (bfloat16/float16/float32), quantized 128x128 on every call.
+      group_sizes: ``[G]`` integer rows per expert, host or device data (see
+        :func:`m_grouped_fp8_gemm_nt_ragged`); not differentiated.
+
+    Backward: ``dX = ragged(dY, W)`` with dY quantized 1x128 along N and the forward's quantized
+    blocks transposed (exact); ``dW[g] = dY_g^T X_g`` by the K-grouped GEMM, dY and X quantized per
+    128 tokens within each expert's 128-aligned segment. N must be a multiple of 16 (dX contracts it).
+    """
+    return _grouped_forward(x, w, group_sizes)[0]
+
+
+def _check_grouped(x, w, group_sizes):
+    op = "fp8_grouped_linear"
+    _check(x, w, op, w_rank=3)
+    _checks.check_rank(x, op, "x", exact=2)
+    if w.shape[1] % 16 != 0:
+        raise ValueError(f"{op}: N = w.shape[1] = {w.shape[1]} must be a multiple of 16 (dX contracts over N)")
+    return _gl.check_group_sizes(group_sizes, fn=op, num_rows=x.shape[0], num_groups=w.shape[0], rows_name="M")
+
+
+def _grouped_forward(x, w, group_sizes):
+    sizes = _check_grouped(x, w, group_sizes)
+    wq = per_block_cast_to_fp8(w)
+    y = m_grouped_fp8_gemm_nt_ragged(per_token_cast_to_fp8(x), wq, sizes).astype(x.dtype)
+    return y, (x, wq, sizes, jnp.zeros((0,), w.dtype))
+
+
+def _grouped_backward(res, dy):
+    x, wq, sizes, w_dtype_token = res
+    m = x.shape[0]
+    num_groups = wq[0].shape[0]
+    # dgrad: dX = dY . W per expert: dY quantized along N, W's 128x128 blocks transposed ([G, K, N]).
+    wq_t = (jnp.swapaxes(wq[0], 1, 2), jnp.swapaxes(wq[1], 1, 2))
+    dx = m_grouped_fp8_gemm_nt_ragged(per_token_cast_to_fp8(dy.astype(x.dtype)), wq_t, sizes).astype(x.dtype)
+    # wgrad: each expert's tokens gathered into a segment that starts at a multiple of 128 (zero rows
+    # pad it), so every 128-token scale block belongs to one expert; the segment lengths (multiples
+    # of 128, on the device) are the K-grouped GEMM's group sizes.
+    m_pad = _gl.max_aligned_rows(m, num_groups, K_GROUP_ALIGNMENT)
+    sizes = sizes.astype(jnp.int32)
+    _, _, gather = _gl._aligned_layout(sizes, m_pad, K_GROUP_ALIGNMENT)
+    _, _, starts, ends = _gl._aligned_geometry(sizes, m_pad, K_GROUP_ALIGNMENT)  # as _aligned_layout's
+    k_sizes = jnp.minimum(ends, m_pad) - jnp.minimum(starts, m_pad)
+    dy_c = per_channel_cast_to_fp8(_gl._take_rows(dy, gather))
+    x_c = per_channel_cast_to_fp8(_gl._take_rows(x, gather))
+    dw = k_grouped_fp8_gemm_tn_contiguous(dy_c, x_c, k_sizes).astype(w_dtype_token.dtype)
+    return dx, dw, None
+
+
+fp8_grouped_linear.defvjp(_grouped_forward, _grouped_backward)

@@ -127,7 +127,7 @@ if [[ "$SANITIZE" == 1 ]] || has_stage sanitize; then
     set +e
     JAX_DEEPGEMM_REQUIRE_GPU=1 XLA_PYTHON_CLIENT_PREALLOCATE=false \
       compute-sanitizer --tool "$tool" --error-exitcode 99 \
-      $PY -P -m pytest tests/test_fp8_gemm.py tests/test_m_grouped_gemm.py -q -m gpu -k sanitizer_small -p no:cacheprovider \
+      $PY -P -m pytest tests -q -m gpu -k sanitizer_small -p no:cacheprovider \
       > "$OUT/sanitizer_$tool.log" 2>&1
     rc=$?
     set -e

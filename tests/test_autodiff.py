@@ -60,3 +60,62 @@ def test_bad_inputs():
         dg.fp8_linear(x.astype(jnp.float8_e4m3fn), jnp.ones((128, 256), jnp.bfloat16))
     with pytest.raises(ValueError, match="share K"):
         dg.fp8_linear(x, jnp.ones((128, 128), jnp.bfloat16))
+
+
+# --------------------------------------------------------------------------- MoE (ragged) linear
+
+
+def _grouped_grads(sizes, m, n, k, seed=0):
+    kx, kw, kg = jax.random.split(jax.random.key(seed), 3)
+    g = len(sizes)
+    x = jax.random.normal(kx, (m, k), jnp.float32).astype(jnp.bfloat16)
+    w = (jax.random.normal(kw, (g, n, k), jnp.float32) * 0.05).astype(jnp.bfloat16)
+    cot = jax.random.normal(kg, (m, n), jnp.float32)
+    sizes = jnp.asarray(sizes, jnp.int32)
+    ours = jax.jit(jax.grad(
+        lambda x, w: jnp.sum(dg.fp8_grouped_linear(x, w, sizes).astype(jnp.float32) * cot), (0, 1)))
+    ref = jax.grad(
+        lambda x, w: jnp.sum(jax.lax.ragged_dot(x.astype(jnp.float32), jnp.swapaxes(w, 1, 2).astype(jnp.float32),
+                                                sizes, precision=jax.lax.Precision.HIGHEST) * cot), (0, 1))
+    return ours(x, w), ref(x, w), (x, w)
+
+
+def _check_grouped(sizes, m, n, k):
+    (dx, dw), (rx, rw), (x, w) = _grouped_grads(sizes, m, n, k)
+    assert dx.dtype == x.dtype and dw.dtype == w.dtype and dx.shape == x.shape and dw.shape == w.shape
+    total = min(sum(sizes), m)
+    assert (np.asarray(dx[total:], np.float32) == 0).all(), "rows past the groups must get a zero gradient"
+    for name, got, want in (("dX", dx[:total], rx[:total]), ("dW", dw, rw)):
+        got64, want64 = np.asarray(got, np.float64), np.asarray(want, np.float64)
+        for g, size in enumerate(sizes if name == "dW" else []):
+            if size == 0:
+                assert (got64[g] == 0).all(), f"dW[{g}] of an empty expert must be 0"
+        rel = np.linalg.norm(got64 - want64) / np.linalg.norm(want64)
+        diff = calc_diff(got64, want64)
+        assert diff < GRAD_TOLERANCE, f"{name}: calc_diff {diff:.3g} (relative error {rel:.3g})"
+
+
+GROUPED_SHAPES = [([100, 0, 37, 200], 400, 256, 384), ([1, 0, 0], 5, 128, 256), ([300], 300, 128, 128)]
+
+
+@pytest.mark.usefixtures("on_cpu")
+@pytest.mark.parametrize("sizes,m,n,k", GROUPED_SHAPES)
+def test_grouped_grad_matches_ragged_dot_cpu(sizes, m, n, k):
+    _check_grouped(sizes, m, n, k)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sizes,m,n,k", GROUPED_SHAPES + [([3000, 0, 5, 0, 2100, 1, 0, 90], 5300, 2048, 7168)])
+def test_grouped_grad_matches_ragged_dot_gpu(sizes, m, n, k):
+    _check_grouped(sizes, m, n, k)
+
+
+@pytest.mark.usefixtures("on_cpu")
+def test_grouped_bad_inputs():
+    x = jnp.ones((8, 256), jnp.bfloat16)
+    with pytest.raises(ValueError, match="N = w.shape\\[1\\] = 72 must be a multiple of 16"):
+        dg.fp8_grouped_linear(x, jnp.ones((2, 72, 256), jnp.bfloat16), np.array([4, 4]))
+    with pytest.raises(ValueError, match="group_sizes must sum to at most M = 8"):
+        dg.fp8_grouped_linear(x, jnp.ones((2, 128, 256), jnp.bfloat16), np.array([4, 5]))
+    with pytest.raises(ValueError, match="w must have rank 3"):
+        dg.fp8_grouped_linear(x, jnp.ones((128, 256), jnp.bfloat16), np.array([4, 4]))

@@ -15,6 +15,9 @@ struct GemmGrouping {
   // masked_m[g] rows (whole BLOCK_M tiles).
   const int* masked_m = nullptr;
   int max_m = 0;
+  // K-grouped (weight gradients): K sizes [num_groups] of consecutive K ranges of A [m, k] and
+  // B [n, k]; D is [num_groups * m, n]. Each size must be a multiple of 128 (one scale block).
+  const int* group_k = nullptr;
 };
 
 // Group of a row of a contiguous M-grouped GEMM (0 for a dense one): the id, with anything outside
@@ -52,6 +55,30 @@ __device__ __forceinline__ bool NextGemmTile(const TileScheduler& sched, const G
     tile -= tiles;
   }
   return false;
+}
+
+// The next tile of a K-grouped GEMM: group-major (every group covers the whole M x N tile grid),
+// with the K-block range [kb_begin, kb_end) of the group (empty for an empty group). Device sizes
+// are read as DeepGEMM's contract demands: negative counts as 0, the ranges are clipped to the
+// K of the operands, and from the first size that is not a multiple of 128 on, every group is
+// `poisoned` (its offsets no longer fall on scale blocks: the kernel writes NaN there).
+__device__ __forceinline__ bool NextKGroupedTile(const TileScheduler& sched, const GemmGrouping& grouping,
+                                                 int num_k_blocks, int tile, int& m_block, int& n_block, int& group,
+                                                 int& kb_begin, int& kb_end, bool& poisoned) {
+  group = tile / sched.num_tiles;
+  if (group >= grouping.num_groups || !sched.Get(tile - group * sched.num_tiles, m_block, n_block)) return false;
+  int offset = 0;  // in rows of K
+  poisoned = false;
+  for (int g = 0; g < group; ++g) {
+    const int size = max(__ldg(grouping.group_k + g), 0);
+    poisoned |= size % 128 != 0;
+    offset += size;
+  }
+  const int size = max(__ldg(grouping.group_k + group), 0);
+  poisoned |= size % 128 != 0;
+  kb_begin = min(offset / 128, num_k_blocks);
+  kb_end = poisoned ? kb_begin : min((offset + size) / 128, num_k_blocks);
+  return true;
 }
 
 }  // namespace jdg

@@ -13,7 +13,11 @@
 //     (m64nBLOCK_Nk32) into a fresh FP32 accumulator, release the stage, then promote
 //     `final += (sfa[row] * sfb[col]) * accum` on the CUDA cores. The two-level accumulation
 //     avoids the reduced-precision accumulation of FP8 tensor-core sums over long K;
-//   * the epilogue writes the tile straight from registers (any M, any even/odd N).
+//   * the epilogue writes the tile straight from registers (any M, any even/odd N), or (BF16, BLOCK_N
+//     a multiple of 64) through swizzled shared memory and TMA stores.
+// Grouped forms (GemmGrouping, gemm_tile_walk.cuh): M-grouped contiguous/masked (1D2D: a per-tile
+// expert selects B's rows) and K-grouped (1D1D: each group owns a K range of A and B and an [m, n]
+// slice of D; the K loop simply starts and ends at the group's K-blocks).
 #pragma once
 
 #include <cuda.h>
@@ -169,6 +173,20 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
   // The scheduler walks cluster tiles (kClusterM M-blocks x 1 N-block); both CTAs see the same order.
   TileScheduler sched(p.m, p.n, kBlockM * kClusterM, kBlockN, p.raster_band);
   const int first_tile = blockIdx.x / kClusterM, tile_stride = gridDim.x / kClusterM;
+  const bool k_grouped = kBScale == BScale::kPerChannel && p.grouping.group_k != nullptr;
+  // Tile `tile` of this CTA's walk: its M/N blocks, its group (expert), its K-block range (empty for a
+  // padding tile or an empty group) and whether its group's K layout is broken (K-grouped only).
+  auto next_tile = [&](int tile, int& m_block, int& n_block, int& group, int& kb_begin, int& kb_end,
+                       bool& poisoned) -> bool {
+    if (k_grouped)
+      return NextKGroupedTile(sched, p.grouping, p.num_k_blocks, tile, m_block, n_block, group, kb_begin, kb_end,
+                              poisoned);
+    if (!NextGemmTile<kBlockM, kBlockN, kClusterM>(sched, p.grouping, p.m, p.n, tile, cta_rank, m_block, n_block,
+                                                   group))
+      return false;
+    kb_begin = 0, kb_end = group < 0 ? 0 : p.num_k_blocks, poisoned = false;
+    return true;
+  };
 
   if (warpgroup == Traits::kNumMathWarpgroups) {
     // ---------------- producer warpgroup: one thread issues every TMA load ----------------
@@ -178,14 +196,14 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       cute::prefetch_tma_descriptor(&tma_b);
       if constexpr (kBScale == BScale::kPerChannel) cute::prefetch_tma_descriptor(&tma_sfb);
       int stage = 0, phase = 0;
-      int m_block, n_block;
-      int group;
-      for (int tile = first_tile; NextGemmTile<kBlockM, kBlockN, kClusterM>(sched, p.grouping, p.m, p.n, tile, cta_rank, m_block,
-                                                                             n_block, group);
+      int m_block, n_block, group, kb_begin, kb_end;
+      bool poisoned;
+      for (int tile = first_tile; next_tile(tile, m_block, n_block, group, kb_begin, kb_end, poisoned);
            tile += tile_stride) {
-        if (group < 0) continue;  // a padding tile: nothing to load, the consumers write zeros
-        const int b_row0 = group * p.n + n_block * kBlockN;
-        for (int kb = 0; kb < p.num_k_blocks; ++kb) {
+        // M-grouped: B is [G * n, k] and the tile multiplies its expert's rows. (A padding tile or an
+        // empty K group has no K-blocks: nothing to load, the consumers write zeros or C.)
+        const int b_row0 = (k_grouped ? 0 : group * p.n) + n_block * kBlockN;
+        for (int kb = kb_begin; kb < kb_end; ++kb) {
           empty[stage].wait(phase ^ 1);
           full[stage].arrive_and_expect_tx(Traits::kTxBytes);
           auto* mbar = reinterpret_cast<uint64_t*>(&full[stage]);
@@ -216,20 +234,19 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     const int row_in_tile = warpgroup * 64 + warp_in_wg * 16 + lane / 4;  // and row_in_tile + 8
     float accum[kAccums], final_acc[kAccums];
     int stage = 0, phase = 0;
-    int m_block, n_block;
-    int group;
-    for (int tile = first_tile;
-         NextGemmTile<kBlockM, kBlockN, kClusterM>(sched, p.grouping, p.m, p.n, tile, cta_rank, m_block, n_block, group);
+    int m_block, n_block, group, kb_begin, kb_end;
+    bool poisoned;
+    for (int tile = first_tile; next_tile(tile, m_block, n_block, group, kb_begin, kb_end, poisoned);
          tile += tile_stride) {
       // m_block may be past M for the second CTA of a ragged last cluster pair: it computes on
       // zero-filled A and stores nothing.
       const int row0 = m_block * kBlockM + row_in_tile, row1 = row0 + 8;
       const int n0 = n_block * kBlockN;
-      // M-grouped: a padding tile (group -1) runs no K-blocks and stores zeros.
-      const int num_k_blocks = group < 0 ? 0 : p.num_k_blocks;
+      // The loops below count K-blocks from the tile's first (kb_begin, non-zero for K-grouped GEMMs).
+      const int num_k_blocks = kb_end - kb_begin;
       // Scale pointers; rows past M are clamped (their results are never stored).
-      const float* sfa0 = p.sfa + static_cast<int64_t>(min(row0, p.m - 1)) * p.num_k_blocks;
-      const float* sfa1 = p.sfa + static_cast<int64_t>(min(row1, p.m - 1)) * p.num_k_blocks;
+      const float* sfa0 = p.sfa + static_cast<int64_t>(min(row0, p.m - 1)) * p.num_k_blocks + kb_begin;
+      const float* sfa1 = p.sfa + static_cast<int64_t>(min(row1, p.m - 1)) * p.num_k_blocks + kb_begin;
       // B scale rows covering this tile's columns: a BLOCK_N-wide tile may overlap up to
       // kScaleRows of the 128-column scale blocks (e.g. 3 for BLOCK_N = 176 starting at column 96).
       const float* sfb_rows[Traits::kScaleRows];
@@ -239,7 +256,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
 #pragma unroll
         for (int r = 0; r < Traits::kScaleRows; ++r)
           sfb_rows[r] = p.sfb + static_cast<int64_t>(max(group, 0) * num_n_scale_rows +
-                                                     min(n0 / 128 + r, num_n_scale_rows - 1)) * p.num_k_blocks;
+                                                     min(n0 / 128 + r, num_n_scale_rows - 1)) * p.num_k_blocks + kb_begin;
       }
 #pragma unroll
       for (int i = 0; i < kAccums; ++i) final_acc[i] = 0.0f;
@@ -265,8 +282,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         cute::warpgroup_commit_batch();
       };
 
-      if (num_k_blocks == 0) {
-        // padding tile of an M-grouped GEMM: final_acc stays 0
+      if (num_k_blocks <= 0) {
+        // padding tile of an M-grouped GEMM or an empty K group: final_acc stays 0
       } else if constexpr (Traits::kPipelinedMma) {
         // Two accumulator sets: the WGMMAs of K-block kb+1 are issued before K-block kb is promoted,
         // so the tensor cores never wait for this warpgroup's FFMA promotion.
@@ -369,6 +386,10 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         }
       }
 
+      if (poisoned) {
+#pragma unroll
+        for (int i = 0; i < kAccums; ++i) final_acc[i] = __int_as_float(0x7fc00000);  // broken K layout: NaN
+      }
       if (p.grouping.row_group != nullptr) {
         // Rows of the tile's expert keep their values, padding rows (-1) store 0, and a row of
         // another expert (a segment not aligned to BLOCK_M: the layout contract is broken) stores
@@ -421,6 +442,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       }
       // Registers -> global memory, bounds-checked (FP32 output, narrow tiles, or n % 8 != 0).
       const bool n_even = (p.n % 2) == 0;
+      const int64_t d_row0 = k_grouped ? int64_t(group) * p.m : 0;  // K-grouped D is [G * m, n]
 #pragma unroll
       for (int g = 0; g < kBlockN / 8; ++g) {
         const int col = n0 + 8 * g + 2 * quad;
@@ -430,7 +452,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         for (int h = 0; h < 2; ++h) {
           const int row = h == 0 ? row0 : row1;
           if (row >= p.m) continue;
-          const int64_t offset = static_cast<int64_t>(row) * p.n + col;
+          const int64_t offset = (d_row0 + row) * p.n + col;
           float v0 = final_acc[4 * g + 2 * h], v1 = final_acc[4 * g + 2 * h + 1];
           if constexpr (kBScale == BScale::kBlock128) {
             __nv_bfloat16* d = static_cast<__nv_bfloat16*>(p.d) + offset;

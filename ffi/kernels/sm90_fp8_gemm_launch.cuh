@@ -27,7 +27,7 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   CUtensorMap tma_a, tma_b, tma_sfb, tma_d;
   bool ok = MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, op.m, op.k, op.k, kBlockM, kFp8BlockK,
                             CU_TENSOR_MAP_SWIZZLE_128B) &&
-            MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(op.n) * op.num_groups, op.k, op.k, Traits::kBRowsPerCta,
+            MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(op.n) * (op.group_k != nullptr ? 1 : op.num_groups), op.k, op.k, Traits::kBRowsPerCta,
                             kFp8BlockK, CU_TENSOR_MAP_SWIZZLE_128B);
   if constexpr (kBScale == BScale::kPerChannel) {
     ok = ok && MakeTensorMap2D(&tma_sfb, op.sfb, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, op.num_k_blocks,
@@ -46,8 +46,11 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   if (!ok) return cudaErrorInvalidValue;
 
   // A 2-CTA cluster shares one B tile between two M-blocks, which may belong to different experts.
-  const bool grouped = op.row_group != nullptr || op.masked_m != nullptr;
-  if (grouped && (kClusterM > 1 || kBScale != BScale::kBlock128)) return cudaErrorInvalidConfiguration;
+  // M-grouped GEMMs are 1D2D (BF16 out), K-grouped ones 1D1D (FP32 out, per-row scales on both sides).
+  const bool m_grouped = op.row_group != nullptr || op.masked_m != nullptr;
+  if (m_grouped && (kClusterM > 1 || kBScale != BScale::kBlock128)) return cudaErrorInvalidConfiguration;
+  if (op.group_k != nullptr && (kClusterM > 1 || kBScale != BScale::kPerChannel || m_grouped))
+    return cudaErrorInvalidConfiguration;
   if (op.masked_m != nullptr && (op.max_m % kBlockM != 0 || op.m != op.max_m * op.num_groups))
     return cudaErrorInvalidValue;
   Fp8GemmParams params;
@@ -63,6 +66,7 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   params.grouping.num_groups = op.num_groups;
   params.grouping.masked_m = op.masked_m;
   params.grouping.max_m = op.max_m;
+  params.grouping.group_k = op.group_k;
   params.raster_band = cfg.raster_band;
   params.use_tma_store = use_tma_store ? 1 : 0;
   cudaLaunchConfig_t launch = {};

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_deepgemm.quantize import per_block_cast_to_fp8, per_token_cast_to_fp8
+from jax_deepgemm.quantize import per_block_cast_to_fp8, per_channel_cast_to_fp8, per_token_cast_to_fp8
 
 
 def fp8_gemm_operands(seed: int, m: int, n: int, k: int, *, b_recipe: str = "block", batch: tuple[int, ...] = ()):
@@ -67,3 +67,19 @@ def _m_grouped_sources(seed, m, num_groups, n, k):
     a, _, x, _ = _fp8_gemm_operands(seed, m, 128, k, "block", ())
     w = jax.random.normal(jax.random.fold_in(jax.random.key(seed), 1), (num_groups, n, k)).astype(jnp.bfloat16)
     return a, per_block_cast_to_fp8(w), x, w
+
+
+def k_grouped_operands(seed: int, k_sizes, m: int, n: int):
+    """Token-major quantized ``(a, a_scale), (b, b_scale)`` for the K-grouped (weight-gradient) GEMM
+    over ``sum(k_sizes)`` tokens (``per_channel_cast_to_fp8``: 1x128 scales along the tokens) and
+    their bf16 sources ``[K, M]``, ``[K, N]``. Columns get different magnitudes."""
+    return _k_grouped_sources(jnp.uint32(seed), int(sum(k_sizes)), m, n)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _k_grouped_sources(seed, total_k, m, n):
+    ka, kb, kg = jax.random.split(jax.random.key(seed), 3)
+    gain = jnp.exp(jax.random.normal(kg, (1, m)))
+    x = (jax.random.normal(ka, (total_k, m)) * gain).astype(jnp.bfloat16)
+    y = jax.random.normal(kb, (total_k, n)).astype(jnp.bfloat16)
+    return per_channel_cast_to_fp8(x), per_channel_cast_to_fp8(y), x, y

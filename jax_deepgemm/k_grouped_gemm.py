@@ -1,0 +1,164 @@
+"""K-grouped FP8 GEMM (MoE weight gradients): ``D[g] = C[g] + A_g @ B_g^T`` over consecutive K ranges.
+
+Expert g owns K range ``[koff[g], koff[g+1])`` (``koff`` = exclusive cumsum of ``k_group_sizes``),
+typically the tokens routed to it: ``dW[g] = dY_g^T @ X_g``. Unlike DeepGEMM's SM90 API the sizes
+are **device data** (no host list, no host synchronisation, CUDA-graph safe). Both operands carry
+1x128 FP32 scales along K (``per_channel_cast_to_fp8`` of the token-major tensors), so every size
+must be a multiple of 128 (a scale block never straddles two experts); empty groups are allowed.
+
+On CUDA: the dense 1D1D kernel walking each group's M x N tiles over that group's K-blocks
+(``ffi/k_grouped_fp8_gemm.cu``); elsewhere the jnp reference with the same semantics.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jax_deepgemm import _checks
+from jax_deepgemm import grouped_layout as _gl
+from jax_deepgemm import reference as _ref
+from jax_deepgemm._primitive import OpSpec, batch_by_map, int32_attr, make_primitive
+
+K_GROUP_ALIGNMENT = 128
+"""Every group's K size is a multiple of this (the scale block along K)."""
+
+_FP8 = (jnp.float8_e4m3fn,)
+_F32 = (jnp.float32,)
+
+
+def _poison_broken_groups(d: jax.Array, sizes: jax.Array) -> jax.Array:
+    """What the kernel does with device sizes that break the contract: from the first size that is
+    not a multiple of 128 on, every group's offsets miss the scale blocks, and its output is NaN."""
+    broken = jnp.cumsum((jnp.maximum(sizes, 0) % K_GROUP_ALIGNMENT != 0).astype(jnp.int32)) > 0
+    return jnp.where(broken[:, None, None], jnp.nan, d)
+
+
+def _reference_nt(a, a_scale, b, b_scale_t, sizes, *out, accumulate: int, **_):
+    """The kernel's operands (K-major, B scales transposed and padded) through the TN reference."""
+    n = b.shape[0]
+    c = out[0] if (out and accumulate) else None
+    d = _ref._k_grouped_core(a.T, a_scale.T, b.T, b_scale_t[:, :n], sizes, c)
+    return (_poison_broken_groups(d, sizes),)
+
+
+_k_grouped_p = make_primitive(
+    OpSpec(
+        name="jax_deepgemm_k_grouped_fp8_gemm_nt_contiguous",
+        target="jax_deepgemm_k_grouped_fp8_gemm_nt_contiguous_v1",
+        out_shapes=lambda a, sa, b, sbt, sizes, *out, **_: [((sizes.shape[0], a.shape[0], b.shape[0]), jnp.float32)],
+        reference=_reference_nt,
+        attrs=lambda **params: {name: int32_attr(v) for name, v in params.items()},
+        batch=batch_by_map,
+        aliased_output_operand=5,
+    )
+)
+
+
+def _validate_nt(op: str, a, b, k_group_sizes, c):
+    a_fp8, a_scale = _checks.check_pair(a, op, "a")
+    b_fp8, b_scale = _checks.check_pair(b, op, "b")
+    for name, x, allowed in (("a", a_fp8, _FP8), ("b", b_fp8, _FP8), ("a_scale", a_scale, _F32),
+                             ("b_scale", b_scale, _F32)):
+        _checks.check_dtype(x, op, name, allowed)
+        _checks.check_rank(x, op, name, exact=2)
+    m, total_k = a_fp8.shape
+    n = b_fp8.shape[0]
+    if b_fp8.shape[1] != total_k:
+        raise ValueError(f"{op}: a and b must share K (the grouped reduction axis), got a {a_fp8.shape} and b "
+                         f"{b_fp8.shape}")
+    if total_k % K_GROUP_ALIGNMENT != 0:
+        raise ValueError(f"{op}: K = {total_k} must be a multiple of {K_GROUP_ALIGNMENT} (pad each group's tokens to "
+                         "a multiple of 128 with zero rows)")
+    kb = total_k // K_GROUP_ALIGNMENT
+    _checks.check_shape(a_scale, op, "a_scale", (m, kb), "1x128 scales along K")
+    _checks.check_shape(b_scale, op, "b_scale", (n, kb), "1x128 scales along K")
+    sizes = _gl.check_group_sizes(k_group_sizes, fn=op, name="k_group_sizes", num_rows=total_k,
+                                  multiple_of=K_GROUP_ALIGNMENT, rows_name="K")
+    num_groups = sizes.shape[0]
+    if c is not None:
+        _checks.check_dtype(c, op, "c", _F32)
+        _checks.check_shape(c, op, "c", (num_groups, m, n), "the accumulator has the output's shape [G, M, N]")
+    return a_fp8, a_scale, b_fp8, b_scale, sizes
+
+
+def _tile_attrs(tile, num_sms: int) -> dict[str, int]:
+    block_m, block_n = tuple(tile) if tile is not None else (0, 0)
+    return dict(block_m=int(block_m), block_n=int(block_n), num_sms=int(num_sms))
+
+
+def k_grouped_fp8_gemm_nt_contiguous(
+    a: tuple[jax.Array, jax.Array],
+    b: tuple[jax.Array, jax.Array],
+    k_group_sizes: jax.Array,
+    *,
+    c: jax.Array | None = None,
+    num_sms: int = 0,
+    tile: tuple[int, int] | None = None,
+) -> jax.Array:
+    """``D[g] = C[g] + A[:, koff[g]:koff[g+1]] @ B[:, koff[g]:koff[g+1]]^T`` in float32 (K-major operands).
+
+    Args:
+      a: ``(a_fp8, a_scale)``: ``[M, K]`` float8_e4m3fn and ``[M, K/128]`` float32 (1x128 along K).
+      b: ``(b_fp8, b_scale)``: ``[N, K]`` float8_e4m3fn and ``[N, K/128]`` float32.
+      k_group_sizes: ``[G]`` int32 K sizes, on the device or host. Host data must be non-negative
+        multiples of 128 summing to at most K (``ValueError`` naming ``k_group_sizes``). Device data:
+        negative sizes count as 0, K past the operands' is dropped, and from the first size that is
+        not a multiple of 128 on, the groups' outputs are NaN (never another group's data).
+      c: optional float32 ``[G, M, N]`` accumulator.
+      num_sms: use at most this many SMs (0 = all).
+      tile: ``(block_m, block_n)`` forces a compiled 1D1D tile (tests, tuning); None = heuristic.
+
+    Returns:
+      ``[G, M, N]`` float32; an empty group gives ``C[g]`` (or zeros). K must be a multiple of 128.
+    """
+    op = "k_grouped_fp8_gemm_nt_contiguous"
+    a_fp8, a_scale, b_fp8, b_scale, sizes = _validate_nt(op, a, b, k_group_sizes, c)
+    m, total_k = a_fp8.shape
+    n, num_groups = b_fp8.shape[0], sizes.shape[0]
+    if num_groups == 0 or m == 0 or n == 0 or total_k == 0:
+        base = c if c is not None else jnp.zeros((num_groups, m, n), jnp.float32)
+        return _poison_broken_groups(base, sizes) if num_groups else base
+    b_scale_t = jnp.pad(b_scale.T, ((0, 0), (0, (-n) % 4)))  # [K/128, align(N, 4)]: one TMA box per K-block
+    extra = () if c is None else (c,)
+    (d,) = _k_grouped_p.bind(a_fp8, a_scale, b_fp8, b_scale_t, sizes, *extra, accumulate=int(c is not None),
+                             **_tile_attrs(tile, num_sms))
+    return d
+
+
+def k_grouped_fp8_gemm_tn_contiguous(
+    a: tuple[jax.Array, jax.Array],
+    b: tuple[jax.Array, jax.Array],
+    k_group_sizes: jax.Array,
+    *,
+    c: jax.Array | None = None,
+    num_sms: int = 0,
+    tile: tuple[int, int] | None = None,
+) -> jax.Array:
+    """``D[g] = C[g] + A_g^T @ B_g`` with token-major operands: the weight-gradient form.
+
+    Args:
+      a: ``(a_fp8, a_scale)``: ``[K, M]`` float8_e4m3fn (e.g. dY, tokens sorted by expert) and
+        ``[K/128, M]`` float32 (``per_channel_cast_to_fp8(dY)``).
+      b: ``(b_fp8, b_scale)``: ``[K, N]`` and ``[K/128, N]`` (e.g. X).
+      k_group_sizes, c, num_sms, tile: as :func:`k_grouped_fp8_gemm_nt_contiguous`.
+
+    Returns ``[G, M, N]`` float32. Both FP8 operands are transposed in memory first (the kernel reads
+    K-major tiles); the scales need no work beyond a transpose of ``[K/128, M]``.
+    """
+    op = "k_grouped_fp8_gemm_tn_contiguous"
+    a_fp8, a_scale = _checks.check_pair(a, op, "a")
+    b_fp8, b_scale = _checks.check_pair(b, op, "b")
+    for name, x in (("a", a_fp8), ("a_scale", a_scale), ("b", b_fp8), ("b_scale", b_scale)):
+        _checks.check_rank(x, op, name, exact=2)
+    return k_grouped_fp8_gemm_nt_contiguous((a_fp8.T, a_scale.T), (b_fp8.T, b_scale.T), k_group_sizes, c=c,
+                                            num_sms=num_sms, tile=tile)
+
+
+def _k_grouped_into(a, b, k_group_sizes, out: jax.Array, *, tile=None) -> jax.Array:
+    """Test hook: the kernel (K-major operands) writing into (an XLA-aliased copy of) a pre-filled ``out``."""
+    (a_fp8, a_scale), (b_fp8, b_scale) = a, b
+    n = b_fp8.shape[0]
+    b_scale_t = jnp.pad(b_scale.T, ((0, 0), (0, (-n) % 4)))
+    sizes = jnp.asarray(k_group_sizes, jnp.int32)
+    return _k_grouped_p.bind(a_fp8, a_scale, b_fp8, b_scale_t, sizes, out, accumulate=0, **_tile_attrs(tile, 0))[0]

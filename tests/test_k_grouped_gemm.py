@@ -1,0 +1,106 @@
+"""K-grouped FP8 GEMM (weight gradients) on the GPU vs the unquantized float64 product (skipped
+without an sm_90 GPU).
+
+The output is NaN-poisoned first (the kernel writes into an XLA-aliased NaN buffer): every element
+must come back finite, an empty group exactly 0, and DeepGEMM's calc_diff < 1e-3 against the bf16
+sources. At DeepGEMM's shapes the float64 product is taken on 256 sampled rows x 256 sampled
+columns of every group (the full one would cost minutes of host time); smaller cases compare all.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jax_deepgemm as dg
+from jax_deepgemm.k_grouped_gemm import _k_grouped_into
+from jax_deepgemm.testing.generators import k_grouped_operands
+from jax_deepgemm.testing.numeric import FP8_TOLERANCE, assert_bitwise_equal, calc_diff
+
+pytestmark = pytest.mark.gpu
+
+
+def _sizes(seed, num_groups, expected_k, empty=None):
+    """DeepGEMM's recipe: expected_k * U(0.7, 1.3) tokens per group, aligned to 128; one group empty."""
+    rng = np.random.default_rng(seed)
+    sizes = [int(expected_k * rng.uniform(0.7, 1.3)) // 128 * 128 for _ in range(num_groups)]
+    if empty is not None:
+        sizes[empty] = 0
+    return sizes
+
+
+def _nt(x):
+    return (x[0].T, x[1].T)
+
+
+def _run_poisoned(a, b, k_sizes, tile=None):
+    m, n = a[0].shape[1], b[0].shape[1]
+    out = jnp.full((len(k_sizes), m, n), jnp.nan, jnp.float32)
+    f = jax.jit(_k_grouped_into, static_argnames="tile")
+    return np.asarray(f(_nt(a), _nt(b), jnp.asarray(k_sizes, jnp.int32), out, tile=tile))
+
+
+def _check(got, x, y, k_sizes, rows=None, cols=None):
+    assert np.isfinite(got).all(), f"{np.sum(~np.isfinite(got))} elements unwritten or non-finite"
+    x = np.asarray(x if rows is None else x[:, rows], np.float64)
+    y = np.asarray(y if cols is None else y[:, cols], np.float64)
+    start = 0
+    for g, size in enumerate(k_sizes):
+        d = got[g] if rows is None else got[g][np.ix_(rows, cols)]
+        if size == 0:
+            assert (got[g] == 0).all(), f"group {g} is empty: D[g] must be 0"
+        else:
+            exact = x[start:start + size].T @ y[start:start + size]
+            diff = calc_diff(d.astype(np.float64), exact)
+            assert diff < FP8_TOLERANCE, f"group {g} (K={size}): calc_diff = {diff:.3g}"
+        start += size
+
+
+@pytest.mark.parametrize("num_groups,m,n,expected_k", [(4, 4096, 7168, 8192), (4, 7168, 2048, 8192),
+                                                       (8, 4096, 7168, 4096), (16, 7168, 2048, 2048)])
+def test_deepgemm_shapes(num_groups, m, n, expected_k):
+    k_sizes = _sizes(m + n, num_groups, expected_k, empty=1)
+    a, b, x, y = k_grouped_operands(num_groups + m, k_sizes, m, n)
+    got = _run_poisoned(a, b, k_sizes)
+    rng = np.random.default_rng(n)
+    rows, cols = np.sort(rng.choice(m, 256, replace=False)), np.sort(rng.choice(n, 256, replace=False))
+    _check(got, x, y, k_sizes, rows, cols)
+
+
+@pytest.mark.parametrize("tile", [None, (64, 64), (128, 128)])
+@pytest.mark.parametrize("k_sizes,m,n", [([128, 0, 384], 200, 2112), ([256, 128], 1, 576), ([0, 0, 128], 96, 72)])
+def test_awkward_shapes_every_tile(k_sizes, m, n, tile):
+    a, b, x, y = k_grouped_operands(m + n, k_sizes + [128], m, n)  # a trailing token block in no group
+    _check(_run_poisoned(a, b, k_sizes, tile), x, y, k_sizes)
+
+
+def test_accumulate_into_c_and_tn_entry():
+    k_sizes = [512, 0, 1024, 128]
+    m, n = 384, 576
+    a, b, x, y = k_grouped_operands(3, k_sizes, m, n)
+    c = jax.random.normal(jax.random.key(4), (len(k_sizes), m, n), jnp.float32) * 100
+    got = np.asarray(jax.jit(dg.k_grouped_fp8_gemm_tn_contiguous)(a, b, jnp.asarray(k_sizes), c=c), np.float64)
+    assert (got[1] == np.asarray(c[1])).all(), "an empty group must give C exactly"
+    _check(got - np.asarray(c, np.float64), x, y, k_sizes)
+
+
+def test_device_sizes_out_of_contract_are_nan_not_garbage():
+    a, b, _, _ = k_grouped_operands(5, [512], 128, 256)
+    got = np.asarray(jax.jit(dg.k_grouped_fp8_gemm_tn_contiguous)(a, b, jnp.asarray([128, 64, 256], jnp.int32)))
+    assert np.isfinite(got[0]).all() and np.isnan(got[1:]).all()
+
+
+def test_twenty_repeats_bitwise_equal():
+    k_sizes = _sizes(6, 4, 2048, empty=2)
+    a, b, _, _ = k_grouped_operands(6, k_sizes, 2048, 1536)
+    f = jax.jit(dg.k_grouped_fp8_gemm_tn_contiguous)
+    first = f(a, b, jnp.asarray(k_sizes))
+    for _ in range(19):
+        assert_bitwise_equal(f(a, b, jnp.asarray(k_sizes)), first)
+
+
+def test_sanitizer_small_k_grouped():
+    """Small case for compute-sanitizer runs."""
+    k_sizes = [128, 0, 256]
+    a, b, x, y = k_grouped_operands(7, k_sizes, 130, 200)
+    _check(_run_poisoned(a, b, k_sizes), x, y, k_sizes)
