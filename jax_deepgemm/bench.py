@@ -355,8 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baselines-from", metavar="JSON",
                    help="take the entries not timed now (see --ops) from this earlier bench JSON (same device)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--grouped", action="store_true",
-                   help="run the MoE grouped cases instead (contiguous and masked; see bench_grouped.py)")
+    p.add_argument("--grouped", nargs="?", const="contiguous,masked,k_grouped", metavar="PARTS",
+                   help="run the MoE grouped cases instead: any of contiguous,masked,k_grouped (default all; "
+                        "see bench_grouped.py)")
     args = p.parse_args(argv)
     if args.grouped:
         if jax.devices()[0].platform != "gpu":
@@ -366,7 +367,10 @@ def main(argv: list[str] | None = None) -> int:
 
         meta = {"device": jax.devices()[0].device_kind, "date": datetime.date.today().isoformat(),
                 "jax_version": jax.__version__}
-        return bench_grouped.run(json_path=args.json, reps=args.reps, target_ms=args.target_ms, meta=meta)
+        parts = tuple(x.strip() for x in args.grouped.split(",") if x.strip())
+        if not set(parts) <= set(bench_grouped.PARTS):
+            p.error(f"--grouped: unknown {sorted(set(parts) - set(bench_grouped.PARTS))}")
+        return bench_grouped.run(json_path=args.json, reps=args.reps, target_ms=args.target_ms, meta=meta, parts=parts)
     ops = tuple(o.strip() for o in args.ops.split(",") if o.strip())
     if not set(ops) <= set(OPS):
         p.error(f"--ops: unknown {sorted(set(ops) - set(OPS))}; choose from {', '.join(OPS)}")

@@ -5,6 +5,10 @@ expected * U(0.7, 1.3) (seeded), each segment 128-aligned, per-row ids. Timed in
 ours, ``jax.lax.ragged_dot`` in BF16 (dequantized operands) and in FP8 (e4m3 operands, per-tensor,
 bf16 out) at the same group sizes (the aligned segment lengths, so the same total rows).
 Masked: DeepGEMM's six anchor shapes (max_m 4096), masked_m = expected * U(0.7, 1.3).
+K-grouped (weight gradients): DeepGEMM's four test shapes (groups, M, N, expected K), K sizes
+expected * U(0.7, 1.3) aligned to 128 with group 1 empty, token-major operands
+(``k_grouped_fp8_gemm_tn_contiguous``, transposes included in the loop time) vs the dW that
+``jax.vjp`` of ``lax.ragged_dot`` computes in BF16 (what a JAX user's backward runs today).
 TFLOPS count valid rows only (the anchors' convention). Kernel time from the profiler (as the
 anchors); loop time for the ratios against ragged_dot (loop vs loop, as the dense bench does).
 """
@@ -19,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_deepgemm.testing import timing
-from jax_deepgemm.testing.generators import contiguous_layout, m_grouped_operands
+from jax_deepgemm.testing.generators import contiguous_layout, k_grouped_operands, m_grouped_operands
 
 # (groups, expected rows per group, N, K) -> DeepGEMM's kernel µs on our H100 (../shared/anchors.md)
 CONTIGUOUS_ANCHORS = {(4, 8192, 4096, 7168): 1422.0, (4, 8192, 7168, 2048): 754.7,
@@ -27,6 +31,8 @@ CONTIGUOUS_ANCHORS = {(4, 8192, 4096, 7168): 1422.0, (4, 8192, 7168, 2048): 754.
 MASKED_ANCHORS = {(1, 1024, 4096, 7168): 69.66, (1, 1024, 7168, 2048): 32.09, (2, 512, 4096, 7168): 74.35,
                   (2, 512, 7168, 2048): 35.29, (4, 256, 4096, 7168): 81.38, (4, 256, 7168, 2048): 39.00}
 MASKED_MAX_M = 4096
+# (groups, M, N, expected K per group): DeepGEMM's K-grouped test shapes; the bar is 800 TFLOPS (no anchor)
+K_GROUPED_SHAPES = [(4, 4096, 7168, 8192), (4, 7168, 2048, 8192), (8, 4096, 7168, 4096), (16, 7168, 2048, 2048)]
 
 
 def _sizes(seed: int, groups: int, expected: int) -> list[int]:
@@ -97,12 +103,49 @@ def bench_masked(key, *, reps: int, target_ms: float) -> dict[str, Any]:
     return row
 
 
+def bench_k_grouped(key, *, reps: int, target_ms: float) -> dict[str, Any]:
+    import jax_deepgemm as dg
+
+    groups, m, n, expected = key
+    sizes = [int(expected * u) // 128 * 128 for u in np.random.default_rng(groups + m).uniform(0.7, 1.3, groups)]
+    sizes[1] = 0
+    k_sizes = jnp.asarray(sizes, jnp.int32)
+
+    def make(i):
+        a, b, x, y = k_grouped_operands(i, sizes, m, n)
+        return a, b, x, y
+
+    sets = timing.build_input_sets(make, max_input_bytes=6 * timing.GiB)
+    ours = jax.jit(lambda a, b, x, y: dg.k_grouped_fp8_gemm_tn_contiguous(a, b, k_sizes))
+
+    def ragged_dw(a, b, x, y):  # dW[g] = X_g^T Y_g through the VJP of ragged_dot w.r.t. its weights
+        w0 = jnp.zeros((groups, m, n), jnp.bfloat16)
+        _, vjp = jax.vjp(lambda w: jax.lax.ragged_dot(x, w, k_sizes), w0)
+        return vjp(y)[0]
+
+    row: dict[str, Any] = {"groups": groups, "M": m, "N": n, "expected_k": expected, "k_sizes": sizes,
+                           "flops": 2.0 * m * n * sum(sizes)}
+    row["ours_kernel_us"] = _kernel_us(ours, sets)
+    row["ours_loop_us"] = _loop_us(ours, sets, reps, target_ms)
+    try:
+        row["ragged_dot_bf16_dw_loop_us"] = _loop_us(jax.jit(ragged_dw), sets, reps, target_ms)
+    except Exception as e:  # noqa: BLE001
+        row["ragged_dot_bf16_dw_loop_us"] = None
+        row["ragged_dot_bf16_dw_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+    sets.delete()
+    return row
+
+
 def _fmt(x, spec):
     return format(x, spec) if x is not None else "-"
 
 
-def run(*, json_path: str, reps: int, target_ms: float, meta: dict) -> int:
-    rows_c = [bench_contiguous(key, reps=reps, target_ms=target_ms) for key in CONTIGUOUS_ANCHORS]
+PARTS = ("contiguous", "masked", "k_grouped")
+
+
+def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS) -> int:
+    rows_c = [bench_contiguous(key, reps=reps, target_ms=target_ms) for key in CONTIGUOUS_ANCHORS
+              if "contiguous" in parts]
     print("# contiguous (per-row ids): kern us | TFLOPS (valid rows) | xDG | loop us | ragged_dot bf16 / fp8 loop us"
           " | x bf16 | x fp8")
     for r in rows_c:
@@ -111,13 +154,20 @@ def run(*, json_path: str, reps: int, target_ms: float, meta: dict) -> int:
         print(f"{r['groups']:3d} x {r['expected_m']:5d}  N {r['N']:5d} K {r['K']:5d} | {k_us:8.1f} |"
               f" {r['flops'] / k_us / 1e6:6.0f} | {r['deepgemm_anchor_us'] / k_us:4.2f} | {loop:8.1f} |"
               f" {_fmt(bf, '8.1f')} / {_fmt(f8, '8.1f')} | {_fmt(bf and bf / loop, '5.2f')} | {_fmt(f8 and f8 / loop, '5.2f')}")
-    rows_m = [bench_masked(key, reps=reps, target_ms=target_ms) for key in MASKED_ANCHORS]
+    rows_m = [bench_masked(key, reps=reps, target_ms=target_ms) for key in MASKED_ANCHORS if "masked" in parts]
     print(f"# masked (max_m {MASKED_MAX_M}): kern us | TFLOPS (valid rows) | xDG | loop us")
     for r in rows_m:
         k_us = r["ours_kernel_us"]
         print(f"{r['groups']:3d} x {r['expected_m']:5d}  N {r['N']:5d} K {r['K']:5d} | {k_us:8.1f} |"
               f" {r['flops'] / k_us / 1e6:6.0f} | {r['deepgemm_anchor_us'] / k_us:4.2f} | {r['ours_loop_us']:8.1f}")
+    rows_k = [bench_k_grouped(key, reps=reps, target_ms=target_ms) for key in K_GROUPED_SHAPES if "k_grouped" in parts]
+    print("# k-grouped (wgrad, group 1 empty): kern us | TFLOPS | loop us (incl. transposes) | ragged_dot bf16 dW"
+          " loop us | x bf16")
+    for r in rows_k:
+        k_us, loop, bf = r["ours_kernel_us"], r["ours_loop_us"], r["ragged_dot_bf16_dw_loop_us"]
+        print(f"{r['groups']:3d} x M {r['M']:5d} N {r['N']:5d} K~{r['expected_k']:5d} | {k_us:8.1f} |"
+              f" {r['flops'] / k_us / 1e6:6.0f} | {loop:8.1f} | {_fmt(bf, '8.1f')} | {_fmt(bf and bf / loop, '5.2f')}")
     with open(json_path, "w") as f:
-        json.dump({**meta, "contiguous": rows_c, "masked": rows_m}, f, indent=1)
+        json.dump({**meta, "contiguous": rows_c, "masked": rows_m, "k_grouped": rows_k}, f, indent=1)
     print(f"# wrote {json_path}")
     return 0
