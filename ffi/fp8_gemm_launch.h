@@ -49,6 +49,8 @@ struct Fp8GemmOperands {
   // M-grouped masked (1D2D only): valid rows per group [num_groups]; a/d are [num_groups * max_m, ...].
   const int* masked_m = nullptr;
   int max_m = 0;
+  // M-grouped ragged (1D2D only): cumulative row ends [num_groups] of the groups of a; b as contiguous.
+  const int* group_ends = nullptr;
   // K-grouped (1D1D only): K sizes [num_groups] of consecutive K ranges of a [m, k] and b [n, k];
   // d (and c) are [num_groups * m, n]. nullptr = not K-grouped.
   const int* group_k = nullptr;

@@ -20,7 +20,7 @@ namespace {
 ffi::Error KGroupedFp8GemmNtContiguous(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa,
                                        ffi::AnyBuffer b, ffi::AnyBuffer sfb_t, ffi::AnyBuffer group_k,
                                        ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, int32_t block_m,
-                                       int32_t block_n, int32_t num_sms, int32_t accumulate) {
+                                       int32_t block_n, int32_t cluster_m, int32_t num_sms, int32_t accumulate) {
   constexpr const char* kOp = "k_grouped_fp8_gemm_nt_contiguous";
   JDG_RETURN_IF_ERROR(CheckAliasedOutput(kOp, aliased_d, *d, accumulate != 0));
   // decode
@@ -47,11 +47,14 @@ ffi::Error KGroupedFp8GemmNtContiguous(cudaStream_t stream, int32_t device, ffi:
   // decide: the tile for one group's GEMM at the mean K; the grid covers every group's tiles.
   const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
   const int mean_k = int(std::max<int64_t>(128, k / groups));
-  Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), mean_k, BScale::kPerChannel, sms, block_m, block_n, 1, 0);
+  Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), mean_k, BScale::kPerChannel, sms, block_m, block_n,
+                                        cluster_m, 0);
   if (cfg.block_m == 0)
-    return ffi::Error::InvalidArgument("k_grouped_fp8_gemm_nt_contiguous: requested block_m/block_n is not compiled");
-  const int64_t tiles = CeilDiv(m, cfg.block_m) * CeilDiv(n, cfg.block_n) * groups;
-  cfg.grid = int(std::min<int64_t>(tiles, sms));
+    return ffi::Error::InvalidArgument(
+        "k_grouped_fp8_gemm_nt_contiguous: requested block_m/block_n/cluster_m is not compiled");
+  // Persistent grid over every group's cluster tiles (a cluster's CTAs share one group and N-block).
+  const int64_t cluster_tiles = CeilDiv(m, int64_t(cfg.block_m) * cfg.cluster_m) * CeilDiv(n, cfg.block_n) * groups;
+  cfg.grid = int(std::min<int64_t>(cluster_tiles, sms / cfg.cluster_m)) * cfg.cluster_m;
   // launch
   Fp8GemmOperands op = MakeFp8GemmOperands(device, m, n, k, a, sfa, b, sfb_t, *d);
   op.sfb_row_stride = int((n + 3) / 4 * 4);
@@ -77,6 +80,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmKGroupedFp8GemmNtContiguous, jdg::KGrou
                                   .Ret<xla::ffi::AnyBuffer>()   // d             f32  [G, M, N]
                                   .Attr<int32_t>("block_m")     // 0: heuristic
                                   .Attr<int32_t>("block_n")     // 0: heuristic
+                                  .Attr<int32_t>("cluster_m")   // 0: heuristic; 2: CTA pairs share B tiles
                                   .Attr<int32_t>("num_sms")     // 0: all SMs of the device
                                   .Attr<int32_t>("accumulate"),  // 1: d = c + ..., c aliased to d
                               {xla::ffi::Traits::kCmdBufferCompatible});

@@ -1,6 +1,7 @@
-// XLA FFI handlers of the M-grouped (MoE) FP8 GEMMs, both on the dense 1D2D kernel with B viewed as
-// [G*N, K] and a per-tile expert: contiguous (expert of each 128-row tile from the per-row ids) and
-// masked (A/D viewed as [G*max_m, ...], only the ceil(masked_m[g]/BLOCK_M) tiles of each group run).
+// XLA FFI handlers of the M-grouped (MoE) FP8 GEMMs, all on the dense 1D2D kernel with B viewed as
+// [G*N, K] and a per-tile expert: contiguous (expert of each 128-row tile from the per-row ids),
+// masked (A/D viewed as [G*max_m, ...], only the ceil(masked_m[g]/BLOCK_M) tiles of each group run)
+// and ragged (any group sizes; tiles straddling groups run once per group, storing its rows).
 // Execute only launches: no allocation, no host synchronisation (CUDA-graph safe).
 #include "m_grouped_fp8_gemm.h"
 
@@ -103,6 +104,48 @@ ffi::Error MGroupedFp8GemmNtMasked(cudaStream_t stream, int32_t device, ffi::Any
   return CudaStatus(DispatchFp8Gemm(BScale::kBlock128, op, cfg, stream), "m_grouped_fp8_gemm_nt_masked launch");
 }
 
+// D[r] = A[r] . B[g(r)]^T with group g owning rows [ends[g-1], ends[g]) of A (any sizes), rows past
+// the last end 0: the kernel reads A and writes D in place (no gathers), computing a 128-row tile
+// that straddles groups once per group in it.
+ffi::Error MGroupedFp8GemmNtRagged(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa,
+                                   ffi::AnyBuffer b, ffi::AnyBuffer sfb, ffi::AnyBuffer group_ends,
+                                   ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, int32_t block_m,
+                                   int32_t block_n, int32_t num_sms) {
+  constexpr const char* kOp = "m_grouped_fp8_gemm_nt_ragged";
+  JDG_RETURN_IF_ERROR(CheckAliasedOutput(kOp, aliased_d, *d, false));
+  if (a.dimensions().size() != 2 || b.dimensions().size() != 3)
+    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_ragged: a must be rank 2 and b rank 3");
+  const int64_t m = a.dimensions()[0], k = a.dimensions()[1];
+  const int64_t groups = b.dimensions()[0], n = b.dimensions()[1];
+  const int64_t k_blocks = CeilDiv(k, 128);
+  JDG_RETURN_IF_ERROR(ExpectBuffer(a, "a", ffi::DataType::F8E4M3FN, {m, k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(b, "b", ffi::DataType::F8E4M3FN, {groups, n, k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale", ffi::DataType::F32, {m, k_blocks}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(sfb, "b_scale", ffi::DataType::F32, {groups, CeilDiv(n, 128), k_blocks}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(group_ends, "group_ends", ffi::DataType::S32, {groups}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(*d, "d", ffi::DataType::BF16, {m, n}));
+  if (k == 0 || k % 16 != 0)
+    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_ragged: K must be a positive multiple of 16");
+  if (groups == 0 || m > INT32_MAX || groups * n > INT32_MAX || k > INT32_MAX)
+    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_ragged: G >= 1 and G*N, M, K must fit in int32");
+  if (m == 0 || n == 0) return ffi::Error::Success();
+  const DeviceInfo& info = GetDeviceInfo(device);
+  if (info.cc_major != 9)
+    return ffi::Error(ffi::ErrorCode::kFailedPrecondition, "m_grouped_fp8_gemm_nt_ragged: needs an sm_90 GPU");
+  // decide: tiles for the whole M (no clusters: a pair of tiles may differ in expert); the tile count
+  // depends on the device sizes, so the persistent grid covers its bound, (M tiles + G) x N tiles.
+  const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
+  Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), int(k), BScale::kBlock128, sms, block_m, block_n, 1, 0);
+  if (cfg.block_m == 0)
+    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_ragged: requested block_m/block_n is not compiled");
+  const int64_t max_tiles = (CeilDiv(m, cfg.block_m) + groups) * CeilDiv(n, cfg.block_n);
+  cfg.grid = int(std::min<int64_t>(max_tiles, sms));
+  Fp8GemmOperands op = MakeFp8GemmOperands(device, m, n, k, a, sfa, b, sfb, *d);
+  op.group_ends = static_cast<const int*>(group_ends.untyped_data());
+  op.num_groups = int(groups);
+  return CudaStatus(DispatchFp8Gemm(BScale::kBlock128, op, cfg, stream), "m_grouped_fp8_gemm_nt_ragged launch");
+}
+
 }  // namespace
 }  // namespace jdg
 
@@ -136,4 +179,20 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtMasked, jdg::MGroupedF
                                   .Attr<int32_t>("block_m")     // 0: heuristic
                                   .Attr<int32_t>("block_n")     // 0: heuristic
                                   .Attr<int32_t>("num_sms"),    // 0: all SMs of the device
+                              {xla::ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtRagged, jdg::MGroupedFp8GemmNtRagged,
+                              xla::ffi::Ffi::Bind()
+                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<xla::ffi::DeviceOrdinal>()
+                                  .Arg<xla::ffi::AnyBuffer>()  // a          e4m3 [M, K]
+                                  .Arg<xla::ffi::AnyBuffer>()  // a_scale    f32  [M, ceil(K/128)]
+                                  .Arg<xla::ffi::AnyBuffer>()  // b          e4m3 [G, N, K]
+                                  .Arg<xla::ffi::AnyBuffer>()  // b_scale    f32  [G, ceil(N/128), ceil(K/128)]
+                                  .Arg<xla::ffi::AnyBuffer>()  // group_ends s32  [G] cumulative row ends
+                                  .RemainingArgs()             // optional: d itself (aliased)
+                                  .Ret<xla::ffi::AnyBuffer>()  // d          bf16 [M, N]
+                                  .Attr<int32_t>("block_m")    // 0: heuristic
+                                  .Attr<int32_t>("block_n")    // 0: heuristic
+                                  .Attr<int32_t>("num_sms"),   // 0: all SMs of the device
                               {xla::ffi::Traits::kCmdBufferCompatible});

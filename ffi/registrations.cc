@@ -32,6 +32,7 @@ nb::dict Registrations() {
   targets["jax_deepgemm_fp8_gemm_nt_1d1d_v1"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d1d);
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtContiguous);
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_masked_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtMasked);
+  targets["jax_deepgemm_m_grouped_fp8_gemm_nt_ragged_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtRagged);
   targets["jax_deepgemm_k_grouped_fp8_gemm_nt_contiguous_v1"] = EncapsulateFfi(JaxDeepgemmKGroupedFp8GemmNtContiguous);
 #endif
   return targets;

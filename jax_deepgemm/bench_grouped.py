@@ -71,6 +71,22 @@ def bench_contiguous(key, *, reps: int, target_ms: float) -> dict[str, Any]:
                            "valid_m": sum(sizes), "flops": flops, "deepgemm_anchor_us": CONTIGUOUS_ANCHORS[key]}
     row["ours_kernel_us"] = _kernel_us(ours, sets)
     row["ours_loop_us"] = _loop_us(ours, sets, reps, target_ms)
+    sets.delete()
+
+    # The same groups unaligned (lax.ragged_dot's layout, sum(sizes) rows): the bar is within 10 % of
+    # the aligned contiguous kernel's time over the same rows.
+    ragged_sizes = jnp.asarray(sizes, jnp.int32)
+
+    def make_ragged(i):
+        a, b, _, _, _, _ = m_grouped_operands(i, [sum(sizes)], n, k)
+        w = jax.random.normal(jax.random.key(i), (groups, n, k)).astype(jnp.bfloat16)
+        return a, dg.per_block_cast_to_fp8(w)
+
+    sets = timing.build_input_sets(make_ragged, max_input_bytes=6 * timing.GiB)
+    ragged = jax.jit(lambda a, b: dg.m_grouped_fp8_gemm_nt_ragged(a, b, ragged_sizes))
+    row["ragged_unaligned_kernel_us"] = _kernel_us(ragged, sets)
+    sets.delete()
+    sets = timing.build_input_sets(make, max_input_bytes=6 * timing.GiB)
     for name, fn in (("ragged_dot_bf16", rd_bf16), ("ragged_dot_fp8", rd_fp8)):
         try:
             row[f"{name}_loop_us"] = _loop_us(fn, sets, reps, target_ms)
@@ -147,13 +163,14 @@ def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS)
     rows_c = [bench_contiguous(key, reps=reps, target_ms=target_ms) for key in CONTIGUOUS_ANCHORS
               if "contiguous" in parts]
     print("# contiguous (per-row ids): kern us | TFLOPS (valid rows) | xDG | loop us | ragged_dot bf16 / fp8 loop us"
-          " | x bf16 | x fp8")
+          " | x bf16 | x fp8 | ours unaligned (ragged) kern us | unaligned / aligned")
     for r in rows_c:
         k_us, loop = r["ours_kernel_us"], r["ours_loop_us"]
         bf, f8 = r.get("ragged_dot_bf16_loop_us"), r.get("ragged_dot_fp8_loop_us")
         print(f"{r['groups']:3d} x {r['expected_m']:5d}  N {r['N']:5d} K {r['K']:5d} | {k_us:8.1f} |"
               f" {r['flops'] / k_us / 1e6:6.0f} | {r['deepgemm_anchor_us'] / k_us:4.2f} | {loop:8.1f} |"
-              f" {_fmt(bf, '8.1f')} / {_fmt(f8, '8.1f')} | {_fmt(bf and bf / loop, '5.2f')} | {_fmt(f8 and f8 / loop, '5.2f')}")
+              f" {_fmt(bf, '8.1f')} / {_fmt(f8, '8.1f')} | {_fmt(bf and bf / loop, '5.2f')} | {_fmt(f8 and f8 / loop, '5.2f')}"
+              f" | {r['ragged_unaligned_kernel_us']:8.1f} | {r['ragged_unaligned_kernel_us'] / k_us:5.3f}")
     rows_m = [bench_masked(key, reps=reps, target_ms=target_ms) for key in MASKED_ANCHORS if "masked" in parts]
     print(f"# masked (max_m {MASKED_MAX_M}): kern us | TFLOPS (valid rows) | xDG | loop us")
     for r in rows_m:

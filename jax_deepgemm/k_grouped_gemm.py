@@ -83,8 +83,12 @@ def _validate_nt(op: str, a, b, k_group_sizes, c):
 
 
 def _tile_attrs(tile, num_sms: int) -> dict[str, int]:
-    block_m, block_n = tuple(tile) if tile is not None else (0, 0)
-    return dict(block_m=int(block_m), block_n=int(block_n), num_sms=int(num_sms))
+    """``tile`` = None (heuristic) or ``(block_m, block_n[, cluster_m])``, a compiled 1D1D kernel shape."""
+    tile = tuple(tile) if tile is not None else ()
+    if len(tile) not in (0, 2, 3):
+        raise ValueError(f"tile must be (block_m, block_n[, cluster_m]), got {tile!r}")
+    block_m, block_n, cluster_m = (*tile, 0, 0, 0)[:3]
+    return dict(block_m=int(block_m), block_n=int(block_n), cluster_m=int(cluster_m), num_sms=int(num_sms))
 
 
 def k_grouped_fp8_gemm_nt_contiguous(
@@ -107,7 +111,8 @@ def k_grouped_fp8_gemm_nt_contiguous(
         not a multiple of 128 on, the groups' outputs are NaN (never another group's data).
       c: optional float32 ``[G, M, N]`` accumulator.
       num_sms: use at most this many SMs (0 = all).
-      tile: ``(block_m, block_n)`` forces a compiled 1D1D tile (tests, tuning); None = heuristic.
+      tile: ``(block_m, block_n[, cluster_m])`` forces a compiled 1D1D kernel shape (tests, tuning; see
+        ``jax_deepgemm._ffi.fp8_gemm_tiles()["1d1d"]``); None = heuristic.
 
     Returns:
       ``[G, M, N]`` float32; an empty group gives ``C[g]`` (or zeros). K must be a multiple of 128.

@@ -1,8 +1,8 @@
 """M-grouped (MoE) FP8 GEMMs: each row of A is multiplied by the weights of its expert.
 
 ``m_grouped_fp8_gemm_nt_ragged`` takes ``jax.lax.ragged_dot``'s layout (group sizes on the device,
-groups of any size): it gathers the rows into the aligned layout, runs the contiguous kernel and
-gathers the result back (all on the device, no host synchronisation).
+groups of any size): the kernel reads A and writes D in place, computing a 128-row tile that
+straddles groups once per group in it (no gathers, no host synchronisation).
 
 ``m_grouped_fp8_gemm_nt_masked`` takes fixed per-expert buffers ``A [G, max_m, K]`` with the valid
 row count of each expert on the device (decode under CUDA graphs).
@@ -127,12 +127,37 @@ def m_grouped_fp8_gemm_nt_contiguous(
     return d
 
 
+def _group_ends(sizes: jax.Array, m: int) -> jax.Array:
+    """Cumulative row ends of ragged groups, int32 [G]: negative sizes count as 0 and ends clamp at M
+    (rows that do not exist are dropped, later groups first)."""
+    return jnp.minimum(jnp.cumsum(jnp.clip(sizes.astype(jnp.int32), 0, m), dtype=jnp.int32), m)
+
+
+def _ragged_reference(a, a_scale, b, b_scale, ends, *out, **_):
+    row_ids = _gl._owner_of(ends, jnp.arange(a.shape[0], dtype=jnp.int32))
+    return (_ref._m_grouped_rows(a, a_scale, b, b_scale, jnp.where(row_ids < b.shape[0], row_ids, -1)),)
+
+
+_ragged_p = make_primitive(
+    OpSpec(
+        name="jax_deepgemm_m_grouped_fp8_gemm_nt_ragged",
+        target="jax_deepgemm_m_grouped_fp8_gemm_nt_ragged_v1",
+        out_shapes=lambda a, sa, b, sb, ends, *out, **_: [((a.shape[0], b.shape[1]), jnp.bfloat16)],
+        reference=_ragged_reference,
+        attrs=lambda **params: {name: int32_attr(v) for name, v in params.items()},
+        batch=batch_by_map,
+        aliased_output_operand=5,
+    )
+)
+
+
 def m_grouped_fp8_gemm_nt_ragged(
     a: tuple[jax.Array, jax.Array],
     b: tuple[jax.Array, jax.Array],
     group_sizes: jax.Array,
     *,
     num_sms: int = 0,
+    tile: tuple[int, int] | None = None,
 ) -> jax.Array:
     """MoE grouped GEMM with ``jax.lax.ragged_dot`` semantics, FP8 in, BF16 out.
 
@@ -146,25 +171,36 @@ def m_grouped_fp8_gemm_nt_ragged(
       group_sizes: ``[G]`` integer rows per group. Host data must be non-negative and sum to at most
         M (``ValueError`` naming ``group_sizes``); device data: negative sizes count as 0 and rows
         past M are dropped (later groups first).
-      num_sms: use at most this many SMs for the GEMM (0 = all).
+      num_sms: use at most this many SMs (0 = all).
+      tile: ``(block_m, block_n)`` forces a compiled tile (tests, tuning); None = heuristic.
 
-    Implementation: the rows are gathered into the 128-aligned contiguous layout (at most
-    ``max_aligned_rows(M, G)`` rows, a static bound), multiplied by the contiguous kernel and
-    gathered back: two row gathers (A and D) on top of the GEMM.
+    Implementation: one kernel over A and D in place. A row tile (128 rows) that straddles a group
+    boundary is computed once per group it holds, each pass storing only that group's rows, so
+    unaligned groups cost at most G extra row tiles over the same rows aligned.
     """
     op = "m_grouped_fp8_gemm_nt_ragged"
     a_fp8, a_scale, b_fp8, b_scale = _fp8_pairs(op, a, b)
     a_fp8, a_scale, b_fp8, b_scale = _ref._check_m_grouped_operands(op, a_fp8, a_scale, b_fp8, b_scale)
-    m, num_groups, n = a_fp8.shape[0], b_fp8.shape[0], b_fp8.shape[1]
+    m, k = a_fp8.shape
+    num_groups, n = b_fp8.shape[0], b_fp8.shape[1]
+    if k % 16 != 0:
+        raise ValueError(f"{op}: K={k} must be a multiple of 16 (the kernel's TMA loads need 16-byte aligned rows)")
     sizes = _gl.check_group_sizes(group_sizes, fn=op, num_rows=m, num_groups=num_groups, rows_name="M")
     if m == 0 or n == 0 or num_groups == 0:
         return jnp.zeros((m, n), jnp.bfloat16)
-    m_pad = _gl.max_aligned_rows(m, num_groups, CONTIGUOUS_ALIGNMENT)
-    sizes = sizes.astype(jnp.int32)  # the layout helpers clamp device sizes to [0, rows]
-    _, row_ids, gather = _gl._aligned_layout(sizes, m_pad, CONTIGUOUS_ALIGNMENT)
-    a_pad = (_gl._take_rows(a_fp8, gather), _gl._take_rows(a_scale, gather))
-    d_pad = m_grouped_fp8_gemm_nt_contiguous(a_pad, (b_fp8, b_scale), row_ids, num_sms=num_sms)
-    return _gl._take_rows(d_pad, _gl._ragged_to_aligned(sizes, m, m_pad, CONTIGUOUS_ALIGNMENT))
+    block_m, block_n = tuple(tile) if tile is not None else (0, 0)
+    (d,) = _ragged_p.bind(a_fp8, a_scale, b_fp8, b_scale, _group_ends(sizes, m), block_m=int(block_m),
+                          block_n=int(block_n), num_sms=int(num_sms))
+    return d
+
+
+def _m_grouped_ragged_into(a, b, group_sizes, out: jax.Array, *, tile=None) -> jax.Array:
+    """Test hook: the ragged kernel writing into (an XLA-aliased copy of) a pre-filled ``out``."""
+    (a_fp8, a_scale), (b_fp8, b_scale) = a, b
+    block_m, block_n = tuple(tile) if tile is not None else (0, 0)
+    ends = _group_ends(jnp.asarray(group_sizes, jnp.int32), a_fp8.shape[0])
+    return _ragged_p.bind(a_fp8, a_scale, b_fp8, b_scale, ends, out, block_m=int(block_m), block_n=int(block_n),
+                          num_sms=0)[0]
 
 
 def _m_grouped_contiguous_into(a, b, row_ids, out: jax.Array) -> jax.Array:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jax_deepgemm as dg
-from jax_deepgemm.m_grouped_gemm import _m_grouped_contiguous_into, _m_grouped_masked_into
+from jax_deepgemm.m_grouped_gemm import _m_grouped_contiguous_into, _m_grouped_masked_into, _m_grouped_ragged_into
 from jax_deepgemm.reference import _rows_by_group_matmul
 from jax_deepgemm.testing.generators import m_grouped_operands
 from jax_deepgemm.testing.numeric import FP8_TOLERANCE, assert_bitwise_equal, calc_diff
@@ -153,3 +153,35 @@ def test_ragged_skewed_routing(sizes, m, n, k):
     assert (out[~done] == 0).all()
     exact = np.asarray(_exact_device(x, w, jnp.asarray(ids)), np.float64)
     assert calc_diff(out[done], exact[done]) < FP8_TOLERANCE
+
+
+@pytest.mark.parametrize("tile", [None, (64, 64), (128, 128), (128, 176)])
+def test_ragged_poisoned_every_row_written_once(tile):
+    """Tiles straddling group boundaries run once per group and store only that group's rows: with
+    a NaN-poisoned output every row must come out finite (rows past the total exactly 0)."""
+    sizes, m, n, k = [130, 0, 1, 126, 64, 0, 300], 700, 576, 1536
+    a, _, x, _, _, _ = m_grouped_operands(13, [m], n, k)
+    a, x = (a[0][:m], a[1][:m]), x[:m]
+    w = jax.random.normal(jax.random.key(14), (len(sizes), n, k)).astype(jnp.bfloat16)
+    b = dg.per_block_cast_to_fp8(w)
+    out = jax.jit(_m_grouped_ragged_into, static_argnames="tile")(
+        a, b, jnp.asarray(sizes, jnp.int32), jnp.full((m, n), jnp.nan, jnp.bfloat16), tile=tile)
+    out = np.asarray(out, np.float64)
+    ids = np.full(m, -1, np.int32)
+    ids[: sum(sizes)] = np.repeat(np.arange(len(sizes)), sizes)
+    done = ids >= 0
+    assert (out[~done] == 0).all(), "rows past the groups must be 0 (and written)"
+    assert np.isfinite(out[done]).all(), "a row of a straddling tile was not written"
+    exact = np.asarray(_exact_device(x, w, jnp.asarray(ids)), np.float64)
+    assert calc_diff(out[done], exact[done]) < FP8_TOLERANCE
+
+
+def test_sanitizer_small_ragged():
+    """Small ragged case (straddling tiles, empty groups, zero tail) for compute-sanitizer runs."""
+    sizes, m, n, k = [70, 0, 100, 3], 200, 256, 512
+    a, _, _, _, _, _ = m_grouped_operands(15, [m], n, k)
+    a = (a[0][:m], a[1][:m])
+    b = dg.per_block_cast_to_fp8(jax.random.normal(jax.random.key(16), (len(sizes), n, k)).astype(jnp.bfloat16))
+    out = np.asarray(_m_grouped_ragged_into(a, b, jnp.asarray(sizes, jnp.int32),
+                                            jnp.full((m, n), jnp.nan, jnp.bfloat16)), np.float32)
+    assert np.isfinite(out).all() and (out[sum(sizes):] == 0).all()

@@ -14,10 +14,10 @@
 #define JDG_FP8_1D2D_BM128(X) X(128, 16, 1, 0) X(128, 32, 1, 0) X(128, 64, 1, 0) X(128, 128, 1, 0)          // small/medium M
 #define JDG_FP8_1D2D_BM128_WIDE(X) X(128, 144, 1, 0) X(128, 160, 1, 0) X(128, 176, 1, 0) X(128, 192, 1, 0)  // wave fit
 #define JDG_FP8_1D2D_BM128_CLUSTER(X) X(128, 128, 2, 0) X(128, 176, 2, 0)  // large M (128x192: spills, never faster)
-#define JDG_FP8_1D2D_PIPELINED(X) X(64, 64, 1, 1) X(128, 128, 1, 1) X(128, 128, 2, 1)         // experimental
+#define JDG_FP8_1D2D_PIPELINED(X) X(64, 64, 1, 1) X(128, 128, 1, 1)  // experimental
 #define JDG_FP8_1D2D_ALL(X) \
   JDG_FP8_1D2D_BM64(X) JDG_FP8_1D2D_BM128(X) JDG_FP8_1D2D_BM128_WIDE(X) JDG_FP8_1D2D_BM128_CLUSTER(X) \
       JDG_FP8_1D2D_PIPELINED(X)
 
 // FP32-output 1D1D kernels (per-channel weight scales, optional accumulate into C).
-#define JDG_FP8_1D1D_ALL(X) X(64, 64, 1, 0) X(128, 128, 1, 0)
+#define JDG_FP8_1D1D_ALL(X) X(64, 64, 1, 0) X(128, 128, 1, 0) X(128, 128, 2, 0)

@@ -15,6 +15,9 @@ struct GemmGrouping {
   // masked_m[g] rows (whole BLOCK_M tiles).
   const int* masked_m = nullptr;
   int max_m = 0;
+  // Ragged (lax.ragged_dot's layout, any group sizes): cumulative row ends [num_groups] of the groups
+  // of A [m, k]; rows past the last end are zeros. B is [num_groups * n, k].
+  const int* group_ends = nullptr;
   // K-grouped (weight gradients): K sizes [num_groups] of consecutive K ranges of A [m, k] and
   // B [n, k]; D is [num_groups * m, n]. Each size must be a multiple of 128 (one scale block).
   const int* group_k = nullptr;
@@ -53,6 +56,37 @@ __device__ __forceinline__ bool NextGemmTile(const TileScheduler& sched, const G
       return true;
     }
     tile -= tiles;
+  }
+  return false;
+}
+
+// The next tile of a ragged M-grouped GEMM. Group g owns rows [end[g-1], end[g]) (ends clamped to
+// be non-decreasing and <= m); a BLOCK_M row tile that straddles groups is computed once per group
+// in it, each unit storing only its group's rows [row_lo, row_hi). The units are walked group by
+// group (N-blocks fastest), then the tiles of the rows past the last end (group -1: zeros). At most
+// ceil(m / BLOCK_M) + num_groups M-units, so straddling costs at most num_groups extra tile rows.
+template <int kBlockM, int kBlockN>
+__device__ __forceinline__ bool NextRaggedTile(const GemmGrouping& grouping, int m, int n, int tile, int& m_block,
+                                               int& n_block, int& group, int& row_lo, int& row_hi) {
+  const int num_n_blocks = (n + kBlockN - 1) / kBlockN;
+  int start = 0;
+  for (int g = 0; g <= grouping.num_groups; ++g) {
+    // the pseudo-group num_groups is the zero tail [last end, m)
+    const int end = g < grouping.num_groups ? min(max(__ldg(grouping.group_ends + g), start), m) : m;
+    if (end > start) {
+      const int first = start / kBlockM;
+      const int tiles = ((end - 1) / kBlockM - first + 1) * num_n_blocks;
+      if (tile < tiles) {
+        m_block = first + tile / num_n_blocks;
+        n_block = tile % num_n_blocks;
+        group = g < grouping.num_groups ? g : -1;
+        row_lo = max(start, m_block * kBlockM);
+        row_hi = min(end, m_block * kBlockM + kBlockM);
+        return true;
+      }
+      tile -= tiles;
+    }
+    start = end;
   }
   return false;
 }

@@ -99,7 +99,7 @@ struct Fp8GemmTraits {
   static_assert(kBlockM == 64 || kBlockM == 128, "BLOCK_M is 64 (one consumer warpgroup) or 128 (two)");
   static_assert(kBlockN % 16 == 0 || kBlockN == 24, "BLOCK_N must be a valid WGMMA N for FP8");
   static_assert(kBlockN <= 192, "accumulator + promoted copy must fit in 232 registers per thread");
-  static_assert(kClusterM == 1 || (kClusterM == 2 && kBScale == BScale::kBlock128 && kBlockN % 16 == 0),
+  static_assert(kClusterM == 1 || (kClusterM == 2 && kBlockN % 16 == 0),
                 "B multicast: two CTAs, each loading a 1024-byte-aligned half of the B tile");
   static constexpr int kBRowsPerCta = kBlockN / kClusterM;  // rows of the B tile each CTA of a cluster loads
   static constexpr int kNumMathWarpgroups = kBlockM / 64;
@@ -174,17 +174,31 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
   TileScheduler sched(p.m, p.n, kBlockM * kClusterM, kBlockN, p.raster_band);
   const int first_tile = blockIdx.x / kClusterM, tile_stride = gridDim.x / kClusterM;
   const bool k_grouped = kBScale == BScale::kPerChannel && p.grouping.group_k != nullptr;
-  // Tile `tile` of this CTA's walk: its M/N blocks, its group (expert), its K-block range (empty for a
-  // padding tile or an empty group) and whether its group's K layout is broken (K-grouped only).
-  auto next_tile = [&](int tile, int& m_block, int& n_block, int& group, int& kb_begin, int& kb_end,
-                       bool& poisoned) -> bool {
-    if (k_grouped)
-      return NextKGroupedTile(sched, p.grouping, p.num_k_blocks, tile, m_block, n_block, group, kb_begin, kb_end,
-                              poisoned);
+  // Tile `tile` of this CTA's walk: its M/N blocks, its group (expert), the rows [row_lo, row_hi) it
+  // stores, its K-block range (empty for a padding tile or an empty group) and whether its group's K
+  // layout is broken (K-grouped only).
+  auto next_tile = [&](int tile, int& m_block, int& n_block, int& group, int& row_lo, int& row_hi, int& kb_begin,
+                       int& kb_end, bool& poisoned) -> bool {
+    kb_begin = 0, poisoned = false;
+    if (kBScale == BScale::kBlock128 && p.grouping.group_ends != nullptr) {
+      if (!NextRaggedTile<kBlockM, kBlockN>(p.grouping, p.m, p.n, tile, m_block, n_block, group, row_lo, row_hi))
+        return false;
+      kb_end = group < 0 ? 0 : p.num_k_blocks;
+      return true;
+    }
+    if (k_grouped) {
+      if (!NextKGroupedTile(sched, p.grouping, p.num_k_blocks, tile, m_block, n_block, group, kb_begin, kb_end,
+                            poisoned))
+        return false;
+      m_block = m_block * kClusterM + cta_rank;  // both CTAs of a cluster work on the same group
+      row_lo = m_block * kBlockM, row_hi = min(p.m, row_lo + kBlockM);
+      return true;
+    }
     if (!NextGemmTile<kBlockM, kBlockN, kClusterM>(sched, p.grouping, p.m, p.n, tile, cta_rank, m_block, n_block,
                                                    group))
       return false;
-    kb_begin = 0, kb_end = group < 0 ? 0 : p.num_k_blocks, poisoned = false;
+    kb_end = group < 0 ? 0 : p.num_k_blocks;
+    row_lo = m_block * kBlockM, row_hi = min(p.m, row_lo + kBlockM);  // empty past M (2nd CTA of a pair)
     return true;
   };
 
@@ -196,9 +210,9 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       cute::prefetch_tma_descriptor(&tma_b);
       if constexpr (kBScale == BScale::kPerChannel) cute::prefetch_tma_descriptor(&tma_sfb);
       int stage = 0, phase = 0;
-      int m_block, n_block, group, kb_begin, kb_end;
+      int m_block, n_block, group, row_lo, row_hi, kb_begin, kb_end;
       bool poisoned;
-      for (int tile = first_tile; next_tile(tile, m_block, n_block, group, kb_begin, kb_end, poisoned);
+      for (int tile = first_tile; next_tile(tile, m_block, n_block, group, row_lo, row_hi, kb_begin, kb_end, poisoned);
            tile += tile_stride) {
         // M-grouped: B is [G * n, k] and the tile multiplies its expert's rows. (A padding tile or an
         // empty K group has no K-blocks: nothing to load, the consumers write zeros or C.)
@@ -234,9 +248,9 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     const int row_in_tile = warpgroup * 64 + warp_in_wg * 16 + lane / 4;  // and row_in_tile + 8
     float accum[kAccums], final_acc[kAccums];
     int stage = 0, phase = 0;
-    int m_block, n_block, group, kb_begin, kb_end;
+    int m_block, n_block, group, row_lo, row_hi, kb_begin, kb_end;
     bool poisoned;
-    for (int tile = first_tile; next_tile(tile, m_block, n_block, group, kb_begin, kb_end, poisoned);
+    for (int tile = first_tile; next_tile(tile, m_block, n_block, group, row_lo, row_hi, kb_begin, kb_end, poisoned);
          tile += tile_stride) {
       // m_block may be past M for the second CTA of a ragged last cluster pair: it computes on
       // zero-filled A and stores nothing.
@@ -368,7 +382,11 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
 #pragma unroll
             for (int g = 0; g < kBlockN / 8; ++g) col_scale[g] = sfb_stage[4 * g + quad];
             __syncwarp();
-            if (lane == 0) empty[stage].arrive();
+            if constexpr (kClusterM == 1) {
+              if (lane == 0) empty[stage].arrive();
+            } else {
+              if (lane < kClusterM) empty[stage].arrive(uint32_t(lane), 1u);  // lane i releases CTA i's copy
+            }
 #pragma unroll
             for (int g = 0; g < kBlockN / 8; ++g) {
               final_acc[4 * g + 0] = fmaf(sa0 * col_scale[g].x, accum[4 * g + 0], final_acc[4 * g + 0]);
@@ -406,8 +424,12 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       }
 
       // ---------------- epilogue ----------------
+      // A warpgroup stores its 64 rows with TMA only when they all belong to this tile's unit (a
+      // ragged tile straddling groups stores just its group's rows, through registers).
+      const int wg_row0 = m_block * kBlockM + warpgroup * 64;
+      const bool wg_rows_whole = row_lo <= wg_row0 && min(wg_row0 + 64, p.m) <= row_hi;
       if constexpr (Traits::kTmaStoreD) {
-        if (p.use_tma_store) {
+        if (p.use_tma_store && wg_rows_whole) {
           // Registers -> swizzled shared memory (conflict-free: the 16-byte unit index is XORed with
           // the row) -> one TMA store per 64-column chunk of this warpgroup's 64 rows. The store is
           // asynchronous: the warpgroup goes on to the next tile and waits for the smem reads only
@@ -429,7 +451,6 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           }
           cutlass::arch::fence_view_async_shared();
           cutlass::arch::NamedBarrier::sync(128, barrier_id);
-          const int wg_row0 = m_block * kBlockM + warpgroup * 64;
           if (leader && wg_row0 < p.m) {
 #pragma unroll
             for (int chunk = 0; chunk < kBlockN / 64; ++chunk)
@@ -451,7 +472,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int row = h == 0 ? row0 : row1;
-          if (row >= p.m) continue;
+          if (row < row_lo || row >= row_hi) continue;
           const int64_t offset = (d_row0 + row) * p.n + col;
           float v0 = final_acc[4 * g + 2 * h], v1 = final_acc[4 * g + 2 * h + 1];
           if constexpr (kBScale == BScale::kBlock128) {

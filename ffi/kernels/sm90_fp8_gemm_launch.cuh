@@ -47,9 +47,9 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
 
   // A 2-CTA cluster shares one B tile between two M-blocks, which may belong to different experts.
   // M-grouped GEMMs are 1D2D (BF16 out), K-grouped ones 1D1D (FP32 out, per-row scales on both sides).
-  const bool m_grouped = op.row_group != nullptr || op.masked_m != nullptr;
+  const bool m_grouped = op.row_group != nullptr || op.masked_m != nullptr || op.group_ends != nullptr;
   if (m_grouped && (kClusterM > 1 || kBScale != BScale::kBlock128)) return cudaErrorInvalidConfiguration;
-  if (op.group_k != nullptr && (kClusterM > 1 || kBScale != BScale::kPerChannel || m_grouped))
+  if (op.group_k != nullptr && (kBScale != BScale::kPerChannel || m_grouped))
     return cudaErrorInvalidConfiguration;
   if (op.masked_m != nullptr && (op.max_m % kBlockM != 0 || op.m != op.max_m * op.num_groups))
     return cudaErrorInvalidValue;
@@ -67,6 +67,7 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   params.grouping.masked_m = op.masked_m;
   params.grouping.max_m = op.max_m;
   params.grouping.group_k = op.group_k;
+  params.grouping.group_ends = op.group_ends;
   params.raster_band = cfg.raster_band;
   params.use_tma_store = use_tma_store ? 1 : 0;
   cudaLaunchConfig_t launch = {};

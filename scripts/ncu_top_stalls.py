@@ -1,0 +1,49 @@
+"""Top stalled SASS instructions of an ncu report (the kernel's hot spots), printed as a short table.
+
+On the GPU machine:
+  ncu --set full -k regex:Sm90Fp8GemmKernel --launch-skip 1 --launch-count 1 -o prof \
+      python3 -P scripts/profile_one.py 4096 4096 7168
+  ncu --import prof.ncu-rep --page source --csv --print-source sass > source.csv
+  python3 scripts/ncu_top_stalls.py source.csv [N]
+"""
+
+import csv
+import sys
+
+
+def main(path: str, top: int) -> None:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    header_at = next(i for i, r in enumerate(rows) if any("Warp Stall Sampling" in c for c in r))
+    header, body = rows[header_at], rows[header_at + 1:]
+    col = {name: i for i, name in enumerate(header)}
+    samples = next(i for n, i in col.items() if n.startswith("Warp Stall Sampling (All"))
+    source = next((i for n, i in col.items() if n == "Source"), None)
+    address = next((i for n, i in col.items() if n == "Address"), None)
+
+    def value(r):
+        try:
+            return float(r[samples].replace(",", ""))
+        except (ValueError, IndexError):
+            return 0.0
+
+    total = sum(value(r) for r in body) or 1.0
+    print(f"{len(body)} SASS lines, {total:.0f} stall samples; top {top}:")
+    for r in sorted(body, key=value, reverse=True)[:top]:
+        where = r[address] if address is not None else "?"
+        text = r[source] if source is not None else ""
+        print(f"{100 * value(r) / total:5.1f}%  {where:>6}  {text[:110]}")
+    # Per opcode class: where the math warps wait (barrier tries, WGMMA waits, FFMA promotion, ...).
+    by_op: dict[str, float] = {}
+    for r in body:
+        text = (r[source] if source is not None else "").strip()
+        op = text.split()[0] if text else "?"
+        if op.startswith("@"):
+            op = text.split()[1] if len(text.split()) > 1 else op
+        by_op[op.split(".")[0]] = by_op.get(op.split(".")[0], 0.0) + value(r)
+    print("by opcode:", ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in
+                                  sorted(by_op.items(), key=lambda kv: -kv[1])[:14]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 30)
