@@ -15,6 +15,9 @@ enum class BScale : int {
 
 constexpr int kSm90SmemCapacity = 232448;  // opt-in dynamic shared memory per block on sm_90
 
+// Widest tile compiled with the ragged M-grouped tile walk (see sm90_fp8_gemm.cuh).
+constexpr int kMaxRaggedBlockN = 176;
+
 // BF16 (1D2D) tiles whose width is a multiple of 64 stage D in shared memory for TMA stores.
 constexpr bool Fp8GemmHasSmemD(int block_n, BScale scale) { return scale == BScale::kBlock128 && block_n % 64 == 0; }
 constexpr int Fp8GemmSmemDBytes(int block_m, int block_n, BScale scale) {

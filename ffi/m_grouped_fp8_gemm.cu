@@ -135,9 +135,11 @@ ffi::Error MGroupedFp8GemmNtRagged(cudaStream_t stream, int32_t device, ffi::Any
   // decide: tiles for the whole M (no clusters: a pair of tiles may differ in expert); the tile count
   // depends on the device sizes, so the persistent grid covers its bound, (M tiles + G) x N tiles.
   const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
-  Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), int(k), BScale::kBlock128, sms, block_m, block_n, 1, 0);
+  Fp8GemmConfig cfg =
+      PickFp8GemmConfig(int(m), int(n), int(k), BScale::kBlock128, sms, block_m, block_n, 1, 0, kMaxRaggedBlockN);
   if (cfg.block_m == 0)
-    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_ragged: requested block_m/block_n is not compiled");
+    return ffi::Error::InvalidArgument(
+        "m_grouped_fp8_gemm_nt_ragged: requested block_m/block_n is not compiled for ragged GEMMs");
   const int64_t max_tiles = (CeilDiv(m, cfg.block_m) + groups) * CeilDiv(n, cfg.block_n);
   cfg.grid = int(std::min<int64_t>(max_tiles, sms));
   Fp8GemmOperands op = MakeFp8GemmOperands(device, m, n, k, a, sfa, b, sfb, *d);

@@ -8,10 +8,13 @@
 #include "xla/ffi/api/c_api.h"
 
 #if JAX_DEEPGEMM_WITH_CUDA
+#include "bf16_gemm.h"
 #include "fp8_gemm.h"
+#include "instances/bf16_gemm_instances.h"
 #include "instances/fp8_gemm_instances.h"
 #include "k_grouped_fp8_gemm.h"
 #include "m_grouped_fp8_gemm.h"
+#include "mqa_logits.h"
 #endif
 
 namespace nb = nanobind;
@@ -33,6 +36,15 @@ nb::dict Registrations() {
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtContiguous);
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_masked_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtMasked);
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_ragged_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtRagged);
+  targets["jax_deepgemm_fp8_mqa_logits_v1"] = EncapsulateFfi(JaxDeepgemmFp8MqaLogits);
+  targets["jax_deepgemm_fp4_mqa_logits_v1"] = EncapsulateFfi(JaxDeepgemmFp4MqaLogits);
+  targets["jax_deepgemm_paged_mqa_logits_metadata_v1"] = EncapsulateFfi(JaxDeepgemmPagedMqaLogitsMetadata);
+  targets["jax_deepgemm_fp8_paged_mqa_logits_v1"] = EncapsulateFfi(JaxDeepgemmFp8PagedMqaLogits);
+  targets["jax_deepgemm_fp4_paged_mqa_logits_v1"] = EncapsulateFfi(JaxDeepgemmFp4PagedMqaLogits);
+  targets["jax_deepgemm_bf16_gemm_v1"] = EncapsulateFfi(JaxDeepgemmBf16Gemm);
+  targets["jax_deepgemm_m_grouped_bf16_gemm_nt_contiguous_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedBf16GemmNtContiguous);
+  targets["jax_deepgemm_m_grouped_bf16_gemm_nt_masked_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedBf16GemmNtMasked);
+  targets["jax_deepgemm_m_grouped_bf16_gemm_nt_ragged_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedBf16GemmNtRagged);
   targets["jax_deepgemm_k_grouped_fp8_gemm_nt_contiguous_v1"] = EncapsulateFfi(JaxDeepgemmKGroupedFp8GemmNtContiguous);
 #endif
   return targets;
@@ -55,11 +67,24 @@ nb::dict Fp8GemmTiles() {
   return tiles;
 }
 
+// The compiled (block_m, block_n, cluster_m, major) shapes of the BF16 GEMM kernel, for tests and tuning
+// sweeps (major: 0 NT, 1 TT, 2 NN, 3 TN).
+nb::list Bf16GemmTiles() {
+  nb::list tiles;
+#if JAX_DEEPGEMM_WITH_CUDA
+#define JDG_APPEND_BF16(BM, BN, CLUSTER, MAJOR) tiles.append(nb::make_tuple(BM, BN, CLUSTER, MAJOR));
+  JDG_BF16_ALL(JDG_APPEND_BF16)
+#undef JDG_APPEND_BF16
+#endif
+  return tiles;
+}
+
 }  // namespace
 
 NB_MODULE(_C, m) {
   m.doc() = "jax_deepgemm XLA FFI handlers (CUDA, sm_90a)";
   m.def("registrations", &Registrations, "FFI target name -> handler capsule (empty without CUDA kernels)");
   m.def("fp8_gemm_tiles", &Fp8GemmTiles, "compiled (block_m, block_n) shapes per FP8 GEMM kernel");
+  m.def("bf16_gemm_tiles", &Bf16GemmTiles, "compiled (block_m, block_n, cluster_m, major) shapes of the BF16 GEMM kernel");
   m.def("has_cuda_kernels", [] { return bool(JAX_DEEPGEMM_WITH_CUDA); });
 }

@@ -358,7 +358,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grouped", nargs="?", const="contiguous,masked,k_grouped", metavar="PARTS",
                    help="run the MoE grouped cases instead: any of contiguous,masked,k_grouped (default all; "
                         "see bench_grouped.py)")
+    p.add_argument("--bf16", nargs="?", const="dense,contiguous,masked", metavar="PARTS",
+                   help="run the BF16 cases instead: any of dense,contiguous,masked (default all; see bench_bf16.py)")
+    p.add_argument("--mqa", nargs="?", const="ranged,paged,fp4", metavar="PARTS",
+                   help="run the lightning-indexer (MQA logits) cases instead: any of ranged,paged,fp4 (default all;"
+                        " see bench_mqa.py)")
     args = p.parse_args(argv)
+    if args.mqa:
+        if jax.devices()[0].platform != "gpu":
+            print("--mqa needs a GPU (the anchors are H100 kernel times)")
+            return 0
+        from jax_deepgemm import bench_mqa
+
+        meta = {"device": jax.devices()[0].device_kind, "date": datetime.date.today().isoformat(),
+                "jax_version": jax.__version__}
+        parts = tuple(x.strip() for x in args.mqa.split(",") if x.strip())
+        if not set(parts) <= set(bench_mqa.PARTS):
+            p.error(f"--mqa: unknown {sorted(set(parts) - set(bench_mqa.PARTS))}")
+        return bench_mqa.run(json_path=args.json, reps=args.reps, target_ms=args.target_ms, meta=meta, parts=parts)
+    if args.bf16:
+        if jax.devices()[0].platform != "gpu":
+            print("--bf16 needs a GPU")
+            return 0
+        from jax_deepgemm import bench_bf16
+
+        meta = {"device": jax.devices()[0].device_kind, "date": datetime.date.today().isoformat(),
+                "jax_version": jax.__version__}
+        parts = tuple(x.strip() for x in args.bf16.split(",") if x.strip())
+        if not set(parts) <= set(bench_bf16.PARTS):
+            p.error(f"--bf16: unknown {sorted(set(parts) - set(bench_bf16.PARTS))}")
+        return bench_bf16.run(json_path=args.json, reps=args.reps, target_ms=args.target_ms, meta=meta, parts=parts)
     if args.grouped:
         if jax.devices()[0].platform != "gpu":
             print("--grouped needs a GPU (the anchors are H100 kernel times)")

@@ -54,9 +54,11 @@ inline double Fp8GemmCost(int m, int n, int k, BlockShape s, BScale scale, int n
   return std::max(per_sm, dram);
 }
 
-// force_block_m/n > 0 select a compiled shape explicitly (tests and tuning sweeps).
+// force_block_m/n > 0 select a compiled shape explicitly (tests and tuning sweeps); max_block_n > 0
+// excludes wider tiles (e.g. those not compiled with the ragged walk).
 inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int num_sms, int force_block_m,
-                                       int force_block_n, int force_cluster_m, int force_pipelined) {
+                                       int force_block_n, int force_cluster_m, int force_pipelined,
+                                       int max_block_n = 0) {
   const BlockShape* shapes = scale == BScale::kBlock128 ? kFp8Block128Shapes : kFp8PerChannelShapes;
   const int num_shapes = scale == BScale::kBlock128 ? int(std::size(kFp8Block128Shapes))
                                                     : int(std::size(kFp8PerChannelShapes));
@@ -68,6 +70,7 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
     if (force_block_m > 0 && s.m != force_block_m) continue;
     if (force_block_n > 0 && s.n != force_block_n) continue;
     if (force_cluster_m > 0 && s.cluster_m != force_cluster_m) continue;
+    if (max_block_n > 0 && s.n > max_block_n) continue;
     // Experimental main loop: only when asked for (see fp8_gemm_instances.h).
     if (s.pipelined != (force_pipelined > 0 ? 1 : 0)) continue;
     if (s.cluster_m > num_sms) continue;

@@ -60,19 +60,27 @@ __device__ __forceinline__ bool NextGemmTile(const TileScheduler& sched, const G
   return false;
 }
 
-// The next tile of a ragged M-grouped GEMM. Group g owns rows [end[g-1], end[g]) (ends clamped to
-// be non-decreasing and <= m); a BLOCK_M row tile that straddles groups is computed once per group
-// in it, each unit storing only its group's rows [row_lo, row_hi). The units are walked group by
-// group (N-blocks fastest), then the tiles of the rows past the last end (group -1: zeros). At most
-// ceil(m / BLOCK_M) + num_groups M-units, so straddling costs at most num_groups extra tile rows.
+// Rows [start, end) of ragged group g (g = num_groups: the zero tail past the last end), from the
+// cumulative ends clamped to [0, m). Ends are non-decreasing when built by the Python op; anything
+// else still never leads outside [0, m).
+__device__ __forceinline__ void RaggedGroupRows(const GemmGrouping& grouping, int m, int g, int& start, int& end) {
+  auto clamped_end = [&](int i) { return min(max(__ldg(grouping.group_ends + i), 0), m); };
+  start = g > 0 ? clamped_end(g - 1) : 0;
+  end = g < grouping.num_groups ? clamped_end(g) : m;
+}
+
+// The next tile of a ragged M-grouped GEMM: group g owns rows [end[g-1], end[g]) of A and D. A
+// BLOCK_M row tile that straddles groups is computed once per group in it, each unit storing only
+// its group's rows (RaggedTileRows). The units are walked group by group (N-blocks fastest), then
+// the tiles of the rows past the last end (group -1: zeros). At most ceil(m / BLOCK_M) + num_groups
+// M-units, so straddling costs at most num_groups extra tile rows.
 template <int kBlockM, int kBlockN>
 __device__ __forceinline__ bool NextRaggedTile(const GemmGrouping& grouping, int m, int n, int tile, int& m_block,
-                                               int& n_block, int& group, int& row_lo, int& row_hi) {
+                                               int& n_block, int& group) {
   const int num_n_blocks = (n + kBlockN - 1) / kBlockN;
-  int start = 0;
   for (int g = 0; g <= grouping.num_groups; ++g) {
-    // the pseudo-group num_groups is the zero tail [last end, m)
-    const int end = g < grouping.num_groups ? min(max(__ldg(grouping.group_ends + g), start), m) : m;
+    int start, end;
+    RaggedGroupRows(grouping, m, g, start, end);
     if (end > start) {
       const int first = start / kBlockM;
       const int tiles = ((end - 1) / kBlockM - first + 1) * num_n_blocks;
@@ -80,15 +88,23 @@ __device__ __forceinline__ bool NextRaggedTile(const GemmGrouping& grouping, int
         m_block = first + tile / num_n_blocks;
         n_block = tile % num_n_blocks;
         group = g < grouping.num_groups ? g : -1;
-        row_lo = max(start, m_block * kBlockM);
-        row_hi = min(end, m_block * kBlockM + kBlockM);
         return true;
       }
       tile -= tiles;
     }
-    start = end;
   }
   return false;
+}
+
+// The rows [row_lo, row_hi) of tile (m_block, group) that a ragged unit stores: its group's rows
+// inside the tile (recomputed in the epilogue rather than kept live through the main loop).
+template <int kBlockM>
+__device__ __forceinline__ void RaggedTileRows(const GemmGrouping& grouping, int m, int m_block, int group,
+                                               int& row_lo, int& row_hi) {
+  int start, end;
+  RaggedGroupRows(grouping, m, group < 0 ? grouping.num_groups : group, start, end);
+  row_lo = max(start, m_block * kBlockM);
+  row_hi = min(end, m_block * kBlockM + kBlockM);
 }
 
 // The next tile of a K-grouped GEMM: group-major (every group covers the whole M x N tile grid),

@@ -114,7 +114,8 @@ struct Fp8GemmTraits {
   static constexpr int kBarrierBytes = kFp8GemmBarrierBytesPerStage;  // full + empty barrier per stage
   static constexpr int kTxBytes = kSmemA + kSmemB + (kBScale == BScale::kPerChannel ? kBlockN * 4 : 0);
   // How many 128-column B scale blocks one tile can overlap: 1 when BLOCK_N divides 128 (tiles
-  // never straddle), else at most (127 + BLOCK_N) / 128 + 1 (e.g. 3 for BLOCK_N = 176 at column 96).
+  // never straddle), else at most (127 + BLOCK_N) / 128 + 1. (The tight bound, ceil((128 - gcd(BLOCK_N,
+  // 128) + BLOCK_N) / 128), is 2 for 192, but ptxas then spills the 128 x 192 kernel: measured.)
   // Variant (kPipelined = 1): two accumulator sets, so the WGMMAs of K-block kb+1 are in flight while
   // kb is promoted. Needs a single B scale row and room for the accumulators twice (BLOCK_N | 128).
   // Measured on H100: 10-19 % slower on memory-bound small-M shapes (a stage is released only once
@@ -174,15 +175,17 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
   TileScheduler sched(p.m, p.n, kBlockM * kClusterM, kBlockN, p.raster_band);
   const int first_tile = blockIdx.x / kClusterM, tile_stride = gridDim.x / kClusterM;
   const bool k_grouped = kBScale == BScale::kPerChannel && p.grouping.group_k != nullptr;
-  // Tile `tile` of this CTA's walk: its M/N blocks, its group (expert), the rows [row_lo, row_hi) it
-  // stores, its K-block range (empty for a padding tile or an empty group) and whether its group's K
-  // layout is broken (K-grouped only).
-  auto next_tile = [&](int tile, int& m_block, int& n_block, int& group, int& row_lo, int& row_hi, int& kb_begin,
-                       int& kb_end, bool& poisoned) -> bool {
+  // Tile `tile` of this CTA's walk: its M/N blocks, its group (expert), its K-block range (empty for a
+  // padding tile or an empty group) and whether its group's K layout is broken (K-grouped only).
+  // The ragged walk and its row-masked epilogue are compiled only into tiles with registers to spare
+  // (beside the 128 x 192 tile's 2 x 96 accumulators they spill: measured).
+  constexpr bool kRaggedWalk = kBScale == BScale::kBlock128 && kBlockN <= kMaxRaggedBlockN;
+  const bool ragged = kRaggedWalk && p.grouping.group_ends != nullptr;
+  auto next_tile = [&](int tile, int& m_block, int& n_block, int& group, int& kb_begin, int& kb_end,
+                       bool& poisoned) -> bool {
     kb_begin = 0, poisoned = false;
-    if (kBScale == BScale::kBlock128 && p.grouping.group_ends != nullptr) {
-      if (!NextRaggedTile<kBlockM, kBlockN>(p.grouping, p.m, p.n, tile, m_block, n_block, group, row_lo, row_hi))
-        return false;
+    if (ragged) {
+      if (!NextRaggedTile<kBlockM, kBlockN>(p.grouping, p.m, p.n, tile, m_block, n_block, group)) return false;
       kb_end = group < 0 ? 0 : p.num_k_blocks;
       return true;
     }
@@ -191,14 +194,12 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
                             poisoned))
         return false;
       m_block = m_block * kClusterM + cta_rank;  // both CTAs of a cluster work on the same group
-      row_lo = m_block * kBlockM, row_hi = min(p.m, row_lo + kBlockM);
       return true;
     }
     if (!NextGemmTile<kBlockM, kBlockN, kClusterM>(sched, p.grouping, p.m, p.n, tile, cta_rank, m_block, n_block,
                                                    group))
       return false;
     kb_end = group < 0 ? 0 : p.num_k_blocks;
-    row_lo = m_block * kBlockM, row_hi = min(p.m, row_lo + kBlockM);  // empty past M (2nd CTA of a pair)
     return true;
   };
 
@@ -210,9 +211,9 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       cute::prefetch_tma_descriptor(&tma_b);
       if constexpr (kBScale == BScale::kPerChannel) cute::prefetch_tma_descriptor(&tma_sfb);
       int stage = 0, phase = 0;
-      int m_block, n_block, group, row_lo, row_hi, kb_begin, kb_end;
+      int m_block, n_block, group, kb_begin, kb_end;
       bool poisoned;
-      for (int tile = first_tile; next_tile(tile, m_block, n_block, group, row_lo, row_hi, kb_begin, kb_end, poisoned);
+      for (int tile = first_tile; next_tile(tile, m_block, n_block, group, kb_begin, kb_end, poisoned);
            tile += tile_stride) {
         // M-grouped: B is [G * n, k] and the tile multiplies its expert's rows. (A padding tile or an
         // empty K group has no K-blocks: nothing to load, the consumers write zeros or C.)
@@ -248,13 +249,14 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     const int row_in_tile = warpgroup * 64 + warp_in_wg * 16 + lane / 4;  // and row_in_tile + 8
     float accum[kAccums], final_acc[kAccums];
     int stage = 0, phase = 0;
-    int m_block, n_block, group, row_lo, row_hi, kb_begin, kb_end;
+    int m_block, n_block, group, kb_begin, kb_end;
     bool poisoned;
-    for (int tile = first_tile; next_tile(tile, m_block, n_block, group, row_lo, row_hi, kb_begin, kb_end, poisoned);
+    for (int tile = first_tile; next_tile(tile, m_block, n_block, group, kb_begin, kb_end, poisoned);
          tile += tile_stride) {
       // m_block may be past M for the second CTA of a ragged last cluster pair: it computes on
       // zero-filled A and stores nothing.
       const int row0 = m_block * kBlockM + row_in_tile, row1 = row0 + 8;
+
       const int n0 = n_block * kBlockN;
       // The loops below count K-blocks from the tile's first (kb_begin, non-zero for K-grouped GEMMs).
       const int num_k_blocks = kb_end - kb_begin;
@@ -262,7 +264,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       const float* sfa0 = p.sfa + static_cast<int64_t>(min(row0, p.m - 1)) * p.num_k_blocks + kb_begin;
       const float* sfa1 = p.sfa + static_cast<int64_t>(min(row1, p.m - 1)) * p.num_k_blocks + kb_begin;
       // B scale rows covering this tile's columns: a BLOCK_N-wide tile may overlap up to
-      // kScaleRows of the 128-column scale blocks (e.g. 3 for BLOCK_N = 176 starting at column 96).
+      // kScaleRows of the 128-column scale blocks (e.g. 3 for BLOCK_N = 176 starting at column 112).
       const float* sfb_rows[Traits::kScaleRows];
       const int col_offset = n0 % 128;  // this tile's first column inside its first scale block
       if constexpr (kBScale == BScale::kBlock128) {
@@ -404,7 +406,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         }
       }
 
-      if (poisoned) {
+      if (kBScale == BScale::kPerChannel && poisoned) {
 #pragma unroll
         for (int i = 0; i < kAccums; ++i) final_acc[i] = __int_as_float(0x7fc00000);  // broken K layout: NaN
       }
@@ -424,10 +426,16 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       }
 
       // ---------------- epilogue ----------------
-      // A warpgroup stores its 64 rows with TMA only when they all belong to this tile's unit (a
-      // ragged tile straddling groups stores just its group's rows, through registers).
-      const int wg_row0 = m_block * kBlockM + warpgroup * 64;
-      const bool wg_rows_whole = row_lo <= wg_row0 && min(wg_row0 + 64, p.m) <= row_hi;
+      // The rows this unit stores: the tile's rows below M, or (ragged) its group's rows in the tile.
+      // A warpgroup whose 64 rows all belong to the unit stores with TMA; a ragged tile straddling
+      // groups stores its group's rows through registers.
+      int row_lo = m_block * kBlockM, row_hi = min(p.m, row_lo + kBlockM);  // empty past M (2nd CTA of a pair)
+      bool wg_rows_whole = true;
+      if constexpr (kRaggedWalk) {
+        if (ragged) RaggedTileRows<kBlockM>(p.grouping, p.m, m_block, group, row_lo, row_hi);
+        const int wg_row0 = m_block * kBlockM + warpgroup * 64;
+        wg_rows_whole = row_lo <= wg_row0 && min(wg_row0 + 64, p.m) <= row_hi;
+      }
       if constexpr (Traits::kTmaStoreD) {
         if (p.use_tma_store && wg_rows_whole) {
           // Registers -> swizzled shared memory (conflict-free: the 16-byte unit index is XORed with
@@ -451,6 +459,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           }
           cutlass::arch::fence_view_async_shared();
           cutlass::arch::NamedBarrier::sync(128, barrier_id);
+          const int wg_row0 = m_block * kBlockM + warpgroup * 64;
           if (leader && wg_row0 < p.m) {
 #pragma unroll
             for (int chunk = 0; chunk < kBlockN / 64; ++chunk)
@@ -472,7 +481,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int row = h == 0 ? row0 : row1;
-          if (row < row_lo || row >= row_hi) continue;
+          if (row >= row_hi || (kRaggedWalk && row < row_lo)) continue;
           const int64_t offset = (d_row0 + row) * p.n + col;
           float v0 = final_acc[4 * g + 2 * h], v1 = final_acc[4 * g + 2 * h + 1];
           if constexpr (kBScale == BScale::kBlock128) {

@@ -49,6 +49,7 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   // M-grouped GEMMs are 1D2D (BF16 out), K-grouped ones 1D1D (FP32 out, per-row scales on both sides).
   const bool m_grouped = op.row_group != nullptr || op.masked_m != nullptr || op.group_ends != nullptr;
   if (m_grouped && (kClusterM > 1 || kBScale != BScale::kBlock128)) return cudaErrorInvalidConfiguration;
+  if (op.group_ends != nullptr && kBlockN > kMaxRaggedBlockN) return cudaErrorInvalidConfiguration;
   if (op.group_k != nullptr && (kBScale != BScale::kPerChannel || m_grouped))
     return cudaErrorInvalidConfiguration;
   if (op.masked_m != nullptr && (op.max_m % kBlockM != 0 || op.m != op.max_m * op.num_groups))

@@ -1,0 +1,285 @@
+// XLA FFI handlers of the BF16 GEMM family: dense (NT/NN/TN/TT, BF16 or FP32 out, optional in-place
+// + C) and the M-grouped contiguous / masked / ragged MoE GEMMs, all on one kernel (kernels/sm90_bf16_gemm.cuh) with
+// B viewed as [G*N, K] and a per-tile expert. Each reads: decode -> check -> decide -> launch.
+// Execute only launches: no allocation, no host synchronisation (CUDA-graph safe).
+#include "bf16_gemm.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "bf16_gemm_launch.h"
+#include "common/device_info.h"
+#include "common/ffi_utils.h"
+#include "heuristics/sm90_bf16_gemm.h"
+#include "instances/bf16_gemm_instances.h"
+
+namespace jdg {
+
+cudaError_t DispatchBf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig& cfg, cudaStream_t stream) {
+#define JDG_CASE(BM, BN, CLUSTER, MAJOR)                                                                  \
+  if (cfg.block_m == BM && cfg.block_n == BN && cfg.cluster_m == CLUSTER && cfg.major == MAJOR) \
+    return LaunchSm90Bf16Gemm<BM, BN, CLUSTER, MAJOR>(op, cfg, stream);
+  JDG_BF16_ALL(JDG_CASE)
+#undef JDG_CASE
+  return cudaErrorInvalidConfiguration;
+}
+
+namespace {
+
+// The group alignment of the contiguous layout: one 128-row tile, one expert (as for FP8).
+constexpr int kContiguousBlockM = 128;
+
+ffi::Error CheckK(const char* op, int64_t k) {
+  if (k == 0 || k % 8 != 0)
+    return ffi::Error::InvalidArgument(std::string(op) + ": K must be a positive multiple of 8 (16-byte TMA row pitch)");
+  return ffi::Error::Success();
+}
+
+ffi::Error CheckSm90(const char* op, const DeviceInfo& info) {
+  if (info.cc_major != 9)
+    return ffi::Error(ffi::ErrorCode::kFailedPrecondition, std::string(op) + ": the kernels need an sm_90 (Hopper) GPU");
+  return ffi::Error::Success();
+}
+
+// D[M,N] = op(A) . op(B)^T: `major` bit 0 = A stored [K, M] (else [M, K]), bit 1 = B stored [K, N]
+// (else [N, K]). The kernel reads MN-major operands in place (no transpose).
+ffi::Error Bf16Gemm(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer b,
+                    ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, int32_t block_m, int32_t block_n,
+                    int32_t cluster_m, int32_t num_sms, int32_t accumulate, int32_t major) {
+  constexpr const char* kOp = "bf16_gemm";
+  JDG_RETURN_IF_ERROR(CheckAliasedOutput(kOp, aliased_d, *d, accumulate != 0));
+  // decode
+  if (a.dimensions().size() != 2 || b.dimensions().size() != 2)
+    return ffi::Error::InvalidArgument("bf16_gemm: a and b must be rank 2 (batch dims are folded in Python)");
+  if (major < 0 || major > 3) return ffi::Error::InvalidArgument("bf16_gemm: major must be in [0, 3]");
+  const bool a_mn = (major & 1) != 0, b_mn = (major & 2) != 0;
+  const int64_t m = a.dimensions()[a_mn ? 1 : 0], k = a.dimensions()[a_mn ? 0 : 1];
+  const int64_t n = b.dimensions()[b_mn ? 1 : 0];
+  const bool out_fp32 = d->element_type() == ffi::DataType::F32;
+  // check
+  JDG_RETURN_IF_ERROR(ExpectBuffer(a, "a", ffi::DataType::BF16, {a_mn ? k : m, a_mn ? m : k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(b, "b", ffi::DataType::BF16, {b_mn ? k : n, b_mn ? n : k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(*d, "d", out_fp32 ? ffi::DataType::F32 : ffi::DataType::BF16, {m, n}));
+  if (accumulate != 0 && !out_fp32)
+    return ffi::Error::InvalidArgument("bf16_gemm: accumulate=1 needs an FP32 output");
+  JDG_RETURN_IF_ERROR(CheckK(kOp, k));
+  if ((a_mn && m % 8 != 0) || (b_mn && n % 8 != 0))
+    return ffi::Error::InvalidArgument("bf16_gemm: an MN-major operand needs M (A) or N (B) a multiple of 8");
+  if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX)
+    return ffi::Error::InvalidArgument("bf16_gemm: dimensions must fit in int32");
+  if (m == 0 || n == 0) return ffi::Error::Success();
+  const DeviceInfo& info = GetDeviceInfo(device);
+  JDG_RETURN_IF_ERROR(CheckSm90(kOp, info));
+  // decide
+  const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
+  const Bf16GemmConfig cfg =
+      PickBf16GemmConfig(int(m), int(n), int(k), 1, out_fp32, sms, block_m, block_n, cluster_m, major);
+  if (cfg.block_m == 0)
+    return ffi::Error::InvalidArgument("bf16_gemm: requested block_m/block_n/cluster_m is not a compiled kernel");
+  // launch
+  Bf16GemmOperands op;
+  op.device = device;
+  op.m = int(m);
+  op.n = int(n);
+  op.k = int(k);
+  op.a = a.untyped_data();
+  op.b = b.untyped_data();
+  op.major = major;
+  op.d = d->untyped_data();
+  op.out_fp32 = out_fp32;
+  op.c = accumulate != 0 ? static_cast<const float*>(d->untyped_data()) : nullptr;
+  return CudaStatus(DispatchBf16Gemm(op, cfg, stream), "bf16_gemm kernel launch");
+}
+
+ffi::Error MGroupedBf16GemmNtContiguous(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer b,
+                                        ffi::AnyBuffer row_group, ffi::RemainingArgs aliased_d,
+                                        ffi::Result<ffi::AnyBuffer> d, int32_t block_n, int32_t num_sms) {
+  constexpr const char* kOp = "m_grouped_bf16_gemm_nt_contiguous";
+  JDG_RETURN_IF_ERROR(CheckAliasedOutput(kOp, aliased_d, *d, false));
+  // decode
+  if (a.dimensions().size() != 2 || b.dimensions().size() != 3)
+    return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_contiguous: a must be rank 2 and b rank 3");
+  const int64_t m = a.dimensions()[0], k = a.dimensions()[1];
+  const int64_t groups = b.dimensions()[0], n = b.dimensions()[1];
+  // check
+  JDG_RETURN_IF_ERROR(ExpectBuffer(a, "a", ffi::DataType::BF16, {m, k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(b, "b", ffi::DataType::BF16, {groups, n, k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(row_group, "grouped_layout", ffi::DataType::S32, {m}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(*d, "d", ffi::DataType::BF16, {m, n}));
+  JDG_RETURN_IF_ERROR(CheckK(kOp, k));
+  if (groups == 0 || m > INT32_MAX || groups * n > INT32_MAX || k > INT32_MAX)
+    return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_contiguous: G >= 1 and G*N, M, K must fit in int32");
+  if (m == 0 || n == 0) return ffi::Error::Success();
+  const DeviceInfo& info = GetDeviceInfo(device);
+  JDG_RETURN_IF_ERROR(CheckSm90(kOp, info));
+  // decide: 128-row tiles (the layout's alignment), no 2-CTA clusters (paired tiles may differ in expert)
+  const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
+  const Bf16GemmConfig cfg =
+      PickBf16GemmConfig(int(m), int(n), int(k), int(groups), false, sms, kContiguousBlockM, block_n, 1);
+  if (cfg.block_m == 0)
+    return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_contiguous: requested block_n is not a compiled kernel");
+  // launch
+  Bf16GemmOperands op;
+  op.device = device;
+  op.m = int(m);
+  op.n = int(n);
+  op.k = int(k);
+  op.a = a.untyped_data();
+  op.b = b.untyped_data();
+  op.d = d->untyped_data();
+  op.row_group = static_cast<const int*>(row_group.untyped_data());
+  op.num_groups = int(groups);
+  return CudaStatus(DispatchBf16Gemm(op, cfg, stream), "m_grouped_bf16_gemm_nt_contiguous launch");
+}
+
+// D[g, :masked_m[g]] = A[g, :masked_m[g]] . B[g]^T; A, D viewed as [G * max_m, ...] rows.
+ffi::Error MGroupedBf16GemmNtMasked(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer b,
+                                    ffi::AnyBuffer masked_m, ffi::RemainingArgs aliased_d,
+                                    ffi::Result<ffi::AnyBuffer> d, int32_t expected_m, int32_t block_m,
+                                    int32_t block_n, int32_t num_sms) {
+  constexpr const char* kOp = "m_grouped_bf16_gemm_nt_masked";
+  JDG_RETURN_IF_ERROR(CheckAliasedOutput(kOp, aliased_d, *d, false));
+  if (a.dimensions().size() != 3 || b.dimensions().size() != 3)
+    return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_masked: a and b must be rank 3");
+  const int64_t groups = a.dimensions()[0], max_m = a.dimensions()[1], k = a.dimensions()[2];
+  const int64_t n = b.dimensions()[1];
+  JDG_RETURN_IF_ERROR(ExpectBuffer(a, "a", ffi::DataType::BF16, {groups, max_m, k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(b, "b", ffi::DataType::BF16, {groups, n, k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(masked_m, "masked_m", ffi::DataType::S32, {groups}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(*d, "d", ffi::DataType::BF16, {groups, max_m, n}));
+  JDG_RETURN_IF_ERROR(CheckK(kOp, k));
+  if (max_m % 128 != 0)
+    return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_masked: max_m must be a multiple of 128");
+  if (groups * max_m > INT32_MAX || groups * n > INT32_MAX || k > INT32_MAX)
+    return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_masked: G*max_m, G*N and K must fit in int32");
+  if (groups == 0 || max_m == 0 || n == 0) return ffi::Error::Success();
+  const DeviceInfo& info = GetDeviceInfo(device);
+  JDG_RETURN_IF_ERROR(CheckSm90(kOp, info));
+  // decide: the tile shape for the expected rows per group (a hint: the kernel computes what
+  // masked_m says), no clusters; the persistent grid covers every SM since the tile count is on
+  // the device.
+  const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
+  const int hint_m = int(std::clamp<int64_t>(expected_m > 0 ? expected_m : max_m, 1, max_m) * groups);
+  Bf16GemmConfig cfg = PickBf16GemmConfig(hint_m, int(n), int(k), int(groups), false, sms, block_m, block_n, 1);
+  if (cfg.block_m == 0)
+    return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_masked: requested block_m/block_n is not compiled");
+  cfg.grid = sms;
+  Bf16GemmOperands op;
+  op.device = device;
+  op.m = int(groups * max_m);
+  op.n = int(n);
+  op.k = int(k);
+  op.a = a.untyped_data();
+  op.b = b.untyped_data();
+  op.d = d->untyped_data();
+  op.num_groups = int(groups);
+  op.masked_m = static_cast<const int*>(masked_m.untyped_data());
+  op.max_m = int(max_m);
+  return CudaStatus(DispatchBf16Gemm(op, cfg, stream), "m_grouped_bf16_gemm_nt_masked launch");
+}
+
+// lax.ragged_dot's layout: group g owns rows [ends[g-1], ends[g]) of A [M, K] (any sizes), rows past
+// the last end are zeros. One kernel over A and D in place: a row tile straddling groups is computed
+// once per group it holds, each unit storing only its group's rows.
+ffi::Error MGroupedBf16GemmNtRagged(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer b,
+                                    ffi::AnyBuffer group_ends, ffi::RemainingArgs aliased_d,
+                                    ffi::Result<ffi::AnyBuffer> d, int32_t block_m, int32_t block_n,
+                                    int32_t num_sms) {
+  constexpr const char* kOp = "m_grouped_bf16_gemm_nt_ragged";
+  JDG_RETURN_IF_ERROR(CheckAliasedOutput(kOp, aliased_d, *d, false));
+  if (a.dimensions().size() != 2 || b.dimensions().size() != 3)
+    return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_ragged: a must be rank 2 and b rank 3");
+  const int64_t m = a.dimensions()[0], k = a.dimensions()[1];
+  const int64_t groups = b.dimensions()[0], n = b.dimensions()[1];
+  JDG_RETURN_IF_ERROR(ExpectBuffer(a, "a", ffi::DataType::BF16, {m, k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(b, "b", ffi::DataType::BF16, {groups, n, k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(group_ends, "group_ends", ffi::DataType::S32, {groups}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(*d, "d", ffi::DataType::BF16, {m, n}));
+  JDG_RETURN_IF_ERROR(CheckK(kOp, k));
+  if (groups == 0 || m > INT32_MAX || groups * n > INT32_MAX || k > INT32_MAX)
+    return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_ragged: G >= 1 and G*N, M, K must fit in int32");
+  if (m == 0 || n == 0) return ffi::Error::Success();
+  const DeviceInfo& info = GetDeviceInfo(device);
+  JDG_RETURN_IF_ERROR(CheckSm90(kOp, info));
+  // decide: tiles for the whole M (no clusters: a pair of tiles may differ in expert); the tile count
+  // depends on the device sizes, so the persistent grid covers its bound, (M tiles + G) x N tiles.
+  const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
+  Bf16GemmConfig cfg = PickBf16GemmConfig(int(m), int(n), int(k), int(groups), false, sms, block_m, block_n, 1);
+  if (cfg.block_m == 0)
+    return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_ragged: requested block_m/block_n is not compiled");
+  const int64_t max_tiles = (CeilDiv(m, cfg.block_m) + groups) * CeilDiv(n, cfg.block_n);
+  cfg.grid = int(std::min<int64_t>(max_tiles, sms));
+  Bf16GemmOperands op;
+  op.device = device;
+  op.m = int(m);
+  op.n = int(n);
+  op.k = int(k);
+  op.a = a.untyped_data();
+  op.b = b.untyped_data();
+  op.d = d->untyped_data();
+  op.num_groups = int(groups);
+  op.group_ends = static_cast<const int*>(group_ends.untyped_data());
+  return CudaStatus(DispatchBf16Gemm(op, cfg, stream), "m_grouped_bf16_gemm_nt_ragged launch");
+}
+
+}  // namespace
+}  // namespace jdg
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmBf16Gemm, jdg::Bf16Gemm,
+                              xla::ffi::Ffi::Bind()
+                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<xla::ffi::DeviceOrdinal>()
+                                  .Arg<xla::ffi::AnyBuffer>()   // a  bf16 [M, K] ([K, M] if major & 1)
+                                  .Arg<xla::ffi::AnyBuffer>()   // b  bf16 [N, K] ([K, N] if major & 2)
+                                  .RemainingArgs()              // optional: d itself (aliased; C when accumulate=1)
+                                  .Ret<xla::ffi::AnyBuffer>()   // d  bf16 or f32 [M, N]
+                                  .Attr<int32_t>("block_m")     // 0: heuristic
+                                  .Attr<int32_t>("block_n")     // 0: heuristic
+                                  .Attr<int32_t>("cluster_m")   // 0: heuristic; 1 or 2 CTAs sharing B
+                                  .Attr<int32_t>("num_sms")     // 0: all SMs of the device
+                                  .Attr<int32_t>("accumulate")  // 1: d += a.b^T (f32 d aliased)
+                                  .Attr<int32_t>("major"),      // bit 0: A MN-major, bit 1: B MN-major
+                              {xla::ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedBf16GemmNtContiguous, jdg::MGroupedBf16GemmNtContiguous,
+                              xla::ffi::Ffi::Bind()
+                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<xla::ffi::DeviceOrdinal>()
+                                  .Arg<xla::ffi::AnyBuffer>()  // a              bf16 [M, K]
+                                  .Arg<xla::ffi::AnyBuffer>()  // b              bf16 [G, N, K]
+                                  .Arg<xla::ffi::AnyBuffer>()  // grouped_layout s32  [M] expert per row, -1 padding
+                                  .RemainingArgs()             // optional: d itself (aliased)
+                                  .Ret<xla::ffi::AnyBuffer>()  // d              bf16 [M, N]
+                                  .Attr<int32_t>("block_n")    // 0: heuristic
+                                  .Attr<int32_t>("num_sms"),   // 0: all SMs of the device
+                              {xla::ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedBf16GemmNtMasked, jdg::MGroupedBf16GemmNtMasked,
+                              xla::ffi::Ffi::Bind()
+                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<xla::ffi::DeviceOrdinal>()
+                                  .Arg<xla::ffi::AnyBuffer>()   // a        bf16 [G, max_m, K]
+                                  .Arg<xla::ffi::AnyBuffer>()   // b        bf16 [G, N, K]
+                                  .Arg<xla::ffi::AnyBuffer>()   // masked_m s32  [G] valid rows per group
+                                  .RemainingArgs()              // optional: d itself (aliased)
+                                  .Ret<xla::ffi::AnyBuffer>()   // d        bf16 [G, max_m, N]
+                                  .Attr<int32_t>("expected_m")  // rows per group the tile choice assumes (0: max_m)
+                                  .Attr<int32_t>("block_m")     // 0: heuristic
+                                  .Attr<int32_t>("block_n")     // 0: heuristic
+                                  .Attr<int32_t>("num_sms"),    // 0: all SMs of the device
+                              {xla::ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedBf16GemmNtRagged, jdg::MGroupedBf16GemmNtRagged,
+                              xla::ffi::Ffi::Bind()
+                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<xla::ffi::DeviceOrdinal>()
+                                  .Arg<xla::ffi::AnyBuffer>()  // a          bf16 [M, K]
+                                  .Arg<xla::ffi::AnyBuffer>()  // b          bf16 [G, N, K]
+                                  .Arg<xla::ffi::AnyBuffer>()  // group_ends s32  [G] cumulative row ends
+                                  .RemainingArgs()             // optional: d itself (aliased)
+                                  .Ret<xla::ffi::AnyBuffer>()  // d          bf16 [M, N]
+                                  .Attr<int32_t>("block_m")    // 0: heuristic
+                                  .Attr<int32_t>("block_n")    // 0: heuristic
+                                  .Attr<int32_t>("num_sms"),   // 0: all SMs of the device
+                              {xla::ffi::Traits::kCmdBufferCompatible});

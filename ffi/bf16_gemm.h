@@ -1,0 +1,14 @@
+// XLA FFI handler symbols of the BF16 GEMM family (defined in bf16_gemm.cu).
+#pragma once
+
+#include "xla/ffi/api/api.h"
+
+// D[M,N] (BF16 or FP32) = A . B^T (+ D when accumulate=1, FP32 only); A stored [M,K] or [K,M], B
+// stored [N,K] or [K,N] (attribute `major`).
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmBf16Gemm);
+// M-grouped contiguous: D[r] = A[r] . B[expert(r)]^T, per-row expert ids, 128-row aligned segments.
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedBf16GemmNtContiguous);
+// M-grouped masked: D[g, :masked_m[g]] = A[g, :masked_m[g]] . B[g]^T.
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedBf16GemmNtMasked);
+// M-grouped ragged (lax.ragged_dot's layout): group g owns rows [ends[g-1], ends[g]) of A.
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedBf16GemmNtRagged);

@@ -1,0 +1,60 @@
+// What the BF16 GEMM handlers hand to a kernel instance: raw operands and a chosen config.
+// No CUDA device code here, so handlers and heuristics include it cheaply.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace jdg {
+
+constexpr int kBf16BlockK = 64;  // 64 bf16 = one 128-byte swizzled row per operand row per stage
+constexpr int kBf16SmemCapacity = 232448;  // opt-in dynamic shared memory per block on sm_90
+
+// BF16 output tiles whose width is a multiple of 64 are staged in shared memory for TMA stores.
+constexpr int Bf16GemmSmemDBytes(int block_m, int block_n) { return block_m * block_n * 2; }
+// One pipeline stage: A and B 64-K slices (128 bytes per operand row) and its full + empty mbarriers.
+constexpr int kBf16GemmBarrierBytesPerStage = 16;
+constexpr int Bf16GemmStageBytes(int block_m, int block_n) {
+  return block_m * 128 + block_n * 128 + kBf16GemmBarrierBytesPerStage;
+}
+
+struct Bf16GemmOperands {
+  int device = 0;            // CUDA device ordinal of the call
+  int m = 0, n = 0, k = 0;
+  const void* a = nullptr;   // bf16 [m, k] (K-major) or [k, m] (MN-major, major bit 0)
+  const void* b = nullptr;   // bf16 [num_groups * n, k] (K-major) or [k, n] (MN-major, major bit 1; dense only)
+  int major = 0;             // bit 0: A MN-major, bit 1: B MN-major (0 = NT)
+  const float* c = nullptr;  // optional FP32 [m, n] added to the product (aliases d; FP32 output only)
+  void* d = nullptr;         // bf16 or FP32 [m, n]
+  bool out_fp32 = false;
+  // M-grouped contiguous: per-row expert ids [m]; b is [num_groups, n, k]. nullptr = dense.
+  const int* row_group = nullptr;
+  int num_groups = 1;
+  // M-grouped masked: valid rows per group [num_groups]; a/d are [num_groups * max_m, ...].
+  const int* masked_m = nullptr;
+  int max_m = 0;
+  // M-grouped ragged (lax.ragged_dot's layout): cumulative row ends [num_groups]; b is [num_groups, n, k].
+  const int* group_ends = nullptr;
+};
+
+struct Bf16GemmConfig {
+  int block_m = 0, block_n = 0, cluster_m = 1, major = 0, num_stages = 0, grid = 0, raster_band = 0;
+  bool tma_store = false;  // BF16 D staged in shared memory and written with TMA (needs n % 8 == 0)
+};
+
+// Whether a launch stores D through shared memory + TMA (then that staging area precedes the stages):
+// BF16 D with a 16-byte row pitch, from a tile made of whole 64-column chunks. Otherwise registers
+// store D directly (FP32 D, optional + C; narrow decode tiles; odd pitches).
+constexpr bool Bf16GemmUsesTmaStore(bool out_fp32, int n, int block_n) {
+  return !out_fp32 && n % 8 == 0 && block_n % 64 == 0;
+}
+
+// Launches the compiled instance `cfg` names (bf16_gemm.cu); cudaErrorInvalidConfiguration if none.
+cudaError_t DispatchBf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig& cfg, cudaStream_t stream);
+
+// Implemented once per (BLOCK_M, BLOCK_N, CLUSTER_M, MAJOR) in the generated instance translation units.
+template <int kBlockM, int kBlockN, int kClusterM, int kMajor>
+cudaError_t LaunchSm90Bf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig& cfg, cudaStream_t stream);
+
+}  // namespace jdg

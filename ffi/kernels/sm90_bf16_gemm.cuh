@@ -1,0 +1,409 @@
+// SM90 BF16 GEMM: D[M,N] = A[M,K] . B[N,K]^T (+ C), BF16 in, FP32 accumulate, BF16 or FP32 out.
+//
+// The FP8 kernel's skeleton (sm90_fp8_gemm.cuh) without scales:
+//   * persistent CTAs walk output tiles with the shared tile walk (gemm_tile_walk.cuh): dense,
+//     M-grouped contiguous (per-row expert ids), masked and ragged (a row tile straddling groups
+//     runs once per group, each unit storing only its group's rows [row_lo, row_hi));
+//   * one producer warpgroup (a single elected thread) streams 64-K slices of A and B (64 bf16 =
+//     one 128-byte row, 128B-swizzled by TMA) through a `num_stages`-deep ring with full/empty mbarriers;
+//   * BLOCK_M/64 consumer warpgroups each own 64 rows and issue 4 x wgmma.m64nBLOCK_Nk16.f32.bf16.bf16
+//     per slice, accumulating the whole K in the WGMMA registers (no promotion: the tensor cores
+//     accumulate BF16 products in FP32). The WGMMAs of slice kb+1 are queued before slice kb's
+//     stage is released (wait<1>), so the tensor cores never idle on the release;
+//   * epilogue: BF16 through 128B-swizzled shared memory and TMA stores (n % 8 == 0), otherwise
+//     (FP32 output, optional + C, or odd pitches) bounds-checked register stores;
+//   * operand majors (kMajor, dense GEMMs only): A and/or B may be MN-major in global memory
+//     (A stored [K, M], B stored [K, N]: the nn/tn/tt forms). Such an operand is loaded as 64 x 64
+//     boxes (64 K rows of 64 M/N elements = 128 bytes, 128B-swizzled), and the WGMMA reads it with
+//     an MN-major descriptor (bf16 WGMMA supports transposed shared-memory operands): no transpose
+//     pass over global memory.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <utility>
+
+#include <cute/arch/cluster_sm90.hpp>
+#include <cute/arch/copy_sm90_tma.hpp>
+#include <cute/arch/mma_sm90_desc.hpp>
+#include <cute/arch/mma_sm90_gmma.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
+
+#include "bf16_gemm_launch.h"
+#include "kernels/gemm_tile_walk.cuh"
+
+namespace jdg {
+
+struct Bf16GemmParams {
+  int m, n, k;
+  int num_k_blocks;       // ceil(k / 64)
+  const float* c;         // optional FP32 [m, n] added to the product (aliases d; FP32 output only)
+  void* d;                // BF16 or FP32 [m, n]
+  int out_fp32;           // 1: FP32 D (register stores), 0: BF16 D
+  int use_tma_store;      // BF16 D through swizzled shared memory + TMA store (needs n % 8 == 0)
+  int raster_band;        // tiles per band of the L2 rasterisation
+  GemmGrouping grouping;  // M-grouped MoE layouts (B is [num_groups * n, k]); default: dense
+};
+
+template <int N, cute::SM90::GMMA::Major kMajorA, cute::SM90::GMMA::Major kMajorB>
+struct Bf16Wgmma;
+#define JDG_DEFINE_BF16_WGMMA(N)                                            \
+  template <cute::SM90::GMMA::Major kMajorA, cute::SM90::GMMA::Major kMajorB> \
+  struct Bf16Wgmma<N, kMajorA, kMajorB> {                                   \
+    using Op = cute::SM90::GMMA::MMA_64x##N##x16_F32BF16BF16_SS<kMajorA, kMajorB>; \
+  };
+JDG_DEFINE_BF16_WGMMA(16)
+JDG_DEFINE_BF16_WGMMA(32)
+JDG_DEFINE_BF16_WGMMA(64)
+JDG_DEFINE_BF16_WGMMA(128)
+JDG_DEFINE_BF16_WGMMA(192)
+JDG_DEFINE_BF16_WGMMA(256)
+#undef JDG_DEFINE_BF16_WGMMA
+
+// D += A.B over one k16 step (scale-d is always 1: the accumulators are zeroed per tile).
+template <class Op, size_t... I>
+__device__ __forceinline__ void Bf16WgmmaFma(uint64_t desc_a, uint64_t desc_b, float* d, std::index_sequence<I...>) {
+  Op::fma(desc_a, desc_b, d[I]..., cute::SM90::GMMA::ScaleOut::One);
+}
+
+// Shared-memory matrix descriptor of a K-major tile whose rows are 128 bytes, 128B-swizzled
+// (what TMA writes with CU_TENSOR_MAP_SWIZZLE_128B). 8-row core groups are 1024 bytes apart; a
+// k16 step inside the swizzle atom advances the start address by 32 bytes.
+__device__ __forceinline__ uint64_t Bf16SmemDescK128B(const void* smem) {
+  cute::GmmaDescriptor desc;
+  desc.bitfield.start_address_ = static_cast<uint16_t>(cute::cast_smem_ptr_to_uint(smem) >> 4);
+  desc.bitfield.leading_byte_offset_ = 0;  // unused for swizzled K-major layouts
+  desc.bitfield.stride_byte_offset_ = 1024 >> 4;
+  desc.bitfield.base_offset_ = 0;
+  desc.bitfield.layout_type_ = static_cast<uint8_t>(cute::SM90::GMMA::LayoutType::B128);
+  return desc.desc_;
+}
+
+// Shared-memory matrix descriptor of an MN-major tile stored as [MN/64 chunks][64 K rows][128 B]
+// (64 MN elements per 128-byte row, 128B-swizzled by TMA): in CuTe's canonical MN-major SW128 form
+// ((8,n),(8,k)):((1,LBO),(8,SBO)) in 16-byte units, LBO = the stride between 64-element MN chunks
+// (64 rows x 128 B = 8 KiB) and SBO = the stride between 8-row K groups (1 KiB). A k16 step
+// advances the start address by 16 K rows = 2 KiB (a whole number of swizzle atoms).
+__device__ __forceinline__ uint64_t Bf16SmemDescMN128B(const void* smem) {
+  cute::GmmaDescriptor desc;
+  desc.bitfield.start_address_ = static_cast<uint16_t>(cute::cast_smem_ptr_to_uint(smem) >> 4);
+  desc.bitfield.leading_byte_offset_ = (kBf16BlockK * 128) >> 4;
+  desc.bitfield.stride_byte_offset_ = 1024 >> 4;
+  desc.bitfield.base_offset_ = 0;
+  desc.bitfield.layout_type_ = static_cast<uint8_t>(cute::SM90::GMMA::LayoutType::B128);
+  return desc.desc_;
+}
+
+// kMajor: bit 0 = A is MN-major (stored [K, M]), bit 1 = B is MN-major (stored [K, N]); 0 = NT.
+template <int kBlockM, int kBlockN, int kClusterM, int kMajor>
+struct Bf16GemmTraits {
+  static constexpr bool kAMnMajor = (kMajor & 1) != 0;
+  static constexpr bool kBMnMajor = (kMajor & 2) != 0;
+  static_assert(kMajor >= 0 && kMajor <= 3, "kMajor is a 2-bit mask");
+  static_assert(kMajor == 0 || kClusterM == 1, "MN-major operands: no B multicast");
+  static_assert(kBlockM == 64 || kBlockM == 128, "BLOCK_M is 64 (one consumer warpgroup) or 128 (two)");
+  static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "BLOCK_N: a multiple of 16 up to 256");
+  static_assert(kBlockN % 64 == 0 || !kBMnMajor, "MN-major B is loaded in 64-column boxes");
+  static constexpr bool kTmaStoreD = kBlockN % 64 == 0;  // whole 64-column chunks: D may go through TMA
+  static_assert(kClusterM == 1 || kClusterM == 2, "B multicast over at most two CTAs");
+  static constexpr int kBRowsPerCta = kBlockN / kClusterM;  // rows of the B tile each CTA of a cluster loads
+  static_assert(kBRowsPerCta % 8 == 0, "each CTA's half of B must be whole 1024-byte swizzle atoms");
+  static constexpr int kNumMathWarpgroups = kBlockM / 64;
+  static constexpr int kNumMathThreads = kNumMathWarpgroups * 128;
+  static constexpr int kNumThreads = kNumMathThreads + 128;  // + one producer warpgroup
+  static constexpr int kSmemA = kBlockM * 128;               // bytes per stage, multiple of 1024
+  static constexpr int kSmemB = kBlockN * 128;
+  static constexpr int kSmemD = Bf16GemmSmemDBytes(kBlockM, kBlockN);  // used only with TMA stores
+  static constexpr int kTxBytes = kSmemA + kSmemB;
+  static_assert(kSmemA + kSmemB + kBf16GemmBarrierBytesPerStage == Bf16GemmStageBytes(kBlockM, kBlockN),
+                "stage layout and the heuristic's stage budget must agree");
+  static constexpr int SmemBytes(int num_stages, bool tma_store) {
+    return (tma_store ? kSmemD : 0) + num_stages * Bf16GemmStageBytes(kBlockM, kBlockN);
+  }
+};
+
+// The register-store epilogue: this thread's two rows (row0, row0 + 8) and, per 8-column group g,
+// columns col0 + 8g and +1. Only rows in [row_lo, row_hi) (the tile's unit, within M) and columns
+// below N are stored; pairs are stored together when N is even (then they are 8- or 4-byte
+// aligned). FP32: adds C (which aliases D) when given.
+template <bool kFp32, int kBlockN>
+__device__ __forceinline__ void StoreRowsDirect(const Bf16GemmParams& p, const float* accum, int row0, int col0,
+                                                int row_lo, int row_hi) {
+  const bool n_even = (p.n % 2) == 0;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int row = row0 + 8 * h;
+    if (row < row_lo || row >= row_hi) continue;
+    const int64_t row_offset = static_cast<int64_t>(row) * p.n;
+    float* d32 = static_cast<float*>(p.d) + row_offset;
+    __nv_bfloat16* d16 = static_cast<__nv_bfloat16*>(p.d) + row_offset;
+    const float* c = p.c != nullptr ? p.c + row_offset : nullptr;
+#pragma unroll
+    for (int g = 0; g < kBlockN / 8; ++g) {
+      const int col = col0 + 8 * g;
+      if (col >= p.n) break;
+      const bool pair = col + 1 < p.n;
+      float v0 = accum[4 * g + 2 * h], v1 = accum[4 * g + 2 * h + 1];
+      if constexpr (kFp32) {
+        if (c != nullptr) {  // C aliases D: each element is read, then written, by one thread
+          v0 += c[col];
+          if (pair) v1 += c[col + 1];
+        }
+        if (pair && n_even) {
+          *reinterpret_cast<float2*>(d32 + col) = make_float2(v0, v1);
+        } else {
+          d32[col] = v0;
+          if (pair) d32[col + 1] = v1;
+        }
+      } else {
+        if (pair && n_even) {
+          *reinterpret_cast<__nv_bfloat162*>(d16 + col) = __floats2bfloat162_rn(v0, v1);
+        } else {
+          d16[col] = __float2bfloat16_rn(v0);
+          if (pair) d16[col + 1] = __float2bfloat16_rn(v1);
+        }
+      }
+    }
+  }
+}
+
+template <int kBlockM, int kBlockN, int kClusterM, int kMajor>
+__global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kMajor>::kNumThreads, 1)
+    Sm90Bf16GemmKernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_b,
+                       const __grid_constant__ CUtensorMap tma_d, const Bf16GemmParams p, const int num_stages) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using Traits = Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kMajor>;
+  using Barrier = cutlass::arch::ClusterTransactionBarrier;
+  using Major = cute::SM90::GMMA::Major;
+  using Wgmma = typename Bf16Wgmma<kBlockN, Traits::kAMnMajor ? Major::MN : Major::K,
+                                   Traits::kBMnMajor ? Major::MN : Major::K>::Op;
+  constexpr int kAccums = kBlockN / 2;  // FP32 accumulators per thread for a 64 x BLOCK_N slice
+
+  extern __shared__ __align__(1024) uint8_t smem[];
+  // [BF16 D staging: BLOCK_N/64 chunks][BLOCK_M rows][128 B], 128B-swizzled; only with TMA stores]
+  uint8_t* smem_d = smem;
+  uint8_t* smem_a = smem + (p.use_tma_store ? Traits::kSmemD : 0);
+  uint8_t* smem_b = smem_a + num_stages * Traits::kSmemA;
+  Barrier* full = reinterpret_cast<Barrier*>(smem_b + num_stages * Traits::kSmemB);
+  Barrier* empty = full + num_stages;
+
+  const int warpgroup = threadIdx.x / 128;
+  const int lane = threadIdx.x % 32;
+
+  // In a cluster the two CTAs work on vertically adjacent tiles (M-blocks 2i and 2i+1) that share
+  // the B tile: each loads half of it and multicasts it to both, so a stage may be refilled only
+  // when the consumers of both CTAs have released it.
+  const int cta_rank = kClusterM > 1 ? int(cute::block_rank_in_cluster()) : 0;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < num_stages; ++s) {
+      full[s].init(1);                                            // the producer's arrive_and_expect_tx
+      empty[s].init(kClusterM * Traits::kNumMathWarpgroups * 4);  // one arrive per consumer warp per CTA
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  if constexpr (kClusterM > 1) {
+    cute::cluster_arrive_relaxed();  // barrier init must be visible to the peer before any multicast
+    cute::cluster_wait();
+  } else {
+    __syncthreads();
+  }
+
+  TileScheduler sched(p.m, p.n, kBlockM * kClusterM, kBlockN, p.raster_band);
+  const int first_tile = blockIdx.x / kClusterM, tile_stride = gridDim.x / kClusterM;
+  // Tile `tile` of this CTA's walk: its M/N blocks, its group (expert; -1 = padding: zeros) and the
+  // rows [row_lo, row_hi) it stores (the whole tile within M, except for a ragged unit).
+  auto next_tile = [&](int tile, int& m_block, int& n_block, int& group, int& row_lo, int& row_hi) -> bool {
+    if (kMajor == 0 && p.grouping.group_ends != nullptr) {  // grouped GEMMs are NT only
+      if (!NextRaggedTile<kBlockM, kBlockN>(p.grouping, p.m, p.n, tile, m_block, n_block, group)) return false;
+      RaggedTileRows<kBlockM>(p.grouping, p.m, m_block, group, row_lo, row_hi);
+      return true;
+    }
+    if (!NextGemmTile<kBlockM, kBlockN, kClusterM>(sched, p.grouping, p.m, p.n, tile, cta_rank, m_block, n_block,
+                                                   group))
+      return false;
+    row_lo = m_block * kBlockM, row_hi = min(p.m, row_lo + kBlockM);  // empty past M (2nd CTA of a pair)
+    return true;
+  };
+
+  if (warpgroup == Traits::kNumMathWarpgroups) {
+    // ---------------- producer warpgroup: one thread issues every TMA load ----------------
+    cutlass::arch::warpgroup_reg_dealloc<40>();
+    if (threadIdx.x == Traits::kNumMathThreads) {
+      cute::prefetch_tma_descriptor(&tma_a);
+      cute::prefetch_tma_descriptor(&tma_b);
+      int stage = 0, phase = 0;
+      int m_block, n_block, group, row_lo, row_hi;
+      for (int tile = first_tile; next_tile(tile, m_block, n_block, group, row_lo, row_hi); tile += tile_stride) {
+        if (group < 0) continue;  // a padding tile: nothing to load, the consumers write zeros
+        const int b_row0 = group * p.n + n_block * kBlockN;
+        for (int kb = 0; kb < p.num_k_blocks; ++kb) {
+          empty[stage].wait(phase ^ 1);
+          full[stage].arrive_and_expect_tx(Traits::kTxBytes);
+          auto* mbar = reinterpret_cast<uint64_t*>(&full[stage]);
+          constexpr uint64_t kEvictNormal = 0x1000000000000000ull;  // CacheHintSm90::EVICT_NORMAL
+          if constexpr (Traits::kAMnMajor) {
+            // A stored [K, M]: BLOCK_M/64 boxes of 64 K rows x 64 M columns
+#pragma unroll
+            for (int c = 0; c < kBlockM / 64; ++c)
+              cute::SM90_TMA_LOAD_2D::copy(&tma_a, mbar, kEvictNormal, smem_a + stage * Traits::kSmemA + c * 64 * 128,
+                                           m_block * kBlockM + 64 * c, kb * kBf16BlockK);
+          } else {
+            cute::SM90_TMA_LOAD_2D::copy(&tma_a, mbar, kEvictNormal, smem_a + stage * Traits::kSmemA,
+                                         kb * kBf16BlockK, m_block * kBlockM);
+          }
+          if constexpr (Traits::kBMnMajor) {
+            // B stored [K, N] (dense only): BLOCK_N/64 boxes of 64 K rows x 64 N columns
+#pragma unroll
+            for (int c = 0; c < kBlockN / 64; ++c)
+              cute::SM90_TMA_LOAD_2D::copy(&tma_b, mbar, kEvictNormal, smem_b + stage * Traits::kSmemB + c * 64 * 128,
+                                           n_block * kBlockN + 64 * c, kb * kBf16BlockK);
+          } else if constexpr (kClusterM == 1) {
+            cute::SM90_TMA_LOAD_2D::copy(&tma_b, mbar, kEvictNormal, smem_b + stage * Traits::kSmemB,
+                                         kb * kBf16BlockK, b_row0);
+          } else {
+            const int half = cta_rank * Traits::kBRowsPerCta;
+            cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&tma_b, mbar, uint16_t((1 << kClusterM) - 1), kEvictNormal,
+                                                   smem_b + stage * Traits::kSmemB + half * 128,
+                                                   kb * kBf16BlockK, b_row0 + half);
+          }
+          if (++stage == num_stages) stage = 0, phase ^= 1;
+        }
+      }
+    }
+  } else {
+    // ---------------- consumer warpgroups: WGMMA over the whole K + epilogue ----------------
+    cutlass::arch::warpgroup_reg_alloc<Traits::kNumMathWarpgroups == 1 ? 248 : 232>();
+    const int warp_in_wg = (threadIdx.x / 32) % 4;
+    const int quad = lane % 4;                                            // column pair within each 8-column group
+    const int row_in_tile = warpgroup * 64 + warp_in_wg * 16 + lane / 4;  // and row_in_tile + 8
+    float accum[kAccums];
+    int stage = 0, phase = 0;
+    int m_block, n_block, group, row_lo, row_hi;
+
+    // Releases stage `s` of the ring: one arrive per warp (lane i of a cluster releases CTA i's copy).
+    auto release = [&](int s) {
+      if constexpr (kClusterM == 1) {
+        if (lane == 0) empty[s].arrive();
+      } else {
+        if (lane < kClusterM) empty[s].arrive(uint32_t(lane), 1u);
+      }
+    };
+
+    for (int tile = first_tile; next_tile(tile, m_block, n_block, group, row_lo, row_hi); tile += tile_stride) {
+      // m_block may be past M for the second CTA of a ragged last cluster pair: it computes on
+      // zero-filled A and stores nothing.
+      const int row0 = m_block * kBlockM + row_in_tile, row1 = row0 + 8;
+      const int n0 = n_block * kBlockN;
+      // M-grouped: a padding tile (group -1) runs no K-blocks and stores zeros.
+      const int num_k_blocks = group < 0 ? 0 : p.num_k_blocks;
+
+      // The accumulators start at zero and every WGMMA accumulates (scale-d = 1): a run-time
+      // "first K-step overwrites" flag makes ptxas spill the 128-register accumulator of BLOCK_N = 256.
+#pragma unroll
+      for (int i = 0; i < kAccums; ++i) accum[i] = 0.0f;
+      if (num_k_blocks > 0) {
+        int prev_stage = 0;
+        for (int kb = 0; kb < num_k_blocks; ++kb) {
+          full[stage].wait(phase);
+          // K-major: this warpgroup's 64 rows of 128 bytes; MN-major: its 64-column chunk (also 8 KiB)
+          const uint8_t* a_tile = smem_a + stage * Traits::kSmemA + warpgroup * 64 * 128;
+          const uint8_t* b_tile = smem_b + stage * Traits::kSmemB;
+#pragma unroll
+          for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(accum[i]);
+          cute::warpgroup_arrive();
+#pragma unroll
+          for (int k = 0; k < kBf16BlockK / 16; ++k)
+            Bf16WgmmaFma<Wgmma>(Traits::kAMnMajor ? Bf16SmemDescMN128B(a_tile + k * 16 * 128)
+                                                  : Bf16SmemDescK128B(a_tile + k * 32),
+                                Traits::kBMnMajor ? Bf16SmemDescMN128B(b_tile + k * 16 * 128)
+                                                  : Bf16SmemDescK128B(b_tile + k * 32),
+                                accum, std::make_index_sequence<kAccums>{});
+          cute::warpgroup_commit_batch();
+          // Slice kb stays queued behind kb-1; once kb-1 has retired its stage can be refilled.
+          cute::warpgroup_wait<1>();
+#pragma unroll
+          for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(accum[i]);
+          if (kb > 0) release(prev_stage);
+          prev_stage = stage;
+          if (++stage == num_stages) stage = 0, phase ^= 1;
+        }
+        cute::warpgroup_wait<0>();
+#pragma unroll
+        for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(accum[i]);
+        release(prev_stage);
+      }
+
+      if (p.grouping.row_group != nullptr) {
+        // Rows of the tile's expert keep their values, padding rows (-1) store 0, and a row of
+        // another expert (a segment not aligned to BLOCK_M: the layout contract is broken) stores
+        // NaN, so a bad device-side layout is visible instead of silently using the wrong weights.
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int row_group = GemmRowGroup(p.grouping, p.m, h == 0 ? row0 : row1);
+          const float fill = row_group < 0 ? 0.0f : __int_as_float(0x7fc00000);
+          if (row_group != group || group < 0) {
+#pragma unroll
+            for (int g = 0; g < kBlockN / 8; ++g) accum[4 * g + 2 * h] = fill, accum[4 * g + 2 * h + 1] = fill;
+          }
+        }
+      }
+
+      // ---------------- epilogue ----------------
+      // A warpgroup stores its 64 rows with TMA only when they all belong to this tile's unit (a
+      // ragged tile straddling groups stores just its group's rows, through registers).
+      const int wg_row0 = m_block * kBlockM + warpgroup * 64;
+      const bool wg_rows_whole = row_lo <= wg_row0 && min(wg_row0 + 64, p.m) <= row_hi;
+      if (Traits::kTmaStoreD && p.use_tma_store && wg_rows_whole) {
+        // Registers -> swizzled shared memory (conflict-free: the 16-byte unit index is XORed with
+        // the row) -> one TMA store per 64-column chunk of this warpgroup's 64 rows. The store is
+        // asynchronous: the warpgroup goes on to the next tile and waits for the smem reads only
+        // before it overwrites the staging buffer.
+        const bool leader = threadIdx.x % 128 == 0;
+        const uint32_t barrier_id = 1 + warpgroup;
+        if (leader) cute::tma_store_wait<0>();
+        cutlass::arch::NamedBarrier::sync(128, barrier_id);
+        uint8_t* wg_staging = smem_d + warpgroup * 64 * 128;
+#pragma unroll
+        for (int g = 0; g < kBlockN / 8; ++g) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int row = warp_in_wg * 16 + lane / 4 + 8 * h;
+            uint8_t* dst = wg_staging + (g / 8) * (kBlockM * 128) + row * 128 + (((g % 8) ^ (row % 8)) << 4) + 4 * quad;
+            *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(accum[4 * g + 2 * h], accum[4 * g + 2 * h + 1]);
+          }
+        }
+        cutlass::arch::fence_view_async_shared();
+        cutlass::arch::NamedBarrier::sync(128, barrier_id);
+        if (leader && wg_row0 < p.m) {
+#pragma unroll
+          for (int chunk = 0; chunk < kBlockN / 64; ++chunk)
+            if (n0 + 64 * chunk < p.n)
+              cute::SM90_TMA_STORE_2D::copy(&tma_d, wg_staging + chunk * (kBlockM * 128), n0 + 64 * chunk, wg_row0);
+          cute::tma_store_arrive();
+        }
+        continue;
+      }
+      // Registers -> global memory, bounds-checked (FP32 output (+ C), or n % 8 != 0).
+      if (p.out_fp32) {
+        StoreRowsDirect<true, kBlockN>(p, accum, row0, n0 + 2 * quad, row_lo, row_hi);
+      } else {
+        StoreRowsDirect<false, kBlockN>(p, accum, row0, n0 + 2 * quad, row_lo, row_hi);
+      }
+    }
+    if (Traits::kTmaStoreD && p.use_tma_store) {
+      if (threadIdx.x % 128 == 0) cute::tma_store_wait<0>();  // staging smem must outlive the stores
+    }
+  }
+  if constexpr (kClusterM > 1) {
+    // Neither CTA may exit while its peer can still multicast into it or arrive on its barriers.
+    cute::cluster_arrive();
+    cute::cluster_wait();
+  }
+#endif
+}
+
+}  // namespace jdg

@@ -1,0 +1,110 @@
+// Host launcher for Sm90Bf16GemmKernel: TMA descriptors, shared-memory opt-in, launch.
+// Included only by the BF16 instance translation units (generated from ffi/instances/bf16_gemm_instance.cu.in).
+#pragma once
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "bf16_gemm_launch.h"
+#include "common/device_info.h"
+#include "common/tma.h"
+#include "kernels/sm90_bf16_gemm.cuh"
+
+namespace jdg {
+
+template <int kBlockM, int kBlockN, int kClusterM, int kMajor>
+cudaError_t LaunchSm90Bf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig& cfg, cudaStream_t stream) {
+  using Traits = Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kMajor>;
+  auto* kernel = &Sm90Bf16GemmKernel<kBlockM, kBlockN, kClusterM, kMajor>;
+  struct SmemOptIn {};  // one tag per instance: the attribute is per kernel and per device
+  const cudaError_t opt_in = OncePerDevice<SmemOptIn>(op.device, [&] {
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBf16SmemCapacity);
+  });
+  if (opt_in != cudaSuccess) return opt_in;
+
+  const bool use_tma_store = Bf16GemmUsesTmaStore(op.out_fp32, op.n, kBlockN);
+  if (use_tma_store != cfg.tma_store) return cudaErrorInvalidValue;  // the stage budget assumed the other layout
+  if (op.out_fp32 == false && op.c != nullptr) return cudaErrorInvalidValue;  // + C only with FP32 output
+  // A 2-CTA cluster shares one B tile between two M-blocks, which may belong to different experts.
+  const bool grouped = op.row_group != nullptr || op.masked_m != nullptr || op.group_ends != nullptr;
+  if (grouped && kClusterM > 1) return cudaErrorInvalidConfiguration;
+  if (op.major != kMajor || (grouped && kMajor != 0)) return cudaErrorInvalidConfiguration;
+  // An MN-major operand's row pitch is M (A) or N (B) elements: TMA needs it 16-byte aligned.
+  if ((Traits::kAMnMajor && op.m % 8 != 0) || (Traits::kBMnMajor && op.n % 8 != 0)) return cudaErrorInvalidValue;
+  if (op.masked_m != nullptr && (op.max_m % kBlockM != 0 || op.m != op.max_m * op.num_groups))
+    return cudaErrorInvalidValue;
+  const int smem_bytes = Traits::SmemBytes(cfg.num_stages, use_tma_store);
+  if (cfg.num_stages < 1 || smem_bytes > kBf16SmemCapacity) return cudaErrorInvalidValue;
+
+  CUtensorMap tma_a, tma_b, tma_d;
+  // K-major operands: [rows, K] in boxes of [rows per tile, 64 K]; MN-major ones: [K, M or N] in
+  // boxes of [64 K, 64 M or N] (one 128-byte swizzled row per K).
+  bool ok = Traits::kAMnMajor
+                ? MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, op.k, op.m, op.m, kBf16BlockK, 64,
+                                  CU_TENSOR_MAP_SWIZZLE_128B)
+                : MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, op.m, op.k, op.k, kBlockM,
+                                  kBf16BlockK, CU_TENSOR_MAP_SWIZZLE_128B);
+  ok = ok && (Traits::kBMnMajor
+                  ? MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, op.k, op.n, op.n, kBf16BlockK, 64,
+                                    CU_TENSOR_MAP_SWIZZLE_128B)
+                  : MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, uint64_t(op.n) * op.num_groups,
+                                    op.k, op.k, Traits::kBRowsPerCta, kBf16BlockK, CU_TENSOR_MAP_SWIZZLE_128B));
+  if (use_tma_store) {
+    ok = ok && MakeTensorMap2D(&tma_d, op.d, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, op.m, op.n, op.n, 64, 64,
+                               CU_TENSOR_MAP_SWIZZLE_128B);
+  } else {
+    tma_d = tma_a;  // unused
+  }
+  if (!ok) return cudaErrorInvalidValue;
+
+  Bf16GemmParams params;
+  params.m = op.m;
+  params.n = op.n;
+  params.k = op.k;
+  params.num_k_blocks = (op.k + kBf16BlockK - 1) / kBf16BlockK;
+  params.c = op.c;
+  params.d = op.d;
+  params.out_fp32 = op.out_fp32 ? 1 : 0;
+  params.use_tma_store = use_tma_store ? 1 : 0;
+  params.raster_band = cfg.raster_band;
+  params.grouping.row_group = op.row_group;
+  params.grouping.num_groups = op.num_groups;
+  params.grouping.masked_m = op.masked_m;
+  params.grouping.max_m = op.max_m;
+  params.grouping.group_ends = op.group_ends;
+
+  cudaLaunchConfig_t launch = {};
+  launch.gridDim = dim3(cfg.grid);
+  launch.blockDim = dim3(Traits::kNumThreads);
+  launch.dynamicSmemBytes = smem_bytes;
+  launch.stream = stream;
+  cudaLaunchAttribute cluster;
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = kClusterM;
+  cluster.val.clusterDim.y = 1;
+  cluster.val.clusterDim.z = 1;
+  launch.attrs = &cluster;
+  launch.numAttrs = 1;
+  if constexpr (kClusterM > 1) {
+    // A persistent grid must fit at once: SM pairs that straddle a GPC cannot host a cluster, so
+    // size the grid by the clusters that can be co-resident (queried once, at the largest smem).
+    struct MaxClusters {};
+    const int max_clusters = OncePerDevice<MaxClusters>(op.device, [&] {
+      cudaLaunchConfig_t probe = launch;
+      probe.gridDim = dim3(kClusterM);
+      probe.dynamicSmemBytes = kBf16SmemCapacity;
+      int n = 0;
+      return cudaOccupancyMaxActiveClusters(&n, kernel, &probe) == cudaSuccess ? n : 0;
+    });
+    // An answer below half the SM pairs would mean a failed query, not a smaller GPU: ignore it.
+    const int sm_pairs = GetDeviceInfo(op.device).num_sms / kClusterM;
+    if (max_clusters >= sm_pairs / 2) launch.gridDim.x = std::min<unsigned>(launch.gridDim.x, max_clusters * kClusterM);
+    static const bool print = std::getenv("JAX_DEEPGEMM_PRINT_CONFIGS") != nullptr;
+    if (print) std::fprintf(stderr, "jax_deepgemm bf16_gemm: %d co-resident %d-CTA clusters, grid %u\n", max_clusters,
+                            kClusterM, launch.gridDim.x);
+  }
+  return cudaLaunchKernelEx(&launch, kernel, tma_a, tma_b, tma_d, params, cfg.num_stages);
+}
+
+}  // namespace jdg
