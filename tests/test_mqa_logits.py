@@ -376,7 +376,7 @@ print("ok")
 """
 
 
-def test_fp8_mma_sync_fallback_in_subprocess():
+def test_fp8_mma_sync_fallback_in_subprocess(tmp_path):
     """JAX_DEEPGEMM_MQA_MMA_SYNC=1 (read once per process) selects the mma.sync kernels for FP8 (ranged
     and paged): they must agree with the reference too (they are the FP4 path's machinery)."""
     import os
@@ -384,6 +384,7 @@ def test_fp8_mma_sync_fallback_in_subprocess():
     import sys
 
     env = dict(os.environ, JAX_DEEPGEMM_MQA_MMA_SYNC="1", XLA_PYTHON_CLIENT_MEM_FRACTION="0.08")
-    res = subprocess.run([sys.executable, "-c", _FALLBACK_SCRIPT], env=env, capture_output=True, text=True,
-                         timeout=300)
+    # -P and a neutral cwd: import the installed package (with its extension), not the source tree
+    res = subprocess.run([sys.executable, "-P", "-c", _FALLBACK_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-3000:]
