@@ -239,30 +239,35 @@ def _fmt(x, spec):
 PARTS = ("ranged", "paged", "fp4")
 
 
+def _print_row(r: dict[str, Any]) -> None:
+    k_us, loop, base = r["ours_kernel_us"], r["ours_loop_us"], r.get("jnp_loop_us")
+    anchor = r["deepgemm_anchor_us"]
+    if r["case"] == "ranged":
+        name = (f"{'fp4' if r['fp4'] else 'fp8'} S {r['S']} S_kv {r['S_kv']} H {r['H']} D {r['D']}"
+                f"{' CP' if r['cp'] else ''}{' comp' if r['compressed'] else ''} {r['logits_dtype']}")
+    else:
+        name = (f"{'fp4' if r['fp4'] else 'fp8'} paged B {r['B']} n {r['next_n']} H {r['H']} L {r['L_avg']}"
+                f" {r['logits_dtype']}")
+    print(f"{name:60s} | {k_us:8.1f} | {r['flops'] / k_us / 1e6:6.0f} | {r['bytes'] / k_us / 1e3:6.0f} |"
+          f" {_fmt(anchor, '6.0f')} | {_fmt(anchor and anchor / k_us, '4.2f')} | {loop:8.1f} |"
+          f" {_fmt(base, '8.1f')} | {_fmt(base and base / loop, '5.2f')}", flush=True)
+
+
 def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS) -> int:
+    # Rows are printed (and the JSON rewritten) as they are measured, so a run cut short keeps them.
     rows = []
     fp4_too = "fp4" in parts
+    cases = []
     if "ranged" in parts:
-        for key in RANGED_ANCHORS:
-            for fp4 in (False, True) if fp4_too else (False,):
-                rows.append(bench_ranged(key, fp4=fp4, reps=reps, target_ms=target_ms))
+        cases += [(bench_ranged, key, fp4) for key in RANGED_ANCHORS for fp4 in ((False, True) if fp4_too else (False,))]
     if "paged" in parts:
-        for key in PAGED_ANCHORS:
-            for fp4 in (False, True) if fp4_too else (False,):
-                rows.append(bench_paged(key, fp4=fp4, reps=reps, target_ms=target_ms))
-    print("# case | kern us | TFLOPS | GB/s | DeepGEMM us | xDG | loop us | jnp loop us | x jnp")
-    for r in rows:
-        k_us, loop, base = r["ours_kernel_us"], r["ours_loop_us"], r.get("jnp_loop_us")
-        anchor = r["deepgemm_anchor_us"]
-        if r["case"] == "ranged":
-            name = (f"{'fp4' if r['fp4'] else 'fp8'} S {r['S']} S_kv {r['S_kv']} H {r['H']} D {r['D']}"
-                    f"{' CP' if r['cp'] else ''}{' comp' if r['compressed'] else ''} {r['logits_dtype']}")
-        else:
-            name = (f"{'fp4' if r['fp4'] else 'fp8'} paged B {r['B']} n {r['next_n']} H {r['H']} L {r['L_avg']}"
-                    f" {r['logits_dtype']}")
-        print(f"{name:60s} | {k_us:8.1f} | {r['flops'] / k_us / 1e6:6.0f} | {r['bytes'] / k_us / 1e3:6.0f} |"
-              f" {_fmt(anchor, '6.0f')} | {_fmt(anchor and anchor / k_us, '4.2f')} | {loop:8.1f} |"
-              f" {_fmt(base, '8.1f')} | {_fmt(base and base / loop, '5.2f')}")
+        cases += [(bench_paged, key, fp4) for key in PAGED_ANCHORS for fp4 in ((False, True) if fp4_too else (False,))]
+    print("# case | kern us | TFLOPS | GB/s | DeepGEMM us | xDG | loop us | jnp loop us | x jnp", flush=True)
+    for bench, key, fp4 in cases:
+        rows.append(bench(key, fp4=fp4, reps=reps, target_ms=target_ms))
+        _print_row(rows[-1])
+        with open(json_path, "w") as f:
+            json.dump({**meta, "mqa": rows}, f, indent=1, default=str)
     # the FP4 bar: paged FP4 >= 1.5x faster than paged FP8 at the same (B, next_n, H, L)
     fp8_paged = {(r["B"], r["next_n"], r["H"], r["L_avg"], r["logits_dtype"]): r["ours_kernel_us"]
                  for r in rows if r["case"] == "paged" and not r["fp4"]}
