@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <string>
 
 #include "common/device_info.h"
 #include "common/ffi_utils.h"
@@ -20,29 +21,44 @@ namespace {
 // The group alignment of the contiguous layout: one tile, one expert.
 constexpr int kContiguousBlockM = 128;
 
+// The operands shared by the contiguous and ragged forms: A [M, K] rows of all experts, B [G, N, K],
+// their scales, a per-row or per-group int32 layout of `layout_len` entries and D [M, N] BF16.
+// Decodes the shape into (m, k, groups, n) and checks everything, naming the operand.
+struct RowGroupedShape {
+  int64_t m = 0, k = 0, groups = 0, n = 0;
+};
+ffi::Error DecodeRowGrouped(const std::string& op, const ffi::AnyBuffer& a, const ffi::AnyBuffer& sfa,
+                            const ffi::AnyBuffer& b, const ffi::AnyBuffer& sfb, const ffi::AnyBuffer& layout,
+                            const char* layout_name, bool layout_per_row, const ffi::AnyBuffer& d,
+                            RowGroupedShape& shape) {
+  if (a.dimensions().size() != 2 || b.dimensions().size() != 3)
+    return ffi::Error::InvalidArgument(op + ": a must be rank 2 and b rank 3");
+  const int64_t m = a.dimensions()[0], k = a.dimensions()[1];
+  const int64_t groups = b.dimensions()[0], n = b.dimensions()[1];
+  const int64_t k_blocks = CeilDiv(k, 128);
+  JDG_RETURN_IF_ERROR(ExpectBuffer(a, "a", ffi::DataType::F8E4M3FN, {m, k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(b, "b", ffi::DataType::F8E4M3FN, {groups, n, k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale", ffi::DataType::F32, {m, k_blocks}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(sfb, "b_scale", ffi::DataType::F32, {groups, CeilDiv(n, 128), k_blocks}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(layout, layout_name, ffi::DataType::S32, {layout_per_row ? m : groups}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(d, "d", ffi::DataType::BF16, {m, n}));
+  if (k == 0 || k % 16 != 0) return ffi::Error::InvalidArgument(op + ": K must be a positive multiple of 16");
+  if (groups == 0 || m > INT32_MAX || groups * n > INT32_MAX || k > INT32_MAX)
+    return ffi::Error::InvalidArgument(op + ": G >= 1 and G*N, M, K must fit in int32");
+  shape = {m, k, groups, n};
+  return ffi::Error::Success();
+}
+
 ffi::Error MGroupedFp8GemmNtContiguous(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa,
                                        ffi::AnyBuffer b, ffi::AnyBuffer sfb, ffi::AnyBuffer row_group,
                                        ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, int32_t block_n,
                                        int32_t num_sms) {
   constexpr const char* kOp = "m_grouped_fp8_gemm_nt_contiguous";
   JDG_RETURN_IF_ERROR(CheckAliasedOutput(kOp, aliased_d, *d, false));
-  // decode
-  if (a.dimensions().size() != 2 || b.dimensions().size() != 3)
-    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_contiguous: a must be rank 2 and b rank 3");
-  const int64_t m = a.dimensions()[0], k = a.dimensions()[1];
-  const int64_t groups = b.dimensions()[0], n = b.dimensions()[1];
-  const int64_t k_blocks = CeilDiv(k, 128);
-  // check
-  JDG_RETURN_IF_ERROR(ExpectBuffer(a, "a", ffi::DataType::F8E4M3FN, {m, k}));
-  JDG_RETURN_IF_ERROR(ExpectBuffer(b, "b", ffi::DataType::F8E4M3FN, {groups, n, k}));
-  JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale", ffi::DataType::F32, {m, k_blocks}));
-  JDG_RETURN_IF_ERROR(ExpectBuffer(sfb, "b_scale", ffi::DataType::F32, {groups, CeilDiv(n, 128), k_blocks}));
-  JDG_RETURN_IF_ERROR(ExpectBuffer(row_group, "grouped_layout", ffi::DataType::S32, {m}));
-  JDG_RETURN_IF_ERROR(ExpectBuffer(*d, "d", ffi::DataType::BF16, {m, n}));
-  if (k == 0 || k % 16 != 0)
-    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_contiguous: K must be a positive multiple of 16");
-  if (groups == 0 || m > INT32_MAX || groups * n > INT32_MAX || k > INT32_MAX)
-    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_contiguous: G >= 1 and G*N, M, K must fit in int32");
+  // decode, check
+  RowGroupedShape shape;
+  JDG_RETURN_IF_ERROR(DecodeRowGrouped(kOp, a, sfa, b, sfb, row_group, "grouped_layout", true, *d, shape));
+  const auto [m, k, groups, n] = shape;
   if (m == 0 || n == 0) return ffi::Error::Success();
   const DeviceInfo& info = GetDeviceInfo(device);
   if (info.cc_major != 9)
@@ -113,21 +129,9 @@ ffi::Error MGroupedFp8GemmNtRagged(cudaStream_t stream, int32_t device, ffi::Any
                                    int32_t block_n, int32_t num_sms) {
   constexpr const char* kOp = "m_grouped_fp8_gemm_nt_ragged";
   JDG_RETURN_IF_ERROR(CheckAliasedOutput(kOp, aliased_d, *d, false));
-  if (a.dimensions().size() != 2 || b.dimensions().size() != 3)
-    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_ragged: a must be rank 2 and b rank 3");
-  const int64_t m = a.dimensions()[0], k = a.dimensions()[1];
-  const int64_t groups = b.dimensions()[0], n = b.dimensions()[1];
-  const int64_t k_blocks = CeilDiv(k, 128);
-  JDG_RETURN_IF_ERROR(ExpectBuffer(a, "a", ffi::DataType::F8E4M3FN, {m, k}));
-  JDG_RETURN_IF_ERROR(ExpectBuffer(b, "b", ffi::DataType::F8E4M3FN, {groups, n, k}));
-  JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale", ffi::DataType::F32, {m, k_blocks}));
-  JDG_RETURN_IF_ERROR(ExpectBuffer(sfb, "b_scale", ffi::DataType::F32, {groups, CeilDiv(n, 128), k_blocks}));
-  JDG_RETURN_IF_ERROR(ExpectBuffer(group_ends, "group_ends", ffi::DataType::S32, {groups}));
-  JDG_RETURN_IF_ERROR(ExpectBuffer(*d, "d", ffi::DataType::BF16, {m, n}));
-  if (k == 0 || k % 16 != 0)
-    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_ragged: K must be a positive multiple of 16");
-  if (groups == 0 || m > INT32_MAX || groups * n > INT32_MAX || k > INT32_MAX)
-    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_ragged: G >= 1 and G*N, M, K must fit in int32");
+  RowGroupedShape shape;
+  JDG_RETURN_IF_ERROR(DecodeRowGrouped(kOp, a, sfa, b, sfb, group_ends, "group_ends", false, *d, shape));
+  const auto [m, k, groups, n] = shape;
   if (m == 0 || n == 0) return ffi::Error::Success();
   const DeviceInfo& info = GetDeviceInfo(device);
   if (info.cc_major != 9)

@@ -35,6 +35,7 @@
 
 #include "bf16_gemm_launch.h"
 #include "kernels/gemm_tile_walk.cuh"
+#include "kernels/stage_ring.cuh"
 
 namespace jdg {
 
@@ -177,7 +178,7 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
                        const __grid_constant__ CUtensorMap tma_d, const Bf16GemmParams p, const int num_stages) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Traits = Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kMajor>;
-  using Barrier = cutlass::arch::ClusterTransactionBarrier;
+  using Barrier = RingBarrier;
   using Major = cute::SM90::GMMA::Major;
   using Wgmma = typename Bf16Wgmma<kBlockN, Traits::kAMnMajor ? Major::MN : Major::K,
                                    Traits::kBMnMajor ? Major::MN : Major::K>::Op;
@@ -198,19 +199,7 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
   // the B tile: each loads half of it and multicasts it to both, so a stage may be refilled only
   // when the consumers of both CTAs have released it.
   const int cta_rank = kClusterM > 1 ? int(cute::block_rank_in_cluster()) : 0;
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < num_stages; ++s) {
-      full[s].init(1);                                            // the producer's arrive_and_expect_tx
-      empty[s].init(kClusterM * Traits::kNumMathWarpgroups * 4);  // one arrive per consumer warp per CTA
-    }
-    cutlass::arch::fence_barrier_init();
-  }
-  if constexpr (kClusterM > 1) {
-    cute::cluster_arrive_relaxed();  // barrier init must be visible to the peer before any multicast
-    cute::cluster_wait();
-  } else {
-    __syncthreads();
-  }
+  InitStageRing<kClusterM>(full, empty, num_stages, Traits::kNumMathWarpgroups * 4);
 
   TileScheduler sched(p.m, p.n, kBlockM * kClusterM, kBlockN, p.raster_band);
   const int first_tile = blockIdx.x / kClusterM, tile_stride = gridDim.x / kClusterM;
@@ -286,11 +275,7 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
 
     // Releases stage `s` of the ring: one arrive per warp (lane i of a cluster releases CTA i's copy).
     auto release = [&](int s) {
-      if constexpr (kClusterM == 1) {
-        if (lane == 0) empty[s].arrive();
-      } else {
-        if (lane < kClusterM) empty[s].arrive(uint32_t(lane), 1u);
-      }
+      ReleaseStage<kClusterM>(empty[s], lane);
     };
 
     for (int tile = first_tile; next_tile(tile, m_block, n_block, group, row_lo, row_hi); tile += tile_stride) {
@@ -398,11 +383,7 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
       if (threadIdx.x % 128 == 0) cute::tma_store_wait<0>();  // staging smem must outlive the stores
     }
   }
-  if constexpr (kClusterM > 1) {
-    // Neither CTA may exit while its peer can still multicast into it or arrive on its barriers.
-    cute::cluster_arrive();
-    cute::cluster_wait();
-  }
+  ExitStageRing<kClusterM>();
 #endif
 }
 

@@ -8,6 +8,7 @@
 
 #include "bf16_gemm_launch.h"
 #include "common/device_info.h"
+#include "common/persistent_launch.h"
 #include "common/tma.h"
 #include "kernels/sm90_bf16_gemm.cuh"
 
@@ -74,37 +75,10 @@ cudaError_t LaunchSm90Bf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig&
   params.grouping.max_m = op.max_m;
   params.grouping.group_ends = op.group_ends;
 
-  cudaLaunchConfig_t launch = {};
-  launch.gridDim = dim3(cfg.grid);
-  launch.blockDim = dim3(Traits::kNumThreads);
-  launch.dynamicSmemBytes = smem_bytes;
-  launch.stream = stream;
-  cudaLaunchAttribute cluster;
-  cluster.id = cudaLaunchAttributeClusterDimension;
-  cluster.val.clusterDim.x = kClusterM;
-  cluster.val.clusterDim.y = 1;
-  cluster.val.clusterDim.z = 1;
-  launch.attrs = &cluster;
-  launch.numAttrs = 1;
-  if constexpr (kClusterM > 1) {
-    // A persistent grid must fit at once: SM pairs that straddle a GPC cannot host a cluster, so
-    // size the grid by the clusters that can be co-resident (queried once, at the largest smem).
-    struct MaxClusters {};
-    const int max_clusters = OncePerDevice<MaxClusters>(op.device, [&] {
-      cudaLaunchConfig_t probe = launch;
-      probe.gridDim = dim3(kClusterM);
-      probe.dynamicSmemBytes = kBf16SmemCapacity;
-      int n = 0;
-      return cudaOccupancyMaxActiveClusters(&n, kernel, &probe) == cudaSuccess ? n : 0;
-    });
-    // An answer below half the SM pairs would mean a failed query, not a smaller GPU: ignore it.
-    const int sm_pairs = GetDeviceInfo(op.device).num_sms / kClusterM;
-    if (max_clusters >= sm_pairs / 2) launch.gridDim.x = std::min<unsigned>(launch.gridDim.x, max_clusters * kClusterM);
-    static const bool print = std::getenv("JAX_DEEPGEMM_PRINT_CONFIGS") != nullptr;
-    if (print) std::fprintf(stderr, "jax_deepgemm bf16_gemm: %d co-resident %d-CTA clusters, grid %u\n", max_clusters,
-                            kClusterM, launch.gridDim.x);
-  }
-  return cudaLaunchKernelEx(&launch, kernel, tma_a, tma_b, tma_d, params, cfg.num_stages);
+  struct MaxClusters {};  // one occupancy query per instance and device
+  const PersistentLaunch launch(MaxClusters{}, op.device, kernel, cfg.grid, Traits::kNumThreads, smem_bytes, kClusterM,
+                                kBf16SmemCapacity, stream, "bf16_gemm");
+  return cudaLaunchKernelEx(launch.config(), kernel, tma_a, tma_b, tma_d, params, cfg.num_stages);
 }
 
 }  // namespace jdg

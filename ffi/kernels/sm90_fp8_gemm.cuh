@@ -37,6 +37,7 @@
 
 #include "fp8_gemm_launch.h"
 #include "kernels/gemm_tile_walk.cuh"
+#include "kernels/stage_ring.cuh"
 
 namespace jdg {
 
@@ -138,7 +139,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
                       const Fp8GemmParams p, const int num_stages) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Traits = Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClusterM, kPipelined>;
-  using Barrier = cutlass::arch::ClusterTransactionBarrier;
+  using Barrier = RingBarrier;
   using Wgmma = typename Fp8Wgmma<kBlockN>::Op;
   constexpr int kAccums = kBlockN / 2;  // FP32 accumulators per thread for a 64 x BLOCK_N slice
 
@@ -157,19 +158,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
   // the B tile: each loads half of it and multicasts it to both, so a stage may be refilled only
   // when the consumers of both CTAs have released it.
   const int cta_rank = kClusterM > 1 ? int(cute::block_rank_in_cluster()) : 0;
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < num_stages; ++s) {
-      full[s].init(1);                                              // the producer's arrive_and_expect_tx
-      empty[s].init(kClusterM * Traits::kNumMathWarpgroups * 4);    // one arrive per consumer warp per CTA
-    }
-    cutlass::arch::fence_barrier_init();
-  }
-  if constexpr (kClusterM > 1) {
-    cute::cluster_arrive_relaxed();  // barrier init must be visible to the peer before any multicast
-    cute::cluster_wait();
-  } else {
-    __syncthreads();
-  }
+  InitStageRing<kClusterM>(full, empty, num_stages, Traits::kNumMathWarpgroups * 4);
 
   // The scheduler walks cluster tiles (kClusterM M-blocks x 1 N-block); both CTAs see the same order.
   TileScheduler sched(p.m, p.n, kBlockM * kClusterM, kBlockN, p.raster_band);
@@ -320,11 +309,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           }
 #pragma unroll
           for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(cur[i]);
-          if constexpr (kClusterM == 1) {
-            if (lane == 0) empty[stage].arrive();
-          } else {
-            if (lane < kClusterM) empty[stage].arrive(uint32_t(lane), 1u);
-          }
+          ReleaseStage<kClusterM>(empty[stage], lane);
           const float s0 = sa0 * sb[0], s1 = sa1 * sb[0];
 #pragma unroll
           for (int i = 0; i < kAccums; i += 4) {
@@ -359,11 +344,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(accum[i]);
 
           if constexpr (kBScale == BScale::kBlock128) {
-            if constexpr (kClusterM == 1) {
-              if (lane == 0) empty[stage].arrive();
-            } else {
-              if (lane < kClusterM) empty[stage].arrive(uint32_t(lane), 1u);  // lane i releases CTA i's copy
-            }
+            ReleaseStage<kClusterM>(empty[stage], lane);
 #pragma unroll
             for (int g = 0; g < kBlockN / 8; ++g) {
               // Scale row of this 8-column group, selected without indexing registers at run time.
@@ -384,11 +365,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
 #pragma unroll
             for (int g = 0; g < kBlockN / 8; ++g) col_scale[g] = sfb_stage[4 * g + quad];
             __syncwarp();
-            if constexpr (kClusterM == 1) {
-              if (lane == 0) empty[stage].arrive();
-            } else {
-              if (lane < kClusterM) empty[stage].arrive(uint32_t(lane), 1u);  // lane i releases CTA i's copy
-            }
+            ReleaseStage<kClusterM>(empty[stage], lane);
 #pragma unroll
             for (int g = 0; g < kBlockN / 8; ++g) {
               final_acc[4 * g + 0] = fmaf(sa0 * col_scale[g].x, accum[4 * g + 0], final_acc[4 * g + 0]);
@@ -512,11 +489,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       if (threadIdx.x % 128 == 0) cute::tma_store_wait<0>();  // staging smem must outlive the stores
     }
   }
-  if constexpr (kClusterM > 1) {
-    // Neither CTA may exit while its peer can still multicast into it or arrive on its barriers.
-    cute::cluster_arrive();
-    cute::cluster_wait();
-  }
+  ExitStageRing<kClusterM>();
 #endif
 }
 

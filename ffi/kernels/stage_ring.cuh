@@ -1,0 +1,53 @@
+// The shared-memory stage ring of the warp-specialised GEMM kernels (FP8 and BF16): full/empty
+// mbarriers per stage, cluster-wide set-up and teardown, and the consumers' stage release. Device code.
+#pragma once
+
+#include <cute/arch/cluster_sm90.hpp>
+#include <cutlass/arch/barrier.h>
+
+namespace jdg {
+
+using RingBarrier = cutlass::arch::ClusterTransactionBarrier;
+
+// Thread 0 initialises the ring: `full` waits for the producer's arrive_and_expect_tx, `empty` for one
+// arrive per consumer warp of every CTA of the cluster (a 2-CTA cluster multicasts B halves, so a
+// stage may be refilled only when both CTAs' consumers released it). The barriers must be visible to
+// the peer CTA before any multicast lands in this one.
+template <int kClusterM>
+__device__ __forceinline__ void InitStageRing(RingBarrier* full, RingBarrier* empty, int num_stages,
+                                              int consumer_warps) {
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < num_stages; ++s) {
+      full[s].init(1);
+      empty[s].init(kClusterM * consumer_warps);
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  if constexpr (kClusterM > 1) {
+    cute::cluster_arrive_relaxed();
+    cute::cluster_wait();
+  } else {
+    __syncthreads();
+  }
+}
+
+// A consumer warp is done with a stage: one arrive per warp (lane i releases CTA i's copy).
+template <int kClusterM>
+__device__ __forceinline__ void ReleaseStage(RingBarrier& empty, int lane) {
+  if constexpr (kClusterM == 1) {
+    if (lane == 0) empty.arrive();
+  } else {
+    if (lane < kClusterM) empty.arrive(uint32_t(lane), 1u);
+  }
+}
+
+// Neither CTA of a cluster may exit while its peer can still multicast into it or arrive on its barriers.
+template <int kClusterM>
+__device__ __forceinline__ void ExitStageRing() {
+  if constexpr (kClusterM > 1) {
+    cute::cluster_arrive();
+    cute::cluster_wait();
+  }
+}
+
+}  // namespace jdg
