@@ -52,12 +52,27 @@ class OpSpec:
     aliased_output_operand: int | None = None
 
 
-def _union_vma(avals) -> frozenset:
-    """Inside ``jax.shard_map`` outputs vary over every mesh axis any input varies over."""
-    vma: frozenset = frozenset()
-    for aval in avals:
-        vma |= getattr(aval, "vma", frozenset())
-    return vma
+def _varying_axes(aval) -> frozenset:
+    """The manual mesh axes a value varies over inside ``jax.shard_map`` (jax >= 0.12: ``aval.mat.varying``;
+    jax 0.11: ``aval.vma``)."""
+    mat = getattr(aval, "mat", None)
+    if mat is not None:
+        return frozenset(mat.varying)
+    return frozenset(getattr(aval, "vma", None) or ())
+
+
+def _out_aval(shape, dtype, avals) -> jax.core.ShapedArray:
+    """An output type that varies over every mesh axis any input varies over (inside ``jax.shard_map``),
+    so custom_vjp rules and out_specs see the same manual-axis types as for a jnp computation."""
+    vma = frozenset().union(*(_varying_axes(a) for a in avals))
+    if not vma:
+        return jax.core.ShapedArray(shape, dtype)
+    base = next(a for a in avals if _varying_axes(a))
+    if getattr(base, "mat", None) is not None:  # jax >= 0.12: manual axis types ride on the sharding's mesh
+        sharding = jax.sharding.NamedSharding(base.sharding.mesh, jax.sharding.PartitionSpec())
+        return base.update(shape=tuple(shape), dtype=dtype, weak_type=False, sharding=sharding,
+                           manual_axis_type=base.mat.update(varying=vma))
+    return jax.core.ShapedArray(shape, dtype, vma=vma)
 
 
 def make_primitive(spec: OpSpec) -> Primitive:
@@ -75,14 +90,7 @@ def make_primitive(spec: OpSpec) -> Primitive:
         return jitted_bind(tuple(sorted(params.items())))(*args)
 
     def abstract_eval(*avals, **params):
-        vma = _union_vma(avals)
-        outs = []
-        for shape, dtype in spec.out_shapes(*avals, **params):
-            if vma:
-                outs.append(jax.core.ShapedArray(shape, dtype, vma=vma))
-            else:
-                outs.append(jax.core.ShapedArray(shape, dtype))
-        return tuple(outs)
+        return tuple(_out_aval(shape, dtype, avals) for shape, dtype in spec.out_shapes(*avals, **params))
 
     def cuda_lowering(ctx, *args, **params):
         if spec.target not in _ffi.registered_targets():
