@@ -116,6 +116,17 @@ def int32_attr(value: int) -> np.int32:
     return np.int32(value)
 
 
+def int32_attrs(**params) -> dict[str, np.int32]:
+    """Every primitive parameter as an int32 FFI attribute (the ``attrs`` of most op specs)."""
+    return {name: int32_attr(value) for name, value in params.items()}
+
+
+def tile_attrs(tile) -> dict[str, int]:
+    """``tile`` = None (the handler's heuristic) or ``(block_m, block_n)``: the kernel-shape attributes."""
+    block_m, block_n = tuple(tile) if tile is not None else (0, 0)
+    return dict(block_m=int(block_m), block_n=int(block_n))
+
+
 def move_batch_dim_to_front(x: jax.Array, dim: int | None, size: int) -> jax.Array:
     """Puts the vmapped dimension first (broadcasting unbatched operands), for batching rules."""
     if dim is None:

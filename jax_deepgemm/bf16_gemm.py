@@ -34,9 +34,10 @@ from jax_deepgemm._primitive import (
     OpSpec,
     batch_by_map,
     batch_size,
-    int32_attr,
+    int32_attrs,
     make_primitive,
     move_batch_dim_to_front,
+    tile_attrs,
 )
 
 __all__ = [
@@ -121,8 +122,8 @@ def _dense_reference(a, b, *out, out_fp32: int, accumulate: int, major: int, **_
 
 
 def _dense_attrs(*, out_fp32: int, **params) -> dict[str, Any]:
-    del out_fp32
-    return {name: int32_attr(value) for name, value in params.items()}
+    del out_fp32  # a static of the primitive (output dtype), not a kernel attribute
+    return int32_attrs(**params)
 
 
 def _batch_dense(prim, args, dims, **params):
@@ -315,7 +316,7 @@ _contiguous_p = make_primitive(
         target="jax_deepgemm_m_grouped_bf16_gemm_nt_contiguous_v1",
         out_shapes=lambda a, b, ids, *out, **_: [((a.shape[0], b.shape[1]), jnp.bfloat16)],
         reference=_contiguous_rows,
-        attrs=lambda **params: {name: int32_attr(v) for name, v in params.items()},
+        attrs=int32_attrs,
         batch=batch_by_map,
         aliased_output_operand=3,
     )
@@ -391,8 +392,7 @@ def m_grouped_bf16_gemm_nt_contiguous(
 
 
 def _ragged_reference(a, b, ends, *out, **_):
-    row_ids = _gl._owner_of(ends, jnp.arange(a.shape[0], dtype=jnp.int32))
-    ids = jnp.where(row_ids < b.shape[0], row_ids, -1)
+    ids = _gl._rows_of_ends(ends, a.shape[0])
     return (_ref._rows_by_group_matmul(a.astype(jnp.float32), b.astype(jnp.float32), ids).astype(jnp.bfloat16),)
 
 
@@ -402,7 +402,7 @@ _ragged_p = make_primitive(
         target="jax_deepgemm_m_grouped_bf16_gemm_nt_ragged_v1",
         out_shapes=lambda a, b, ends, *out, **_: [((a.shape[0], b.shape[1]), jnp.bfloat16)],
         reference=_ragged_reference,
-        attrs=lambda **params: {name: int32_attr(v) for name, v in params.items()},
+        attrs=int32_attrs,
         batch=batch_by_map,
         aliased_output_operand=3,
     )
@@ -444,17 +444,15 @@ def m_grouped_bf16_gemm_nt_ragged(
     sizes = _gl.check_group_sizes(group_sizes, fn=op, num_rows=m, num_groups=num_groups, rows_name="M")
     if m == 0 or n == 0 or num_groups == 0:
         return jnp.zeros((m, n), jnp.bfloat16)
-    block_m, block_n = tuple(tile) if tile is not None else (0, 0)
-    (d,) = _ragged_p.bind(a, b, _group_ends(sizes, m), block_m=int(block_m), block_n=int(block_n),
+    (d,) = _ragged_p.bind(a, b, _group_ends(sizes, m), **tile_attrs(tile),
                           num_sms=int(num_sms))
     return d
 
 
 def _m_grouped_ragged_into(a, b, group_sizes, out: jax.Array, *, tile=None) -> jax.Array:
     """Test hook: the ragged kernel writing into (an XLA-aliased copy of) a pre-filled ``out``."""
-    block_m, block_n = tuple(tile) if tile is not None else (0, 0)
     ends = _group_ends(jnp.asarray(group_sizes, jnp.int32), a.shape[0])
-    return _ragged_p.bind(a, b, ends, out, block_m=int(block_m), block_n=int(block_n), num_sms=0)[0]
+    return _ragged_p.bind(a, b, ends, out, **tile_attrs(tile), num_sms=0)[0]
 
 
 def _m_grouped_contiguous_into(a, b, row_ids, out: jax.Array, *, block_n: int = 0) -> jax.Array:
@@ -481,7 +479,7 @@ _masked_p = make_primitive(
         target="jax_deepgemm_m_grouped_bf16_gemm_nt_masked_v1",
         out_shapes=lambda a, b, mm, *out, **_: [((a.shape[0], a.shape[1], b.shape[1]), jnp.bfloat16)],
         reference=_masked_reference,
-        attrs=lambda **params: {name: int32_attr(v) for name, v in params.items()},
+        attrs=int32_attrs,
         batch=batch_by_map,
         aliased_output_operand=3,
     )
@@ -530,14 +528,11 @@ def m_grouped_bf16_gemm_nt_masked(
     n = b.shape[1]
     if num_groups == 0 or max_m == 0 or n == 0:
         return jnp.zeros((num_groups, max_m, n), jnp.bfloat16)
-    block_m, block_n = tuple(tile) if tile is not None else (0, 0)
-    (d,) = _masked_p.bind(a, b, counts, expected_m=min(expected_m, max_m), block_m=int(block_m),
-                          block_n=int(block_n), num_sms=int(num_sms))
+    (d,) = _masked_p.bind(a, b, counts, expected_m=min(expected_m, max_m), **tile_attrs(tile), num_sms=int(num_sms))
     return d
 
 
 def _m_grouped_masked_into(a, b, masked_m, out: jax.Array, *, expected_m: int = 0, tile=None) -> jax.Array:
     """Test hook: the masked kernel writing into (an XLA-aliased copy of) a pre-filled ``out``."""
-    block_m, block_n = tuple(tile) if tile is not None else (0, 0)
-    return _masked_p.bind(a, b, masked_m, out, expected_m=expected_m, block_m=int(block_m), block_n=int(block_n),
+    return _masked_p.bind(a, b, masked_m, out, expected_m=expected_m, **tile_attrs(tile),
                           num_sms=0)[0]

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jax_deepgemm import _checks
-from jax_deepgemm._primitive import OpSpec, batch_size, int32_attr, make_primitive, move_batch_dim_to_front
+from jax_deepgemm._primitive import OpSpec, batch_size, int32_attrs, make_primitive, move_batch_dim_to_front
 from jax_deepgemm.reference import fp8_gemm_nt_reference
 
 _BLOCK = 128
@@ -44,10 +44,6 @@ def _tile_params(tile, num_sms: int) -> dict[str, int]:
     block_m, block_n, cluster_m, pipelined = (*tile, 0, 0, 0, 0)[:4]
     return dict(block_m=int(block_m), block_n=int(block_n), cluster_m=int(cluster_m), pipelined=int(pipelined),
                 num_sms=int(num_sms))
-
-
-def _kernel_attrs(**params) -> dict[str, Any]:
-    return {name: int32_attr(value) for name, value in params.items()}
 
 
 def _out_shape_1d2d(a, a_scale, b, b_scale, *out, **_):
@@ -90,7 +86,7 @@ _fp8_gemm_nt_1d2d_p = make_primitive(
         target="jax_deepgemm_fp8_gemm_nt_1d2d_v1",
         out_shapes=_out_shape_1d2d,
         reference=_reference_1d2d,
-        attrs=_kernel_attrs,
+        attrs=int32_attrs,
         batch=_batch_gemm,
         aliased_output_operand=4,
     )
@@ -102,7 +98,7 @@ _fp8_gemm_nt_1d1d_p = make_primitive(
         target="jax_deepgemm_fp8_gemm_nt_1d1d_v1",
         out_shapes=_out_shape_1d1d,
         reference=_reference_1d1d,
-        attrs=_kernel_attrs,
+        attrs=int32_attrs,
         batch=_batch_gemm,
         aliased_output_operand=4,
     )

@@ -303,6 +303,12 @@ def _owner_of(ends: jax.Array, positions: jax.Array) -> jax.Array:
     return jnp.searchsorted(ends, positions, side="right").astype(jnp.int32)
 
 
+def _rows_of_ends(ends: jax.Array, num_rows: int) -> jax.Array:
+    """Per-row group ids of the ragged layout given by cumulative group ends ``[G]`` (-1 past the last)."""
+    owner = _owner_of(ends, jnp.arange(num_rows, dtype=jnp.int32))
+    return jnp.where(owner < ends.shape[0], owner, -1)
+
+
 # --------------------------------------------------------------------------------------------
 # Group sizes (ragged) <-> offsets / per-row ids
 # --------------------------------------------------------------------------------------------
@@ -344,9 +350,7 @@ def _ragged_row_ids(sizes: jax.Array, num_rows: int) -> jax.Array:
     num_groups = sizes.shape[0]
     if num_groups == 0:
         return jnp.full((num_rows,), -1, jnp.int32)
-    ends = jnp.cumsum(jnp.clip(sizes, 0, num_rows), dtype=jnp.int32)
-    owner = _owner_of(ends, jnp.arange(num_rows, dtype=jnp.int32))
-    return jnp.where(owner < num_groups, owner, -1)
+    return _rows_of_ends(jnp.cumsum(jnp.clip(sizes, 0, num_rows), dtype=jnp.int32), num_rows)
 
 
 def row_ids_to_group_sizes(row_ids, num_groups: int) -> jax.Array:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax_deepgemm import _checks
 from jax_deepgemm import grouped_layout as _gl
 from jax_deepgemm import reference as _ref
-from jax_deepgemm._primitive import OpSpec, batch_by_map, int32_attr, make_primitive
+from jax_deepgemm._primitive import OpSpec, batch_by_map, int32_attrs, make_primitive
 
 K_GROUP_ALIGNMENT = 128
 """Every group's K size is a multiple of this (the scale block along K)."""
@@ -48,7 +48,7 @@ _k_grouped_p = make_primitive(
         target="jax_deepgemm_k_grouped_fp8_gemm_nt_contiguous_v1",
         out_shapes=lambda a, sa, b, sbt, sizes, *out, **_: [((sizes.shape[0], a.shape[0], b.shape[0]), jnp.float32)],
         reference=_reference_nt,
-        attrs=lambda **params: {name: int32_attr(v) for name, v in params.items()},
+        attrs=int32_attrs,
         batch=batch_by_map,
         aliased_output_operand=5,
     )

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax_deepgemm import _checks
 from jax_deepgemm import grouped_layout as _gl
 from jax_deepgemm import reference as _ref
-from jax_deepgemm._primitive import OpSpec, batch_by_map, int32_attr, make_primitive
+from jax_deepgemm._primitive import OpSpec, batch_by_map, int32_attrs, make_primitive, tile_attrs
 
 CONTIGUOUS_ALIGNMENT = 128
 """Row alignment of expert segments in the contiguous layout (the kernel's BLOCK_M)."""
@@ -49,7 +49,7 @@ _contiguous_p = make_primitive(
         target="jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v1",
         out_shapes=lambda a, sa, b, sb, ids, *out, **_: [((a.shape[0], b.shape[1]), jnp.bfloat16)],
         reference=_contiguous_rows,
-        attrs=lambda **params: {name: int32_attr(v) for name, v in params.items()},
+        attrs=int32_attrs,
         batch=batch_by_map,
         aliased_output_operand=5,
     )
@@ -134,8 +134,7 @@ def _group_ends(sizes: jax.Array, m: int) -> jax.Array:
 
 
 def _ragged_reference(a, a_scale, b, b_scale, ends, *out, **_):
-    row_ids = _gl._owner_of(ends, jnp.arange(a.shape[0], dtype=jnp.int32))
-    return (_ref._m_grouped_rows(a, a_scale, b, b_scale, jnp.where(row_ids < b.shape[0], row_ids, -1)),)
+    return (_ref._m_grouped_rows(a, a_scale, b, b_scale, _gl._rows_of_ends(ends, a.shape[0])),)
 
 
 _ragged_p = make_primitive(
@@ -144,7 +143,7 @@ _ragged_p = make_primitive(
         target="jax_deepgemm_m_grouped_fp8_gemm_nt_ragged_v1",
         out_shapes=lambda a, sa, b, sb, ends, *out, **_: [((a.shape[0], b.shape[1]), jnp.bfloat16)],
         reference=_ragged_reference,
-        attrs=lambda **params: {name: int32_attr(v) for name, v in params.items()},
+        attrs=int32_attrs,
         batch=batch_by_map,
         aliased_output_operand=5,
     )
@@ -188,18 +187,15 @@ def m_grouped_fp8_gemm_nt_ragged(
     sizes = _gl.check_group_sizes(group_sizes, fn=op, num_rows=m, num_groups=num_groups, rows_name="M")
     if m == 0 or n == 0 or num_groups == 0:
         return jnp.zeros((m, n), jnp.bfloat16)
-    block_m, block_n = tuple(tile) if tile is not None else (0, 0)
-    (d,) = _ragged_p.bind(a_fp8, a_scale, b_fp8, b_scale, _group_ends(sizes, m), block_m=int(block_m),
-                          block_n=int(block_n), num_sms=int(num_sms))
+    (d,) = _ragged_p.bind(a_fp8, a_scale, b_fp8, b_scale, _group_ends(sizes, m), **tile_attrs(tile), num_sms=int(num_sms))
     return d
 
 
 def _m_grouped_ragged_into(a, b, group_sizes, out: jax.Array, *, tile=None) -> jax.Array:
     """Test hook: the ragged kernel writing into (an XLA-aliased copy of) a pre-filled ``out``."""
     (a_fp8, a_scale), (b_fp8, b_scale) = a, b
-    block_m, block_n = tuple(tile) if tile is not None else (0, 0)
     ends = _group_ends(jnp.asarray(group_sizes, jnp.int32), a_fp8.shape[0])
-    return _ragged_p.bind(a_fp8, a_scale, b_fp8, b_scale, ends, out, block_m=int(block_m), block_n=int(block_n),
+    return _ragged_p.bind(a_fp8, a_scale, b_fp8, b_scale, ends, out, **tile_attrs(tile),
                           num_sms=0)[0]
 
 
@@ -227,7 +223,7 @@ _masked_p = make_primitive(
         target="jax_deepgemm_m_grouped_fp8_gemm_nt_masked_v1",
         out_shapes=lambda a, sa, b, sb, mm, *out, **_: [((a.shape[0], a.shape[1], b.shape[1]), jnp.bfloat16)],
         reference=_masked_reference,
-        attrs=lambda **params: {name: int32_attr(v) for name, v in params.items()},
+        attrs=int32_attrs,
         batch=batch_by_map,
         aliased_output_operand=5,
     )
@@ -282,9 +278,8 @@ def m_grouped_fp8_gemm_nt_masked(
     n = b_fp8.shape[1]
     if num_groups == 0 or max_m == 0 or n == 0:
         return jnp.zeros((num_groups, max_m, n), jnp.bfloat16)
-    block_m, block_n = tuple(tile) if tile is not None else (0, 0)
     (d,) = _masked_p.bind(a_fp8, a_scale, b_fp8, b_scale, counts, expected_m=min(expected_m, max_m),
-                          block_m=int(block_m), block_n=int(block_n), num_sms=int(num_sms))
+                          **tile_attrs(tile), num_sms=int(num_sms))
     return d
 
 
