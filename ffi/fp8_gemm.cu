@@ -16,11 +16,11 @@ namespace jdg {
 
 cudaError_t DispatchFp8Gemm(BScale scale, const Fp8GemmOperands& op, const Fp8GemmConfig& cfg,
                             cudaStream_t stream) {
-#define JDG_CASE(BM, BN, CLUSTER, PIPELINED, SCALE)                                                         \
-  if (cfg.block_m == BM && cfg.block_n == BN && cfg.cluster_m == CLUSTER && cfg.pipelined == PIPELINED) \
-    return LaunchSm90Fp8Gemm<BM, BN, SCALE, CLUSTER, PIPELINED>(op, cfg, stream);
-#define JDG_CASE_1D2D(BM, BN, CLUSTER, PIPELINED) JDG_CASE(BM, BN, CLUSTER, PIPELINED, BScale::kBlock128)
-#define JDG_CASE_1D1D(BM, BN, CLUSTER, PIPELINED) JDG_CASE(BM, BN, CLUSTER, PIPELINED, BScale::kPerChannel)
+#define JDG_CASE(BM, BN, CLUSTER_M, CLUSTER_N, SCALE)                                                        \
+  if (cfg.block_m == BM && cfg.block_n == BN && cfg.cluster_m == CLUSTER_M && cfg.cluster_n == CLUSTER_N) \
+    return LaunchSm90Fp8Gemm<BM, BN, SCALE, CLUSTER_M, CLUSTER_N>(op, cfg, stream);
+#define JDG_CASE_1D2D(BM, BN, CLUSTER_M, CLUSTER_N) JDG_CASE(BM, BN, CLUSTER_M, CLUSTER_N, BScale::kBlock128)
+#define JDG_CASE_1D1D(BM, BN, CLUSTER_M, CLUSTER_N) JDG_CASE(BM, BN, CLUSTER_M, CLUSTER_N, BScale::kPerChannel)
   if (scale == BScale::kBlock128) {
     JDG_FP8_1D2D_ALL(JDG_CASE_1D2D)
   } else {
@@ -36,7 +36,7 @@ namespace {
 
 ffi::Error Fp8GemmNt(cudaStream_t stream, int32_t device, BScale scale, const ffi::AnyBuffer& a, const ffi::AnyBuffer& sfa,
                      const ffi::AnyBuffer& b, const ffi::AnyBuffer& sfb, const ffi::AnyBuffer* c, ffi::AnyBuffer d,
-                     int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t pipelined, int32_t num_sms) {
+                     int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t cluster_n, int32_t num_sms) {
   // decode
   if (a.dimensions().size() != 2 || b.dimensions().size() != 2)
     return ffi::Error::InvalidArgument("fp8_gemm: a and b must be rank 2 (batch dims are folded in Python)");
@@ -64,9 +64,9 @@ ffi::Error Fp8GemmNt(cudaStream_t stream, int32_t device, BScale scale, const ff
     return ffi::Error(ffi::ErrorCode::kFailedPrecondition, "fp8_gemm: the kernels need an sm_90 (Hopper) GPU");
   // decide
   const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
-  const Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), int(k), scale, sms, block_m, block_n, cluster_m, pipelined);
+  const Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), int(k), scale, sms, block_m, block_n, cluster_m, cluster_n);
   if (cfg.block_m == 0)
-    return ffi::Error::InvalidArgument("fp8_gemm: requested block_m/block_n/cluster_m/pipelined is not a compiled kernel");
+    return ffi::Error::InvalidArgument("fp8_gemm: requested block_m/block_n/cluster_m/cluster_n is not a compiled kernel");
   // launch
   Fp8GemmOperands op = MakeFp8GemmOperands(device, m, n, k, a, sfa, b, sfb, d);
   op.sfb_row_stride = int(sfb_row_stride);
@@ -76,20 +76,20 @@ ffi::Error Fp8GemmNt(cudaStream_t stream, int32_t device, BScale scale, const ff
 
 ffi::Error Fp8GemmNt1d2d(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa, ffi::AnyBuffer b,
                          ffi::AnyBuffer sfb, ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d,
-                         int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t pipelined, int32_t num_sms) {
+                         int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t cluster_n, int32_t num_sms) {
   JDG_RETURN_IF_ERROR(CheckAliasedOutput("fp8_gemm", aliased_d, *d, false));
   return Fp8GemmNt(stream, device, BScale::kBlock128, a, sfa, b, sfb, nullptr, *d, block_m, block_n, cluster_m,
-                   pipelined, num_sms);
+                   cluster_n, num_sms);
 }
 
 ffi::Error Fp8GemmNt1d1d(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa, ffi::AnyBuffer b,
                          ffi::AnyBuffer sfb_t, ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d,
-                         int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t pipelined, int32_t num_sms,
+                         int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t cluster_n, int32_t num_sms,
                          int32_t accumulate) {
   JDG_RETURN_IF_ERROR(CheckAliasedOutput("fp8_gemm", aliased_d, *d, accumulate != 0));
   const ffi::AnyBuffer* c = accumulate != 0 ? &(*d) : nullptr;
   return Fp8GemmNt(stream, device, BScale::kPerChannel, a, sfa, b, sfb_t, c, *d, block_m, block_n, cluster_m,
-                   pipelined, num_sms);
+                   cluster_n, num_sms);
 }
 
 }  // namespace
@@ -107,8 +107,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d2d, jdg::Fp8GemmNt1d2d,
                                   .Ret<xla::ffi::AnyBuffer>()  // d       bf16 [M, N]
                                   .Attr<int32_t>("block_m")    // 0: heuristic
                                   .Attr<int32_t>("block_n")    // 0: heuristic
-                                  .Attr<int32_t>("cluster_m")  // 0: heuristic; 1 or 2 CTAs sharing B
-                                  .Attr<int32_t>("pipelined")  // 1: force the experimental main loop
+                                  .Attr<int32_t>("cluster_m")  // 0: heuristic; 2: CTA pairs sharing B
+                                  .Attr<int32_t>("cluster_n")  // 0: heuristic; 2: CTA pairs sharing A
                                   .Attr<int32_t>("num_sms"),   // 0: all SMs of the device
                               {xla::ffi::Traits::kCmdBufferCompatible});
 
@@ -125,7 +125,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d1d, jdg::Fp8GemmNt1d1d,
                                   .Attr<int32_t>("block_m")
                                   .Attr<int32_t>("block_n")
                                   .Attr<int32_t>("cluster_m")
-                                  .Attr<int32_t>("pipelined")
+                                  .Attr<int32_t>("cluster_n")
                                   .Attr<int32_t>("num_sms")
                                   .Attr<int32_t>("accumulate"),  // 1: d += a.b^T (d aliased)
                               {xla::ffi::Traits::kCmdBufferCompatible});

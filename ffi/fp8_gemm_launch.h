@@ -17,6 +17,8 @@ constexpr int kSm90SmemCapacity = 232448;  // opt-in dynamic shared memory per b
 
 // Widest tile compiled with the ragged M-grouped tile walk (see sm90_fp8_gemm.cuh).
 constexpr int kMaxRaggedBlockN = 176;
+// Tallest tile of M-grouped GEMMs (contiguous segments are 128-row aligned; BLOCK_M = 256 is dense only).
+constexpr int kMGroupedMaxBlockM = 128;
 
 // BF16 (1D2D) tiles whose width is a multiple of 64 stage D in shared memory for TMA stores.
 constexpr bool Fp8GemmHasSmemD(int block_n, BScale scale) { return scale == BScale::kBlock128 && block_n % 64 == 0; }
@@ -30,9 +32,12 @@ constexpr int Fp8GemmSmemDBytes(int block_m, int block_n, BScale scale) {
 constexpr int Fp8GemmSfbStageBytes(int block_n, BScale scale) {
   return scale == BScale::kPerChannel ? (block_n * 4 + 127) / 128 * 128 : 0;
 }
+// BLOCK_M = 256 stages its A scales (and up to 4 B scales) in shared memory (see sm90_fp8_gemm.cuh).
+constexpr int Fp8GemmScaleStageBytes(int block_m) { return block_m == 256 ? block_m * 4 + 16 : 0; }
 constexpr int kFp8GemmBarrierBytesPerStage = 16;
 constexpr int Fp8GemmStageBytes(int block_m, int block_n, BScale scale) {
-  return block_m * 128 + block_n * 128 + Fp8GemmSfbStageBytes(block_n, scale) + kFp8GemmBarrierBytesPerStage;
+  return block_m * 128 + block_n * 128 + Fp8GemmSfbStageBytes(block_n, scale) + Fp8GemmScaleStageBytes(block_m) +
+         kFp8GemmBarrierBytesPerStage;
 }
 
 struct Fp8GemmOperands {
@@ -78,14 +83,15 @@ Fp8GemmOperands MakeFp8GemmOperands(int device, int64_t m, int64_t n, int64_t k,
 }
 
 struct Fp8GemmConfig {
-  int block_m = 0, block_n = 0, cluster_m = 1, pipelined = 0, num_stages = 0, grid = 0, raster_band = 0;
+  // cluster_m / cluster_n = 2: CTA pairs on adjacent M-blocks sharing B / adjacent N-blocks sharing A.
+  int block_m = 0, block_n = 0, cluster_m = 1, cluster_n = 1, num_stages = 0, grid = 0, raster_band = 0;
 };
 
 // Launches the compiled instance `cfg` names (fp8_gemm.cu); cudaErrorInvalidConfiguration if none.
 cudaError_t DispatchFp8Gemm(BScale scale, const Fp8GemmOperands& op, const Fp8GemmConfig& cfg, cudaStream_t stream);
 
 // Implemented once per (BLOCK_M, BLOCK_N, scaling) in ffi/instances/*.cu.
-template <int kBlockM, int kBlockN, BScale kBScale, int kClusterM, int kPipelined>
+template <int kBlockM, int kBlockN, BScale kBScale, int kClusterM, int kClusterN>
 cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cfg, cudaStream_t stream);
 
 }  // namespace jdg

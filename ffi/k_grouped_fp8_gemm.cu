@@ -53,8 +53,10 @@ ffi::Error KGroupedFp8GemmNtContiguous(cudaStream_t stream, int32_t device, ffi:
     return ffi::Error::InvalidArgument(
         "k_grouped_fp8_gemm_nt_contiguous: requested block_m/block_n/cluster_m is not compiled");
   // Persistent grid over every group's cluster tiles (a cluster's CTAs share one group and N-block).
-  const int64_t cluster_tiles = CeilDiv(m, int64_t(cfg.block_m) * cfg.cluster_m) * CeilDiv(n, cfg.block_n) * groups;
-  cfg.grid = int(std::min<int64_t>(cluster_tiles, sms / cfg.cluster_m)) * cfg.cluster_m;
+  const int cluster = cfg.cluster_m * cfg.cluster_n;
+  const int64_t cluster_tiles =
+      CeilDiv(m, int64_t(cfg.block_m) * cfg.cluster_m) * CeilDiv(n, int64_t(cfg.block_n) * cfg.cluster_n) * groups;
+  cfg.grid = int(std::min<int64_t>(cluster_tiles, sms / cluster)) * cluster;
   // launch
   Fp8GemmOperands op = MakeFp8GemmOperands(device, m, n, k, a, sfa, b, sfb_t, *d);
   op.sfb_row_stride = int((n + 3) / 4 * 4);

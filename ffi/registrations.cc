@@ -31,8 +31,8 @@ nb::capsule EncapsulateFfi(Fn* fn) {
 nb::dict Registrations() {
   nb::dict targets;
 #if JAX_DEEPGEMM_WITH_CUDA
-  targets["jax_deepgemm_fp8_gemm_nt_1d2d_v1"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d2d);
-  targets["jax_deepgemm_fp8_gemm_nt_1d1d_v1"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d1d);
+  targets["jax_deepgemm_fp8_gemm_nt_1d2d_v2"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d2d);
+  targets["jax_deepgemm_fp8_gemm_nt_1d1d_v2"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d1d);
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtContiguous);
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_masked_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtMasked);
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_ragged_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtRagged);
@@ -50,13 +50,13 @@ nb::dict Registrations() {
   return targets;
 }
 
-// The compiled (block_m, block_n, cluster_m, pipelined) kernel shapes per FP8 GEMM kernel, for tests and tuning sweeps.
+// The compiled (block_m, block_n, cluster_m, cluster_n) kernel shapes per FP8 GEMM kernel, for tests and tuning sweeps.
 nb::dict Fp8GemmTiles() {
   nb::dict tiles;
   nb::list block, channel;
 #if JAX_DEEPGEMM_WITH_CUDA
-#define JDG_APPEND_BLOCK(BM, BN, CLUSTER, PIPELINED) block.append(nb::make_tuple(BM, BN, CLUSTER, PIPELINED));
-#define JDG_APPEND_CHANNEL(BM, BN, CLUSTER, PIPELINED) channel.append(nb::make_tuple(BM, BN, CLUSTER, PIPELINED));
+#define JDG_APPEND_BLOCK(BM, BN, CLUSTER_M, CLUSTER_N) block.append(nb::make_tuple(BM, BN, CLUSTER_M, CLUSTER_N));
+#define JDG_APPEND_CHANNEL(BM, BN, CLUSTER_M, CLUSTER_N) channel.append(nb::make_tuple(BM, BN, CLUSTER_M, CLUSTER_N));
   JDG_FP8_1D2D_ALL(JDG_APPEND_BLOCK)
   JDG_FP8_1D1D_ALL(JDG_APPEND_CHANNEL)
 #undef JDG_APPEND_BLOCK

@@ -63,7 +63,7 @@ _REGISTERED = _register()
 
 
 def fp8_gemm_tiles() -> dict[str, list[tuple[int, int]]]:
-    """Compiled ``(block_m, block_n, cluster_m, pipelined)`` shapes of the FP8 GEMM kernels: {"1d2d": [...], "1d1d": [...]}."""
+    """Compiled ``(block_m, block_n, cluster_m, cluster_n)`` shapes of the FP8 GEMM kernels: {"1d2d": [...], "1d1d": [...]}."""
     if _C is None:
         return {"1d2d": [], "1d1d": []}
     return {kind: [tuple(t) for t in tiles] for kind, tiles in _C.fp8_gemm_tiles().items()}

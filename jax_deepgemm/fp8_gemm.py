@@ -31,18 +31,18 @@ _F32 = (jnp.float32,)
 # ---------------------------------------------------------------------------------------------
 
 
-# Params of both primitives: block_m, block_n, cluster_m, pipelined (0 = heuristic), num_sms (0 = all); the 1D1D one
+# Params of both primitives: block_m, block_n, cluster_m, cluster_n (0 = heuristic), num_sms (0 = all); the 1D1D one
 # also takes accumulate (1: the aliased output operand holds C and D = C + A.B^T).
 # Operands: a, a_scale, b, b_scale (1D1D: transposed per-row scales) [, out: aliased to D].
 
 
 def _tile_params(tile, num_sms: int) -> dict[str, int]:
-    """``tile`` = None (heuristic) or (block_m, block_n[, cluster_m[, pipelined]]) (0 = heuristic's choice)."""
+    """``tile`` = None (heuristic) or (block_m, block_n[, cluster_m[, cluster_n]]) (0 = heuristic's choice)."""
     tile = tuple(tile) if tile is not None else ()
     if len(tile) not in (0, 2, 3, 4):
-        raise ValueError(f"tile must be (block_m, block_n[, cluster_m[, pipelined]]), got {tile!r}")
-    block_m, block_n, cluster_m, pipelined = (*tile, 0, 0, 0, 0)[:4]
-    return dict(block_m=int(block_m), block_n=int(block_n), cluster_m=int(cluster_m), pipelined=int(pipelined),
+        raise ValueError(f"tile must be (block_m, block_n[, cluster_m[, cluster_n]]), got {tile!r}")
+    block_m, block_n, cluster_m, cluster_n = (*tile, 0, 0, 0, 0)[:4]
+    return dict(block_m=int(block_m), block_n=int(block_n), cluster_m=int(cluster_m), cluster_n=int(cluster_n),
                 num_sms=int(num_sms))
 
 
@@ -83,7 +83,7 @@ def _batch_gemm(prim, args, dims, **params):
 _fp8_gemm_nt_1d2d_p = make_primitive(
     OpSpec(
         name="jax_deepgemm_fp8_gemm_nt_1d2d",
-        target="jax_deepgemm_fp8_gemm_nt_1d2d_v1",
+        target="jax_deepgemm_fp8_gemm_nt_1d2d_v2",
         out_shapes=_out_shape_1d2d,
         reference=_reference_1d2d,
         attrs=int32_attrs,
@@ -95,7 +95,7 @@ _fp8_gemm_nt_1d2d_p = make_primitive(
 _fp8_gemm_nt_1d1d_p = make_primitive(
     OpSpec(
         name="jax_deepgemm_fp8_gemm_nt_1d1d",
-        target="jax_deepgemm_fp8_gemm_nt_1d1d_v1",
+        target="jax_deepgemm_fp8_gemm_nt_1d1d_v2",
         out_shapes=_out_shape_1d1d,
         reference=_reference_1d1d,
         attrs=int32_attrs,
@@ -169,8 +169,9 @@ def fp8_gemm_nt(
         else float32.
       c: optional float32 ``[..., M, N]`` accumulator: ``D = C + A @ B.T`` (computed in FP32).
       num_sms: use at most this many SMs (0 = all), e.g. to leave SMs to overlapping communication.
-      tile: ``(block_m, block_n[, cluster_m[, pipelined]])`` forces a compiled kernel shape (tuning and tests; see
-        ``jax_deepgemm._ffi.fp8_gemm_tiles()``); None = heuristic.
+      tile: ``(block_m, block_n[, cluster_m[, cluster_n]])`` forces a compiled kernel shape (tuning and tests;
+        see ``jax_deepgemm._ffi.fp8_gemm_tiles()``; cluster_m/cluster_n = 2: CTA pairs multicasting B/A);
+        None = heuristic.
 
     Returns:
       ``[..., M, N]`` in ``out_dtype``. M = 0 or N = 0 give an empty result; K = 0 gives ``C`` (or zeros).

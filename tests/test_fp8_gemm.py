@@ -108,6 +108,20 @@ def test_every_compiled_tile_shape():
             _assert_close(out, ref, x, w)
 
 
+@pytest.mark.parametrize("m,n,k", [(520, 1002, 512), (1000, 2112, 7168)])
+def test_multicast_and_two_wave_tiles(m, n, k):
+    """BLOCK_M = 256 (two waves, scales staged in shared memory) and 2-CTA clusters along M and N,
+    forced, over several tiles per CTA: M not a tile multiple, an odd number of N-blocks (a pair's
+    second CTA past N), and N % 8 != 0 (register epilogue instead of TMA stores)."""
+    tiles = [t for t in _ffi.fp8_gemm_tiles()["1d2d"] if t[0] == 256 or t[2] * t[3] == 2]
+    assert any(t[0] == 256 for t in tiles) and any(t[3] == 2 for t in tiles)
+    a, b, x, w = fp8_gemm_operands(seed=m + n, m=m, n=n, k=k)
+    ref = _reference(a, b, b_kind="block")
+    for tile in tiles:
+        out = jax.jit(_fp8_gemm_nt_into, static_argnames="tile")(a, b, _poisoned(m, n, jnp.bfloat16), tile=tile)
+        _assert_close(out, ref, x, w)
+
+
 def test_transposed_variants_equal_nt_bitwise():
     m, n, k = 256, 576, 1536
     a, b, _, _ = fp8_gemm_operands(seed=5, m=m, n=n, k=k)
@@ -147,7 +161,7 @@ def test_export_round_trip_in_fresh_process(tmp_path):
     a, b, _, _ = fp8_gemm_operands(seed=12, m=128, n=576, k=512)
     f = jax.jit(dg.fp8_gemm_nt)
     exported = jax.export.export(f, platforms=["cuda"], disabled_checks=dg.export_disabled_checks())(a, b)
-    assert "jax_deepgemm_fp8_gemm_nt_1d2d_v1" in exported.mlir_module()
+    assert "jax_deepgemm_fp8_gemm_nt_1d2d_v2" in exported.mlir_module()
     (tmp_path / "fn.bin").write_bytes(exported.serialize())
     arrays = {"a": a[0], "sa": a[1], "b": b[0], "sb": b[1]}
     for name, arr in arrays.items():

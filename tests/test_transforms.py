@@ -31,9 +31,9 @@ from jax_deepgemm.testing.numeric import assert_bitwise_equal
 E4M3 = ml_dtypes.float8_e4m3fn
 VARIANTS = ["1d2d", "1d1d", "1d1d_acc"]
 TARGETS = {
-    "1d2d": "jax_deepgemm_fp8_gemm_nt_1d2d_v1",
-    "1d1d": "jax_deepgemm_fp8_gemm_nt_1d1d_v1",
-    "1d1d_acc": "jax_deepgemm_fp8_gemm_nt_1d1d_v1",
+    "1d2d": "jax_deepgemm_fp8_gemm_nt_1d2d_v2",
+    "1d1d": "jax_deepgemm_fp8_gemm_nt_1d1d_v2",
+    "1d1d_acc": "jax_deepgemm_fp8_gemm_nt_1d1d_v2",
 }
 # Custom calls of our own have no JAX compatibility guarantee, so export must be told to accept them.
 DISABLED_CHECKS = [jax.export.DisabledSafetyCheck.custom_call(t) for t in sorted(set(TARGETS.values()))]

@@ -18,10 +18,11 @@
 namespace jdg {
 
 struct BlockShape {
-  int m, n, cluster_m, pipelined;
+  int m, n, cluster_m, cluster_n;
+  int cluster_size() const { return cluster_m * cluster_n; }
 };
 
-#define JDG_BLOCK_SHAPE(BM, BN, CLUSTER, PIPELINED) BlockShape{BM, BN, CLUSTER, PIPELINED},
+#define JDG_BLOCK_SHAPE(BM, BN, CLUSTER_M, CLUSTER_N) BlockShape{BM, BN, CLUSTER_M, CLUSTER_N},
 inline constexpr BlockShape kFp8Block128Shapes[] = {JDG_FP8_1D2D_ALL(JDG_BLOCK_SHAPE)};
 inline constexpr BlockShape kFp8PerChannelShapes[] = {JDG_FP8_1D1D_ALL(JDG_BLOCK_SHAPE)};
 #undef JDG_BLOCK_SHAPE
@@ -38,14 +39,16 @@ inline int Fp8GemmStages(BlockShape s, BScale scale) {
 // L2->SM feed (~48 B/cycle/SM when every SM streams); floored by DRAM traffic, which one SM can pull
 // at only ~20 B/cycle, so a grid with few CTAs cannot reach the chip's ~1650 B/cycle.
 inline double Fp8GemmCost(int m, int n, int k, BlockShape s, BScale scale, int num_sms, int out_bytes) {
-  // A cluster runs its CTAs in lock step on a pair of tiles; a pair whose second M-block is past M
-  // still occupies both SMs.
-  const double tiles = double((m + s.m * s.cluster_m - 1) / (s.m * s.cluster_m)) * s.cluster_m * ((n + s.n - 1) / s.n);
-  const double waves = std::ceil(tiles / (num_sms / s.cluster_m * s.cluster_m));
+  // A cluster runs its CTAs in lock step on a pair of tiles; a pair whose second M-block (N-block)
+  // is past M (N) still occupies both SMs.
+  const double tiles = double((m + s.m * s.cluster_m - 1) / (s.m * s.cluster_m)) * s.cluster_m *
+                       ((n + s.n * s.cluster_n - 1) / (s.n * s.cluster_n)) * s.cluster_n;
+  const double waves = std::ceil(tiles / (num_sms / s.cluster_size() * s.cluster_size()));
   const double active_sms = std::min<double>(tiles, num_sms);
   const double k_blocks = (k + 127) / 128;
   const double mma = s.m * std::max(s.n, 64) * 128 * 2 / 8192.0;
-  const double feed = (s.m + double(s.n) / s.cluster_m) * 128 / 48.0;  // B is multicast across the cluster
+  // B (A) is multicast across a cluster along M (N).
+  const double feed = (double(s.m) / s.cluster_n + double(s.n) / s.cluster_m) * 128 / 48.0;
   // TMA-stored tiles write D in full lines, asynchronously; register stores cost ~4x more.
   const double epilogue = s.m * s.n * out_bytes / (Fp8GemmHasSmemD(s.n, scale) ? 64.0 : 16.0);
   const double per_sm = waves * (k_blocks * std::max(mma, feed) + epilogue);
@@ -57,8 +60,8 @@ inline double Fp8GemmCost(int m, int n, int k, BlockShape s, BScale scale, int n
 // force_block_m/n > 0 select a compiled shape explicitly (tests and tuning sweeps); max_block_n > 0
 // excludes wider tiles (e.g. those not compiled with the ragged walk).
 inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int num_sms, int force_block_m,
-                                       int force_block_n, int force_cluster_m, int force_pipelined,
-                                       int max_block_n = 0) {
+                                       int force_block_n, int force_cluster_m, int force_cluster_n,
+                                       int max_block_n = 0, int max_block_m = 0) {
   const BlockShape* shapes = scale == BScale::kBlock128 ? kFp8Block128Shapes : kFp8PerChannelShapes;
   const int num_shapes = scale == BScale::kBlock128 ? int(std::size(kFp8Block128Shapes))
                                                     : int(std::size(kFp8PerChannelShapes));
@@ -70,10 +73,10 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
     if (force_block_m > 0 && s.m != force_block_m) continue;
     if (force_block_n > 0 && s.n != force_block_n) continue;
     if (force_cluster_m > 0 && s.cluster_m != force_cluster_m) continue;
+    if (force_cluster_n > 0 && s.cluster_n != force_cluster_n) continue;
     if (max_block_n > 0 && s.n > max_block_n) continue;
-    // Experimental main loop: only when asked for (see fp8_gemm_instances.h).
-    if (s.pipelined != (force_pipelined > 0 ? 1 : 0)) continue;
-    if (s.cluster_m > num_sms) continue;
+    if (max_block_m > 0 && s.m > max_block_m) continue;
+    if (s.cluster_size() > num_sms) continue;
     // A 128-row tile over M <= 64 would run half its tensor-core work on padding.
     if (force_block_m <= 0 && s.m == 128 && m <= 64) continue;
     if (force_block_m <= 0 && s.m == 256 && m <= 128) continue;
@@ -82,21 +85,22 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
     // store: measured 10 % faster at 4096x32768x512 than the modelled-equal 128x192), then the larger.
     auto rank = [](int bm, int bn, int cluster) { return (128 % bn == 0 ? 1 << 30 : 0) + bm * bn * cluster; };
     const bool better = best.block_m == 0 || cost < best_cost * 0.98 ||
-                        (cost < best_cost * 1.02 &&
-                         rank(s.m, s.n, s.cluster_m) > rank(best.block_m, best.block_n, best.cluster_m));
+                        (cost < best_cost * 1.02 && rank(s.m, s.n, s.cluster_size()) >
+                                                        rank(best.block_m, best.block_n, best.cluster_m * best.cluster_n));
     if (better) {
       best_cost = cost;
       best.block_m = s.m;
       best.block_n = s.n;
       best.cluster_m = s.cluster_m;
-      best.pipelined = s.pipelined;
+      best.cluster_n = s.cluster_n;
     }
   }
   if (best.block_m == 0) return best;  // forced shape not compiled: caller reports it
   // Persistent grid: one CTA per SM at most, a whole number of clusters.
+  const int cluster_size = best.cluster_m * best.cluster_n;
   const int cluster_tiles = ((m + best.block_m * best.cluster_m - 1) / (best.block_m * best.cluster_m)) *
-                            ((n + best.block_n - 1) / best.block_n);
-  best.grid = std::max(1, std::min(cluster_tiles, num_sms / best.cluster_m)) * best.cluster_m;
+                            ((n + best.block_n * best.cluster_n - 1) / (best.block_n * best.cluster_n));
+  best.grid = std::max(1, std::min(cluster_tiles, num_sms / cluster_size)) * cluster_size;
   best.num_stages = Fp8GemmStages({best.block_m, best.block_n}, scale);
   best.raster_band = 8;
 
@@ -106,9 +110,9 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
     static std::set<std::tuple<int, int, int, int>> seen;
     std::lock_guard<std::mutex> lock(mu);
     if (seen.insert({m, n, k, int(scale)}).second)
-      std::fprintf(stderr, "jax_deepgemm fp8_gemm m=%d n=%d k=%d scale=%d -> block %dx%d cluster %d pipelined %d "
+      std::fprintf(stderr, "jax_deepgemm fp8_gemm m=%d n=%d k=%d scale=%d -> block %dx%d cluster %dx%d "
                    "stages=%d grid=%d\n", m, n, k, int(scale), best.block_m, best.block_n, best.cluster_m,
-                   best.pipelined, best.num_stages, best.grid);
+                   best.cluster_n, best.num_stages, best.grid);
   }
   return best;
 }

@@ -34,24 +34,28 @@ __device__ __forceinline__ int GemmRowGroup(const GemmGrouping& grouping, int m,
 // The next tile of this CTA's walk: (m_block, n_block) and the expert whose B slice it multiplies
 // (0 for a dense GEMM, -1 for a padding tile of a contiguous grouped GEMM: its tile's first row is
 // padding; segments are BLOCK_M-aligned by contract). Dense and contiguous tiles follow the
-// L2-banded TileScheduler (the kClusterM M-blocks of a cluster pair together); masked GEMMs walk
-// group by group over only the ceil(masked_m[g] / BLOCK_M) M-blocks each group needs.
-template <int kBlockM, int kBlockN, int kClusterM>
+// L2-banded TileScheduler, built over cluster tiles (kClusterM M-blocks x kClusterN N-blocks: the
+// CTAs of a cluster pair up on adjacent tiles); masked GEMMs walk group by group over only the
+// ceil(masked_m[g] / BLOCK_M) M-blocks each group needs. A cluster spans M or N, not both.
+template <int kBlockM, int kBlockN, int kClusterM, int kClusterN = 1>
 __device__ __forceinline__ bool NextGemmTile(const TileScheduler& sched, const GemmGrouping& grouping, int m, int n,
                                              int tile, int cta_rank, int& m_block, int& n_block, int& group) {
+  static_assert(kClusterM == 1 || kClusterN == 1, "a cluster spans M or N");
   if (grouping.masked_m == nullptr) {
     if (!sched.Get(tile, m_block, n_block)) return false;
-    m_block = m_block * kClusterM + cta_rank;  // past M for the second CTA of a ragged last pair
+    // Past M (N) for the second CTA of a ragged last pair: it computes on zero-filled operands.
+    if constexpr (kClusterM > 1) m_block = m_block * kClusterM + cta_rank;
+    if constexpr (kClusterN > 1) n_block = n_block * kClusterN + cta_rank;
     group = GemmRowGroup(grouping, m, m_block * kBlockM);
     return true;
   }
-  const int num_n_blocks = (n + kBlockN - 1) / kBlockN;
+  const int num_n_units = (n + kBlockN * kClusterN - 1) / (kBlockN * kClusterN);
   for (int g = 0; g < grouping.num_groups; ++g) {
     const int rows = min(max(__ldg(grouping.masked_m + g), 0), grouping.max_m);  // out-of-range counts clamp
-    const int tiles = (rows + kBlockM - 1) / kBlockM * num_n_blocks;
+    const int tiles = (rows + kBlockM - 1) / kBlockM * num_n_units;
     if (tile < tiles) {
-      m_block = g * (grouping.max_m / kBlockM) + tile / num_n_blocks;
-      n_block = tile % num_n_blocks;
+      m_block = g * (grouping.max_m / kBlockM) + tile / num_n_units;
+      n_block = tile % num_n_units * kClusterN + (kClusterN > 1 ? cta_rank : 0);
       group = g;
       return true;
     }
@@ -74,19 +78,19 @@ __device__ __forceinline__ void RaggedGroupRows(const GemmGrouping& grouping, in
 // its group's rows (RaggedTileRows). The units are walked group by group (N-blocks fastest), then
 // the tiles of the rows past the last end (group -1: zeros). At most ceil(m / BLOCK_M) + num_groups
 // M-units, so straddling costs at most num_groups extra tile rows.
-template <int kBlockM, int kBlockN>
-__device__ __forceinline__ bool NextRaggedTile(const GemmGrouping& grouping, int m, int n, int tile, int& m_block,
-                                               int& n_block, int& group) {
-  const int num_n_blocks = (n + kBlockN - 1) / kBlockN;
+template <int kBlockM, int kBlockN, int kClusterN = 1>
+__device__ __forceinline__ bool NextRaggedTile(const GemmGrouping& grouping, int m, int n, int tile, int cta_rank,
+                                               int& m_block, int& n_block, int& group) {
+  const int num_n_units = (n + kBlockN * kClusterN - 1) / (kBlockN * kClusterN);  // clusters pair along N
   for (int g = 0; g <= grouping.num_groups; ++g) {
     int start, end;
     RaggedGroupRows(grouping, m, g, start, end);
     if (end > start) {
       const int first = start / kBlockM;
-      const int tiles = ((end - 1) / kBlockM - first + 1) * num_n_blocks;
+      const int tiles = ((end - 1) / kBlockM - first + 1) * num_n_units;
       if (tile < tiles) {
-        m_block = first + tile / num_n_blocks;
-        n_block = tile % num_n_blocks;
+        m_block = first + tile / num_n_units;
+        n_block = tile % num_n_units * kClusterN + (kClusterN > 1 ? cta_rank : 0);
         group = g < grouping.num_groups ? g : -1;
         return true;
       }

@@ -207,7 +207,7 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
   // rows [row_lo, row_hi) it stores (the whole tile within M, except for a ragged unit).
   auto next_tile = [&](int tile, int& m_block, int& n_block, int& group, int& row_lo, int& row_hi) -> bool {
     if (kMajor == 0 && p.grouping.group_ends != nullptr) {  // grouped GEMMs are NT only
-      if (!NextRaggedTile<kBlockM, kBlockN>(p.grouping, p.m, p.n, tile, m_block, n_block, group)) return false;
+      if (!NextRaggedTile<kBlockM, kBlockN>(p.grouping, p.m, p.n, tile, 0, m_block, n_block, group)) return false;
       RaggedTileRows<kBlockM>(p.grouping, p.m, m_block, group, row_lo, row_hi);
       return true;
     }

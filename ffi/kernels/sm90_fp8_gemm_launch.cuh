@@ -15,10 +15,10 @@
 
 namespace jdg {
 
-template <int kBlockM, int kBlockN, BScale kBScale, int kClusterM, int kPipelined>
+template <int kBlockM, int kBlockN, BScale kBScale, int kClusterM, int kClusterN>
 cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cfg, cudaStream_t stream) {
-  using Traits = Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClusterM, kPipelined>;
-  auto* kernel = &Sm90Fp8GemmKernel<kBlockM, kBlockN, kBScale, kClusterM, kPipelined>;
+  using Traits = Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClusterM, kClusterN>;
+  auto* kernel = &Sm90Fp8GemmKernel<kBlockM, kBlockN, kBScale, kClusterM, kClusterN>;
   struct SmemOptIn {};  // one tag per instance: the attribute is per kernel and per device
   const cudaError_t opt_in = OncePerDevice<SmemOptIn>(op.device, [&] {
     return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSm90SmemCapacity);
@@ -26,7 +26,7 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   if (opt_in != cudaSuccess) return opt_in;
 
   CUtensorMap tma_a, tma_b, tma_sfb, tma_d;
-  bool ok = MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, op.m, op.k, op.k, kBlockM, kFp8BlockK,
+  bool ok = MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, op.m, op.k, op.k, Traits::kARowsPerCta, kFp8BlockK,
                             CU_TENSOR_MAP_SWIZZLE_128B) &&
             MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(op.n) * (op.group_k != nullptr ? 1 : op.num_groups), op.k, op.k, Traits::kBRowsPerCta,
                             kFp8BlockK, CU_TENSOR_MAP_SWIZZLE_128B);
@@ -46,10 +46,11 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   }
   if (!ok) return cudaErrorInvalidValue;
 
-  // A 2-CTA cluster shares one B tile between two M-blocks, which may belong to different experts.
-  // M-grouped GEMMs are 1D2D (BF16 out), K-grouped ones 1D1D (FP32 out, per-row scales on both sides).
+  // A cluster along M shares one B tile between two M-blocks, which may belong to different experts
+  // (a cluster along N shares A between two N-blocks of one expert: fine). M-grouped GEMMs are 1D2D
+  // (BF16 out) with BLOCK_M <= 128, K-grouped ones 1D1D (FP32 out, per-row scales on both sides).
   const bool m_grouped = op.row_group != nullptr || op.masked_m != nullptr || op.group_ends != nullptr;
-  if (m_grouped && (kClusterM > 1 || kBScale != BScale::kBlock128)) return cudaErrorInvalidConfiguration;
+  if (m_grouped && (kClusterM > 1 || !Traits::kMGrouped)) return cudaErrorInvalidConfiguration;
   if (op.group_ends != nullptr && kBlockN > kMaxRaggedBlockN) return cudaErrorInvalidConfiguration;
   if (op.group_k != nullptr && (kBScale != BScale::kPerChannel || m_grouped))
     return cudaErrorInvalidConfiguration;
@@ -73,7 +74,7 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   params.raster_band = cfg.raster_band;
   params.use_tma_store = use_tma_store ? 1 : 0;
   struct MaxClusters {};  // one occupancy query per instance and device
-  const PersistentLaunch launch(MaxClusters{}, op.device, kernel, cfg.grid, Traits::kNumThreads, Traits::SmemBytes(cfg.num_stages), kClusterM,
+  const PersistentLaunch launch(MaxClusters{}, op.device, kernel, cfg.grid, Traits::kNumThreads, Traits::SmemBytes(cfg.num_stages), Traits::kClusterSize,
                                 kSm90SmemCapacity, stream, "fp8_gemm");
   return cudaLaunchKernelEx(launch.config(), kernel, tma_a, tma_b, tma_sfb, tma_d, params, cfg.num_stages);
 }

@@ -9,21 +9,22 @@ namespace jdg {
 
 using RingBarrier = cutlass::arch::ClusterTransactionBarrier;
 
-// Thread 0 initialises the ring: `full` waits for the producer's arrive_and_expect_tx, `empty` for one
-// arrive per consumer warp of every CTA of the cluster (a 2-CTA cluster multicasts B halves, so a
-// stage may be refilled only when both CTAs' consumers released it). The barriers must be visible to
-// the peer CTA before any multicast lands in this one.
-template <int kClusterM>
+// Thread 0 initialises the ring: `full` waits for the producer's arrive_and_expect_tx (plus
+// `extra_full_arrivals` threads that fill part of a stage with plain stores), `empty` for one arrive
+// per consumer warp of every CTA of the cluster (a 2-CTA cluster multicasts an operand's halves, so
+// a stage may be refilled only when both CTAs' consumers released it). The barriers must be visible
+// to the peer CTA before any multicast lands in this one.
+template <int kClusterSize>
 __device__ __forceinline__ void InitStageRing(RingBarrier* full, RingBarrier* empty, int num_stages,
-                                              int consumer_warps) {
+                                              int consumer_warps, int extra_full_arrivals = 0) {
   if (threadIdx.x == 0) {
     for (int s = 0; s < num_stages; ++s) {
-      full[s].init(1);
-      empty[s].init(kClusterM * consumer_warps);
+      full[s].init(1 + extra_full_arrivals);
+      empty[s].init(kClusterSize * consumer_warps);
     }
     cutlass::arch::fence_barrier_init();
   }
-  if constexpr (kClusterM > 1) {
+  if constexpr (kClusterSize > 1) {
     cute::cluster_arrive_relaxed();
     cute::cluster_wait();
   } else {
@@ -32,19 +33,19 @@ __device__ __forceinline__ void InitStageRing(RingBarrier* full, RingBarrier* em
 }
 
 // A consumer warp is done with a stage: one arrive per warp (lane i releases CTA i's copy).
-template <int kClusterM>
+template <int kClusterSize>
 __device__ __forceinline__ void ReleaseStage(RingBarrier& empty, int lane) {
-  if constexpr (kClusterM == 1) {
+  if constexpr (kClusterSize == 1) {
     if (lane == 0) empty.arrive();
   } else {
-    if (lane < kClusterM) empty.arrive(uint32_t(lane), 1u);
+    if (lane < kClusterSize) empty.arrive(uint32_t(lane), 1u);
   }
 }
 
 // Neither CTA of a cluster may exit while its peer can still multicast into it or arrive on its barriers.
-template <int kClusterM>
+template <int kClusterSize>
 __device__ __forceinline__ void ExitStageRing() {
-  if constexpr (kClusterM > 1) {
+  if constexpr (kClusterSize > 1) {
     cute::cluster_arrive();
     cute::cluster_wait();
   }
