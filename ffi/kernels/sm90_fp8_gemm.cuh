@@ -309,6 +309,11 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     // Row of this thread's first accumulator in wave w (and that + 8): waves are 128 rows apart.
     const int wg_row_in_tile = warpgroup * 64 + warp_in_wg * 16 + lane / 4;
     float accum[kAccums], final_acc[kWaves][kAccums];
+    // WGMMA issue turns of the two warpgroups (named barriers 3 and 4; the epilogue uses 1 and 2).
+    // Both issue the same number of slices, warpgroup 0 first.
+    constexpr bool kTakeTurns = Traits::kNumMathWarpgroups == 2;
+    constexpr uint32_t kTurnBarrier = 3;
+    bool first_turn = warpgroup == 0;
     int stage = 0, phase = 0;
     int m_block, n_block, group, kb_begin, kb_end;
     bool poisoned;
@@ -348,7 +353,15 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       }
 
       // Issues one 128-K slice of wave w (4 x m64nBLOCK_Nk32 WGMMAs) from stage `s` into `accum`.
+      // Two warpgroups take turns (a named-barrier token ring): issued together, their WGMMAs would
+      // interleave on the tensor cores, finish together and leave the tensor cores idle while both
+      // promote (ncu: tensor pipe ~60 % active). In turns, one warpgroup's promotion overlaps the
+      // other's WGMMAs.
       auto issue = [&](int s, int w) {
+        if constexpr (kTakeTurns) {
+          if (!first_turn) cutlass::arch::NamedBarrier::sync(256, kTurnBarrier + warpgroup);
+          first_turn = false;
+        }
         const uint8_t* a_tile = smem_a + s * Traits::kSmemA + (w * 128 + warpgroup * 64) * kFp8BlockK;
         const uint8_t* b_tile = smem_b + s * Traits::kSmemB;
 #pragma unroll
@@ -359,6 +372,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           WgmmaFma<Wgmma>(SmemDescK128B(a_tile + k * 32), SmemDescK128B(b_tile + k * 32), accum, k > 0,
                           std::make_index_sequence<kAccums>{});
         cute::warpgroup_commit_batch();
+        if constexpr (kTakeTurns) cutlass::arch::NamedBarrier::arrive(256, kTurnBarrier + (warpgroup ^ 1));
       };
 
       for (int kb = 0; kb < num_k_blocks; ++kb) {
