@@ -181,7 +181,9 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
   Barrier* full = reinterpret_cast<Barrier*>(smem_scales + num_stages * kScaleFloats);
   Barrier* empty = full + num_stages;
 
-  const int warpgroup = threadIdx.x / 128;
+  // Read through a shuffle so the compiler knows it is warp-uniform: everything derived from it (the
+  // WGMMA descriptors above all) then lives in uniform registers, with no R2UR before each WGMMA.
+  const int warpgroup = __shfl_sync(0xffffffffu, int(threadIdx.x / 128), 0);
   const int lane = threadIdx.x % 32;
 
   // In a cluster the two CTAs work on adjacent tiles that share one operand tile (B for M-blocks 2i
@@ -309,6 +311,10 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     // Row of this thread's first accumulator in wave w (and that + 8): waves are 128 rows apart.
     const int wg_row_in_tile = warpgroup * 64 + warp_in_wg * 16 + lane / 4;
     float accum[kAccums], final_acc[kWaves][kAccums];
+    // WGMMA descriptors of stage 0, wave 0, K-step 0 for this warpgroup's rows (and all of B). The
+    // start address field (14 bits of 16-byte units) never carries: shared memory is < 256 KB.
+    const uint64_t desc_a0 = SmemDescK128B(smem_a + warpgroup * 64 * kFp8BlockK);
+    const uint64_t desc_b0 = SmemDescK128B(smem_b);
     // WGMMA issue turns of the two warpgroups (named barriers 3 and 4; the epilogue uses 1 and 2).
     // Both issue the same number of slices, warpgroup 0 first.
     constexpr bool kTakeTurns = Traits::kNumMathWarpgroups == 2;
@@ -362,15 +368,15 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           if (!first_turn) cutlass::arch::NamedBarrier::sync(256, kTurnBarrier + warpgroup);
           first_turn = false;
         }
-        const uint8_t* a_tile = smem_a + s * Traits::kSmemA + (w * 128 + warpgroup * 64) * kFp8BlockK;
-        const uint8_t* b_tile = smem_b + s * Traits::kSmemB;
+        // Descriptors differ from the stage-0 ones only in the start address (16-byte units).
+        const uint64_t desc_a = desc_a0 + uint64_t((s * Traits::kSmemA + w * 128 * kFp8BlockK) >> 4);
+        const uint64_t desc_b = desc_b0 + uint64_t((s * Traits::kSmemB) >> 4);
 #pragma unroll
         for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(accum[i]);
         cute::warpgroup_arrive();
 #pragma unroll
         for (int k = 0; k < kFp8BlockK / 32; ++k)
-          WgmmaFma<Wgmma>(SmemDescK128B(a_tile + k * 32), SmemDescK128B(b_tile + k * 32), accum, k > 0,
-                          std::make_index_sequence<kAccums>{});
+          WgmmaFma<Wgmma>(desc_a + k * 2, desc_b + k * 2, accum, k > 0, std::make_index_sequence<kAccums>{});
         cute::warpgroup_commit_batch();
         if constexpr (kTakeTurns) cutlass::arch::NamedBarrier::arrive(256, kTurnBarrier + (warpgroup ^ 1));
       };
