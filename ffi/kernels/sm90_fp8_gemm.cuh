@@ -397,18 +397,18 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
               for (int r = 0; r < Traits::kScaleRows; ++r) next_sb[r] = __ldg(sfb_rows[r] + kb_next);
             }
           }
-          cute::warpgroup_wait<0>();
-#pragma unroll
-          for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(accum[i]);
-
-          float* fin = final_acc[w];
           if constexpr (Traits::kScalesInSmem) {
-            // Read before the stage is released below.
+            // Read while the WGMMAs run (and before the stage is released below).
             const float* scales = smem_scales + stage * kScaleFloats;
             sa[w][0] = scales[w * 128 + wg_row_in_tile], sa[w][1] = scales[w * 128 + wg_row_in_tile + 8];
 #pragma unroll
             for (int r = 0; r < Traits::kScaleRows; ++r) sb[r] = scales[kBlockM + r];
           }
+          cute::warpgroup_wait<0>();
+#pragma unroll
+          for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(accum[i]);
+
+          float* fin = final_acc[w];
           if constexpr (kBScale == BScale::kBlock128) {
             if (w == kWaves - 1) ReleaseStage<Traits::kClusterSize>(empty[stage], lane);
 #pragma unroll
