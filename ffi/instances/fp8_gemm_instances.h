@@ -14,7 +14,7 @@
 #define JDG_FP8_1D2D_BM128(X) X(128, 16, 1, 1) X(128, 32, 1, 1) X(128, 64, 1, 1) X(128, 128, 1, 1)  // small/medium M
 #define JDG_FP8_1D2D_BM128_WIDE(X) X(128, 144, 1, 1) X(128, 160, 1, 1) X(128, 176, 1, 1) X(128, 192, 1, 1)  // wave fit
 // Large M (128x192 in a cluster spills, never faster).
-#define JDG_FP8_1D2D_BM128_CLUSTER(X) X(128, 128, 2, 1) X(128, 176, 2, 1) X(128, 128, 1, 2) X(128, 160, 1, 2) X(128, 192, 1, 2)
+#define JDG_FP8_1D2D_BM128_CLUSTER(X) X(128, 128, 2, 1) X(128, 176, 2, 1) X(128, 128, 1, 2)
 // Large M, dense only: two 128-row waves per tile halve B's reads per FLOP.
 #define JDG_FP8_1D2D_BM256(X) X(256, 128, 1, 1) X(256, 128, 2, 1) X(256, 128, 1, 2)
 #define JDG_FP8_1D2D_ALL(X) \
@@ -22,4 +22,4 @@
       JDG_FP8_1D2D_BM256(X)
 
 // FP32-output 1D1D kernels (per-channel weight scales, optional accumulate into C).
-#define JDG_FP8_1D1D_ALL(X) X(64, 64, 1, 1) X(128, 128, 1, 1) X(128, 128, 2, 1) X(128, 128, 1, 2)
+#define JDG_FP8_1D1D_ALL(X) X(64, 64, 1, 1) X(128, 128, 1, 1) X(128, 128, 2, 1)
