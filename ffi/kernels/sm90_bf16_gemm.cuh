@@ -36,6 +36,7 @@
 #include "bf16_gemm_launch.h"
 #include "kernels/gemm_tile_walk.cuh"
 #include "kernels/stage_ring.cuh"
+#include "kernels/wgmma_desc.cuh"
 
 namespace jdg {
 
@@ -69,34 +70,6 @@ JDG_DEFINE_BF16_WGMMA(256)
 template <class Op, size_t... I>
 __device__ __forceinline__ void Bf16WgmmaFma(uint64_t desc_a, uint64_t desc_b, float* d, std::index_sequence<I...>) {
   Op::fma(desc_a, desc_b, d[I]..., cute::SM90::GMMA::ScaleOut::One);
-}
-
-// Shared-memory matrix descriptor of a K-major tile whose rows are 128 bytes, 128B-swizzled
-// (what TMA writes with CU_TENSOR_MAP_SWIZZLE_128B). 8-row core groups are 1024 bytes apart; a
-// k16 step inside the swizzle atom advances the start address by 32 bytes.
-__device__ __forceinline__ uint64_t Bf16SmemDescK128B(const void* smem) {
-  cute::GmmaDescriptor desc;
-  desc.bitfield.start_address_ = static_cast<uint16_t>(cute::cast_smem_ptr_to_uint(smem) >> 4);
-  desc.bitfield.leading_byte_offset_ = 0;  // unused for swizzled K-major layouts
-  desc.bitfield.stride_byte_offset_ = 1024 >> 4;
-  desc.bitfield.base_offset_ = 0;
-  desc.bitfield.layout_type_ = static_cast<uint8_t>(cute::SM90::GMMA::LayoutType::B128);
-  return desc.desc_;
-}
-
-// Shared-memory matrix descriptor of an MN-major tile stored as [MN/64 chunks][64 K rows][128 B]
-// (64 MN elements per 128-byte row, 128B-swizzled by TMA): in CuTe's canonical MN-major SW128 form
-// ((8,n),(8,k)):((1,LBO),(8,SBO)) in 16-byte units, LBO = the stride between 64-element MN chunks
-// (64 rows x 128 B = 8 KiB) and SBO = the stride between 8-row K groups (1 KiB). A k16 step
-// advances the start address by 16 K rows = 2 KiB (a whole number of swizzle atoms).
-__device__ __forceinline__ uint64_t Bf16SmemDescMN128B(const void* smem) {
-  cute::GmmaDescriptor desc;
-  desc.bitfield.start_address_ = static_cast<uint16_t>(cute::cast_smem_ptr_to_uint(smem) >> 4);
-  desc.bitfield.leading_byte_offset_ = (kBf16BlockK * 128) >> 4;
-  desc.bitfield.stride_byte_offset_ = 1024 >> 4;
-  desc.bitfield.base_offset_ = 0;
-  desc.bitfield.layout_type_ = static_cast<uint8_t>(cute::SM90::GMMA::LayoutType::B128);
-  return desc.desc_;
 }
 
 // kMajor: bit 0 = A is MN-major (stored [K, M]), bit 1 = B is MN-major (stored [K, N]); 0 = NT.
@@ -192,7 +165,7 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
   Barrier* full = reinterpret_cast<Barrier*>(smem_b + num_stages * Traits::kSmemB);
   Barrier* empty = full + num_stages;
 
-  const int warpgroup = threadIdx.x / 128;
+  const int warpgroup = __shfl_sync(0xffffffffu, int(threadIdx.x / 128), 0);  // warp-uniform (see the FP8 kernel)
   const int lane = threadIdx.x % 32;
 
   // In a cluster the two CTAs work on vertically adjacent tiles (M-blocks 2i and 2i+1) that share
@@ -270,6 +243,14 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
     const int quad = lane % 4;                                            // column pair within each 8-column group
     const int row_in_tile = warpgroup * 64 + warp_in_wg * 16 + lane / 4;  // and row_in_tile + 8
     float accum[kAccums];
+    // WGMMA descriptors of stage 0, K-step 0 (A: this warpgroup's 64 rows of 128 bytes if K-major, its
+    // 64-column chunk (also 8 KiB) if MN-major); a K-step (k16) moves K-major starts by 32 bytes and
+    // MN-major ones by 16 rows of 128 bytes.
+    const uint64_t desc_a0 = Traits::kAMnMajor ? SmemDescMN128B(smem_a + warpgroup * 64 * 128, kBf16BlockK * 128)
+                                               : SmemDescK128B(smem_a + warpgroup * 64 * 128);
+    const uint64_t desc_b0 = Traits::kBMnMajor ? SmemDescMN128B(smem_b, kBf16BlockK * 128) : SmemDescK128B(smem_b);
+    constexpr int kADescStep = (Traits::kAMnMajor ? 16 * 128 : 32) >> 4;
+    constexpr int kBDescStep = (Traits::kBMnMajor ? 16 * 128 : 32) >> 4;
     int stage = 0, phase = 0;
     int m_block, n_block, group, row_lo, row_hi;
 
@@ -294,19 +275,15 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
         int prev_stage = 0;
         for (int kb = 0; kb < num_k_blocks; ++kb) {
           full[stage].wait(phase);
-          // K-major: this warpgroup's 64 rows of 128 bytes; MN-major: its 64-column chunk (also 8 KiB)
-          const uint8_t* a_tile = smem_a + stage * Traits::kSmemA + warpgroup * 64 * 128;
-          const uint8_t* b_tile = smem_b + stage * Traits::kSmemB;
+          const uint64_t desc_a = desc_a0 + uint64_t((stage * Traits::kSmemA) >> 4);
+          const uint64_t desc_b = desc_b0 + uint64_t((stage * Traits::kSmemB) >> 4);
 #pragma unroll
           for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(accum[i]);
           cute::warpgroup_arrive();
 #pragma unroll
           for (int k = 0; k < kBf16BlockK / 16; ++k)
-            Bf16WgmmaFma<Wgmma>(Traits::kAMnMajor ? Bf16SmemDescMN128B(a_tile + k * 16 * 128)
-                                                  : Bf16SmemDescK128B(a_tile + k * 32),
-                                Traits::kBMnMajor ? Bf16SmemDescMN128B(b_tile + k * 16 * 128)
-                                                  : Bf16SmemDescK128B(b_tile + k * 32),
-                                accum, std::make_index_sequence<kAccums>{});
+            Bf16WgmmaFma<Wgmma>(desc_a + k * kADescStep, desc_b + k * kBDescStep, accum,
+                                std::make_index_sequence<kAccums>{});
           cute::warpgroup_commit_batch();
           // Slice kb stays queued behind kb-1; once kb-1 has retired its stage can be refilled.
           cute::warpgroup_wait<1>();

@@ -43,6 +43,7 @@
 #include "fp8_gemm_launch.h"
 #include "kernels/gemm_tile_walk.cuh"
 #include "kernels/stage_ring.cuh"
+#include "kernels/wgmma_desc.cuh"
 
 namespace jdg {
 
@@ -98,16 +99,20 @@ __device__ __forceinline__ void ArriveWhenCopiesLand(RingBarrier& bar) {
                : "memory");
 }
 
-// Shared-memory matrix descriptor of a K-major tile whose rows are 128 bytes, 128B-swizzled
-// (what TMA writes with CU_TENSOR_MAP_SWIZZLE_128B). 8-row core groups are 1024 bytes apart.
-__device__ __forceinline__ uint64_t SmemDescK128B(const void* smem) {
-  cute::GmmaDescriptor desc;
-  desc.bitfield.start_address_ = static_cast<uint16_t>(cute::cast_smem_ptr_to_uint(smem) >> 4);
-  desc.bitfield.leading_byte_offset_ = 0;  // unused for swizzled K-major layouts
-  desc.bitfield.stride_byte_offset_ = 1024 >> 4;
-  desc.bitfield.base_offset_ = 0;
-  desc.bitfield.layout_type_ = static_cast<uint8_t>(cute::SM90::GMMA::LayoutType::B128);
-  return desc.desc_;
+constexpr uint64_t kEvictNormal = 0x1000000000000000ull;  // CacheHintSm90::EVICT_NORMAL
+
+// TMA load of one operand's 128-K slice at (k, row0) into `dst`: the whole tile, or, for an operand
+// shared by a 2-CTA cluster, this CTA's half (kRowsPerCta rows) multicast into both CTAs' stages.
+template <bool kMulticast, int kRowsPerCta>
+__device__ __forceinline__ void LoadOperandSlice(const CUtensorMap* tma, uint64_t* mbar, uint8_t* dst, int k, int row0,
+                                                 int cta_rank) {
+  if constexpr (!kMulticast) {
+    cute::SM90_TMA_LOAD_2D::copy(tma, mbar, kEvictNormal, dst, k, row0);
+  } else {
+    const int half = cta_rank * kRowsPerCta;
+    cute::SM90_TMA_LOAD_MULTICAST_2D::copy(tma, mbar, uint16_t(0b11), kEvictNormal, dst + half * kFp8BlockK, k,
+                                           row0 + half);
+  }
 }
 
 template <int kBlockM, int kBlockN, BScale kBScale, int kClusterM, int kClusterN>
@@ -253,26 +258,10 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           empty[stage].wait(phase ^ 1);
           full[stage].arrive_and_expect_tx(Traits::kTxBytes);
           auto* mbar = reinterpret_cast<uint64_t*>(&full[stage]);
-          constexpr uint64_t kEvictNormal = 0x1000000000000000ull;  // CacheHintSm90::EVICT_NORMAL
-          constexpr uint16_t kClusterMask = uint16_t((1 << Traits::kClusterSize) - 1);
-          if constexpr (kClusterN == 1) {
-            cute::SM90_TMA_LOAD_2D::copy(&tma_a, mbar, kEvictNormal, smem_a + stage * Traits::kSmemA,
-                                         kb * kFp8BlockK, a_row0);
-          } else {
-            const int half = cta_rank * Traits::kARowsPerCta;
-            cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&tma_a, mbar, kClusterMask, kEvictNormal,
-                                                   smem_a + stage * Traits::kSmemA + half * kFp8BlockK,
-                                                   kb * kFp8BlockK, a_row0 + half);
-          }
-          if constexpr (kClusterM == 1) {
-            cute::SM90_TMA_LOAD_2D::copy(&tma_b, mbar, kEvictNormal, smem_b + stage * Traits::kSmemB,
-                                         kb * kFp8BlockK, b_row0);
-          } else {
-            const int half = cta_rank * Traits::kBRowsPerCta;
-            cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&tma_b, mbar, kClusterMask, kEvictNormal,
-                                                   smem_b + stage * Traits::kSmemB + half * kFp8BlockK,
-                                                   kb * kFp8BlockK, b_row0 + half);
-          }
+          LoadOperandSlice<(kClusterN > 1), Traits::kARowsPerCta>(&tma_a, mbar, smem_a + stage * Traits::kSmemA,
+                                                                  kb * kFp8BlockK, a_row0, cta_rank);
+          LoadOperandSlice<(kClusterM > 1), Traits::kBRowsPerCta>(&tma_b, mbar, smem_b + stage * Traits::kSmemB,
+                                                                  kb * kFp8BlockK, b_row0, cta_rank);
           if constexpr (kBScale == BScale::kPerChannel)
             cute::SM90_TMA_LOAD_2D::copy(&tma_sfb, mbar, kEvictNormal, smem_sfb + stage * (Traits::kSmemSfb / 4),
                                          n_block * kBlockN, kb);
