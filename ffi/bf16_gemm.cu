@@ -1,6 +1,7 @@
 // XLA FFI handlers of the BF16 GEMM family: dense (NT/NN/TN/TT, BF16 or FP32 out, optional in-place
-// + C) and the M-grouped contiguous / masked / ragged MoE GEMMs, all on one kernel (kernels/sm90_bf16_gemm.cuh) with
-// B viewed as [G*N, K] and a per-tile expert. Each reads: decode -> check -> decide -> launch.
+// + C), the M-grouped contiguous / masked / ragged MoE GEMMs (B viewed as [G*N, K], a per-tile
+// expert) and the K-grouped weight-gradient GEMM, all on one kernel (kernels/sm90_bf16_gemm.cuh).
+// Each reads: decode -> check -> decide -> launch.
 // Execute only launches: no allocation, no host synchronisation (CUDA-graph safe).
 #include "bf16_gemm.h"
 
@@ -30,15 +31,25 @@ namespace {
 // The group alignment of the contiguous layout: one 128-row tile, one expert (as for FP8).
 constexpr int kContiguousBlockM = 128;
 
+// The operands every BF16 handler hands to the kernel: the (possibly grouped) shape, A, B and D (FP32
+// D when its buffer is FP32); handlers add their layout and grouping.
+Bf16GemmOperands MakeBf16GemmOperands(int device, int64_t m, int64_t n, int64_t k, const ffi::AnyBuffer& a,
+                                      const ffi::AnyBuffer& b, ffi::AnyBuffer& d) {
+  Bf16GemmOperands op;
+  op.device = device;
+  op.m = int(m);
+  op.n = int(n);
+  op.k = int(k);
+  op.a = a.untyped_data();
+  op.b = b.untyped_data();
+  op.d = d.untyped_data();
+  op.out_fp32 = d.element_type() == ffi::DataType::F32;
+  return op;
+}
+
 ffi::Error CheckK(const char* op, int64_t k) {
   if (k == 0 || k % 8 != 0)
     return ffi::Error::InvalidArgument(std::string(op) + ": K must be a positive multiple of 8 (16-byte TMA row pitch)");
-  return ffi::Error::Success();
-}
-
-ffi::Error CheckSm90(const char* op, const DeviceInfo& info) {
-  if (info.cc_major != 9)
-    return ffi::Error(ffi::ErrorCode::kFailedPrecondition, std::string(op) + ": the kernels need an sm_90 (Hopper) GPU");
   return ffi::Error::Success();
 }
 
@@ -69,25 +80,16 @@ ffi::Error Bf16Gemm(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::
   if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX)
     return ffi::Error::InvalidArgument("bf16_gemm: dimensions must fit in int32");
   if (m == 0 || n == 0) return ffi::Error::Success();
-  const DeviceInfo& info = GetDeviceInfo(device);
-  JDG_RETURN_IF_ERROR(CheckSm90(kOp, info));
+  int sms = 0;
+  JDG_RETURN_IF_ERROR(UsableSm90Sms(kOp, device, num_sms, sms));
   // decide
-  const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
   const Bf16GemmConfig cfg =
       PickBf16GemmConfig(int(m), int(n), int(k), 1, out_fp32, sms, block_m, block_n, cluster_m, major);
   if (cfg.block_m == 0)
     return ffi::Error::InvalidArgument("bf16_gemm: requested block_m/block_n/cluster_m is not a compiled kernel");
   // launch
-  Bf16GemmOperands op;
-  op.device = device;
-  op.m = int(m);
-  op.n = int(n);
-  op.k = int(k);
-  op.a = a.untyped_data();
-  op.b = b.untyped_data();
+  Bf16GemmOperands op = MakeBf16GemmOperands(device, m, n, k, a, b, *d);
   op.major = major;
-  op.d = d->untyped_data();
-  op.out_fp32 = out_fp32;
   op.c = accumulate != 0 ? static_cast<const float*>(d->untyped_data()) : nullptr;
   return CudaStatus(DispatchBf16Gemm(op, cfg, stream), "bf16_gemm kernel launch");
 }
@@ -111,23 +113,15 @@ ffi::Error MGroupedBf16GemmNtContiguous(cudaStream_t stream, int32_t device, ffi
   if (groups == 0 || m > INT32_MAX || groups * n > INT32_MAX || k > INT32_MAX)
     return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_contiguous: G >= 1 and G*N, M, K must fit in int32");
   if (m == 0 || n == 0) return ffi::Error::Success();
-  const DeviceInfo& info = GetDeviceInfo(device);
-  JDG_RETURN_IF_ERROR(CheckSm90(kOp, info));
+  int sms = 0;
+  JDG_RETURN_IF_ERROR(UsableSm90Sms(kOp, device, num_sms, sms));
   // decide: 128-row tiles (the layout's alignment), no 2-CTA clusters (paired tiles may differ in expert)
-  const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
   const Bf16GemmConfig cfg =
       PickBf16GemmConfig(int(m), int(n), int(k), int(groups), false, sms, kContiguousBlockM, block_n, 1);
   if (cfg.block_m == 0)
     return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_contiguous: requested block_n is not a compiled kernel");
   // launch
-  Bf16GemmOperands op;
-  op.device = device;
-  op.m = int(m);
-  op.n = int(n);
-  op.k = int(k);
-  op.a = a.untyped_data();
-  op.b = b.untyped_data();
-  op.d = d->untyped_data();
+  Bf16GemmOperands op = MakeBf16GemmOperands(device, m, n, k, a, b, *d);
   op.row_group = static_cast<const int*>(row_group.untyped_data());
   op.num_groups = int(groups);
   return CudaStatus(DispatchBf16Gemm(op, cfg, stream), "m_grouped_bf16_gemm_nt_contiguous launch");
@@ -154,25 +148,17 @@ ffi::Error MGroupedBf16GemmNtMasked(cudaStream_t stream, int32_t device, ffi::An
   if (groups * max_m > INT32_MAX || groups * n > INT32_MAX || k > INT32_MAX)
     return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_masked: G*max_m, G*N and K must fit in int32");
   if (groups == 0 || max_m == 0 || n == 0) return ffi::Error::Success();
-  const DeviceInfo& info = GetDeviceInfo(device);
-  JDG_RETURN_IF_ERROR(CheckSm90(kOp, info));
+  int sms = 0;
+  JDG_RETURN_IF_ERROR(UsableSm90Sms(kOp, device, num_sms, sms));
   // decide: the tile shape for the expected rows per group (a hint: the kernel computes what
   // masked_m says), no clusters; the persistent grid covers every SM since the tile count is on
   // the device.
-  const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
   const int hint_m = int(std::clamp<int64_t>(expected_m > 0 ? expected_m : max_m, 1, max_m) * groups);
   Bf16GemmConfig cfg = PickBf16GemmConfig(hint_m, int(n), int(k), int(groups), false, sms, block_m, block_n, 1);
   if (cfg.block_m == 0)
     return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_masked: requested block_m/block_n is not compiled");
-  cfg.grid = sms;
-  Bf16GemmOperands op;
-  op.device = device;
-  op.m = int(groups * max_m);
-  op.n = int(n);
-  op.k = int(k);
-  op.a = a.untyped_data();
-  op.b = b.untyped_data();
-  op.d = d->untyped_data();
+  cfg.grid = PersistentGrid(INT32_MAX, sms, 1);  // the tile count is device data
+  Bf16GemmOperands op = MakeBf16GemmOperands(device, groups * max_m, n, k, a, b, *d);
   op.num_groups = int(groups);
   op.masked_m = static_cast<const int*>(masked_m.untyped_data());
   op.max_m = int(max_m);
@@ -200,27 +186,63 @@ ffi::Error MGroupedBf16GemmNtRagged(cudaStream_t stream, int32_t device, ffi::An
   if (groups == 0 || m > INT32_MAX || groups * n > INT32_MAX || k > INT32_MAX)
     return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_ragged: G >= 1 and G*N, M, K must fit in int32");
   if (m == 0 || n == 0) return ffi::Error::Success();
-  const DeviceInfo& info = GetDeviceInfo(device);
-  JDG_RETURN_IF_ERROR(CheckSm90(kOp, info));
+  int sms = 0;
+  JDG_RETURN_IF_ERROR(UsableSm90Sms(kOp, device, num_sms, sms));
   // decide: tiles for the whole M (no clusters: a pair of tiles may differ in expert); the tile count
   // depends on the device sizes, so the persistent grid covers its bound, (M tiles + G) x N tiles.
-  const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
   Bf16GemmConfig cfg = PickBf16GemmConfig(int(m), int(n), int(k), int(groups), false, sms, block_m, block_n, 1);
   if (cfg.block_m == 0)
     return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_ragged: requested block_m/block_n is not compiled");
-  const int64_t max_tiles = (CeilDiv(m, cfg.block_m) + groups) * CeilDiv(n, cfg.block_n);
-  cfg.grid = int(std::min<int64_t>(max_tiles, sms));
-  Bf16GemmOperands op;
-  op.device = device;
-  op.m = int(m);
-  op.n = int(n);
-  op.k = int(k);
-  op.a = a.untyped_data();
-  op.b = b.untyped_data();
-  op.d = d->untyped_data();
+  cfg.grid = PersistentGrid((CeilDiv(m, cfg.block_m) + groups) * CeilDiv(n, cfg.block_n), sms, 1);
+  Bf16GemmOperands op = MakeBf16GemmOperands(device, m, n, k, a, b, *d);
   op.num_groups = int(groups);
   op.group_ends = static_cast<const int*>(group_ends.untyped_data());
   return CudaStatus(DispatchBf16Gemm(op, cfg, stream), "m_grouped_bf16_gemm_nt_ragged launch");
+}
+
+// D[g] (= C[g] +) A[K range g]^T . B[K range g] over consecutive K ranges whose sizes are device data
+// (multiples of 128; see NextKGroupedTile): `major` 3 = TN (A [K, M], B [K, N], read in place: the
+// token-major wgrad layout), 0 = NT (A [M, K], B [N, K]). D, C: FP32 [G, M, N].
+ffi::Error KGroupedBf16GemmContiguous(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer b,
+                                      ffi::AnyBuffer group_k, ffi::RemainingArgs aliased_d,
+                                      ffi::Result<ffi::AnyBuffer> d, int32_t block_m, int32_t block_n,
+                                      int32_t num_sms, int32_t accumulate, int32_t major) {
+  constexpr const char* kOp = "k_grouped_bf16_gemm";
+  JDG_RETURN_IF_ERROR(CheckAliasedOutput(kOp, aliased_d, *d, accumulate != 0));
+  // decode
+  if (a.dimensions().size() != 2 || b.dimensions().size() != 2 || group_k.dimensions().size() != 1)
+    return ffi::Error::InvalidArgument("k_grouped_bf16_gemm: a, b must be rank 2, k_group_sizes rank 1");
+  if (major != 0 && major != 3) return ffi::Error::InvalidArgument("k_grouped_bf16_gemm: major must be 0 (NT) or 3 (TN)");
+  const bool mn_major = major == 3;
+  const int64_t m = a.dimensions()[mn_major ? 1 : 0], k = a.dimensions()[mn_major ? 0 : 1];
+  const int64_t n = b.dimensions()[mn_major ? 1 : 0];
+  const int64_t groups = group_k.dimensions()[0];
+  // check
+  JDG_RETURN_IF_ERROR(ExpectBuffer(a, "a", ffi::DataType::BF16, {mn_major ? k : m, mn_major ? m : k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(b, "b", ffi::DataType::BF16, {mn_major ? k : n, mn_major ? n : k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(group_k, "k_group_sizes", ffi::DataType::S32, {groups}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(*d, "d", ffi::DataType::F32, {groups, m, n}));
+  if (mn_major ? (m % 8 != 0 || n % 8 != 0) : k % 8 != 0)
+    return ffi::Error::InvalidArgument(
+        "k_grouped_bf16_gemm: TN needs M and N multiples of 8, NT needs K a multiple of 8 (16-byte TMA row pitch)");
+  if (groups * m > INT32_MAX || n > INT32_MAX || k > INT32_MAX)
+    return ffi::Error::InvalidArgument("k_grouped_bf16_gemm: G*M, N and K must fit in int32");
+  if (groups == 0 || m == 0 || n == 0 || k == 0) return ffi::Error::Success();  // Python handles these
+  int sms = 0;
+  JDG_RETURN_IF_ERROR(UsableSm90Sms(kOp, device, num_sms, sms));
+  // decide: the tile for one group's GEMM at the mean K, no clusters; the grid covers every group's tiles.
+  const int mean_k = int(std::max<int64_t>(128, k / groups));
+  Bf16GemmConfig cfg = PickBf16GemmConfig(int(m), int(n), mean_k, 1, true, sms, block_m, block_n, 1, major);
+  if (cfg.block_m == 0)
+    return ffi::Error::InvalidArgument("k_grouped_bf16_gemm: requested block_m/block_n is not a compiled kernel");
+  cfg.grid = PersistentGrid(CeilDiv(m, cfg.block_m) * CeilDiv(n, cfg.block_n) * groups, sms, 1);
+  // launch
+  Bf16GemmOperands op = MakeBf16GemmOperands(device, m, n, k, a, b, *d);
+  op.major = major;
+  op.c = accumulate != 0 ? static_cast<const float*>(d->untyped_data()) : nullptr;
+  op.num_groups = int(groups);
+  op.group_k = static_cast<const int*>(group_k.untyped_data());
+  return CudaStatus(DispatchBf16Gemm(op, cfg, stream), "k_grouped_bf16_gemm launch");
 }
 
 }  // namespace
@@ -282,4 +304,20 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedBf16GemmNtRagged, jdg::MGrouped
                                   .Attr<int32_t>("block_m")    // 0: heuristic
                                   .Attr<int32_t>("block_n")    // 0: heuristic
                                   .Attr<int32_t>("num_sms"),   // 0: all SMs of the device
+                              {xla::ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmKGroupedBf16GemmContiguous, jdg::KGroupedBf16GemmContiguous,
+                              xla::ffi::Ffi::Bind()
+                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<xla::ffi::DeviceOrdinal>()
+                                  .Arg<xla::ffi::AnyBuffer>()   // a             bf16 [K, M] (TN) or [M, K] (NT)
+                                  .Arg<xla::ffi::AnyBuffer>()   // b             bf16 [K, N] (TN) or [N, K] (NT)
+                                  .Arg<xla::ffi::AnyBuffer>()   // k_group_sizes s32  [G] (multiples of 128)
+                                  .RemainingArgs()              // optional: d itself (aliased; C if accumulate)
+                                  .Ret<xla::ffi::AnyBuffer>()   // d             f32  [G, M, N]
+                                  .Attr<int32_t>("block_m")     // 0: heuristic
+                                  .Attr<int32_t>("block_n")     // 0: heuristic
+                                  .Attr<int32_t>("num_sms")     // 0: all SMs of the device
+                                  .Attr<int32_t>("accumulate")  // 1: d = c + ..., c aliased to d
+                                  .Attr<int32_t>("major"),      // 3: TN (both MN-major), 0: NT (both K-major)
                               {xla::ffi::Traits::kCmdBufferCompatible});

@@ -12,3 +12,5 @@ XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedBf16GemmNtContiguous);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedBf16GemmNtMasked);
 // M-grouped ragged (lax.ragged_dot's layout): group g owns rows [ends[g-1], ends[g]) of A.
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedBf16GemmNtRagged);
+// K-grouped (weight gradients): D[g] (= C[g] +) A[K range g]^T . B[K range g], device K sizes, FP32 D [G, M, N].
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmKGroupedBf16GemmContiguous);

@@ -36,6 +36,9 @@ struct Bf16GemmOperands {
   int max_m = 0;
   // M-grouped ragged (lax.ragged_dot's layout): cumulative row ends [num_groups]; b is [num_groups, n, k].
   const int* group_ends = nullptr;
+  // K-grouped (weight gradients): K sizes [num_groups] of consecutive K ranges of a and b (NT or TN);
+  // d (FP32) is [num_groups * m, n].
+  const int* group_k = nullptr;
 };
 
 struct Bf16GemmConfig {

@@ -53,17 +53,15 @@ ffi::Error Fp8GemmNt(cudaStream_t stream, int32_t device, BScale scale, const ff
   } else {
     JDG_RETURN_IF_ERROR(ExpectBuffer(sfb, "b_scale (transposed)", ffi::DataType::F32, {k_blocks, sfb_row_stride}));
     JDG_RETURN_IF_ERROR(ExpectBuffer(d, "d", ffi::DataType::F32, {m, n}));
-      }
+  }
   if (k == 0 || k % 16 != 0)
     return ffi::Error::InvalidArgument("fp8_gemm: K must be a positive multiple of 16 (TMA row pitch)");
   if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX)
     return ffi::Error::InvalidArgument("fp8_gemm: dimensions must fit in int32");
   if (m == 0 || n == 0) return ffi::Error::Success();
-  const DeviceInfo& info = GetDeviceInfo(device);
-  if (info.cc_major != 9)
-    return ffi::Error(ffi::ErrorCode::kFailedPrecondition, "fp8_gemm: the kernels need an sm_90 (Hopper) GPU");
+  int sms = 0;
+  JDG_RETURN_IF_ERROR(UsableSm90Sms("fp8_gemm", device, num_sms, sms));
   // decide
-  const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
   const Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), int(k), scale, sms, block_m, block_n, cluster_m, cluster_n);
   if (cfg.block_m == 0)
     return ffi::Error::InvalidArgument("fp8_gemm: requested block_m/block_n/cluster_m/cluster_n is not a compiled kernel");

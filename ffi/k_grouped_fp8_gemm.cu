@@ -41,11 +41,9 @@ ffi::Error KGroupedFp8GemmNtContiguous(cudaStream_t stream, int32_t device, ffi:
   if (groups * m > INT32_MAX || n > INT32_MAX || k > INT32_MAX)
     return ffi::Error::InvalidArgument("k_grouped_fp8_gemm_nt_contiguous: G*M, N and K must fit in int32");
   if (groups == 0 || m == 0 || n == 0 || k == 0) return ffi::Error::Success();  // Python handles these
-  const DeviceInfo& info = GetDeviceInfo(device);
-  if (info.cc_major != 9)
-    return ffi::Error(ffi::ErrorCode::kFailedPrecondition, "k_grouped_fp8_gemm_nt_contiguous: needs an sm_90 GPU");
+  int sms = 0;
+  JDG_RETURN_IF_ERROR(UsableSm90Sms(kOp, device, num_sms, sms));
   // decide: the tile for one group's GEMM at the mean K; the grid covers every group's tiles.
-  const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
   const int mean_k = int(std::max<int64_t>(128, k / groups));
   Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), mean_k, BScale::kPerChannel, sms, block_m, block_n,
                                         cluster_m, 0);
@@ -56,7 +54,7 @@ ffi::Error KGroupedFp8GemmNtContiguous(cudaStream_t stream, int32_t device, ffi:
   const int cluster = cfg.cluster_m * cfg.cluster_n;
   const int64_t cluster_tiles =
       CeilDiv(m, int64_t(cfg.block_m) * cfg.cluster_m) * CeilDiv(n, int64_t(cfg.block_n) * cfg.cluster_n) * groups;
-  cfg.grid = int(std::min<int64_t>(cluster_tiles, sms / cluster)) * cluster;
+  cfg.grid = PersistentGrid(cluster_tiles, sms, cluster);
   // launch
   Fp8GemmOperands op = MakeFp8GemmOperands(device, m, n, k, a, sfa, b, sfb_t, *d);
   op.sfb_row_stride = int((n + 3) / 4 * 4);

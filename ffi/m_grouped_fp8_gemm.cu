@@ -60,12 +60,10 @@ ffi::Error MGroupedFp8GemmNtContiguous(cudaStream_t stream, int32_t device, ffi:
   JDG_RETURN_IF_ERROR(DecodeRowGrouped(kOp, a, sfa, b, sfb, row_group, "grouped_layout", true, *d, shape));
   const auto [m, k, groups, n] = shape;
   if (m == 0 || n == 0) return ffi::Error::Success();
-  const DeviceInfo& info = GetDeviceInfo(device);
-  if (info.cc_major != 9)
-    return ffi::Error(ffi::ErrorCode::kFailedPrecondition, "m_grouped_fp8_gemm_nt_contiguous: needs an sm_90 GPU");
+  int sms = 0;
+  JDG_RETURN_IF_ERROR(UsableSm90Sms(kOp, device, num_sms, sms));
   // decide: 128-row tiles (the layout's alignment); clusters only along N (tiles paired along M may
   // differ in expert, along N they share it and its A tile)
-  const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
   const Fp8GemmConfig cfg =
       PickFp8GemmConfig(int(m), int(n), int(k), BScale::kBlock128, sms, kContiguousBlockM, block_n, 1, 0);
   if (cfg.block_m == 0)
@@ -102,19 +100,17 @@ ffi::Error MGroupedFp8GemmNtMasked(cudaStream_t stream, int32_t device, ffi::Any
   if (groups * max_m > INT32_MAX || groups * n > INT32_MAX || k > INT32_MAX)
     return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_masked: G*max_m, G*N and K must fit in int32");
   if (groups == 0 || max_m == 0 || n == 0) return ffi::Error::Success();
-  const DeviceInfo& info = GetDeviceInfo(device);
-  if (info.cc_major != 9)
-    return ffi::Error(ffi::ErrorCode::kFailedPrecondition, "m_grouped_fp8_gemm_nt_masked: needs an sm_90 GPU");
+  int sms = 0;
+  JDG_RETURN_IF_ERROR(UsableSm90Sms(kOp, device, num_sms, sms));
   // decide: the tile shape for the expected rows per group (a hint: the kernel computes what
   // masked_m says), BLOCK_M <= 128, clusters only along N (one expert per pair); the persistent
   // grid covers every SM since the tile count is on the device.
-  const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
   const int hint_m = int(std::clamp<int64_t>(expected_m > 0 ? expected_m : max_m, 1, max_m) * groups);
   Fp8GemmConfig cfg =
       PickFp8GemmConfig(hint_m, int(n), int(k), BScale::kBlock128, sms, block_m, block_n, 1, 0, 0, kMGroupedMaxBlockM);
   if (cfg.block_m == 0)
     return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_masked: requested block_m/block_n is not compiled");
-  cfg.grid = sms / (cfg.cluster_m * cfg.cluster_n) * (cfg.cluster_m * cfg.cluster_n);
+  cfg.grid = PersistentGrid(INT32_MAX, sms, cfg.cluster_m * cfg.cluster_n);  // the tile count is device data
   Fp8GemmOperands op = MakeFp8GemmOperands(device, groups * max_m, n, k, a, sfa, b, sfb, *d);
   op.num_groups = int(groups);
   op.masked_m = static_cast<const int*>(masked_m.untyped_data());
@@ -135,13 +131,11 @@ ffi::Error MGroupedFp8GemmNtRagged(cudaStream_t stream, int32_t device, ffi::Any
   JDG_RETURN_IF_ERROR(DecodeRowGrouped(kOp, a, sfa, b, sfb, group_ends, "group_ends", false, *d, shape));
   const auto [m, k, groups, n] = shape;
   if (m == 0 || n == 0) return ffi::Error::Success();
-  const DeviceInfo& info = GetDeviceInfo(device);
-  if (info.cc_major != 9)
-    return ffi::Error(ffi::ErrorCode::kFailedPrecondition, "m_grouped_fp8_gemm_nt_ragged: needs an sm_90 GPU");
+  int sms = 0;
+  JDG_RETURN_IF_ERROR(UsableSm90Sms(kOp, device, num_sms, sms));
   // decide: tiles for the whole M (clusters only along N: tiles paired along M may differ in
   // expert); the tile count depends on the device sizes, so the persistent grid covers its bound,
   // (M tiles + G) x N tile pairs.
-  const int sms = num_sms > 0 ? std::min<int>(num_sms, info.num_sms) : info.num_sms;
   Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), int(k), BScale::kBlock128, sms, block_m, block_n, 1, 0,
                                         kMaxRaggedBlockN, kMGroupedMaxBlockM);
   if (cfg.block_m == 0)
@@ -149,7 +143,7 @@ ffi::Error MGroupedFp8GemmNtRagged(cudaStream_t stream, int32_t device, ffi::Any
         "m_grouped_fp8_gemm_nt_ragged: requested block_m/block_n is not compiled for ragged GEMMs");
   const int cluster = cfg.cluster_m * cfg.cluster_n;
   const int64_t max_units = (CeilDiv(m, cfg.block_m) + groups) * CeilDiv(n, int64_t(cfg.block_n) * cluster);
-  cfg.grid = int(std::min<int64_t>(max_units, sms / cluster)) * cluster;
+  cfg.grid = PersistentGrid(max_units, sms, cluster);
   Fp8GemmOperands op = MakeFp8GemmOperands(device, m, n, k, a, sfa, b, sfb, *d);
   op.group_ends = static_cast<const int*>(group_ends.untyped_data());
   op.num_groups = int(groups);

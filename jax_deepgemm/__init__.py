@@ -20,6 +20,8 @@ from jax_deepgemm.fp8_gemm import fp8_gemm_nn as fp8_gemm_nn
 from jax_deepgemm.fp8_gemm import fp8_gemm_nt as fp8_gemm_nt
 from jax_deepgemm.fp8_gemm import fp8_gemm_tn as fp8_gemm_tn
 from jax_deepgemm.fp8_gemm import fp8_gemm_tt as fp8_gemm_tt
+from jax_deepgemm.k_grouped_gemm import k_grouped_bf16_gemm_nt_contiguous as k_grouped_bf16_gemm_nt_contiguous
+from jax_deepgemm.k_grouped_gemm import k_grouped_bf16_gemm_tn_contiguous as k_grouped_bf16_gemm_tn_contiguous
 from jax_deepgemm.k_grouped_gemm import k_grouped_fp8_gemm_nt_contiguous as k_grouped_fp8_gemm_nt_contiguous
 from jax_deepgemm.k_grouped_gemm import k_grouped_fp8_gemm_tn_contiguous as k_grouped_fp8_gemm_tn_contiguous
 from jax_deepgemm.m_grouped_gemm import m_grouped_fp8_gemm_nt_contiguous as m_grouped_fp8_gemm_nt_contiguous

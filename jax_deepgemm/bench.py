@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import math
 import re
@@ -339,12 +340,32 @@ def _shapes(smoke: bool, filters: list[str] | None) -> list[tuple[int, int, int]
     return shapes
 
 
+# The other benchmark suites: flag -> module (each has PARTS and run(json_path, reps, target_ms, meta, parts,
+# filters)).
+_SUITES = {"mqa": "bench_mqa", "bf16": "bench_bf16", "grouped": "bench_grouped"}
+
+
+def _run_suite(parser: argparse.ArgumentParser, args: argparse.Namespace, flag: str) -> int:
+    if jax.devices()[0].platform != "gpu":
+        print(f"--{flag} needs a GPU (its anchors are H100 kernel times)")
+        return 0
+    module = importlib.import_module(f"jax_deepgemm.{_SUITES[flag]}")
+    meta = {"device": jax.devices()[0].device_kind, "date": datetime.date.today().isoformat(),
+            "jax_version": jax.__version__}
+    parts = tuple(x.strip() for x in getattr(args, flag).split(",") if x.strip())
+    if not set(parts) <= set(module.PARTS):
+        parser.error(f"--{flag}: unknown {sorted(set(parts) - set(module.PARTS))}")
+    return module.run(json_path=args.json, reps=args.reps, target_ms=args.target_ms, meta=meta, parts=parts,
+                      filters=args.filter)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jax_deepgemm.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="tiny shapes, few calls (CPU check of the code path)")
     p.add_argument("--json", default="bench_results.json", help="output JSON path (default: %(default)s)")
     p.add_argument("--filter", nargs="*", metavar="REGEX",
-                   help="keep shapes whose 'MxNxK' matches any REGEX, e.g. '^4096x' or 'x7168$'")
+                   help="keep shapes whose 'MxNxK' matches any REGEX, e.g. '^4096x' or 'x7168$' (--grouped: the case's"
+                        " 'GxMxNxK' key, e.g. '^16x' for the 16-group cases; --bf16/--mqa: their case keys)")
     p.add_argument("--reps", type=int, default=20, help="timed repetitions per op (median reported)")
     p.add_argument("--target-ms", type=float, default=5.0, help="minimum duration of one repetition")
     p.add_argument("--kernel-time", choices=("auto", "on", "off"), default="auto",
@@ -364,42 +385,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the lightning-indexer (MQA logits) cases instead: any of ranged,paged,fp4 (default all;"
                         " see bench_mqa.py)")
     args = p.parse_args(argv)
-    if args.mqa:
-        if jax.devices()[0].platform != "gpu":
-            print("--mqa needs a GPU (the anchors are H100 kernel times)")
-            return 0
-        from jax_deepgemm import bench_mqa
-
-        meta = {"device": jax.devices()[0].device_kind, "date": datetime.date.today().isoformat(),
-                "jax_version": jax.__version__}
-        parts = tuple(x.strip() for x in args.mqa.split(",") if x.strip())
-        if not set(parts) <= set(bench_mqa.PARTS):
-            p.error(f"--mqa: unknown {sorted(set(parts) - set(bench_mqa.PARTS))}")
-        return bench_mqa.run(json_path=args.json, reps=args.reps, target_ms=args.target_ms, meta=meta, parts=parts)
-    if args.bf16:
-        if jax.devices()[0].platform != "gpu":
-            print("--bf16 needs a GPU")
-            return 0
-        from jax_deepgemm import bench_bf16
-
-        meta = {"device": jax.devices()[0].device_kind, "date": datetime.date.today().isoformat(),
-                "jax_version": jax.__version__}
-        parts = tuple(x.strip() for x in args.bf16.split(",") if x.strip())
-        if not set(parts) <= set(bench_bf16.PARTS):
-            p.error(f"--bf16: unknown {sorted(set(parts) - set(bench_bf16.PARTS))}")
-        return bench_bf16.run(json_path=args.json, reps=args.reps, target_ms=args.target_ms, meta=meta, parts=parts)
-    if args.grouped:
-        if jax.devices()[0].platform != "gpu":
-            print("--grouped needs a GPU (the anchors are H100 kernel times)")
-            return 0
-        from jax_deepgemm import bench_grouped
-
-        meta = {"device": jax.devices()[0].device_kind, "date": datetime.date.today().isoformat(),
-                "jax_version": jax.__version__}
-        parts = tuple(x.strip() for x in args.grouped.split(",") if x.strip())
-        if not set(parts) <= set(bench_grouped.PARTS):
-            p.error(f"--grouped: unknown {sorted(set(parts) - set(bench_grouped.PARTS))}")
-        return bench_grouped.run(json_path=args.json, reps=args.reps, target_ms=args.target_ms, meta=meta, parts=parts)
+    for flag in ("mqa", "bf16", "grouped"):
+        if getattr(args, flag):
+            return _run_suite(p, args, flag)
     ops = tuple(o.strip() for o in args.ops.split(",") if o.strip())
     if not set(ops) <= set(OPS):
         p.error(f"--ops: unknown {sorted(set(ops) - set(OPS))}; choose from {', '.join(OPS)}")

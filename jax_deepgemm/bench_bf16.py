@@ -25,7 +25,7 @@ import numpy as np
 
 from jax_deepgemm.testing import timing
 from jax_deepgemm.testing.generators import contiguous_layout
-from jax_deepgemm.testing.shapes import BENCH_NK
+from jax_deepgemm.testing.shapes import BENCH_NK, case_selected
 
 DENSE_M = 4096
 # (groups, expected rows per group, N, K): the grouped anchor shapes (anchors.md); ragged_dot bf16
@@ -147,8 +147,9 @@ def _tflops(flops, us):
     return flops / us / 1e6 if us else None
 
 
-def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS) -> int:
-    rows_d = [bench_dense(n, k, reps=reps, target_ms=target_ms) for n, k in BENCH_NK] if "dense" in parts else []
+def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS, filters=None) -> int:
+    rows_d = [bench_dense(n, k, reps=reps, target_ms=target_ms) for n, k in BENCH_NK
+              if "dense" in parts and case_selected((DENSE_M, n, k), filters)]
     print(f"# dense bf16_gemm_nt, M={DENSE_M}, BF16 out: kern us | TFLOPS | XLA bf16 dot kern us | TFLOPS |"
           " x XLA (kern) | x XLA (loop)")
     for r in rows_d:
@@ -158,7 +159,7 @@ def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS)
               f" {_fmt(_tflops(r['flops'], x['kernel_us']), '6.0f')} | {_fmt(r['x_xla_kernel'], '5.2f')} |"
               f" {_fmt(r['x_xla_loop'], '5.2f')}" + (f"  ERROR {o['error']}" if "error" in o else ""))
     rows_c = [bench_contiguous(key, reps=reps, target_ms=target_ms) for key in CONTIGUOUS_SHAPES
-              if "contiguous" in parts]
+              if "contiguous" in parts and case_selected(key, filters)]
     print("# contiguous bf16 (per-row ids): kern us | TFLOPS (valid rows) | ragged op kern us | ragged_dot bf16 kern us"
           " | TFLOPS | x ragged_dot (kern: contiguous / ragged op) | x (loop)")
     for r in rows_c:
@@ -168,7 +169,8 @@ def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS)
               f" {_fmt(rd['kernel_us'], '8.1f')} | {_fmt(_tflops(r['flops'], rd['kernel_us']), '6.0f')} |"
               f" {_fmt(r['x_ragged_dot_kernel_ours_contiguous'], '5.2f')} / {_fmt(r['x_ragged_dot_kernel_ours_ragged'], '5.2f')} |"
               f" {_fmt(r['x_ragged_dot_loop_ours_contiguous'], '5.2f')} / {_fmt(r['x_ragged_dot_loop_ours_ragged'], '5.2f')}")
-    rows_m = [bench_masked(key, reps=reps, target_ms=target_ms) for key in MASKED_SHAPES if "masked" in parts]
+    rows_m = [bench_masked(key, reps=reps, target_ms=target_ms) for key in MASKED_SHAPES
+              if "masked" in parts and case_selected(key, filters)]
     print(f"# masked bf16 (max_m {MASKED_MAX_M}): kern us | TFLOPS (valid rows) | loop us")
     for r in rows_m:
         o = r["ours"]

@@ -7,7 +7,8 @@ bf16 out) at the same group sizes (the aligned segment lengths, so the same tota
 Masked: DeepGEMM's six anchor shapes (max_m 4096), masked_m = expected * U(0.7, 1.3).
 K-grouped (weight gradients): DeepGEMM's four test shapes (groups, M, N, expected K), K sizes
 expected * U(0.7, 1.3) aligned to 128 with group 1 empty, token-major operands
-(``k_grouped_fp8_gemm_tn_contiguous``, transposes included in the loop time) vs the dW that
+(``k_grouped_fp8_gemm_tn_contiguous``, transposes included in the loop time; and
+``k_grouped_bf16_gemm_tn_contiguous`` on the bf16 sources, read in place) vs the dW that
 ``jax.vjp`` of ``lax.ragged_dot`` computes in BF16 (what a JAX user's backward runs today).
 TFLOPS count valid rows only (the anchors' convention). Kernel time from the profiler (as the
 anchors); loop time for the ratios against ragged_dot (loop vs loop, as the dense bench does).
@@ -24,6 +25,7 @@ import numpy as np
 
 from jax_deepgemm.testing import timing
 from jax_deepgemm.testing.generators import contiguous_layout, k_grouped_operands, m_grouped_operands
+from jax_deepgemm.testing.shapes import case_selected
 
 # (groups, expected rows per group, N, K) -> DeepGEMM's kernel µs on our H100 (../shared/anchors.md)
 CONTIGUOUS_ANCHORS = {(4, 8192, 4096, 7168): 1422.0, (4, 8192, 7168, 2048): 754.7,
@@ -133,6 +135,7 @@ def bench_k_grouped(key, *, reps: int, target_ms: float) -> dict[str, Any]:
 
     sets = timing.build_input_sets(make, max_input_bytes=6 * timing.GiB)
     ours = jax.jit(lambda a, b, x, y: dg.k_grouped_fp8_gemm_tn_contiguous(a, b, k_sizes))
+    ours_bf16 = jax.jit(lambda a, b, x, y: dg.k_grouped_bf16_gemm_tn_contiguous(x, y, k_sizes))
 
     def ragged_dw(a, b, x, y):  # dW[g] = X_g^T Y_g through the VJP of ragged_dot w.r.t. its weights
         w0 = jnp.zeros((groups, m, n), jnp.bfloat16)
@@ -143,6 +146,8 @@ def bench_k_grouped(key, *, reps: int, target_ms: float) -> dict[str, Any]:
                            "flops": 2.0 * m * n * sum(sizes)}
     row["ours_kernel_us"] = _kernel_us(ours, sets)
     row["ours_loop_us"] = _loop_us(ours, sets, reps, target_ms)
+    row["bf16_kernel_us"] = _kernel_us(ours_bf16, sets)
+    row["bf16_loop_us"] = _loop_us(ours_bf16, sets, reps, target_ms)
     try:
         row["ragged_dot_bf16_dw_loop_us"] = _loop_us(jax.jit(ragged_dw), sets, reps, target_ms)
     except Exception as e:  # noqa: BLE001
@@ -159,9 +164,9 @@ def _fmt(x, spec):
 PARTS = ("contiguous", "masked", "k_grouped")
 
 
-def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS) -> int:
+def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS, filters=None) -> int:
     rows_c = [bench_contiguous(key, reps=reps, target_ms=target_ms) for key in CONTIGUOUS_ANCHORS
-              if "contiguous" in parts]
+              if "contiguous" in parts and case_selected(key, filters)]
     print("# contiguous (per-row ids): kern us | TFLOPS (valid rows) | xDG | loop us | ragged_dot bf16 / fp8 loop us"
           " | x bf16 | x fp8 | ours unaligned (ragged) kern us | unaligned / aligned")
     for r in rows_c:
@@ -171,19 +176,23 @@ def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS)
               f" {r['flops'] / k_us / 1e6:6.0f} | {r['deepgemm_anchor_us'] / k_us:4.2f} | {loop:8.1f} |"
               f" {_fmt(bf, '8.1f')} / {_fmt(f8, '8.1f')} | {_fmt(bf and bf / loop, '5.2f')} | {_fmt(f8 and f8 / loop, '5.2f')}"
               f" | {r['ragged_unaligned_kernel_us']:8.1f} | {r['ragged_unaligned_kernel_us'] / k_us:5.3f}")
-    rows_m = [bench_masked(key, reps=reps, target_ms=target_ms) for key in MASKED_ANCHORS if "masked" in parts]
+    rows_m = [bench_masked(key, reps=reps, target_ms=target_ms) for key in MASKED_ANCHORS
+              if "masked" in parts and case_selected(key, filters)]
     print(f"# masked (max_m {MASKED_MAX_M}): kern us | TFLOPS (valid rows) | xDG | loop us")
     for r in rows_m:
         k_us = r["ours_kernel_us"]
         print(f"{r['groups']:3d} x {r['expected_m']:5d}  N {r['N']:5d} K {r['K']:5d} | {k_us:8.1f} |"
               f" {r['flops'] / k_us / 1e6:6.0f} | {r['deepgemm_anchor_us'] / k_us:4.2f} | {r['ours_loop_us']:8.1f}")
-    rows_k = [bench_k_grouped(key, reps=reps, target_ms=target_ms) for key in K_GROUPED_SHAPES if "k_grouped" in parts]
-    print("# k-grouped (wgrad, group 1 empty): kern us | TFLOPS | loop us (incl. transposes) | ragged_dot bf16 dW"
-          " loop us | x bf16")
+    rows_k = [bench_k_grouped(key, reps=reps, target_ms=target_ms) for key in K_GROUPED_SHAPES
+              if "k_grouped" in parts and case_selected(key, filters)]
+    print("# k-grouped (wgrad, group 1 empty): FP8 kern us | TFLOPS | loop us (incl. transposes) | BF16 kern us |"
+          " TFLOPS | loop us | ragged_dot bf16 dW loop us | x bf16 (FP8 / BF16 loop)")
     for r in rows_k:
         k_us, loop, bf = r["ours_kernel_us"], r["ours_loop_us"], r["ragged_dot_bf16_dw_loop_us"]
+        k16, loop16 = r["bf16_kernel_us"], r["bf16_loop_us"]
         print(f"{r['groups']:3d} x M {r['M']:5d} N {r['N']:5d} K~{r['expected_k']:5d} | {k_us:8.1f} |"
-              f" {r['flops'] / k_us / 1e6:6.0f} | {loop:8.1f} | {_fmt(bf, '8.1f')} | {_fmt(bf and bf / loop, '5.2f')}")
+              f" {r['flops'] / k_us / 1e6:6.0f} | {loop:8.1f} | {k16:8.1f} | {r['flops'] / k16 / 1e6:6.0f} |"
+              f" {loop16:8.1f} | {_fmt(bf, '8.1f')} | {_fmt(bf and bf / loop, '5.2f')} / {_fmt(bf and bf / loop16, '5.2f')}")
     with open(json_path, "w") as f:
         json.dump({**meta, "contiguous": rows_c, "masked": rows_m, "k_grouped": rows_k}, f, indent=1)
     print(f"# wrote {json_path}")

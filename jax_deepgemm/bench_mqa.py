@@ -19,6 +19,7 @@ import numpy as np
 
 from jax_deepgemm import fp4 as F
 from jax_deepgemm.testing import timing
+from jax_deepgemm.testing.shapes import case_selected
 
 # (S, S_kv, H, D, CP, compressed, logits dtype) -> DeepGEMM µs: (logits kernel, its separate clean kernel)
 # Compressed rows run with clean_logits=False (DeepGEMM's only option there); the others clean, which
@@ -253,7 +254,7 @@ def _print_row(r: dict[str, Any]) -> None:
           f" {_fmt(base, '8.1f')} | {_fmt(base and base / loop, '5.2f')}", flush=True)
 
 
-def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS) -> int:
+def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS, filters=None) -> int:
     # Rows are printed (and the JSON rewritten) as they are measured, so a run cut short keeps them.
     rows = []
     fp4_too = "fp4" in parts
@@ -262,6 +263,7 @@ def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS)
         cases += [(bench_ranged, key, fp4) for key in RANGED_ANCHORS for fp4 in ((False, True) if fp4_too else (False,))]
     if "paged" in parts:
         cases += [(bench_paged, key, fp4) for key in PAGED_ANCHORS for fp4 in ((False, True) if fp4_too else (False,))]
+    cases = [c for c in cases if case_selected(c[1], filters)]
     print("# case | kern us | TFLOPS | GB/s | DeepGEMM us | xDG | loop us | jnp loop us | x jnp", flush=True)
     for bench, key, fp4 in cases:
         rows.append(bench(key, fp4=fp4, reps=reps, target_ms=target_ms))

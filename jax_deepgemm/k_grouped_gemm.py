@@ -1,13 +1,20 @@
-"""K-grouped FP8 GEMM (MoE weight gradients): ``D[g] = C[g] + A_g @ B_g^T`` over consecutive K ranges.
+"""K-grouped GEMMs (MoE weight gradients): ``D[g] = C[g] + A_g @ B_g^T`` over consecutive K ranges.
 
 Expert g owns K range ``[koff[g], koff[g+1])`` (``koff`` = exclusive cumsum of ``k_group_sizes``),
 typically the tokens routed to it: ``dW[g] = dY_g^T @ X_g``. Unlike DeepGEMM's SM90 API the sizes
-are **device data** (no host list, no host synchronisation, CUDA-graph safe). Both operands carry
-1x128 FP32 scales along K (``per_channel_cast_to_fp8`` of the token-major tensors), so every size
-must be a multiple of 128 (a scale block never straddles two experts); empty groups are allowed.
+are **device data** (no host list, no host synchronisation, CUDA-graph safe). Every size must be a
+multiple of 128; empty groups are allowed. Output: float32 ``[G, M, N]``.
 
-On CUDA: the dense 1D1D kernel walking each group's M x N tiles over that group's K-blocks
-(``ffi/k_grouped_fp8_gemm.cu``); elsewhere the jnp reference with the same semantics.
+* FP8 (``k_grouped_fp8_gemm_{nt,tn}_contiguous``): both operands carry 1x128 FP32 scales along K
+  (``per_channel_cast_to_fp8`` of the token-major tensors; a scale block never straddles two
+  experts). On CUDA the dense 1D1D kernel walks each group's M x N tiles over that group's K-blocks
+  (``ffi/k_grouped_fp8_gemm.cu``).
+* BF16 (``k_grouped_bf16_gemm_{tn,nt}_contiguous``, DeepGEMM's ``k_grouped_bf16_gemm_tn_contiguous``
+  with device sizes): the BF16 kernel with the same walk (``ffi/bf16_gemm.cu``); the TN form reads
+  the token-major ``[K, M]`` / ``[K, N]`` operands in place (no transpose) when M and N are
+  multiples of 8.
+
+Elsewhere every op lowers to a jnp reference with the same semantics.
 """
 
 from __future__ import annotations
@@ -18,13 +25,17 @@ import jax.numpy as jnp
 from jax_deepgemm import _checks
 from jax_deepgemm import grouped_layout as _gl
 from jax_deepgemm import reference as _ref
-from jax_deepgemm._primitive import OpSpec, batch_by_map, int32_attrs, make_primitive
+from jax_deepgemm._primitive import OpSpec, batch_by_map, int32_attrs, make_primitive, tile_attrs
 
 K_GROUP_ALIGNMENT = 128
 """Every group's K size is a multiple of this (the scale block along K)."""
 
 _FP8 = (jnp.float8_e4m3fn,)
+_BF16 = (jnp.bfloat16,)
 _F32 = (jnp.float32,)
+
+# The BF16 kernel's operand-major values (ffi/instances/bf16_gemm_instances.h): both K-major, both MN-major.
+_MAJOR_NT, _MAJOR_TN = 0, 3
 
 
 def _poison_broken_groups(d: jax.Array, sizes: jax.Array) -> jax.Array:
@@ -167,3 +178,149 @@ def _k_grouped_into(a, b, k_group_sizes, out: jax.Array, *, tile=None) -> jax.Ar
     b_scale_t = jnp.pad(b_scale.T, ((0, 0), (0, (-n) % 4)))
     sizes = jnp.asarray(k_group_sizes, jnp.int32)
     return _k_grouped_p.bind(a_fp8, a_scale, b_fp8, b_scale_t, sizes, out, accumulate=0, **_tile_attrs(tile, 0))[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# BF16
+# ---------------------------------------------------------------------------------------------
+
+
+def _bf16_dims(a, b, major: int) -> tuple[int, int, int]:
+    """(M, N, K) of the BF16 kernel's operands: TN = a [K, M], b [K, N]; NT = a [M, K], b [N, K]."""
+    if major == _MAJOR_TN:
+        return a.shape[1], b.shape[1], a.shape[0]
+    return a.shape[0], b.shape[0], a.shape[1]
+
+
+def _reference_bf16(a, b, sizes, *out, accumulate: int, major: int, **_):
+    a_km, b_kn = (a, b) if major == _MAJOR_TN else (a.T, b.T)
+    c = out[0] if (out and accumulate) else None
+    d = _ref.k_grouped_f32(a_km.astype(jnp.float32), b_kn.astype(jnp.float32), sizes, c)
+    return (_poison_broken_groups(d, sizes),)
+
+
+def _bf16_out_shapes(a, b, sizes, *out, major: int, **_):
+    m, n, _ = _bf16_dims(a, b, major)
+    return [((sizes.shape[0], m, n), jnp.float32)]
+
+
+_k_grouped_bf16_p = make_primitive(
+    OpSpec(
+        name="jax_deepgemm_k_grouped_bf16_gemm",
+        target="jax_deepgemm_k_grouped_bf16_gemm_v1",
+        out_shapes=_bf16_out_shapes,
+        reference=_reference_bf16,
+        attrs=int32_attrs,
+        batch=batch_by_map,
+        aliased_output_operand=3,
+    )
+)
+
+
+def _validate_bf16(op: str, a, b, k_group_sizes, c, *, token_major: bool):
+    for name, x in (("a", a), ("b", b)):
+        _checks.check_dtype(x, op, name, _BF16)
+        _checks.check_rank(x, op, name, exact=2)
+    k_axis = 0 if token_major else 1
+    total_k = a.shape[k_axis]
+    if b.shape[k_axis] != total_k:
+        raise ValueError(f"{op}: a and b must share K (dim {k_axis}, the grouped reduction axis), got a "
+                         f"{tuple(a.shape)} and b {tuple(b.shape)}")
+    m, n = a.shape[1 - k_axis], b.shape[1 - k_axis]
+    sizes = _gl.check_group_sizes(k_group_sizes, fn=op, name="k_group_sizes", num_rows=total_k,
+                                  multiple_of=K_GROUP_ALIGNMENT, rows_name="K")
+    if c is not None:
+        _checks.check_dtype(c, op, "c", _F32)
+        _checks.check_shape(c, op, "c", (sizes.shape[0], m, n), "the accumulator has the output's shape [G, M, N]")
+    return sizes, m, n, total_k
+
+
+def _bf16_attrs(tile, num_sms: int, major: int) -> dict[str, int]:
+    """``tile`` = None (heuristic) or ``(block_m, block_n)``, a compiled BF16 kernel shape of this major."""
+    return dict(**tile_attrs(tile), num_sms=int(num_sms), major=int(major))
+
+
+def _k_grouped_bf16(op, a, b, k_group_sizes, c, num_sms, tile, *, token_major: bool) -> jax.Array:
+    sizes, m, n, total_k = _validate_bf16(op, a, b, k_group_sizes, c, token_major=token_major)
+    num_groups = sizes.shape[0]
+    if num_groups == 0 or m == 0 or n == 0 or total_k == 0:
+        base = c if c is not None else jnp.zeros((num_groups, m, n), jnp.float32)
+        return _poison_broken_groups(base, sizes) if num_groups else base
+    if token_major and m % 8 == 0 and n % 8 == 0:
+        major = _MAJOR_TN  # read in place: the rows of [K, M] and [K, N] are 16-byte aligned
+    else:
+        # K-major operands; TMA needs K (their row pitch) a multiple of 8: zero rows past every
+        # group change nothing.
+        major = _MAJOR_NT
+        if token_major:
+            a, b = a.T, b.T
+        pad = (-total_k) % 8
+        if pad:
+            a, b = (jnp.pad(x, ((0, 0), (0, pad))) for x in (a, b))
+    extra = () if c is None else (c,)
+    (d,) = _k_grouped_bf16_p.bind(a, b, sizes, *extra, accumulate=int(c is not None),
+                                  **_bf16_attrs(tile, num_sms, major))
+    return d
+
+
+def k_grouped_bf16_gemm_tn_contiguous(
+    a: jax.Array,
+    b: jax.Array,
+    k_group_sizes: jax.Array,
+    *,
+    c: jax.Array | None = None,
+    num_sms: int = 0,
+    tile: tuple[int, int] | None = None,
+) -> jax.Array:
+    """``D[g] = C[g] + A[koff[g]:koff[g+1]]^T @ B[koff[g]:koff[g+1]]`` in float32, token-major BF16.
+
+    DeepGEMM's ``k_grouped_bf16_gemm_tn_contiguous`` with the sizes on the device: the BF16 MoE
+    weight gradient ``dW[g] = dY_g^T @ X_g`` over tokens sorted by expert.
+
+    Args:
+      a: ``[K, M]`` bfloat16 (e.g. dY, tokens sorted by expert).
+      b: ``[K, N]`` bfloat16 (e.g. X).
+      k_group_sizes: ``[G]`` int32 K sizes (tokens per expert), on the device or host. Host data
+        must be non-negative multiples of 128 summing to at most K (``ValueError`` naming
+        ``k_group_sizes``). Device data: negative sizes count as 0, K past the operands' is dropped,
+        and from the first size that is not a multiple of 128 on, the groups' outputs are NaN.
+      c: optional float32 ``[G, M, N]`` accumulator (aliased: updated in place under ``jax.jit``
+        when donated).
+      num_sms: use at most this many SMs (0 = all).
+      tile: ``(block_m, block_n)`` forces a compiled BF16 kernel shape (``bf16_gemm_tiles()``);
+        None = heuristic.
+
+    Returns:
+      ``[G, M, N]`` float32; an empty group gives ``C[g]`` (or zeros). The kernel reads ``a`` and
+      ``b`` in place when M and N are multiples of 8; otherwise both are transposed in XLA first.
+    """
+    return _k_grouped_bf16("k_grouped_bf16_gemm_tn_contiguous", a, b, k_group_sizes, c, num_sms, tile,
+                           token_major=True)
+
+
+def k_grouped_bf16_gemm_nt_contiguous(
+    a: jax.Array,
+    b: jax.Array,
+    k_group_sizes: jax.Array,
+    *,
+    c: jax.Array | None = None,
+    num_sms: int = 0,
+    tile: tuple[int, int] | None = None,
+) -> jax.Array:
+    """``D[g] = C[g] + A[:, koff[g]:koff[g+1]] @ B[:, koff[g]:koff[g+1]]^T`` in float32, K-major BF16.
+
+    Args:
+      a: ``[M, K]`` bfloat16; b: ``[N, K]`` bfloat16 (K contiguous in memory).
+      k_group_sizes, c, num_sms, tile: as :func:`k_grouped_bf16_gemm_tn_contiguous`.
+
+    Returns ``[G, M, N]`` float32. K that is not a multiple of 8 is zero-padded in XLA first.
+    """
+    return _k_grouped_bf16("k_grouped_bf16_gemm_nt_contiguous", a, b, k_group_sizes, c, num_sms, tile,
+                           token_major=False)
+
+
+def _k_grouped_bf16_into(a, b, k_group_sizes, out: jax.Array, *, major: int, tile=None) -> jax.Array:
+    """Test hook: the kernel (operands as the kernel takes them for ``major``) writing into (an
+    XLA-aliased copy of) a pre-filled ``out``."""
+    sizes = jnp.asarray(k_group_sizes, jnp.int32)
+    return _k_grouped_bf16_p.bind(a, b, sizes, out, accumulate=0, **_bf16_attrs(tile, 0, major))[0]

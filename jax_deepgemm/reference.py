@@ -439,12 +439,21 @@ def k_grouped_fp8_gemm_tn_reference(a, a_scale, b, b_scale, k_group_sizes, c=Non
 
 @jax.jit
 def _k_grouped_core(a, a_scale, b, b_scale, sizes, c) -> jax.Array:
-    total_k, m = a.shape
-    num_groups, n = sizes.shape[0], b.shape[1]
-    out_shape = (num_groups, m, n)
-    row_ids = _gl._ragged_row_ids(sizes, total_k)
     a_f32 = per_channel_dequantize(a, a_scale, gran=SCALE_BLOCK)
     b_f32 = per_channel_dequantize(b, b_scale, gran=SCALE_BLOCK)
+    return k_grouped_f32(a_f32, b_f32, sizes, c)
+
+
+@jax.jit
+def k_grouped_f32(a_f32: jax.Array, b_f32: jax.Array, sizes: jax.Array, c: jax.Array | None = None) -> jax.Array:
+    """``D[g] = C[g] + A[rows of g]^T @ B[rows of g]`` in float32: ``a_f32 [sum_K, M]``, ``b_f32
+    [sum_K, N]``, group g owning rows ``[koff[g], koff[g] + sizes[g])`` (clamped as
+    ``grouped_layout`` clamps device sizes). The math of every K-grouped reference (FP8 after
+    dequantization, BF16 after an exact cast)."""
+    total_k, m = a_f32.shape
+    num_groups, n = sizes.shape[0], b_f32.shape[1]
+    out_shape = (num_groups, m, n)
+    row_ids = _gl._ragged_row_ids(sizes, total_k)
 
     def one_group(g):
         # Select (not multiply) on both operands so another group's NaN/Inf cannot leak in.

@@ -5,6 +5,7 @@
 #   STAGES="build bench" bash scripts/gpu_check.sh # quick rebuild + benchmark
 #   SANITIZE=1 bash scripts/gpu_check.sh           # also compute-sanitizer memcheck (small test)
 #   BENCH_ARGS="--filter ^4096x" bash scripts/gpu_check.sh
+#   TEST_ARGS="tests/test_bf16_gemm.py -k 'tn or nt'" bash scripts/gpu_check.sh  # a subset of the GPU tests
 #
 # The device tool allows 10 minutes per command: build + GPU tests take ~3 min, and the benchmark
 # ~40 s per shape with its baselines, so run the 18 shapes in two calls (--filter '^4096x', then
@@ -27,6 +28,8 @@ OUT=${OUT:-/tmp/out}
 STAGES=${STAGES:-"build test bench"}
 SANITIZE=${SANITIZE:-0}
 BENCH_ARGS=${BENCH_ARGS:-}
+TEST_ARGS=${TEST_ARGS:-tests}  # pytest arguments of the test stage, shell-quoted (all GPU tests by default)
+TEST_TIMEOUT=${TEST_TIMEOUT:-}  # seconds: cut the test stage short (the bench still runs)
 PY=${PY:-python3}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
@@ -107,7 +110,9 @@ if has_stage test; then
   set +e
   markers=$($PY -P -m pytest tests --markers -p no:cacheprovider 2>/dev/null || true)
   if grep -q '@pytest.mark.gpu' <<< "$markers"; then
-    JAX_DEEPGEMM_REQUIRE_GPU=1 $PY -P -m pytest tests -x -q -m gpu -p no:cacheprovider --durations=12 2>&1 | tee "$OUT/gpu_tests.log"
+    eval "test_args=($TEST_ARGS)"  # shell words, so a quoted -k expression stays one argument
+    JAX_DEEPGEMM_REQUIRE_GPU=1 ${TEST_TIMEOUT:+timeout $TEST_TIMEOUT} $PY -P -m pytest "${test_args[@]}" -q -m gpu \
+      -p no:cacheprovider --durations=12 2>&1 | tee "$OUT/gpu_tests.log"
   else
     echo "(no 'gpu' marker registered: running the whole suite)"
     JAX_DEEPGEMM_REQUIRE_GPU=1 $PY -P -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log"

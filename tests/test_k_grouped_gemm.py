@@ -104,3 +104,85 @@ def test_sanitizer_small_k_grouped():
     k_sizes = [128, 0, 256]
     a, b, x, y = k_grouped_operands(7, k_sizes, 130, 200)
     _check(_run_poisoned(a, b, k_sizes), x, y, k_sizes)
+
+
+# ---------------------------------------------------------------------------------------------
+# BF16 (k_grouped_bf16_gemm_{tn,nt}_contiguous): the BF16 kernel with the K-grouped walk
+# ---------------------------------------------------------------------------------------------
+
+from jax_deepgemm.k_grouped_gemm import _k_grouped_bf16_into  # noqa: E402
+
+BF16_TOLERANCE = 1e-5  # DeepGEMM's BF16 GEMM threshold: bf16 products are exact, sums in FP32
+
+
+def _run_bf16_poisoned(x, y, k_sizes, *, major, tile=None):
+    """The kernel writing into a NaN-filled output: TN (major 3) takes the token-major sources, NT
+    (major 0) their transposes."""
+    m, n = x.shape[1], y.shape[1]
+    out = jnp.full((len(k_sizes), m, n), jnp.nan, jnp.float32)
+    a, b = (x, y) if major == 3 else (x.T, y.T)
+    f = jax.jit(_k_grouped_bf16_into, static_argnames=("major", "tile"))
+    return np.asarray(f(a, b, jnp.asarray(k_sizes, jnp.int32), out, major=major, tile=tile))
+
+
+def _check_bf16(got, x, y, k_sizes, rows=None, cols=None):
+    assert np.isfinite(got).all(), f"{np.sum(~np.isfinite(got))} elements unwritten or non-finite"
+    x = np.asarray(x if rows is None else x[:, rows], np.float64)
+    y = np.asarray(y if cols is None else y[:, cols], np.float64)
+    start = 0
+    for g, size in enumerate(k_sizes):
+        d = got[g] if rows is None else got[g][np.ix_(rows, cols)]
+        if size == 0:
+            assert (d == 0).all(), f"group {g} is empty: D[g] must be 0"
+        else:
+            diff = calc_diff(d.astype(np.float64), x[start:start + size].T @ y[start:start + size])
+            assert diff < BF16_TOLERANCE, f"group {g} (K={size}): calc_diff = {diff:.3g}"
+        start += size
+
+
+@pytest.mark.parametrize("num_groups,m,n,expected_k", [(4, 4096, 7168, 8192), (16, 7168, 2048, 2048)])
+def test_bf16_deepgemm_shapes(num_groups, m, n, expected_k):
+    k_sizes = _sizes(m + n + 1, num_groups, expected_k, empty=1)
+    _, _, x, y = k_grouped_operands(num_groups + m + 1, k_sizes, m, n)
+    got = _run_bf16_poisoned(x, y, k_sizes, major=3)
+    rng = np.random.default_rng(n + 1)
+    rows, cols = np.sort(rng.choice(m, 256, replace=False)), np.sort(rng.choice(n, 256, replace=False))
+    _check_bf16(got, x, y, k_sizes, rows, cols)
+
+
+@pytest.mark.parametrize("major,tile", [(3, None), (3, (64, 128)), (3, (128, 256)), (0, None), (0, (64, 16)),
+                                        (0, (128, 64))])
+@pytest.mark.parametrize("k_sizes,m,n", [([128, 0, 384], 200, 2112), ([256, 128], 8, 576), ([0, 0, 128], 96, 72)])
+def test_bf16_awkward_shapes(k_sizes, m, n, major, tile):
+    _, _, x, y = k_grouped_operands(m + n + major, k_sizes + [128], m, n)  # a trailing token block in no group
+    _check_bf16(_run_bf16_poisoned(x, y, k_sizes, major=major, tile=tile), x, y, k_sizes)
+
+
+def test_bf16_accumulate_odd_m_and_bad_device_sizes():
+    k_sizes = [512, 0, 1024, 128]
+    m, n = 388, 576  # M % 8 != 0: the TN entry falls back to the K-major (NT) kernel
+    _, _, x, y = k_grouped_operands(21, k_sizes, m, n)
+    c = jax.random.normal(jax.random.key(4), (len(k_sizes), m, n), jnp.float32) * 100
+    got = np.asarray(jax.jit(dg.k_grouped_bf16_gemm_tn_contiguous)(x, y, jnp.asarray(k_sizes), c=c), np.float64)
+    assert (got[1] == np.asarray(c[1])).all(), "an empty group must give C exactly"
+    _check_bf16(got - np.asarray(c, np.float64), x, y, k_sizes)
+    bad = np.asarray(jax.jit(dg.k_grouped_bf16_gemm_tn_contiguous)(x[:, :384], y, jnp.asarray([128, 64, 256],
+                                                                                              jnp.int32)))
+    assert np.isfinite(bad[0]).all() and np.isnan(bad[1:]).all()
+
+
+def test_bf16_twenty_repeats_bitwise_equal():
+    k_sizes = _sizes(7, 4, 2048, empty=2)
+    _, _, x, y = k_grouped_operands(8, k_sizes, 2048, 1536)
+    f = jax.jit(dg.k_grouped_bf16_gemm_tn_contiguous)
+    first = f(x, y, jnp.asarray(k_sizes))
+    for _ in range(19):
+        assert_bitwise_equal(f(x, y, jnp.asarray(k_sizes)), first)
+
+
+def test_sanitizer_small_k_grouped_bf16():
+    """Small case for compute-sanitizer runs (both operand majors)."""
+    k_sizes = [128, 0, 256]
+    _, _, x, y = k_grouped_operands(9, k_sizes, 136, 200)
+    for major in (3, 0):
+        _check_bf16(_run_bf16_poisoned(x, y, k_sizes, major=major), x, y, k_sizes)

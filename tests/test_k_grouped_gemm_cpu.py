@@ -108,3 +108,84 @@ def test_bad_inputs_name_the_argument():
         _bad(a=(x, jnp.ones((2, 32))), b=(jnp.zeros((200, 16), jnp.float8_e4m3fn), jnp.ones((2, 16))))
     with pytest.raises(ValueError, match="c must have shape"):
         dg.k_grouped_fp8_gemm_tn_contiguous(a, b, np.array([256]), c=jnp.zeros((2, 32, 16)))
+
+
+# ---------------------------------------------------------------------------------------------
+# BF16 (k_grouped_bf16_gemm_{tn,nt}_contiguous)
+# ---------------------------------------------------------------------------------------------
+
+
+def _oracle_bf16(x, y, k_sizes, c=None):
+    """float64 ``D[g] = C[g] + X_g^T Y_g`` from token-major bf16 operands, per group from host sizes."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    out, start = [], 0
+    for size in k_sizes:
+        out.append(x[start:start + size].T @ y[start:start + size])
+        start += size
+    d = np.stack(out) if out else np.zeros((0, x.shape[1], y.shape[1]))
+    return d if c is None else d + np.asarray(c, np.float64)
+
+
+# (m, n): in-place TN (multiples of 8) and the transposed fallback (odd M); K = sum + a trailing
+# token block in no group, or + 3 rows (K not a multiple of 8: the NT form pads it).
+@pytest.mark.parametrize("m,n,tail", [(96, 72, 128), (37, 72, 3), (64, 20, 0)])
+@pytest.mark.parametrize("k_sizes", [[256, 0, 128, 384], [0, 0], [128]])
+def test_bf16_tn_and_nt_match_float64(k_sizes, m, n, tail):
+    _, _, x, y = k_grouped_operands(11, k_sizes + [tail], m, n)
+    want = _oracle_bf16(x, y, k_sizes)
+    for got in (dg.k_grouped_bf16_gemm_tn_contiguous(x, y, np.array(k_sizes, np.int32)),
+                jax.jit(dg.k_grouped_bf16_gemm_nt_contiguous)(x.T, y.T, jnp.array(k_sizes, jnp.int32))):
+        assert got.shape == (len(k_sizes), m, n) and got.dtype == jnp.float32
+        for g, size in enumerate(k_sizes):
+            if size == 0:
+                assert (np.asarray(got[g]) == 0).all(), "an empty group must give zeros"
+            else:
+                # bf16 products are exact in float32; only the float32 summation order differs.
+                assert calc_diff(np.asarray(got[g], np.float64), want[g]) < 1e-9
+
+
+def test_bf16_accumulate_device_sizes_and_vmap():
+    k_sizes = [128, 0, 256]
+    _, _, x, y = k_grouped_operands(12, k_sizes, 64, 40)
+    c = jax.random.normal(jax.random.key(3), (3, 64, 40), jnp.float32)
+    got = np.asarray(jax.jit(dg.k_grouped_bf16_gemm_tn_contiguous)(x, y, jnp.array(k_sizes), c=c), np.float64)
+    assert (got[1] == np.asarray(c[1])).all(), "an empty group must give C exactly"
+    assert calc_diff(got, _oracle_bf16(x, y, k_sizes, c)) < 1e-9
+    # Device sizes out of contract: from the first size that is not a multiple of 128 on, NaN;
+    # negative sizes count as 0.
+    bad = np.asarray(jax.jit(dg.k_grouped_bf16_gemm_tn_contiguous)(x, y, jnp.array([128, 64, 128], jnp.int32)))
+    assert np.isfinite(bad[0]).all() and np.isnan(bad[1:]).all()
+    neg = np.asarray(jax.jit(dg.k_grouped_bf16_gemm_tn_contiguous)(x, y, jnp.array([-5, 256], jnp.int32)))
+    assert (neg[0] == 0).all()
+    assert calc_diff(neg[1].astype(np.float64), _oracle_bf16(x, y, [0, 256])[1]) < 1e-9
+    # vmap: one problem per batch element, each with its own operands.
+    xs, ys = jnp.stack([x, -x]), jnp.stack([y, y * 2])
+    batched = jax.vmap(lambda a, b: dg.k_grouped_bf16_gemm_tn_contiguous(a, b, jnp.array(k_sizes)))(xs, ys)
+    for i in range(2):
+        assert calc_diff(np.asarray(batched[i], np.float64), _oracle_bf16(xs[i], ys[i], k_sizes)) < 1e-9
+
+
+def test_bf16_bad_inputs_name_the_argument():
+    _, _, x, y = k_grouped_operands(13, [256], 32, 16)
+    f = dg.k_grouped_bf16_gemm_tn_contiguous
+    sizes = np.array([128, 128], np.int32)
+    with pytest.raises(ValueError, match="k_group_sizes must be multiples of 128"):
+        f(x, y, np.array([64, 192], np.int32))
+    with pytest.raises(ValueError, match="k_group_sizes must sum to at most K = 256"):
+        f(x, y, np.array([256, 128], np.int32))
+    with pytest.raises(TypeError, match="k_group_sizes"):
+        f(x, y, np.array([128.0, 128.0]))
+    with pytest.raises(TypeError, match="a must have dtype bfloat16"):
+        f(x.astype(jnp.float32), y, sizes)
+    with pytest.raises(TypeError, match="b must have dtype bfloat16"):
+        f(x, y.astype(jnp.float8_e4m3fn), sizes)
+    with pytest.raises(ValueError, match="b must have rank 2"):
+        f(x, y[None], sizes)
+    with pytest.raises(ValueError, match="share K"):
+        f(x, y[:128], sizes)
+    with pytest.raises(ValueError, match="share K"):
+        dg.k_grouped_bf16_gemm_nt_contiguous(x.T, y.T[:, :128], sizes)
+    with pytest.raises(ValueError, match="c must have shape"):
+        f(x, y, sizes, c=jnp.zeros((2, 16, 32)))
+    with pytest.raises(TypeError, match="c must have dtype float32"):
+        f(x, y, sizes, c=jnp.zeros((2, 32, 16), jnp.bfloat16))

@@ -3,11 +3,13 @@
 // ffi::Error instead of throwing, so a hand-written ffi_call can never fault the GPU.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
 #include <string_view>
 
+#include "common/device_info.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace jdg {
@@ -60,6 +62,22 @@ inline ffi::Error CheckAliasedOutput(std::string_view op, const ffi::RemainingAr
       return ffi::Error::InvalidArgument(std::string(op) + ": the trailing operand must alias the output");
   }
   return ffi::Error::Success();
+}
+
+// The SMs a kernel launch may use on `device`, after checking that it is an sm_90 (Hopper) GPU: all
+// of them, or at most the op's `num_sms` attribute when that is positive.
+inline ffi::Error UsableSm90Sms(std::string_view op, int device, int num_sms_attr, int& sms) {
+  const DeviceInfo& info = GetDeviceInfo(device);
+  if (info.cc_major != 9)
+    return ffi::Error(ffi::ErrorCode::kFailedPrecondition, std::string(op) + ": the kernels need an sm_90 (Hopper) GPU");
+  sms = num_sms_attr > 0 ? std::min(num_sms_attr, info.num_sms) : info.num_sms;
+  return ffi::Error::Success();
+}
+
+// A persistent grid over `units` work units of `cluster` CTAs each (unit counts that depend on device
+// data are passed as their bound): one CTA per usable SM at most, a whole number of clusters.
+inline int PersistentGrid(int64_t units, int sms, int cluster) {
+  return int(std::clamp<int64_t>(units, 1, std::max(sms / cluster, 1))) * cluster;
 }
 
 }  // namespace jdg

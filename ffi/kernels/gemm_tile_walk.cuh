@@ -1,5 +1,6 @@
 // Which output tile a persistent CTA computes next, for every GEMM kernel of the library (FP8 and
-// BF16): dense, M-grouped contiguous (per-row expert ids) and M-grouped masked. Device code only.
+// BF16): dense, M-grouped contiguous (per-row expert ids), masked and ragged, and K-grouped.
+// Device code only.
 #pragma once
 
 #include "kernels/tile_scheduler.cuh"
@@ -111,27 +112,34 @@ __device__ __forceinline__ void RaggedTileRows(const GemmGrouping& grouping, int
   row_hi = min(end, m_block * kBlockM + kBlockM);
 }
 
+// K sizes of a K-grouped GEMM are multiples of this (one FP8 scale block along K; the BF16 kernel
+// keeps the same contract, so the two serve the same routed-token layouts).
+constexpr int kKGroupAlignment = 128;
+
 // The next tile of a K-grouped GEMM: group-major (every group covers the whole M x N tile grid),
-// with the K-block range [kb_begin, kb_end) of the group (empty for an empty group). Device sizes
-// are read as DeepGEMM's contract demands: negative counts as 0, the ranges are clipped to the
-// K of the operands, and from the first size that is not a multiple of 128 on, every group is
-// `poisoned` (its offsets no longer fall on scale blocks: the kernel writes NaN there).
+// with the K-block range [kb_begin, kb_end) of the group, in the kernel's kBlockK-deep K-blocks
+// (empty for an empty group). Device sizes are read as DeepGEMM's contract demands: negative counts
+// as 0, the ranges are clipped to the K of the operands, and from the first size that is not a
+// multiple of 128 on, every group is `poisoned` (its offsets no longer fall on 128-row blocks: the
+// kernel writes NaN there).
+template <int kBlockK>
 __device__ __forceinline__ bool NextKGroupedTile(const TileScheduler& sched, const GemmGrouping& grouping,
                                                  int num_k_blocks, int tile, int& m_block, int& n_block, int& group,
                                                  int& kb_begin, int& kb_end, bool& poisoned) {
+  static_assert(kKGroupAlignment % kBlockK == 0, "a group's K range is whole K-blocks");
   group = tile / sched.num_tiles;
   if (group >= grouping.num_groups || !sched.Get(tile - group * sched.num_tiles, m_block, n_block)) return false;
   int offset = 0;  // in rows of K
   poisoned = false;
   for (int g = 0; g < group; ++g) {
     const int size = max(__ldg(grouping.group_k + g), 0);
-    poisoned |= size % 128 != 0;
+    poisoned |= size % kKGroupAlignment != 0;
     offset += size;
   }
   const int size = max(__ldg(grouping.group_k + group), 0);
-  poisoned |= size % 128 != 0;
-  kb_begin = min(offset / 128, num_k_blocks);
-  kb_end = poisoned ? kb_begin : min((offset + size) / 128, num_k_blocks);
+  poisoned |= size % kKGroupAlignment != 0;
+  kb_begin = min(offset / kBlockK, num_k_blocks);
+  kb_end = poisoned ? kb_begin : min((offset + size) / kBlockK, num_k_blocks);
   return true;
 }
 

@@ -17,6 +17,9 @@
 //     boxes (64 K rows of 64 M/N elements = 128 bytes, 128B-swizzled), and the WGMMA reads it with
 //     an MN-major descriptor (bf16 WGMMA supports transposed shared-memory operands): no transpose
 //     pass over global memory.
+// K-grouped form (MoE weight gradients, NT or TN operands): D[g] (+= C[g]) = A[:, K range g] .
+// B[:, K range g]^T over [G * M, N] FP32 rows; every group walks the whole M x N tile grid over
+// its K-blocks (gemm_tile_walk.cuh's NextKGroupedTile), the sizes read on the device.
 #pragma once
 
 #include <cuda.h>
@@ -86,6 +89,9 @@ struct Bf16GemmTraits {
   static_assert(kClusterM == 1 || kClusterM == 2, "B multicast over at most two CTAs");
   static constexpr int kBRowsPerCta = kBlockN / kClusterM;  // rows of the B tile each CTA of a cluster loads
   static_assert(kBRowsPerCta % 8 == 0, "each CTA's half of B must be whole 1024-byte swizzle atoms");
+  // The K-grouped walk is compiled into the NT and TN kernels (its operands are both K-major or
+  // both MN-major, the token-major wgrad layout), without clusters (a pair may straddle groups).
+  static constexpr bool kKGroupedWalk = (kMajor == 0 || kMajor == 3) && kClusterM == 1;
   static constexpr int kNumMathWarpgroups = kBlockM / 64;
   static constexpr int kNumMathThreads = kNumMathWarpgroups * 128;
   static constexpr int kNumThreads = kNumMathThreads + 128;  // + one producer warpgroup
@@ -102,17 +108,18 @@ struct Bf16GemmTraits {
 
 // The register-store epilogue: this thread's two rows (row0, row0 + 8) and, per 8-column group g,
 // columns col0 + 8g and +1. Only rows in [row_lo, row_hi) (the tile's unit, within M) and columns
-// below N are stored; pairs are stored together when N is even (then they are 8- or 4-byte
-// aligned). FP32: adds C (which aliases D) when given.
+// below N are stored, at D row d_row0 + row (K-grouped: group g's [M, N] slice starts at row g * M);
+// pairs are stored together when N is even (then they are 8- or 4-byte aligned). FP32: adds C
+// (which aliases D) when given.
 template <bool kFp32, int kBlockN>
 __device__ __forceinline__ void StoreRowsDirect(const Bf16GemmParams& p, const float* accum, int row0, int col0,
-                                                int row_lo, int row_hi) {
+                                                int row_lo, int row_hi, int64_t d_row0) {
   const bool n_even = (p.n % 2) == 0;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int row = row0 + 8 * h;
     if (row < row_lo || row >= row_hi) continue;
-    const int64_t row_offset = static_cast<int64_t>(row) * p.n;
+    const int64_t row_offset = (d_row0 + row) * p.n;
     float* d32 = static_cast<float*>(p.d) + row_offset;
     __nv_bfloat16* d16 = static_cast<__nv_bfloat16*>(p.d) + row_offset;
     const float* c = p.c != nullptr ? p.c + row_offset : nullptr;
@@ -176,17 +183,30 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
 
   TileScheduler sched(p.m, p.n, kBlockM * kClusterM, kBlockN, p.raster_band);
   const int first_tile = blockIdx.x / kClusterM, tile_stride = gridDim.x / kClusterM;
-  // Tile `tile` of this CTA's walk: its M/N blocks, its group (expert; -1 = padding: zeros) and the
-  // rows [row_lo, row_hi) it stores (the whole tile within M, except for a ragged unit).
-  auto next_tile = [&](int tile, int& m_block, int& n_block, int& group, int& row_lo, int& row_hi) -> bool {
-    if (kMajor == 0 && p.grouping.group_ends != nullptr) {  // grouped GEMMs are NT only
+  const bool k_grouped = Traits::kKGroupedWalk && p.grouping.group_k != nullptr;
+  // Tile `tile` of this CTA's walk: its M/N blocks, its group (expert; -1 = padding: zeros), its
+  // K-block range [kb_begin, kb_end) (a K-grouped group's, else all of K; empty for padding), whether
+  // its group's K layout is broken (K-grouped only) and the rows [row_lo, row_hi) it stores (the
+  // whole tile within M, except for a ragged unit).
+  auto next_tile = [&](int tile, int& m_block, int& n_block, int& group, int& kb_begin, int& kb_end, bool& poisoned,
+                       int& row_lo, int& row_hi) -> bool {
+    kb_begin = 0, poisoned = false;
+    if (kMajor == 0 && p.grouping.group_ends != nullptr) {  // M-grouped GEMMs are NT only
       if (!NextRaggedTile<kBlockM, kBlockN>(p.grouping, p.m, p.n, tile, 0, m_block, n_block, group)) return false;
       RaggedTileRows<kBlockM>(p.grouping, p.m, m_block, group, row_lo, row_hi);
+      kb_end = group < 0 ? 0 : p.num_k_blocks;
       return true;
     }
-    if (!NextGemmTile<kBlockM, kBlockN, kClusterM>(sched, p.grouping, p.m, p.n, tile, cta_rank, m_block, n_block,
-                                                   group))
+    if (k_grouped) {
+      if (!NextKGroupedTile<kBf16BlockK>(sched, p.grouping, p.num_k_blocks, tile, m_block, n_block, group, kb_begin,
+                                         kb_end, poisoned))
+        return false;
+    } else if (!NextGemmTile<kBlockM, kBlockN, kClusterM>(sched, p.grouping, p.m, p.n, tile, cta_rank, m_block,
+                                                          n_block, group)) {
       return false;
+    } else {
+      kb_end = group < 0 ? 0 : p.num_k_blocks;
+    }
     row_lo = m_block * kBlockM, row_hi = min(p.m, row_lo + kBlockM);  // empty past M (2nd CTA of a pair)
     return true;
   };
@@ -198,11 +218,14 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
       cute::prefetch_tma_descriptor(&tma_a);
       cute::prefetch_tma_descriptor(&tma_b);
       int stage = 0, phase = 0;
-      int m_block, n_block, group, row_lo, row_hi;
-      for (int tile = first_tile; next_tile(tile, m_block, n_block, group, row_lo, row_hi); tile += tile_stride) {
-        if (group < 0) continue;  // a padding tile: nothing to load, the consumers write zeros
-        const int b_row0 = group * p.n + n_block * kBlockN;
-        for (int kb = 0; kb < p.num_k_blocks; ++kb) {
+      int m_block, n_block, group, kb_begin, kb_end, row_lo, row_hi;
+      bool poisoned;
+      for (int tile = first_tile; next_tile(tile, m_block, n_block, group, kb_begin, kb_end, poisoned, row_lo, row_hi);
+           tile += tile_stride) {
+        // A padding tile (or an empty K range) loads nothing; the consumers write zeros (or C).
+        // M-grouped: B is [G * N, K] and the tile multiplies its expert's rows (K-grouped: all of B).
+        const int b_row0 = (k_grouped ? 0 : max(group, 0) * p.n) + n_block * kBlockN;
+        for (int kb = kb_begin; kb < kb_end; ++kb) {
           empty[stage].wait(phase ^ 1);
           full[stage].arrive_and_expect_tx(Traits::kTxBytes);
           auto* mbar = reinterpret_cast<uint64_t*>(&full[stage]);
@@ -252,20 +275,23 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
     constexpr int kADescStep = (Traits::kAMnMajor ? 16 * 128 : 32) >> 4;
     constexpr int kBDescStep = (Traits::kBMnMajor ? 16 * 128 : 32) >> 4;
     int stage = 0, phase = 0;
-    int m_block, n_block, group, row_lo, row_hi;
+    int m_block, n_block, group, kb_begin, kb_end, row_lo, row_hi;
+    bool poisoned;
 
     // Releases stage `s` of the ring: one arrive per warp (lane i of a cluster releases CTA i's copy).
     auto release = [&](int s) {
       ReleaseStage<kClusterM>(empty[s], lane);
     };
 
-    for (int tile = first_tile; next_tile(tile, m_block, n_block, group, row_lo, row_hi); tile += tile_stride) {
+    for (int tile = first_tile; next_tile(tile, m_block, n_block, group, kb_begin, kb_end, poisoned, row_lo, row_hi);
+         tile += tile_stride) {
       // m_block may be past M for the second CTA of a ragged last cluster pair: it computes on
       // zero-filled A and stores nothing.
       const int row0 = m_block * kBlockM + row_in_tile, row1 = row0 + 8;
       const int n0 = n_block * kBlockN;
-      // M-grouped: a padding tile (group -1) runs no K-blocks and stores zeros.
-      const int num_k_blocks = group < 0 ? 0 : p.num_k_blocks;
+      // M-grouped: a padding tile (group -1) runs no K-blocks and stores zeros; K-grouped: an empty
+      // group runs none and stores C[g] (or zeros).
+      const int num_k_blocks = kb_end - kb_begin;
 
       // The accumulators start at zero and every WGMMA accumulates (scale-d = 1): a run-time
       // "first K-step overwrites" flag makes ptxas spill the 128-register accumulator of BLOCK_N = 256.
@@ -299,6 +325,10 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
         release(prev_stage);
       }
 
+      if (Traits::kKGroupedWalk && poisoned) {
+#pragma unroll
+        for (int i = 0; i < kAccums; ++i) accum[i] = __int_as_float(0x7fc00000);  // broken K layout: NaN
+      }
       if (p.grouping.row_group != nullptr) {
         // Rows of the tile's expert keep their values, padding rows (-1) store 0, and a row of
         // another expert (a segment not aligned to BLOCK_M: the layout contract is broken) stores
@@ -350,10 +380,11 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
         continue;
       }
       // Registers -> global memory, bounds-checked (FP32 output (+ C), or n % 8 != 0).
+      const int64_t d_row0 = k_grouped ? int64_t(group) * p.m : 0;  // K-grouped D is [G * M, N]
       if (p.out_fp32) {
-        StoreRowsDirect<true, kBlockN>(p, accum, row0, n0 + 2 * quad, row_lo, row_hi);
+        StoreRowsDirect<true, kBlockN>(p, accum, row0, n0 + 2 * quad, row_lo, row_hi, d_row0);
       } else {
-        StoreRowsDirect<false, kBlockN>(p, accum, row0, n0 + 2 * quad, row_lo, row_hi);
+        StoreRowsDirect<false, kBlockN>(p, accum, row0, n0 + 2 * quad, row_lo, row_hi, d_row0);
       }
     }
     if (Traits::kTmaStoreD && p.use_tma_store) {

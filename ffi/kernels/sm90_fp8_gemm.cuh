@@ -216,8 +216,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       return true;
     }
     if (k_grouped) {
-      if (!NextKGroupedTile(sched, p.grouping, p.num_k_blocks, tile, m_block, n_block, group, kb_begin, kb_end,
-                            poisoned))
+      if (!NextKGroupedTile<kFp8BlockK>(sched, p.grouping, p.num_k_blocks, tile, m_block, n_block, group, kb_begin,
+                                        kb_end, poisoned))
         return false;
       // both CTAs of a cluster work on the same group
       if constexpr (kClusterM > 1) m_block = m_block * kClusterM + cta_rank;

@@ -7,7 +7,9 @@ lets our numbers be compared with theirs row by row.
 
 from __future__ import annotations
 
-__all__ = ["NORMAL_NK", "BENCH_NK", "BENCH_M", "TEST_M", "CI_CASES", "ANCHORS_H100"]
+import re
+
+__all__ = ["NORMAL_NK", "BENCH_NK", "BENCH_M", "TEST_M", "CI_CASES", "ANCHORS_H100", "case_selected"]
 
 NORMAL_NK: list[tuple[int, int]] = [
     (2112, 7168),
@@ -68,3 +70,12 @@ ANCHORS_H100: dict[tuple[int, int, int], float] = {
     (4096, 7168, 2048): 93.11,
 }
 """DeepGEMM's own kernel time (µs) per dense (M, N, K) on our H100: the numbers to beat."""
+
+
+def case_selected(key, filters) -> bool:
+    """Whether a benchmark case passes ``--filter``: its key (a tuple) written ``'x'``-joined (e.g.
+    ``(4, 4096, 7168, 8192)`` -> ``'4x4096x7168x8192'``) matches any of the regexes; no filters keeps all."""
+    if not filters:
+        return True
+    name = "x".join(str(v) for v in key) if isinstance(key, tuple) else str(key)
+    return any(re.search(f, name) for f in filters)
