@@ -167,37 +167,58 @@ ffi::Error MGroupedBf16GemmNtMasked(cudaStream_t stream, int32_t device, ffi::An
 
 // lax.ragged_dot's layout: group g owns rows [ends[g-1], ends[g]) of A [M, K] (any sizes), rows past
 // the last end are zeros. One kernel over A and D in place: a row tile straddling groups is computed
-// once per group it holds, each unit storing only its group's rows.
-ffi::Error MGroupedBf16GemmNtRagged(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer b,
-                                    ffi::AnyBuffer group_ends, ffi::RemainingArgs aliased_d,
-                                    ffi::Result<ffi::AnyBuffer> d, int32_t block_m, int32_t block_n,
-                                    int32_t num_sms) {
-  constexpr const char* kOp = "m_grouped_bf16_gemm_nt_ragged";
+// once per group it holds, each unit storing only its group's rows. B is [G, N, K] (NT) or, with
+// `b_mn_major`, [G, K, N] (NN: lax.ragged_dot's own rhs layout, read in place; K a multiple of 64).
+ffi::Error MGroupedBf16GemmRagged(const char* op_name, bool b_mn_major, cudaStream_t stream, int32_t device,
+                                  ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::AnyBuffer group_ends,
+                                  ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, int32_t block_m,
+                                  int32_t block_n, int32_t num_sms) {
+  const std::string kOp = op_name;
   JDG_RETURN_IF_ERROR(CheckAliasedOutput(kOp, aliased_d, *d, false));
   if (a.dimensions().size() != 2 || b.dimensions().size() != 3)
-    return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_ragged: a must be rank 2 and b rank 3");
+    return ffi::Error::InvalidArgument(kOp + ": a must be rank 2 and b rank 3");
   const int64_t m = a.dimensions()[0], k = a.dimensions()[1];
-  const int64_t groups = b.dimensions()[0], n = b.dimensions()[1];
+  const int64_t groups = b.dimensions()[0], n = b.dimensions()[b_mn_major ? 2 : 1];
   JDG_RETURN_IF_ERROR(ExpectBuffer(a, "a", ffi::DataType::BF16, {m, k}));
-  JDG_RETURN_IF_ERROR(ExpectBuffer(b, "b", ffi::DataType::BF16, {groups, n, k}));
+  JDG_RETURN_IF_ERROR(ExpectBuffer(b, "b", ffi::DataType::BF16, {groups, b_mn_major ? k : n, b_mn_major ? n : k}));
   JDG_RETURN_IF_ERROR(ExpectBuffer(group_ends, "group_ends", ffi::DataType::S32, {groups}));
   JDG_RETURN_IF_ERROR(ExpectBuffer(*d, "d", ffi::DataType::BF16, {m, n}));
-  JDG_RETURN_IF_ERROR(CheckK(kOp, k));
-  if (groups == 0 || m > INT32_MAX || groups * n > INT32_MAX || k > INT32_MAX)
-    return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_ragged: G >= 1 and G*N, M, K must fit in int32");
+  JDG_RETURN_IF_ERROR(CheckK(op_name, k));
+  if (b_mn_major && (k % kBf16BlockK != 0 || n % 8 != 0))
+    return ffi::Error::InvalidArgument(kOp + ": B [G, K, N] needs K a multiple of 64 and N a multiple of 8");
+  if (groups == 0 || m > INT32_MAX || groups * n > INT32_MAX || groups * k > INT32_MAX)
+    return ffi::Error::InvalidArgument(kOp + ": G >= 1 and G*N, G*K, M must fit in int32");
   if (m == 0 || n == 0) return ffi::Error::Success();
   int sms = 0;
   JDG_RETURN_IF_ERROR(UsableSm90Sms(kOp, device, num_sms, sms));
   // decide: tiles for the whole M (no clusters: a pair of tiles may differ in expert); the tile count
   // depends on the device sizes, so the persistent grid covers its bound, (M tiles + G) x N tiles.
-  Bf16GemmConfig cfg = PickBf16GemmConfig(int(m), int(n), int(k), int(groups), false, sms, block_m, block_n, 1);
-  if (cfg.block_m == 0)
-    return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_ragged: requested block_m/block_n is not compiled");
+  const int major = b_mn_major ? 2 : 0;
+  Bf16GemmConfig cfg =
+      PickBf16GemmConfig(int(m), int(n), int(k), int(groups), false, sms, block_m, block_n, 1, major);
+  if (cfg.block_m == 0) return ffi::Error::InvalidArgument(kOp + ": requested block_m/block_n is not compiled");
   cfg.grid = PersistentGrid((CeilDiv(m, cfg.block_m) + groups) * CeilDiv(n, cfg.block_n), sms, 1);
   Bf16GemmOperands op = MakeBf16GemmOperands(device, m, n, k, a, b, *d);
+  op.major = major;
   op.num_groups = int(groups);
   op.group_ends = static_cast<const int*>(group_ends.untyped_data());
-  return CudaStatus(DispatchBf16Gemm(op, cfg, stream), "m_grouped_bf16_gemm_nt_ragged launch");
+  return CudaStatus(DispatchBf16Gemm(op, cfg, stream), kOp + " launch");
+}
+
+ffi::Error MGroupedBf16GemmNtRagged(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer b,
+                                    ffi::AnyBuffer group_ends, ffi::RemainingArgs aliased_d,
+                                    ffi::Result<ffi::AnyBuffer> d, int32_t block_m, int32_t block_n,
+                                    int32_t num_sms) {
+  return MGroupedBf16GemmRagged("m_grouped_bf16_gemm_nt_ragged", false, stream, device, a, b, group_ends, aliased_d,
+                                d, block_m, block_n, num_sms);
+}
+
+ffi::Error MGroupedBf16GemmNnRagged(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer b,
+                                    ffi::AnyBuffer group_ends, ffi::RemainingArgs aliased_d,
+                                    ffi::Result<ffi::AnyBuffer> d, int32_t block_m, int32_t block_n,
+                                    int32_t num_sms) {
+  return MGroupedBf16GemmRagged("m_grouped_bf16_gemm_nn_ragged", true, stream, device, a, b, group_ends, aliased_d,
+                                d, block_m, block_n, num_sms);
 }
 
 // D[g] (= C[g] +) A[K range g]^T . B[K range g] over consecutive K ranges whose sizes are device data
@@ -298,6 +319,20 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedBf16GemmNtRagged, jdg::MGrouped
                                   .Ctx<xla::ffi::DeviceOrdinal>()
                                   .Arg<xla::ffi::AnyBuffer>()  // a          bf16 [M, K]
                                   .Arg<xla::ffi::AnyBuffer>()  // b          bf16 [G, N, K]
+                                  .Arg<xla::ffi::AnyBuffer>()  // group_ends s32  [G] cumulative row ends
+                                  .RemainingArgs()             // optional: d itself (aliased)
+                                  .Ret<xla::ffi::AnyBuffer>()  // d          bf16 [M, N]
+                                  .Attr<int32_t>("block_m")    // 0: heuristic
+                                  .Attr<int32_t>("block_n")    // 0: heuristic
+                                  .Attr<int32_t>("num_sms"),   // 0: all SMs of the device
+                              {xla::ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedBf16GemmNnRagged, jdg::MGroupedBf16GemmNnRagged,
+                              xla::ffi::Ffi::Bind()
+                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<xla::ffi::DeviceOrdinal>()
+                                  .Arg<xla::ffi::AnyBuffer>()  // a          bf16 [M, K]
+                                  .Arg<xla::ffi::AnyBuffer>()  // b          bf16 [G, K, N] (K a multiple of 64)
                                   .Arg<xla::ffi::AnyBuffer>()  // group_ends s32  [G] cumulative row ends
                                   .RemainingArgs()             // optional: d itself (aliased)
                                   .Ret<xla::ffi::AnyBuffer>()  // d          bf16 [M, N]

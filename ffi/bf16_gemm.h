@@ -12,5 +12,7 @@ XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedBf16GemmNtContiguous);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedBf16GemmNtMasked);
 // M-grouped ragged (lax.ragged_dot's layout): group g owns rows [ends[g-1], ends[g]) of A.
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedBf16GemmNtRagged);
+// The same with B stored [G, K, N] (lax.ragged_dot's rhs; the dgrad of the NT form), read in place.
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedBf16GemmNnRagged);
 // K-grouped (weight gradients): D[g] (= C[g] +) A[K range g]^T . B[K range g], device K sizes, FP32 D [G, M, N].
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmKGroupedBf16GemmContiguous);

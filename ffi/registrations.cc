@@ -45,6 +45,7 @@ nb::dict Registrations() {
   targets["jax_deepgemm_m_grouped_bf16_gemm_nt_contiguous_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedBf16GemmNtContiguous);
   targets["jax_deepgemm_m_grouped_bf16_gemm_nt_masked_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedBf16GemmNtMasked);
   targets["jax_deepgemm_m_grouped_bf16_gemm_nt_ragged_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedBf16GemmNtRagged);
+  targets["jax_deepgemm_m_grouped_bf16_gemm_nn_ragged_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedBf16GemmNnRagged);
   targets["jax_deepgemm_k_grouped_bf16_gemm_v1"] = EncapsulateFfi(JaxDeepgemmKGroupedBf16GemmContiguous);
   targets["jax_deepgemm_k_grouped_fp8_gemm_nt_contiguous_v1"] = EncapsulateFfi(JaxDeepgemmKGroupedFp8GemmNtContiguous);
 #endif

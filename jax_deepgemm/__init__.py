@@ -4,6 +4,7 @@ Every op is a jittable JAX primitive: on CUDA it runs the library's kernels, els
 pure-jnp reference, so the same program runs on CPU and GPU.
 """
 
+from jax_deepgemm.autodiff import bf16_grouped_linear as bf16_grouped_linear
 from jax_deepgemm.autodiff import fp8_grouped_linear as fp8_grouped_linear
 from jax_deepgemm.autodiff import fp8_linear as fp8_linear
 from jax_deepgemm._ffi import export_disabled_checks as export_disabled_checks
@@ -15,6 +16,7 @@ from jax_deepgemm.bf16_gemm import bf16_gemm_tn as bf16_gemm_tn
 from jax_deepgemm.bf16_gemm import bf16_gemm_tt as bf16_gemm_tt
 from jax_deepgemm.bf16_gemm import m_grouped_bf16_gemm_nt_contiguous as m_grouped_bf16_gemm_nt_contiguous
 from jax_deepgemm.bf16_gemm import m_grouped_bf16_gemm_nt_masked as m_grouped_bf16_gemm_nt_masked
+from jax_deepgemm.bf16_gemm import m_grouped_bf16_gemm_nn_ragged as m_grouped_bf16_gemm_nn_ragged
 from jax_deepgemm.bf16_gemm import m_grouped_bf16_gemm_nt_ragged as m_grouped_bf16_gemm_nt_ragged
 from jax_deepgemm.fp8_gemm import fp8_gemm_nn as fp8_gemm_nn
 from jax_deepgemm.fp8_gemm import fp8_gemm_nt as fp8_gemm_nt

@@ -1,4 +1,5 @@
-"""BF16 GEMMs: dense ``bf16_gemm_nt/nn/tn/tt`` and the M-grouped (MoE) ``m_grouped_bf16_gemm_nt_*``.
+"""BF16 GEMMs: dense ``bf16_gemm_nt/nn/tn/tt`` and the M-grouped (MoE) ``m_grouped_bf16_gemm_nt_*`` (and
+``m_grouped_bf16_gemm_nn_ragged``, ``lax.ragged_dot``'s own layout).
 
 BF16 operands, FP32 accumulation over the whole K (in the tensor cores' FP32 accumulators), BF16
 or FP32 output. No scales. On CUDA the ops run the library's sm_90a kernel
@@ -48,6 +49,7 @@ __all__ = [
     "m_grouped_bf16_gemm_nt_contiguous",
     "m_grouped_bf16_gemm_nt_masked",
     "m_grouped_bf16_gemm_nt_ragged",
+    "m_grouped_bf16_gemm_nn_ragged",
     "bf16_gemm_nt_reference",
 ]
 
@@ -323,15 +325,16 @@ _contiguous_p = make_primitive(
 )
 
 
-def _check_grouped_operands(op: str, a, b, *, a_rank: int):
-    """dtype/rank/K checks shared by the grouped ops; returns K."""
+def _check_grouped_operands(op: str, a, b, *, a_rank: int, b_k_axis: int = 2):
+    """dtype/rank/K checks shared by the grouped ops (B's K on axis ``b_k_axis``); returns K."""
     _checks.check_dtype(a, op, "a", _BF16)
     _checks.check_dtype(b, op, "b", _BF16)
     _checks.check_rank(a, op, "a", exact=a_rank)
     _checks.check_rank(b, op, "b", exact=3)
     k = a.shape[-1]
-    if b.shape[2] != k:
-        raise ValueError(f"{op}: a and b must share K (the contracting dim): a has K={k}, b has shape {tuple(b.shape)}")
+    if b.shape[b_k_axis] != k:
+        raise ValueError(f"{op}: a and b must share K (the contracting dim, b's axis {b_k_axis}): a has K={k}, b "
+                         f"has shape {tuple(b.shape)}")
     _check_k(op, k)
     return k
 
@@ -447,6 +450,68 @@ def m_grouped_bf16_gemm_nt_ragged(
     (d,) = _ragged_p.bind(a, b, _group_ends(sizes, m), **tile_attrs(tile),
                           num_sms=int(num_sms))
     return d
+
+
+def _ragged_nn_reference(a, b, ends, *out, **_):
+    return _ragged_reference(a, jnp.swapaxes(b, 1, 2), ends)
+
+
+_ragged_nn_p = make_primitive(
+    OpSpec(
+        name="jax_deepgemm_m_grouped_bf16_gemm_nn_ragged",
+        target="jax_deepgemm_m_grouped_bf16_gemm_nn_ragged_v1",
+        out_shapes=lambda a, b, ends, *out, **_: [((a.shape[0], b.shape[2]), jnp.bfloat16)],
+        reference=_ragged_nn_reference,
+        attrs=int32_attrs,
+        batch=batch_by_map,
+        aliased_output_operand=3,
+    )
+)
+
+NN_RAGGED_K_ALIGNMENT = 64
+"""``m_grouped_bf16_gemm_nn_ragged`` reads ``b [G, K, N]`` in place when K is a multiple of this (a
+64-row load never reaches into the next expert) and N of 8; otherwise B is transposed in XLA first."""
+
+
+def m_grouped_bf16_gemm_nn_ragged(
+    a: jax.Array,
+    b: jax.Array,
+    group_sizes: jax.Array,
+    *,
+    num_sms: int = 0,
+    tile: tuple[int, int] | None = None,
+) -> jax.Array:
+    """``jax.lax.ragged_dot(a, b, group_sizes)`` exactly in its layout: BF16, B ``[G, K, N]``.
+
+    As :func:`m_grouped_bf16_gemm_nt_ragged` (same groups, zero tail, one kernel, no gathers) with
+    the experts' matrices stored ``[K, N]``: ``D[r] = A[r] @ B[g]``. This is also the dgrad of the NT
+    form: ``dX = ragged(dY, W)`` with the forward's ``W [G, N, K]`` read as ``[G, K'=N, N'=K]``.
+
+    Args:
+      a: ``[M, K]`` bfloat16.
+      b: ``[G, K, N]`` bfloat16, read in place when K is a multiple of 64 and N of 8 (else transposed
+        in XLA first: one extra pass over B).
+      group_sizes, num_sms, tile: as :func:`m_grouped_bf16_gemm_nt_ragged` (``tile`` picks among the
+        MN-major kernels, ``bf16_gemm_tiles()`` with major 2, when B is read in place).
+    """
+    op = "m_grouped_bf16_gemm_nn_ragged"
+    k = _check_grouped_operands(op, a, b, a_rank=2, b_k_axis=1)
+    if k % NN_RAGGED_K_ALIGNMENT != 0 or b.shape[2] % 8 != 0:
+        return m_grouped_bf16_gemm_nt_ragged(a, jnp.swapaxes(b, 1, 2), group_sizes, num_sms=num_sms, tile=tile)
+    if not isinstance(num_sms, int) or num_sms < 0:
+        raise ValueError(f"{op}: num_sms must be a non-negative Python int, got {num_sms!r}")
+    m, num_groups, n = a.shape[0], b.shape[0], b.shape[2]
+    sizes = _gl.check_group_sizes(group_sizes, fn=op, num_rows=m, num_groups=num_groups, rows_name="M")
+    if m == 0 or n == 0 or num_groups == 0:
+        return jnp.zeros((m, n), jnp.bfloat16)
+    (d,) = _ragged_nn_p.bind(a, b, _group_ends(sizes, m), **tile_attrs(tile), num_sms=int(num_sms))
+    return d
+
+
+def _m_grouped_ragged_nn_into(a, b, group_sizes, out: jax.Array, *, tile=None) -> jax.Array:
+    """Test hook: the NN ragged kernel (B [G, K, N] in place) writing into a pre-filled ``out``."""
+    ends = _group_ends(jnp.asarray(group_sizes, jnp.int32), a.shape[0])
+    return _ragged_nn_p.bind(a, b, ends, out, **tile_attrs(tile), num_sms=0)[0]
 
 
 def _m_grouped_ragged_into(a, b, group_sizes, out: jax.Array, *, tile=None) -> jax.Array:

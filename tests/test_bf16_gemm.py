@@ -300,6 +300,23 @@ def test_ragged_every_tile_and_device_sizes():
     _assert_close(out, _ragged_dot_ref(a, b, clipped), BF16_TOL)
 
 
+def test_ragged_nn_reads_b_in_place_every_tile():
+    """B [G, K, N] (lax.ragged_dot's rhs, the dgrad of the NT form) read in place by the MN-major
+    kernels: every compiled tile, poisoned output, rows past the groups 0."""
+    sizes, n, k = [1, 127, 129, 0, 64, 300], 576, 512
+    m = sum(sizes) + 70
+    a, b = _bf16(7, m, k), _bf16(8, len(sizes), k, n)
+    gs = jnp.asarray(sizes, jnp.int32)
+    want = jax.jit(lambda a, b, gs: jax.lax.ragged_dot(a, b, gs, preferred_element_type=jnp.float32))(a, b, gs)
+    for tile in [None] + sorted({(t[0], t[1]) for t in bg.bf16_gemm_tiles() if t[2] == 1 and t[3] == 2}):
+        out = jax.jit(bg._m_grouped_ragged_nn_into, static_argnames="tile")(a, b, gs, _poisoned((m, n), jnp.bfloat16),
+                                                                             tile=tile)
+        assert int(jnp.sum(out[sum(sizes):] != 0)) == 0, tile
+        _assert_close(out[:sum(sizes)], want[:sum(sizes)], BF16_TOL)
+    assert_bitwise_equal(jax.jit(dg.m_grouped_bf16_gemm_nn_ragged)(a, b, gs),
+                         jax.jit(dg.m_grouped_bf16_gemm_nn_ragged)(a, b, gs))
+
+
 # --------------------------------------------------------------------------- M-grouped masked
 
 

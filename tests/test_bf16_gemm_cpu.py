@@ -291,6 +291,22 @@ def test_ragged_device_sizes_past_m_are_truncated():
     assert calc_diff(out, _ragged_exact(a, b, [40, 100], m)) < BF16_OUT_TOL
 
 
+@pytest.mark.parametrize("k", [K, 72])  # 72: not a multiple of 64, the NN op transposes B and runs NT
+def test_ragged_nn_is_ragged_dot_layout(k):
+    sizes, m = [3, 0, 250, 1], 260
+    a, b = _bf16(48, m, k), _bf16(49, len(sizes), k, N)  # b [G, K, N]: lax.ragged_dot's rhs as it is
+    gs = jnp.asarray(sizes, jnp.int32)
+    out = _f64(jax.jit(dg.m_grouped_bf16_gemm_nn_ragged)(a, b, gs))
+    assert out.shape == (m, N) and (out[sum(sizes):] == 0).all()
+    rd = jax.lax.ragged_dot(a, b, gs, preferred_element_type=jnp.float32)
+    assert calc_diff(out[:sum(sizes)], _f64(rd)[:sum(sizes)]) < BF16_OUT_TOL
+    assert calc_diff(out, _ragged_exact(a, jnp.swapaxes(b, 1, 2), sizes, m)) < BF16_OUT_TOL
+    with pytest.raises(ValueError, match="share K"):
+        dg.m_grouped_bf16_gemm_nn_ragged(a, jnp.swapaxes(b, 1, 2), gs)
+    with pytest.raises(ValueError, match="group_sizes"):
+        dg.m_grouped_bf16_gemm_nn_ragged(a, b, np.asarray([300, 0, 0, 0], np.int32))
+
+
 @pytest.mark.parametrize("sizes", [[-1, 3], [300, 0], [1, 2, 3]])
 def test_ragged_bad_host_sizes(sizes):
     a, b = _bf16(44, 128, K), _bf16(45, 2, N, K)

@@ -7,7 +7,8 @@
 // Entries are X(BLOCK_M, BLOCK_N, CLUSTER_M, MAJOR). CLUSTER_M = 2 pairs vertically adjacent tiles that
 // share (multicast) one B tile (dense only: paired tiles of a grouped GEMM may use different experts).
 // MAJOR is the operand-major mask: 0 = NT (both K-major: dense and grouped), 1 = TT (A stored [K, M]),
-// 2 = NN (B stored [K, N]), 3 = TN (both MN-major); MN-major kernels serve dense GEMMs only.
+// 2 = NN (B stored [K, N]; also the M-grouped ragged NN form, B [G, K, N]), 3 = TN (both MN-major; also
+// the K-grouped TN form). The K-grouped walk is compiled into MAJOR 0 and 3.
 // BLOCK_N 16/32: enough CTAs to stream B at small M (no split-K); D through register stores.
 #define JDG_BF16_BM64(X) X(64, 16, 1, 0) X(64, 32, 1, 0) X(64, 64, 1, 0) X(64, 128, 1, 0) X(64, 256, 1, 0)  // decode
 #define JDG_BF16_BM128(X) X(128, 64, 1, 0) X(128, 128, 1, 0) X(128, 256, 1, 0)  // everything else

@@ -12,11 +12,11 @@
 //     stage is released (wait<1>), so the tensor cores never idle on the release;
 //   * epilogue: BF16 through 128B-swizzled shared memory and TMA stores (n % 8 == 0), otherwise
 //     (FP32 output, optional + C, or odd pitches) bounds-checked register stores;
-//   * operand majors (kMajor, dense GEMMs only): A and/or B may be MN-major in global memory
-//     (A stored [K, M], B stored [K, N]: the nn/tn/tt forms). Such an operand is loaded as 64 x 64
-//     boxes (64 K rows of 64 M/N elements = 128 bytes, 128B-swizzled), and the WGMMA reads it with
-//     an MN-major descriptor (bf16 WGMMA supports transposed shared-memory operands): no transpose
-//     pass over global memory.
+//   * operand majors (kMajor): A and/or B may be MN-major in global memory (A stored [K, M], B
+//     stored [K, N]: the nn/tn/tt forms; M-grouped GEMMs also take B as [G, K, N], the NN form their
+//     dgrad needs). Such an operand is loaded as 64 x 64 boxes (64 K rows of 64 M/N elements = 128
+//     bytes, 128B-swizzled), and the WGMMA reads it with an MN-major descriptor (bf16 WGMMA supports
+//     transposed shared-memory operands): no transpose pass over global memory.
 // K-grouped form (MoE weight gradients, NT or TN operands): D[g] (+= C[g]) = A[:, K range g] .
 // B[:, K range g]^T over [G * M, N] FP32 rows; every group walks the whole M x N tile grid over
 // its K-blocks (gemm_tile_walk.cuh's NextKGroupedTile), the sizes read on the device.
@@ -191,7 +191,7 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
   auto next_tile = [&](int tile, int& m_block, int& n_block, int& group, int& kb_begin, int& kb_end, bool& poisoned,
                        int& row_lo, int& row_hi) -> bool {
     kb_begin = 0, poisoned = false;
-    if (kMajor == 0 && p.grouping.group_ends != nullptr) {  // M-grouped GEMMs are NT only
+    if (!Traits::kAMnMajor && p.grouping.group_ends != nullptr) {  // M-grouped GEMMs: A K-major
       if (!NextRaggedTile<kBlockM, kBlockN>(p.grouping, p.m, p.n, tile, 0, m_block, n_block, group)) return false;
       RaggedTileRows<kBlockM>(p.grouping, p.m, m_block, group, row_lo, row_hi);
       kb_end = group < 0 ? 0 : p.num_k_blocks;
@@ -223,8 +223,10 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
       for (int tile = first_tile; next_tile(tile, m_block, n_block, group, kb_begin, kb_end, poisoned, row_lo, row_hi);
            tile += tile_stride) {
         // A padding tile (or an empty K range) loads nothing; the consumers write zeros (or C).
-        // M-grouped: B is [G * N, K] and the tile multiplies its expert's rows (K-grouped: all of B).
-        const int b_row0 = (k_grouped ? 0 : max(group, 0) * p.n) + n_block * kBlockN;
+        // M-grouped: B is [G * N, K] ([G * K, N] if MN-major) and the tile multiplies its expert's
+        // slice (K-grouped: all of B, over the group's K range).
+        const int expert = k_grouped ? 0 : max(group, 0);
+        const int b_row0 = expert * p.n + n_block * kBlockN, b_k0 = expert * p.k;
         for (int kb = kb_begin; kb < kb_end; ++kb) {
           empty[stage].wait(phase ^ 1);
           full[stage].arrive_and_expect_tx(Traits::kTxBytes);
@@ -241,11 +243,11 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
                                          kb * kBf16BlockK, m_block * kBlockM);
           }
           if constexpr (Traits::kBMnMajor) {
-            // B stored [K, N] (dense only): BLOCK_N/64 boxes of 64 K rows x 64 N columns
+            // B stored [K, N] ([G * K, N]): BLOCK_N/64 boxes of 64 K rows x 64 N columns
 #pragma unroll
             for (int c = 0; c < kBlockN / 64; ++c)
               cute::SM90_TMA_LOAD_2D::copy(&tma_b, mbar, kEvictNormal, smem_b + stage * Traits::kSmemB + c * 64 * 128,
-                                           n_block * kBlockN + 64 * c, kb * kBf16BlockK);
+                                           n_block * kBlockN + 64 * c, b_k0 + kb * kBf16BlockK);
           } else if constexpr (kClusterM == 1) {
             cute::SM90_TMA_LOAD_2D::copy(&tma_b, mbar, kEvictNormal, smem_b + stage * Traits::kSmemB,
                                          kb * kBf16BlockK, b_row0);

@@ -31,7 +31,9 @@ cudaError_t LaunchSm90Bf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig&
   const bool m_grouped = op.row_group != nullptr || op.masked_m != nullptr || op.group_ends != nullptr;
   const bool k_grouped = op.group_k != nullptr;
   if ((m_grouped || k_grouped) && kClusterM > 1) return cudaErrorInvalidConfiguration;
-  if (op.major != kMajor || (m_grouped && (kMajor != 0 || k_grouped))) return cudaErrorInvalidConfiguration;
+  if (op.major != kMajor || (m_grouped && (Traits::kAMnMajor || k_grouped))) return cudaErrorInvalidConfiguration;
+  // An M-grouped MN-major B ([G * K, N]): a 64-row box must not reach into the next expert's rows.
+  if (m_grouped && Traits::kBMnMajor && op.k % kBf16BlockK != 0) return cudaErrorInvalidValue;
   if (k_grouped && (!Traits::kKGroupedWalk || !op.out_fp32)) return cudaErrorInvalidConfiguration;
   // An MN-major operand's row pitch is M (A) or N (B) elements: TMA needs it 16-byte aligned.
   if ((Traits::kAMnMajor && op.m % 8 != 0) || (Traits::kBMnMajor && op.n % 8 != 0)) return cudaErrorInvalidValue;
@@ -49,7 +51,8 @@ cudaError_t LaunchSm90Bf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig&
                 : MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, op.m, op.k, op.k, kBlockM,
                                   kBf16BlockK, CU_TENSOR_MAP_SWIZZLE_128B);
   ok = ok && (Traits::kBMnMajor
-                  ? MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, op.k, op.n, op.n, kBf16BlockK, 64,
+                  ? MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
+                                    uint64_t(op.k) * (m_grouped ? op.num_groups : 1), op.n, op.n, kBf16BlockK, 64,
                                     CU_TENSOR_MAP_SWIZZLE_128B)
                   : MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
                                     uint64_t(op.n) * (k_grouped ? 1 : op.num_groups),
