@@ -441,14 +441,19 @@ def m_grouped_bf16_gemm_nt_ragged(
     """
     op = "m_grouped_bf16_gemm_nt_ragged"
     _check_grouped_operands(op, a, b, a_rank=2)
+    return _bind_ragged(op, _ragged_p, a, b, group_sizes, b.shape[1], num_sms, tile)
+
+
+def _bind_ragged(op: str, prim, a, b, group_sizes, n: int, num_sms: int, tile) -> jax.Array:
+    """The NT and NN ragged ops after their operand checks: sizes checked, empty shapes answered
+    here, then one kernel call with the group ends."""
     if not isinstance(num_sms, int) or num_sms < 0:
         raise ValueError(f"{op}: num_sms must be a non-negative Python int, got {num_sms!r}")
-    m, num_groups, n = a.shape[0], b.shape[0], b.shape[1]
+    m, num_groups = a.shape[0], b.shape[0]
     sizes = _gl.check_group_sizes(group_sizes, fn=op, num_rows=m, num_groups=num_groups, rows_name="M")
     if m == 0 or n == 0 or num_groups == 0:
         return jnp.zeros((m, n), jnp.bfloat16)
-    (d,) = _ragged_p.bind(a, b, _group_ends(sizes, m), **tile_attrs(tile),
-                          num_sms=int(num_sms))
+    (d,) = prim.bind(a, b, _group_ends(sizes, m), **tile_attrs(tile), num_sms=int(num_sms))
     return d
 
 
@@ -498,14 +503,7 @@ def m_grouped_bf16_gemm_nn_ragged(
     k = _check_grouped_operands(op, a, b, a_rank=2, b_k_axis=1)
     if k % NN_RAGGED_K_ALIGNMENT != 0 or b.shape[2] % 8 != 0:
         return m_grouped_bf16_gemm_nt_ragged(a, jnp.swapaxes(b, 1, 2), group_sizes, num_sms=num_sms, tile=tile)
-    if not isinstance(num_sms, int) or num_sms < 0:
-        raise ValueError(f"{op}: num_sms must be a non-negative Python int, got {num_sms!r}")
-    m, num_groups, n = a.shape[0], b.shape[0], b.shape[2]
-    sizes = _gl.check_group_sizes(group_sizes, fn=op, num_rows=m, num_groups=num_groups, rows_name="M")
-    if m == 0 or n == 0 or num_groups == 0:
-        return jnp.zeros((m, n), jnp.bfloat16)
-    (d,) = _ragged_nn_p.bind(a, b, _group_ends(sizes, m), **tile_attrs(tile), num_sms=int(num_sms))
-    return d
+    return _bind_ragged(op, _ragged_nn_p, a, b, group_sizes, b.shape[2], num_sms, tile)
 
 
 def _m_grouped_ragged_nn_into(a, b, group_sizes, out: jax.Array, *, tile=None) -> jax.Array:
