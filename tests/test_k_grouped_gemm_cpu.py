@@ -19,8 +19,13 @@ pytestmark = pytest.mark.usefixtures("on_cpu")
 
 def _oracle(a, b, k_sizes, c=None):
     """float64 ``D[g] = C[g] + A_g^T B_g`` from token-major quantized operands."""
-    x = np.asarray(per_channel_dequantize(*a), np.float64)
-    y = np.asarray(per_channel_dequantize(*b), np.float64)
+    return _oracle_bf16(per_channel_dequantize(*a), per_channel_dequantize(*b), k_sizes, c)
+
+
+def _oracle_bf16(x, y, k_sizes, c=None):
+    """float64 ``D[g] = C[g] + X_g^T Y_g`` from token-major operands (bf16 sources, or dequantized
+    FP8), per group from the host sizes."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     out, start = [], 0
     for size in k_sizes:
         out.append(x[start:start + size].T @ y[start:start + size])
@@ -113,17 +118,6 @@ def test_bad_inputs_name_the_argument():
 # ---------------------------------------------------------------------------------------------
 # BF16 (k_grouped_bf16_gemm_{tn,nt}_contiguous)
 # ---------------------------------------------------------------------------------------------
-
-
-def _oracle_bf16(x, y, k_sizes, c=None):
-    """float64 ``D[g] = C[g] + X_g^T Y_g`` from token-major bf16 operands, per group from host sizes."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    out, start = [], 0
-    for size in k_sizes:
-        out.append(x[start:start + size].T @ y[start:start + size])
-        start += size
-    d = np.stack(out) if out else np.zeros((0, x.shape[1], y.shape[1]))
-    return d if c is None else d + np.asarray(c, np.float64)
 
 
 # (m, n): in-place TN (multiples of 8) and the transposed fallback (odd M); K = sum + a trailing
