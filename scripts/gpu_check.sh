@@ -148,11 +148,29 @@ if has_stage bench; then
   log "bench"
   t_stage=$SECONDS
   set +e
+  # SM clock, power and temperature every 100 ms while the bench runs: the loop timings run at
+  # sustained (power-capped) clocks, the profiler timings at burst clocks, and kernels differ in how
+  # far the cap pulls them down.
+  smi_pid=
+  if command -v nvidia-smi > /dev/null; then
+    nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,utilization.gpu --format=csv,noheader,nounits \
+      -lms 100 > "$OUT/bench_smi.csv" 2> /dev/null &
+    smi_pid=$!
+  fi
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of words
   $PY -P -m jax_deepgemm.bench --json "$OUT/bench.json" $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
   rc=${PIPESTATUS[0]}
+  [[ -n "$smi_pid" ]] && kill "$smi_pid" 2> /dev/null
   set -e
   add_summary "bench (rc $rc, $((SECONDS - t_stage)) s): $OUT/bench.json"
+  if [[ -s "$OUT/bench_smi.csv" ]]; then
+    # percentiles p10/p50/p90 over the samples with the GPU busy (utilization >= 90 %)
+    busy() { awk -F', *' -v col="$1" '$5 >= 90 {print $col}' "$OUT/bench_smi.csv"; }
+    pct() { sort -n | awk '{v[NR] = $1} END {if (NR == 0) {print "-"; exit}
+                           printf "%d/%d/%d", v[int(NR * 0.1) + 1], v[int(NR * 0.5) + 1], v[int(NR * 0.9) + 1]}'; }
+    add_summary "bench while busy ($(busy 2 | wc -l) samples of $OUT/bench_smi.csv): SM MHz p10/p50/p90" \
+      "$(busy 2 | pct), power W $(busy 3 | pct)"
+  fi
 fi
 
 # ---------------------------------------------------------------------------------------------
