@@ -265,13 +265,14 @@ def format_header(meta: dict) -> str:
         f"# kern us: {meta['method']['kernel']}" if meta.get("kernel_time") else "# kern us: not measured",
         "# TFLOPS = 2MNK/us; GB/s = bytes of A, B, both scales and D (each once)/us; xXLA, xDQ = their loop"
         " us / ours; xDG = DeepGEMM anchor us / ours (loop), xDGk = anchor / ours (kern);"
-        " diff = calc_diff(ours, f32 reference) on the first rows",
+        " diff = calc_diff(ours, f32 reference) on the first rows; sus, xsus = loop us / kern us of ours and of"
+        " xla-fp8 (sustained vs burst clocks: how far the power cap slows each)",
     ])
 
 
 COLUMNS = (f"{'M':>5} {'N':>6} {'K':>6} | {'ours us':>8} {'TFLOPS':>7} {'GB/s':>6} {'kern us':>8} {'diff':>7} |"
            f" {'xla-fp8':>8} {'(var)':>6} {'xXLA':>5} | {'dq-bf16':>8} {'xDQ':>5} |"
-           f" {'DG us':>7} {'xDG':>5} {'xDGk':>5}")
+           f" {'DG us':>7} {'xDG':>5} {'xDGk':>5} | {'sus':>5} {'xsus':>5}")
 
 
 def format_row(r: dict) -> str:
@@ -284,7 +285,12 @@ def format_row(r: dict) -> str:
             f" {_f(x.get('us'), '.2f', 8)} {_SHORT.get(best, '-'):>6} {_f(q['x_xla_fp8'], '.2f', 5)} |"
             f" {_f(r['dequant_bf16'].get('us'), '.2f', 8)} {_f(q['x_dequant_bf16'], '.2f', 5)} |"
             f" {_f(r['deepgemm_anchor_us'], '.2f', 7)} {_f(q['x_deepgemm'], '.2f', 5)}"
-            f" {_f(q['x_deepgemm_kernel'], '.2f', 5)}")
+            f" {_f(q['x_deepgemm_kernel'], '.2f', 5)} | {_f(_ratio(o.get('us'), _kernel_us(o)), '.2f', 5)}"
+            f" {_f(_ratio(x.get('us'), _kernel_us(x)), '.2f', 5)}")
+
+
+def _ratio(num, den):
+    return num / den if isinstance(num, (int, float)) and isinstance(den, (int, float)) and den > 0 else None
 
 
 def format_lowering(rows: list[dict], warn: bool = True) -> list[str]:

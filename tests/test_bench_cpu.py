@@ -1,0 +1,49 @@
+"""The benchmark's CPU paths: `--smoke` runs every timed op end to end on tiny shapes and writes its
+JSON; the GPU-only suites say so and exit 0; case filters select what they name. (Timings on CPU mean
+nothing; the point is that the device run of the bench cannot die on a code path CI never ran.)"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jax_deepgemm import bench
+from jax_deepgemm.testing.shapes import case_selected
+
+
+def _run_bench(tmp_path, *args):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-P", "-m", "jax_deepgemm.bench", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_smoke_run_writes_every_op(tmp_path):
+    out = tmp_path / "smoke.json"
+    proc = _run_bench(tmp_path, "--smoke", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert bench.COLUMNS in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["smoke"] and len(data["rows"]) >= 1
+    for row in data["rows"]:
+        assert not row["errors"], row["errors"]
+        for op in ("ours", "xla_fp8_dot", "xla_fp8_dq_pattern", "dequant_bf16"):
+            assert row[op]["us"] > 0, (op, row[op])
+        assert row["ours"]["diff"] < 1e-3, "the smoke shapes must still compute the right product"
+        assert row["ratios"]["x_xla_fp8"] > 0
+
+
+@pytest.mark.parametrize("flag", ["--grouped", "--bf16", "--mqa"])
+def test_gpu_only_suites_exit_cleanly_on_cpu(tmp_path, flag):
+    proc = _run_bench(tmp_path, flag, "--json", str(tmp_path / "x.json"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{flag} needs a GPU" in proc.stdout
+
+
+def test_case_filters():
+    assert case_selected((4, 4096, 7168, 8192), None)
+    assert case_selected((4, 4096, 7168, 8192), ["^4x4096"])
+    assert not case_selected((16, 7168, 2048, 2048), ["^4x", "x8192$"])
+    assert case_selected((16, 7168, 2048, 2048), ["^4x", "x2048$"])
+    assert case_selected((2048, 8192, 32, 64, True, False, "float32"), ["x32x64xTrue"])
