@@ -106,14 +106,17 @@ def bench_contiguous(key, *, reps: int, target_ms: float) -> dict[str, Any]:
     sets = timing.build_input_sets(make, max_input_bytes=6 * timing.GiB)
     ours = jax.jit(lambda a, b, bt: dg.m_grouped_bf16_gemm_nt_contiguous(a, b, ids))
     ours_ragged = jax.jit(lambda a, b, bt: dg.m_grouped_bf16_gemm_nt_ragged(a, b, ragged_sizes))
+    # the NN form on ragged_dot's own rhs layout (also bf16_grouped_linear's dgrad), read in place
+    ours_ragged_nn = jax.jit(lambda a, b, bt: dg.m_grouped_bf16_gemm_nn_ragged(a, bt, ragged_sizes))
     rd = jax.jit(lambda a, b, bt: jax.lax.ragged_dot(a, bt, segments))
     flops = 2.0 * sum(sizes) * n * k
     row: dict[str, Any] = {"groups": groups, "expected_m": expected, "N": n, "K": k, "total_m": m_total,
                            "valid_m": sum(sizes), "flops": flops}
     row["ours_contiguous"] = _time(ours, sets, reps, target_ms)
     row["ours_ragged"] = _time(ours_ragged, sets, reps, target_ms)
+    row["ours_ragged_nn"] = _time(ours_ragged_nn, sets, reps, target_ms)
     row["ragged_dot_bf16"] = _time(rd, sets, reps, target_ms)
-    for name in ("ours_contiguous", "ours_ragged"):
+    for name in ("ours_contiguous", "ours_ragged", "ours_ragged_nn"):
         row[f"x_ragged_dot_kernel_{name}"] = _ratio(row["ragged_dot_bf16"]["kernel_us"], row[name]["kernel_us"])
         row[f"x_ragged_dot_loop_{name}"] = _ratio(row["ragged_dot_bf16"]["loop_us"], row[name]["loop_us"])
     sets.delete()
@@ -160,15 +163,17 @@ def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS,
               f" {_fmt(r['x_xla_loop'], '5.2f')}" + (f"  ERROR {o['error']}" if "error" in o else ""))
     rows_c = [bench_contiguous(key, reps=reps, target_ms=target_ms) for key in CONTIGUOUS_SHAPES
               if "contiguous" in parts and case_selected(key, filters)]
-    print("# contiguous bf16 (per-row ids): kern us | TFLOPS (valid rows) | ragged op kern us | ragged_dot bf16 kern us"
-          " | TFLOPS | x ragged_dot (kern: contiguous / ragged op) | x (loop)")
+    print("# contiguous bf16 (per-row ids): kern us | TFLOPS (valid rows) | ragged op kern us (NT / NN) |"
+          " ragged_dot bf16 kern us | TFLOPS | x ragged_dot (kern: contiguous / ragged NT / ragged NN) | x (loop)")
+    names = ("ours_contiguous", "ours_ragged", "ours_ragged_nn")
     for r in rows_c:
-        o, g, rd = r["ours_contiguous"], r["ours_ragged"], r["ragged_dot_bf16"]
+        o, g, nn, rd = r["ours_contiguous"], r["ours_ragged"], r["ours_ragged_nn"], r["ragged_dot_bf16"]
         print(f"{r['groups']:3d} x {r['expected_m']:5d}  N {r['N']:5d} K {r['K']:5d} | {_fmt(o['kernel_us'], '8.1f')} |"
-              f" {_fmt(_tflops(r['flops'], o['kernel_us']), '6.0f')} | {_fmt(g['kernel_us'], '8.1f')} |"
-              f" {_fmt(rd['kernel_us'], '8.1f')} | {_fmt(_tflops(r['flops'], rd['kernel_us']), '6.0f')} |"
-              f" {_fmt(r['x_ragged_dot_kernel_ours_contiguous'], '5.2f')} / {_fmt(r['x_ragged_dot_kernel_ours_ragged'], '5.2f')} |"
-              f" {_fmt(r['x_ragged_dot_loop_ours_contiguous'], '5.2f')} / {_fmt(r['x_ragged_dot_loop_ours_ragged'], '5.2f')}")
+              f" {_fmt(_tflops(r['flops'], o['kernel_us']), '6.0f')} | {_fmt(g['kernel_us'], '8.1f')} /"
+              f" {_fmt(nn['kernel_us'], '8.1f')} | {_fmt(rd['kernel_us'], '8.1f')} |"
+              f" {_fmt(_tflops(r['flops'], rd['kernel_us']), '6.0f')} |"
+              f" {' / '.join(_fmt(r[f'x_ragged_dot_kernel_{x}'], '5.2f') for x in names)} |"
+              f" {' / '.join(_fmt(r[f'x_ragged_dot_loop_{x}'], '5.2f') for x in names)}")
     rows_m = [bench_masked(key, reps=reps, target_ms=target_ms) for key in MASKED_SHAPES
               if "masked" in parts and case_selected(key, filters)]
     print(f"# masked bf16 (max_m {MASKED_MAX_M}): kern us | TFLOPS (valid rows) | loop us")

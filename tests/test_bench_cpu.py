@@ -41,6 +41,15 @@ def test_gpu_only_suites_exit_cleanly_on_cpu(tmp_path, flag):
     assert f"{flag} needs a GPU" in proc.stdout
 
 
+def test_suites_import_and_declare_their_parts():
+    """The GPU-only suites are never run in CI; at least each must import and name its parts."""
+    import importlib
+
+    for flag, module in bench._SUITES.items():
+        parts = importlib.import_module(f"jax_deepgemm.{module}").PARTS
+        assert parts and all(isinstance(p, str) for p in parts), (flag, parts)
+
+
 def test_case_filters():
     assert case_selected((4, 4096, 7168, 8192), None)
     assert case_selected((4, 4096, 7168, 8192), ["^4x4096"])
