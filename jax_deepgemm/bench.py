@@ -177,6 +177,9 @@ def _time_one(name: str, fn, sets: timing.InputSets, m, n, k, *, timing_kw, kern
         tk = _safe(f"{name} kernel time",
                    lambda: timing.time_with_profiler(fn, inputs=sets, **timing_kw["prof"]), errors)
         extra["kernel"] = tk.as_dict() if tk is not None else None
+        tf = _safe(f"{name} flushed kernel time",
+                   lambda: timing.time_with_flush(fn, inputs=sets, **timing_kw["flush"]), errors)
+        extra["flushed"] = tf.as_dict() if tf is not None else None
     return _entry(t, m, n, k, extra=extra)
 
 
@@ -229,6 +232,7 @@ def bench_shape(m, n, k, *, op, timing_kw: dict, kernel_time: bool, seed: int, o
     row["deepgemm_anchor_us"] = anchor
     ours_us = row["ours"].get("us")
     kern = _kernel_us(row["ours"])
+    flushed = _flushed_us(row["ours"])
     best = row["xla_fp8_best"]
     dq_us = row["dequant_bf16"].get("us")
     row["ratios"] = {
@@ -236,6 +240,8 @@ def bench_shape(m, n, k, *, op, timing_kw: dict, kernel_time: bool, seed: int, o
         "x_dequant_bf16": dq_us / ours_us if ours_us and dq_us else None,
         "x_deepgemm": anchor / ours_us if ours_us and anchor else None,
         "x_deepgemm_kernel": anchor / kern if kern and anchor else None,
+        "x_deepgemm_flushed": anchor / flushed if flushed and anchor else None,
+        "x_xla_fp8_flushed": _ratio(_flushed_us(row[best]), flushed) if best else None,
     }
     row["errors"] = errors
     return row
@@ -243,6 +249,10 @@ def bench_shape(m, n, k, *, op, timing_kw: dict, kernel_time: bool, seed: int, o
 
 def _kernel_us(entry: dict) -> float | None:
     return (entry.get("kernel") or {}).get("median_us")
+
+
+def _flushed_us(entry: dict) -> float | None:
+    return (entry.get("flushed") or {}).get("median_us")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -263,16 +273,18 @@ def format_header(meta: dict) -> str:
         f"# device: {meta['device']} ({meta['platform']}), jax {meta['jax_version']}, {meta['date']}",
         f"# us (loop): {meta['method']['loop']}",
         f"# kern us: {meta['method']['kernel']}" if meta.get("kernel_time") else "# kern us: not measured",
+        f"# fl us: {meta['method']['flushed']}" if meta.get("kernel_time") else "# fl us: not measured",
         "# TFLOPS = 2MNK/us; GB/s = bytes of A, B, both scales and D (each once)/us; xXLA, xDQ = their loop"
-        " us / ours; xDG = DeepGEMM anchor us / ours (loop), xDGk = anchor / ours (kern);"
+        " us / ours; xDG = DeepGEMM anchor us / ours (loop), xDGk = anchor / ours (kern), xDGf = anchor / ours (fl:"
+        " DeepGEMM's own protocol, the comparable one), xXf = xla-fp8 fl us / ours;"
         " diff = calc_diff(ours, f32 reference) on the first rows; sus, xsus = loop us / kern us of ours and of"
         " xla-fp8 (sustained vs burst clocks: how far the power cap slows each)",
     ])
 
 
-COLUMNS = (f"{'M':>5} {'N':>6} {'K':>6} | {'ours us':>8} {'TFLOPS':>7} {'GB/s':>6} {'kern us':>8} {'diff':>7} |"
-           f" {'xla-fp8':>8} {'(var)':>6} {'xXLA':>5} | {'dq-bf16':>8} {'xDQ':>5} |"
-           f" {'DG us':>7} {'xDG':>5} {'xDGk':>5} | {'sus':>5} {'xsus':>5}")
+COLUMNS = (f"{'M':>5} {'N':>6} {'K':>6} | {'ours us':>8} {'TFLOPS':>7} {'GB/s':>6} {'kern us':>8} {'fl us':>8}"
+           f" {'diff':>7} | {'xla-fp8':>8} {'(var)':>6} {'xXLA':>5} {'xXf':>5} | {'dq-bf16':>8} {'xDQ':>5} |"
+           f" {'DG us':>7} {'xDG':>5} {'xDGk':>5} {'xDGf':>5} | {'sus':>5} {'xsus':>5}")
 
 
 def format_row(r: dict) -> str:
@@ -281,11 +293,12 @@ def format_row(r: dict) -> str:
     x = r[best] if best else {}
     q = r["ratios"]
     return (f"{r['M']:>5} {r['N']:>6} {r['K']:>6} | {_f(o.get('us'), '.2f', 8)} {_f(o.get('tflops'), '.0f', 7)}"
-            f" {_f(o.get('gbps'), '.0f', 6)} {_f(_kernel_us(o), '.2f', 8)} {_f(o.get('diff'), '.1e', 7)} |"
-            f" {_f(x.get('us'), '.2f', 8)} {_SHORT.get(best, '-'):>6} {_f(q['x_xla_fp8'], '.2f', 5)} |"
+            f" {_f(o.get('gbps'), '.0f', 6)} {_f(_kernel_us(o), '.2f', 8)} {_f(_flushed_us(o), '.2f', 8)}"
+            f" {_f(o.get('diff'), '.1e', 7)} | {_f(x.get('us'), '.2f', 8)} {_SHORT.get(best, '-'):>6}"
+            f" {_f(q['x_xla_fp8'], '.2f', 5)} {_f(q.get('x_xla_fp8_flushed'), '.2f', 5)} |"
             f" {_f(r['dequant_bf16'].get('us'), '.2f', 8)} {_f(q['x_dequant_bf16'], '.2f', 5)} |"
             f" {_f(r['deepgemm_anchor_us'], '.2f', 7)} {_f(q['x_deepgemm'], '.2f', 5)}"
-            f" {_f(q['x_deepgemm_kernel'], '.2f', 5)} | {_f(_ratio(o.get('us'), _kernel_us(o)), '.2f', 5)}"
+            f" {_f(q['x_deepgemm_kernel'], '.2f', 5)} {_f(q.get('x_deepgemm_flushed'), '.2f', 5)} | {_f(_ratio(o.get('us'), _kernel_us(o)), '.2f', 5)}"
             f" {_f(_ratio(x.get('us'), _kernel_us(x)), '.2f', 5)}")
 
 
@@ -416,9 +429,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         timing_kw = {"sets": {"max_sets": 4},
                      "loop": {"max_calls": 8, "n_reps": 3, "target_rep_ms": 1.0, "warmup_ms": 0.0},
-                     "prof": {"n_reps": 2, "max_calls": 4, "idle_s": 0.0}}
+                     "prof": {"n_reps": 2, "max_calls": 4, "idle_s": 0.0},
+                     "flush": {"n_calls": 3, "flush_bytes": 1 << 22}}
     else:
-        timing_kw = {"sets": {}, "loop": {"n_reps": args.reps, "target_rep_ms": args.target_ms}, "prof": {}}
+        timing_kw = {"sets": {}, "loop": {"n_reps": args.reps, "target_rep_ms": args.target_ms}, "prof": {},
+                     "flush": {}}
+    fk = timing_kw["flush"]
     lk, pk = timing_kw["loop"], timing_kw["prof"]
     meta = {
         "device": dev.device_kind,
@@ -436,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
                 warmup_ms=f"{lk.get('warmup_ms', timing.DEFAULT_WARMUP_MS):g}"),
             "kernel": timing.PROFILER_METHOD.format(
                 n_reps=pk.get("n_reps", 5), idle_s=f"{pk.get('idle_s', timing.DEFAULT_IDLE_S):g}"),
+            "flushed": timing.FLUSH_METHOD.format(n_calls=fk.get("n_calls", 30),
+                                                  flush_gb=fk.get("flush_bytes", 8 * 10**9) / 1e9),
         },
         "anchors": "DeepGEMM v2.6.1 SM90 kernel time, H100 SXM, L2 flushed (testing.shapes.ANCHORS_H100)",
     }

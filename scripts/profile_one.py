@@ -11,5 +11,5 @@ m, n, k = (int(v) for v in sys.argv[1:4])
 tile = tuple(int(v) for v in sys.argv[4:8]) or None
 a, b, _, _ = fp8_gemm_operands(seed=0, m=m, n=n, k=k)
 f = jax.jit(lambda a, b: dg.fp8_gemm_nt(a, b, tile=tile))
-jax.block_until_ready(f(a, b))
-jax.block_until_ready(f(a, b))
+for _ in range(4):  # ncu: --launch-skip 2 profiles a call after compilation and warm-up
+    jax.block_until_ready(f(a, b))

@@ -56,3 +56,18 @@ def test_case_filters():
     assert not case_selected((16, 7168, 2048, 2048), ["^4x", "x8192$"])
     assert case_selected((16, 7168, 2048, 2048), ["^4x", "x2048$"])
     assert case_selected((2048, 8192, 32, 64, True, False, "float32"), ["x32x64xTrue"])
+
+
+def test_flushed_timing_splits_calls_at_flush_kernels():
+    """DeepGEMM's protocol (testing.timing.time_with_flush): each call's time is the sum of the kernels
+    between two flushes; kernels before the first flush (warm-up residue) are not a call."""
+    from jax_deepgemm.testing.timing import _split_calls_at_flushes
+
+    flush = {"flush_fusion"}
+    # (name, start_ns, duration_ns), deliberately out of start order
+    events = [("gemm", 150, 40), ("stray", 10, 5), ("flush_fusion", 100, 30), ("flush_fusion", 200, 30),
+              ("gemm", 250, 42), ("epilogue", 300, 3), ("flush_fusion", 400, 30), ("gemm", 450, 41)]
+    per_call, by_name = _split_calls_at_flushes(events, flush)
+    assert per_call == [40, 45, 41]
+    assert by_name == {"gemm": [40, 42, 41], "epilogue": [3]}
+    assert _split_calls_at_flushes([("gemm", 0, 5)], flush) == ([], {})  # no flush: no call

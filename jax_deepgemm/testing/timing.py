@@ -2,7 +2,7 @@
 every op family: dense, grouped GEMMs, indexer).
 
 Wall-clock time around one jitted call includes ~30 us of host dispatch, which swamps kernels of
-5-50 us. Two ways around it live here; both state their method in the result (``Timing.method``).
+5-50 us. Three ways around it live here; each states its method in the result (``Timing.method``).
 
 Primary: :func:`time_device` ("loop")
   1. Build ``n_sets`` input sets with ``make_inputs(i)`` (distinct device arrays, fresh random data,
@@ -32,13 +32,19 @@ Secondary: :func:`time_with_profiler` ("kernel")
   Runs the same loop function (``n_calls = n_sets``, 5 reps) under ``jax.profiler`` and sums
   the durations of the GPU kernels recorded on the device's stream lines (CUPTI activity), per
   repetition, divided by ``n_calls``; reps are told apart by equal kernel counts. No launch
-  gaps, no dispatch, short bursts after an idle moment: comparable with DeepGEMM's own
-  kernel-time numbers (L2 flushed by a memset before each call, 30 calls). ``Timing.kernels``
+  gaps, no dispatch, short bursts after an idle moment. ``Timing.kernels``
   breaks the time down per kernel name. Raises ``RuntimeError`` when the trace holds no GPU
   kernels (CPU backend, no CUPTI). While the profiler is active XLA may launch the kernels of
   its CUDA graphs one by one; that changes the gaps, not the kernel durations.
 
-Both return :class:`Timing`. Everything here runs on CPU too (small shapes), so the logic can be
+DeepGEMM's protocol: :func:`time_with_flush` ("flushed")
+  30 calls, each after an 8 GB flush kernel, under ``jax.profiler``; the mean of each call's own
+  kernel time. This is how every DeepGEMM figure in ``anchors.md`` was measured, and the only one
+  of the three comparable with them: between calls the GPU runs a memory-bound kernel, so each
+  GEMM starts at a higher clock than in back-to-back runs (H200, 4096x4096x7168 FP8: see
+  ``benchmarks/RESULTS.md``).
+
+All return :class:`Timing`. Everything here runs on CPU too (small shapes), so the logic can be
 checked without a GPU; ``python -m jax_deepgemm.testing.timing`` is a self-check of the method on
 a plain XLA matmul (loop vs profiler).
 """
@@ -68,9 +74,11 @@ __all__ = [
     "build_input_sets",
     "time_device",
     "time_with_profiler",
+    "time_with_flush",
     "compiled_hlo_stats",
     "LOOP_METHOD",
     "PROFILER_METHOD",
+    "FLUSH_METHOD",
 ]
 
 L2_BYTES_H100 = 50 * 1024 * 1024
@@ -564,6 +572,115 @@ def time_with_profiler(
             notes=tuple(notes),
         )
     finally:
+        if own:
+            inputs.delete()
+
+
+FLUSH_METHOD = (
+    "flushed: DeepGEMM's protocol (bench_kineto): {n_calls} calls, each after a {flush_gb:g} GB flush "
+    "(an in-place int32 increment: evicts L2, and the GPU runs a memory-bound kernel instead of math "
+    "between calls), under jax.profiler; per call, the sum of its own GPU kernels (the flush's are "
+    "left out); mean over calls"
+)
+
+
+def _split_calls_at_flushes(kernels, flush_names) -> tuple[list[int], dict[str, list[int]]]:
+    """Per-call kernel time (ns) of a trace of flush, call, flush, call, ...: the sum of the
+    durations of the kernels between one flush kernel and the next (kernels before the first
+    flush are not counted), and the durations per kernel name of the calls' kernels."""
+    per_call, current, by_name = [], None, {}
+    for name, _, d in sorted(kernels, key=lambda e: e[1]):
+        if name in flush_names:  # a flush starts the next call
+            if current is not None:
+                per_call.append(current)
+            current = 0
+        elif current is not None:
+            current += d
+            by_name.setdefault(name, []).append(d)
+    if current:
+        per_call.append(current)
+    return per_call, by_name
+
+
+def time_with_flush(
+    fn: Callable,
+    make_inputs: Callable[[int], tuple] | None = None,
+    *,
+    inputs: InputSets | None = None,
+    n_calls: int = 30,
+    flush_bytes: int = 8 * 10**9,
+    device_index: int = 0,
+) -> Timing:
+    """Per-call GPU kernel time of ``fn`` measured the way DeepGEMM measures its kernels (and so
+    the way every DeepGEMM figure in ``anchors.md`` was taken): each call follows a flush of
+    ``flush_bytes`` bytes (DeepGEMM zeroes 8 GB; here an in-place increment, which XLA surely emits as
+    a kernel), and only the call's own kernels are summed.
+
+    Comparable with those anchors where :func:`time_with_profiler` is not: its calls run back to
+    back, so from the second call on the GPU is already drawing GEMM power, and a power-capped
+    Hopper lowers its clock within a few calls; after a flush the next GEMM starts from a cooler,
+    higher-clocked state. The flush's kernels are told apart by name (a trace of the flush alone).
+    """
+    if (make_inputs is None) == (inputs is None):
+        raise ValueError("time_with_flush: pass exactly one of make_inputs or inputs")
+    own = inputs is None
+    if own:
+        inputs = build_input_sets(make_inputs, n_sets=2)
+    buf = None
+    try:
+        op = jax.jit(fn)
+        flush = jax.jit(lambda b: b + 1, donate_argnums=0)
+        buf = jnp.ones((flush_bytes // 4,), jnp.int32)
+        for s in inputs.sets:  # compile and warm up
+            jax.block_until_ready(op(*s))
+        buf = jax.block_until_ready(flush(buf))
+
+        def trace(run) -> list[tuple[str, int, int]]:
+            tmp = tempfile.mkdtemp(prefix="jdg_flush_")
+            try:
+                jax.profiler.start_trace(tmp)
+                try:
+                    run()
+                finally:
+                    returned = jax.profiler.stop_trace()
+                return gpu_kernel_events(_load_profile(tmp, returned), device_index)[0]
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+        state = {"buf": buf}
+
+        def flush_only():
+            state["buf"] = jax.block_until_ready(flush(state["buf"]))
+
+        def calls():
+            for i in range(n_calls):
+                state["buf"] = flush(state["buf"])
+                jax.block_until_ready(op(*inputs.sets[i % inputs.n_sets]))
+
+        flush_names = {name for name, _, _ in trace(flush_only)}
+        kernels = sorted(trace(calls), key=lambda e: e[1])
+        buf = state["buf"]
+        if not kernels:
+            raise RuntimeError("profiler trace holds no GPU kernel events (CPU backend or no CUPTI)")
+        per_call, by_name = _split_calls_at_flushes(kernels, flush_names)
+        if len(per_call) != n_calls:
+            raise RuntimeError(f"time_with_flush: found {len(per_call)} calls between flushes, expected {n_calls}")
+        breakdown = {name: {"us": sum(ds) / n_calls / 1e3, "count": len(ds) / n_calls}
+                     for name, ds in sorted(by_name.items(), key=lambda kv: -sum(kv[1]))}
+        return Timing(
+            median_us=statistics.mean(per_call) / 1e3,
+            min_us=min(per_call) / 1e3,
+            n_calls=n_calls,
+            n_sets=inputs.n_sets,
+            n_reps=1,
+            method=FLUSH_METHOD.format(n_calls=n_calls, flush_gb=flush_bytes / 1e9),
+            set_bytes=inputs.set_bytes,
+            kernels=breakdown,
+            reps_us=tuple(round(ns / 1e3, 3) for ns in per_call),
+            notes=tuple(inputs.notes),
+        )
+    finally:
+        del buf
         if own:
             inputs.delete()
 
