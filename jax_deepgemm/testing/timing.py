@@ -39,10 +39,10 @@ Secondary: :func:`time_with_profiler` ("kernel")
 
 DeepGEMM's protocol: :func:`time_with_flush` ("flushed")
   30 calls, each after an 8 GB flush kernel, under ``jax.profiler``; the mean of each call's own
-  kernel time. This is how every DeepGEMM figure in ``anchors.md`` was measured, and the only one
-  of the three comparable with them: between calls the GPU runs a memory-bound kernel, so each
-  GEMM starts at a higher clock than in back-to-back runs (H200, 4096x4096x7168 FP8: see
-  ``benchmarks/RESULTS.md``).
+  kernel time. This is how every DeepGEMM figure in ``anchors.md`` was measured, so it is the one to
+  hold against them. Measured on an H200 (session 6, ``benchmarks/RESULTS.md``): within 1-3 % of the
+  profiler method at M = 4096, and 5-25 % above it at M = 64. After the flush, the small GEMMs find
+  nothing warm in L2; clock differences did not show.
 
 All return :class:`Timing`. Everything here runs on CPU too (small shapes), so the logic can be
 checked without a GPU; ``python -m jax_deepgemm.testing.timing`` is a self-check of the method on
@@ -616,10 +616,8 @@ def time_with_flush(
     ``flush_bytes`` bytes (DeepGEMM zeroes 8 GB; here an in-place increment, which XLA surely emits as
     a kernel), and only the call's own kernels are summed.
 
-    Comparable with those anchors where :func:`time_with_profiler` is not: its calls run back to
-    back, so from the second call on the GPU is already drawing GEMM power, and a power-capped
-    Hopper lowers its clock within a few calls; after a flush the next GEMM starts from a cooler,
-    higher-clocked state. The flush's kernels are told apart by name (a trace of the flush alone).
+    Between calls the GPU runs a memory-bound kernel instead of GEMMs, and L2 holds nothing of the
+    operands. The flush's kernels are told apart by name, from a trace of the flush alone.
     """
     if (make_inputs is None) == (inputs is None):
         raise ValueError("time_with_flush: pass exactly one of make_inputs or inputs")
