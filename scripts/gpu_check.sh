@@ -164,11 +164,13 @@ if has_stage bench; then
   set -e
   add_summary "bench (rc $rc, $((SECONDS - t_stage)) s): $OUT/bench.json"
   if [[ -s "$OUT/bench_smi.csv" ]]; then
-    # percentiles p10/p50/p90 over the samples with the GPU busy (utilization >= 90 %)
-    busy() { awk -F', *' -v col="$1" '$5 >= 90 {print $col}' "$OUT/bench_smi.csv"; }
+    # percentiles p10/p50/p90 over the samples under load: power >= half the run's peak (nvidia-smi's
+    # utilization stays high through compile and host phases, so it does not tell load apart)
+    peak_w=$(awk -F', *' '$3 > m {m = $3} END {print m + 0}' "$OUT/bench_smi.csv")
+    busy() { awk -F', *' -v col="$1" -v peak="$peak_w" '$3 >= peak / 2 {print $col}' "$OUT/bench_smi.csv"; }
     pct() { sort -n | awk '{v[NR] = $1} END {if (NR == 0) {print "-"; exit}
                            printf "%d/%d/%d", v[int(NR * 0.1) + 1], v[int(NR * 0.5) + 1], v[int(NR * 0.9) + 1]}'; }
-    add_summary "bench while busy ($(busy 2 | wc -l) samples of $OUT/bench_smi.csv): SM MHz p10/p50/p90" \
+    add_summary "bench under load ($(busy 2 | wc -l) samples >= half of peak ${peak_w} W in $OUT/bench_smi.csv): SM MHz p10/p50/p90" \
       "$(busy 2 | pct), power W $(busy 3 | pct)"
   fi
 fi
