@@ -10,8 +10,10 @@ expected * U(0.7, 1.3) aligned to 128 with group 1 empty, token-major operands
 (``k_grouped_fp8_gemm_tn_contiguous``, transposes included in the loop time; and
 ``k_grouped_bf16_gemm_tn_contiguous`` on the bf16 sources, read in place) vs the dW that
 ``jax.vjp`` of ``lax.ragged_dot`` computes in BF16 (what a JAX user's backward runs today).
-TFLOPS count valid rows only (the anchors' convention). Kernel time from the profiler (as the
-anchors); loop time for the ratios against ragged_dot (loop vs loop, as the dense bench does).
+TFLOPS count valid rows only (the anchors' convention). Kernel time from the profiler; for the rows
+with a DeepGEMM anchor also DeepGEMM's own protocol (``fl``: each call after an 8 GB flush,
+``testing.timing.time_with_flush``), the like-for-like comparison (``xDGf``); loop time for the ratios
+against ragged_dot (loop vs loop, as the dense bench does).
 """
 
 from __future__ import annotations
@@ -46,6 +48,15 @@ def _kernel_us(fn, sets) -> float:
     return timing.time_with_profiler(fn, inputs=sets, n_reps=5).median_us
 
 
+def _flushed_us(fn, sets) -> float | None:
+    """DeepGEMM's protocol; None (with the error printed) if it cannot run, so the row survives."""
+    try:
+        return timing.time_with_flush(fn, inputs=sets).median_us
+    except Exception as e:  # noqa: BLE001
+        print(f"  ! flushed kernel time: {type(e).__name__}: {str(e)[:200]}", flush=True)
+        return None
+
+
 def _loop_us(fn, sets, reps: int, target_ms: float) -> float:
     return timing.time_device(fn, inputs=sets, n_reps=reps, target_rep_ms=target_ms).median_us
 
@@ -72,6 +83,7 @@ def bench_contiguous(key, *, reps: int, target_ms: float) -> dict[str, Any]:
     row: dict[str, Any] = {"groups": groups, "expected_m": expected, "N": n, "K": k, "total_m": len(row_ids),
                            "valid_m": sum(sizes), "flops": flops, "deepgemm_anchor_us": CONTIGUOUS_ANCHORS[key]}
     row["ours_kernel_us"] = _kernel_us(ours, sets)
+    row["ours_flushed_us"] = _flushed_us(ours, sets)
     row["ours_loop_us"] = _loop_us(ours, sets, reps, target_ms)
     sets.delete()
 
@@ -116,6 +128,7 @@ def bench_masked(key, *, reps: int, target_ms: float) -> dict[str, Any]:
                            "masked_m": masked_m.tolist(), "flops": 2.0 * float(masked_m.sum()) * n * k,
                            "deepgemm_anchor_us": MASKED_ANCHORS[key]}
     row["ours_kernel_us"] = _kernel_us(ours, sets)
+    row["ours_flushed_us"] = _flushed_us(ours, sets)
     row["ours_loop_us"] = _loop_us(ours, sets, reps, target_ms)
     sets.delete()
     return row
@@ -161,28 +174,54 @@ def _fmt(x, spec):
     return format(x, spec) if x is not None else "-"
 
 
+CONTIGUOUS_HEADER = ("# contiguous (per-row ids): case | kern us | fl us | TFLOPS (valid rows, kern) | xDG (kern) | xDGf (fl) |"
+                     " loop us | ragged_dot bf16 / fp8 loop us | x bf16 | x fp8 | ours unaligned (ragged) kern us |"
+                     " unaligned / aligned")
+MASKED_HEADER = (f"# masked (max_m {MASKED_MAX_M}): case | kern us | fl us | TFLOPS (valid rows, kern) | xDG (kern) | xDGf (fl)"
+                 " | loop us")
+
+
+def _ratio(num, den):
+    return num / den if num is not None and den else None
+
+
+def _shape(r) -> str:
+    return f"{r['groups']:3d} x {r['expected_m']:5d}  N {r['N']:5d} K {r['K']:5d}"
+
+
+def _timed(r) -> str:
+    """kern us | fl us | TFLOPS | xDG | xDGf of a contiguous or masked row."""
+    k_us, fl, anchor = r["ours_kernel_us"], r.get("ours_flushed_us"), r["deepgemm_anchor_us"]
+    return (f"{k_us:8.1f} | {_fmt(fl, '8.1f')} | {r['flops'] / k_us / 1e6:6.0f} | {anchor / k_us:4.2f} |"
+            f" {_fmt(_ratio(anchor, fl), '4.2f')}")
+
+
+def format_contiguous(r: dict) -> str:
+    loop, bf, f8 = r["ours_loop_us"], r.get("ragged_dot_bf16_loop_us"), r.get("ragged_dot_fp8_loop_us")
+    unaligned = r["ragged_unaligned_kernel_us"]
+    return (f"{_shape(r)} | {_timed(r)} | {loop:8.1f} | {_fmt(bf, '8.1f')} / {_fmt(f8, '8.1f')} |"
+            f" {_fmt(_ratio(bf, loop), '5.2f')} | {_fmt(_ratio(f8, loop), '5.2f')} | {unaligned:8.1f} |"
+            f" {unaligned / r['ours_kernel_us']:5.3f}")
+
+
+def format_masked(r: dict) -> str:
+    return f"{_shape(r)} | {_timed(r)} | {r['ours_loop_us']:8.1f}"
+
+
 PARTS = ("contiguous", "masked", "k_grouped")
 
 
 def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS, filters=None) -> int:
     rows_c = [bench_contiguous(key, reps=reps, target_ms=target_ms) for key in CONTIGUOUS_ANCHORS
               if "contiguous" in parts and case_selected(key, filters)]
-    print("# contiguous (per-row ids): kern us | TFLOPS (valid rows) | xDG | loop us | ragged_dot bf16 / fp8 loop us"
-          " | x bf16 | x fp8 | ours unaligned (ragged) kern us | unaligned / aligned")
+    print(CONTIGUOUS_HEADER)
     for r in rows_c:
-        k_us, loop = r["ours_kernel_us"], r["ours_loop_us"]
-        bf, f8 = r.get("ragged_dot_bf16_loop_us"), r.get("ragged_dot_fp8_loop_us")
-        print(f"{r['groups']:3d} x {r['expected_m']:5d}  N {r['N']:5d} K {r['K']:5d} | {k_us:8.1f} |"
-              f" {r['flops'] / k_us / 1e6:6.0f} | {r['deepgemm_anchor_us'] / k_us:4.2f} | {loop:8.1f} |"
-              f" {_fmt(bf, '8.1f')} / {_fmt(f8, '8.1f')} | {_fmt(bf and bf / loop, '5.2f')} | {_fmt(f8 and f8 / loop, '5.2f')}"
-              f" | {r['ragged_unaligned_kernel_us']:8.1f} | {r['ragged_unaligned_kernel_us'] / k_us:5.3f}")
+        print(format_contiguous(r))
     rows_m = [bench_masked(key, reps=reps, target_ms=target_ms) for key in MASKED_ANCHORS
               if "masked" in parts and case_selected(key, filters)]
-    print(f"# masked (max_m {MASKED_MAX_M}): kern us | TFLOPS (valid rows) | xDG | loop us")
+    print(MASKED_HEADER)
     for r in rows_m:
-        k_us = r["ours_kernel_us"]
-        print(f"{r['groups']:3d} x {r['expected_m']:5d}  N {r['N']:5d} K {r['K']:5d} | {k_us:8.1f} |"
-              f" {r['flops'] / k_us / 1e6:6.0f} | {r['deepgemm_anchor_us'] / k_us:4.2f} | {r['ours_loop_us']:8.1f}")
+        print(format_masked(r))
     rows_k = [bench_k_grouped(key, reps=reps, target_ms=target_ms) for key in K_GROUPED_SHAPES
               if "k_grouped" in parts and case_selected(key, filters)]
     print("# k-grouped (wgrad, group 1 empty): FP8 kern us | TFLOPS | loop us (incl. transposes) | BF16 kern us |"

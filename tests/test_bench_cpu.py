@@ -71,3 +71,20 @@ def test_flushed_timing_splits_calls_at_flush_kernels():
     assert per_call == [40, 45, 41]
     assert by_name == {"gemm": [40, 42, 41], "epilogue": [3]}
     assert _split_calls_at_flushes([("gemm", 0, 5)], flush) == ([], {})  # no flush: no call
+
+
+def test_grouped_rows_print_with_and_without_flushed_time():
+    """The grouped suite runs only on a GPU; its row printing (kern, DeepGEMM-protocol fl time, the ratios)
+    is checked here on hand-made rows, one whose flushed timing failed (None)."""
+    from jax_deepgemm import bench_grouped as bg
+
+    base = {"groups": 4, "expected_m": 256, "N": 4096, "K": 7168, "flops": 2.0 * 1024 * 4096 * 7168,
+            "deepgemm_anchor_us": 81.38, "ours_kernel_us": 94.3, "ours_loop_us": 120.0}
+    masked = bg.format_masked({**base, "ours_flushed_us": 101.7})
+    assert " 101.7 " in masked and f"{81.38 / 101.7:4.2f}" in masked and f"{81.38 / 94.3:4.2f}" in masked
+    assert bg.format_masked({**base, "ours_flushed_us": None}).count(" - ") == 2  # fl us and xDGf
+    contiguous = bg.format_contiguous({**base, "ours_flushed_us": 98.0, "ragged_dot_bf16_loop_us": 600.0,
+                                       "ragged_dot_fp8_loop_us": None, "ragged_unaligned_kernel_us": 99.0})
+    assert "5.00" in contiguous and f"{99.0 / 94.3:5.3f}" in contiguous
+    assert len(bg.CONTIGUOUS_HEADER.split("|")) == len(contiguous.split("|"))
+    assert len(bg.MASKED_HEADER.split("|")) == len(masked.split("|"))
