@@ -88,3 +88,19 @@ def test_grouped_rows_print_with_and_without_flushed_time():
     assert "5.00" in contiguous and f"{99.0 / 94.3:5.3f}" in contiguous
     assert len(bg.CONTIGUOUS_HEADER.split("|")) == len(contiguous.split("|"))
     assert len(bg.MASKED_HEADER.split("|")) == len(masked.split("|"))
+
+
+def test_mqa_rows_print_with_and_without_flushed_time():
+    """The indexer suite runs only on a GPU; its row printing is checked on hand-made rows: a paged FP8 row
+    with an anchor and a DeepGEMM-protocol time, and an FP4 row (no anchor, so no fl)."""
+    from jax_deepgemm import bench_mqa as bm
+
+    paged = {"case": "paged", "fp4": False, "B": 256, "next_n": 1, "H": 64, "L_avg": 8192, "logits_dtype": "bfloat16",
+             "flops": 2.0e9, "bytes": 3.0e8, "deepgemm_anchor_us": 110.0, "ours_kernel_us": 273.2,
+             "ours_flushed_us": 280.0, "ours_loop_us": 300.0, "jnp_loop_us": 1073.0}
+    line = bm.format_row(paged)
+    assert f"{110.0 / 273.2:4.2f}" in line and f"{110.0 / 280.0:4.2f}" in line and "3.58" in line
+    assert len(line.split("|")) == len(bm.HEADER.split("|"))
+    fp4 = {**paged, "fp4": True, "deepgemm_anchor_us": None, "jnp_loop_us": None}
+    del fp4["ours_flushed_us"]
+    assert bm.format_row(fp4).count(" - ") == 5  # fl, DeepGEMM us, xDG, xDGf, jnp loop (x jnp ends the line)
