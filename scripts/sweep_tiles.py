@@ -6,18 +6,24 @@ For fitting `ffi/heuristics/sm90_fp8_gemm.h` on the GPU in one device call:
     SWEEP_TILES=128x128x1x0,128x128x1x1 python3 -P scripts/sweep_tiles.py ...  (only these tiles)
 
 Times with the CUDA profiler (testing.timing.time_with_profiler: rotating input sets larger than L2).
-Prints one block per shape: tile, µs, TFLOPS, and '<- heuristic' on the default choice.
+Prints one block per shape: tile, µs, TFLOPS, calc_diff against the reference on the first and last
+rows (a kernel experiment that is fast but wrong shows up as 'WRONG'), and '<- heuristic' on the
+default choice.
 """
 
 import os
 import sys
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 import jax_deepgemm as dg
 from jax_deepgemm import _ffi
+from jax_deepgemm.reference import fp8_gemm_nt_reference
 from jax_deepgemm.testing import timing
 from jax_deepgemm.testing.generators import fp8_gemm_operands
+from jax_deepgemm.testing.numeric import calc_diff
 from jax_deepgemm.testing.shapes import BENCH_M, BENCH_NK
 
 
@@ -33,6 +39,19 @@ def _kernel_us(m, n, k, tile) -> float:
     return timing.time_with_profiler(fn, make_inputs=make, n_reps=3).median_us
 
 
+def _diff(m, n, k, tile, rows: int = 256) -> float:
+    """calc_diff of the full-size GEMM (forced tile) against the reference on its first and last rows."""
+    (a, sa), (b, sb), _, _ = fp8_gemm_operands(seed=7, m=m, n=n, k=k)
+    out = jax.jit(lambda a, b: dg.fp8_gemm_nt(a, b, tile=tile))((a, sa), (b, sb))
+    idx = np.unique(np.concatenate([np.arange(min(rows, m)), np.arange(max(m - rows, 0), m)]))
+    ref = jax.jit(fp8_gemm_nt_reference)(a[idx], sa[idx], b, sb)
+    return calc_diff(np.asarray(out[idx].astype(jnp.float32)), np.asarray(ref.astype(jnp.float32)))
+
+
+def _verdict(diff: float) -> str:
+    return f"diff {diff:.1e}" + ("" if diff < 1e-3 else " WRONG")
+
+
 def main(argv) -> int:
     tiles = _ffi.fp8_gemm_tiles()["1d2d"]
     if os.environ.get("SWEEP_TILES"):
@@ -44,13 +63,14 @@ def main(argv) -> int:
     for m, n, k in _shapes(argv):
         flops = 2.0 * m * n * k
         default_us = _kernel_us(m, n, k, None)
-        print(f"\n{m}x{n}x{k}: heuristic {default_us:8.2f} us {flops / default_us / 1e6:7.0f} TFLOPS")
+        print(f"\n{m}x{n}x{k}: heuristic {default_us:8.2f} us {flops / default_us / 1e6:7.0f} TFLOPS"
+              f"  {_verdict(_diff(m, n, k, None))}")
         for tile in tiles:
             if (tile[0] == 128 and m <= 64) or (tile[0] == 64 and m >= 1024):
                 continue
             us = _kernel_us(m, n, k, tile)
             mark = "  <- heuristic?" if abs(us - default_us) < 0.01 * default_us else ""
-            print(f"  {str(tile):>14} {us:8.2f} us {flops / us / 1e6:7.0f} TFLOPS{mark}")
+            print(f"  {str(tile):>14} {us:8.2f} us {flops / us / 1e6:7.0f} TFLOPS  {_verdict(_diff(m, n, k, tile))}{mark}")
     return 0
 
 

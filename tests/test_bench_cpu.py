@@ -104,3 +104,17 @@ def test_mqa_rows_print_with_and_without_flushed_time():
     fp4 = {**paged, "fp4": True, "deepgemm_anchor_us": None, "jnp_loop_us": None}
     del fp4["ours_flushed_us"]
     assert bm.format_row(fp4).count(" - ") == 5  # fl, DeepGEMM us, xDG, xDGf, jnp loop (x jnp ends the line)
+
+
+def test_tile_sweep_checks_each_result():
+    """scripts/sweep_tiles.py prints calc_diff per forced tile, so a fast but wrong kernel experiment is
+    flagged; its check runs here through the CPU lowering (full-size GEMM, first and last rows)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "sweep_tiles.py"
+    spec = importlib.util.spec_from_file_location("sweep_tiles", path)
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    assert sweep._diff(300, 256, 384, None, rows=64) < 1e-6  # CPU: the reference lowering itself
+    assert "WRONG" in sweep._verdict(2e-3) and "WRONG" not in sweep._verdict(2e-7)
