@@ -472,6 +472,22 @@ def gpu_kernel_events(profile, device_index: int = 0) -> tuple[list[tuple[str, i
     return kernels, modules
 
 
+def _traced_gpu_events(run: Callable[[], Any], device_index: int, log_dir: str | None = None):
+    """``run()`` under ``jax.profiler``: the (kernels, modules) of :func:`gpu_kernel_events`. The trace
+    goes to ``log_dir`` if given (kept), else to a temporary folder (removed)."""
+    tmp = log_dir or tempfile.mkdtemp(prefix="jdg_prof_")
+    try:
+        jax.profiler.start_trace(tmp)
+        try:
+            run()
+        finally:
+            returned = jax.profiler.stop_trace()
+        return gpu_kernel_events(_load_profile(tmp, returned), device_index)
+    finally:
+        if log_dir is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _per_rep_kernel_ns(kernels, modules, n_reps: int) -> tuple[list[int], str]:
     """Sum of kernel durations per repetition, and how reps were told apart.
 
@@ -535,17 +551,7 @@ def time_with_profiler(
         loop = _make_loop(fn, n_calls, inputs.n_sets, compiler_options)
         _warm(loop, inputs.sets, warmup_reps)
         time.sleep(idle_s)
-        tmp = log_dir or tempfile.mkdtemp(prefix="jdg_prof_")
-        try:
-            jax.profiler.start_trace(tmp)
-            try:
-                _run_reps(loop, inputs.sets, n_reps)
-            finally:
-                returned = jax.profiler.stop_trace()
-            kernels, modules = gpu_kernel_events(_load_profile(tmp, returned), device_index)
-        finally:
-            if log_dir is None:
-                shutil.rmtree(tmp, ignore_errors=True)
+        kernels, modules = _traced_gpu_events(lambda: _run_reps(loop, inputs.sets, n_reps), device_index, log_dir)
         if not kernels:
             raise RuntimeError("profiler trace holds no GPU kernel events (CPU backend or no CUPTI)")
         per_rep, split = _per_rep_kernel_ns(kernels, modules, n_reps)
@@ -633,18 +639,6 @@ def time_with_flush(
             jax.block_until_ready(op(*s))
         buf = jax.block_until_ready(flush(buf))
 
-        def trace(run) -> list[tuple[str, int, int]]:
-            tmp = tempfile.mkdtemp(prefix="jdg_flush_")
-            try:
-                jax.profiler.start_trace(tmp)
-                try:
-                    run()
-                finally:
-                    returned = jax.profiler.stop_trace()
-                return gpu_kernel_events(_load_profile(tmp, returned), device_index)[0]
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-
         state = {"buf": buf}
 
         def flush_only():
@@ -655,8 +649,8 @@ def time_with_flush(
                 state["buf"] = flush(state["buf"])
                 jax.block_until_ready(op(*inputs.sets[i % inputs.n_sets]))
 
-        flush_names = {name for name, _, _ in trace(flush_only)}
-        kernels = sorted(trace(calls), key=lambda e: e[1])
+        flush_names = {name for name, _, _ in _traced_gpu_events(flush_only, device_index)[0]}
+        kernels = sorted(_traced_gpu_events(calls, device_index)[0], key=lambda e: e[1])
         buf = state["buf"]
         if not kernels:
             raise RuntimeError("profiler trace holds no GPU kernel events (CPU backend or no CUPTI)")
