@@ -45,10 +45,12 @@ cudaError_t LaunchRanged(int device, const DeviceInfo& info, const mqa::Params& 
 template <int kD, int kH>
 struct WgmmaTag {};
 
-// FP8: the WGMMA + TMA kernel (sm90_mqa_logits_wgmma.cuh).
+// FP8: the WGMMA + TMA kernel (sm90_mqa_logits_wgmma.cuh): one persistent 640-thread CTA per SM over
+// (query block, KV part) units; KV parts only when there are fewer query blocks than SMs.
 template <int kD, int kH>
 cudaError_t LaunchRangedWgmma(int device, const DeviceInfo& info, const mqa::Params& p, cudaStream_t stream) {
-  constexpr int kSmem = mqa::WgSmem<kD>::kBytes;
+  constexpr int kNQ = 128 / kH;
+  constexpr int kSmem = mqa::RangedSmem<kD>::kBytes;
   constexpr CUtensorMapSwizzle kSwizzle = kD == 128  ? CU_TENSOR_MAP_SWIZZLE_128B
                                           : kD == 64 ? CU_TENSOR_MAP_SWIZZLE_64B
                                                      : CU_TENSOR_MAP_SWIZZLE_32B;
@@ -56,16 +58,26 @@ cudaError_t LaunchRangedWgmma(int device, const DeviceInfo& info, const mqa::Par
   const cudaError_t attr = OncePerDevice<WgmmaTag<kD, kH>>(
       device, [&] { return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem); });
   if (attr != cudaSuccess) return attr;
-  CUtensorMap tma_q, tma_kv;
-  const bool ok = MakeTensorMap2D(&tma_q, p.q, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(p.num_q) * kH, kD, kD, 128,
-                                  kD, kSwizzle) &&
-                  MakeTensorMap2D(&tma_kv, p.kv, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(p.s_kv), kD, kD,
-                                  mqa::kTileKv, kD, kSwizzle);
+  // q [S*H, D] in 128-row boxes; kv [S_kv, D] in 256-row boxes; kv_scale as one row of S_kv floats
+  // in 256-float boxes (a box starts at a multiple of 4 rows: 16-byte aligned); weights [S, H] in
+  // boxes of one query block's tokens.
+  CUtensorMap tma_q, tma_kv, tma_scale, tma_w;
+  const bool ok =
+      MakeTensorMap2D(&tma_q, p.q, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(p.num_q) * kH, kD, kD, 128, kD,
+                      kSwizzle) &&
+      MakeTensorMap2D(&tma_kv, p.kv, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(p.s_kv), kD, kD, mqa::kRgBlockKv, kD,
+                      kSwizzle) &&
+      MakeTensorMap2D(&tma_scale, p.kv_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, 1, uint64_t(p.s_kv),
+                      (uint64_t(p.s_kv) + 3) / 4 * 4, 1, mqa::kRgBlockKv, CU_TENSOR_MAP_SWIZZLE_NONE) &&
+      MakeTensorMap2D(&tma_w, p.weights, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, uint64_t(p.num_q), kH, kH, kNQ, kH,
+                      CU_TENSOR_MAP_SWIZZLE_NONE);
   if (!ok) return cudaErrorInvalidValue;
-  // 2 math warpgroups per CTA, one CTA per SM: aim at ~2 CTAs of work per SM
-  dim3 grid = RangedGrid(info, p, 128 / kH);
-  grid.y = std::max(1u, std::min(grid.y, unsigned((2 * int64_t(info.num_sms) + grid.x - 1) / grid.x)));
-  kernel<<<grid, mqa::kWgThreads, kSmem, stream>>>(tma_q, tma_kv, p);
+  const int64_t q_blocks = (int64_t(p.num_q) + kNQ - 1) / kNQ;
+  const int64_t kv_blocks = (int64_t(p.s_kv) + mqa::kRgBlockKv - 1) / mqa::kRgBlockKv;
+  const int splits =
+      int(q_blocks >= info.num_sms ? 1 : std::min<int64_t>((info.num_sms + q_blocks - 1) / q_blocks, kv_blocks));
+  const unsigned grid = unsigned(std::min<int64_t>(q_blocks * splits, info.num_sms));
+  kernel<<<grid, mqa::kRgThreads, kSmem, stream>>>(tma_q, tma_kv, tma_scale, tma_w, p, splits);
   return cudaGetLastError();
 }
 

@@ -374,8 +374,11 @@ def _run_suite(parser: argparse.ArgumentParser, args: argparse.Namespace, flag: 
     parts = tuple(x.strip() for x in getattr(args, flag).split(",") if x.strip())
     if not set(parts) <= set(module.PARTS):
         parser.error(f"--{flag}: unknown {sorted(set(parts) - set(module.PARTS))}")
+    extra = {}
+    if flag == "mqa":  # its baseline is the plain-jnp path: --ops ours skips it while tuning kernels
+        extra["baselines"] = args.ops.replace(" ", "") != "ours"
     return module.run(json_path=args.json, reps=args.reps, target_ms=args.target_ms, meta=meta, parts=parts,
-                      filters=args.filter)
+                      filters=args.filter, **extra)
 
 
 def main(argv: list[str] | None = None) -> int:

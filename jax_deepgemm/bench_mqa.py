@@ -97,7 +97,7 @@ def _flushed(row, ours, sets):
         _try(row, "ours_flushed_us", lambda: timing.time_with_flush(ours, inputs=sets).median_us)
 
 
-def bench_ranged(key, *, fp4: bool, reps: int, target_ms: float) -> dict[str, Any]:
+def bench_ranged(key, *, fp4: bool, reps: int, target_ms: float, baselines: bool = True) -> dict[str, Any]:
     import jax_deepgemm as dg
 
     s, s_kv, h, d, cp, compressed, dtype_name = key
@@ -140,7 +140,8 @@ def bench_ranged(key, *, fp4: bool, reps: int, target_ms: float) -> dict[str, An
     row["ours_kernels"] = t.kernels
     row["ours_loop_us"] = _loop_us(ours, sets, reps, target_ms)
     _flushed(row, ours, sets)
-    _try(row, "jnp_loop_us", lambda: _loop_us(jnp_path, sets, reps, target_ms))
+    if baselines:
+        _try(row, "jnp_loop_us", lambda: _loop_us(jnp_path, sets, reps, target_ms))
     sets.delete()
     return row
 
@@ -156,7 +157,7 @@ def _paged_make(b, next_n, h, l_avg, fp4, seed):
     return lens, table, max_ctx, nb
 
 
-def bench_paged(key, *, fp4: bool, reps: int, target_ms: float) -> dict[str, Any]:
+def bench_paged(key, *, fp4: bool, reps: int, target_ms: float, baselines: bool = True) -> dict[str, Any]:
     import jax_deepgemm as dg
 
     b, next_n, h, l_avg, dtype_name = key
@@ -237,7 +238,8 @@ def bench_paged(key, *, fp4: bool, reps: int, target_ms: float) -> dict[str, Any
     row["ours_kernels"] = t.kernels
     row["ours_loop_us"] = _loop_us(ours, sets, reps, target_ms)
     _flushed(row, ours, sets)
-    _try(row, "jnp_loop_us", lambda: _loop_us(jax.jit(jnp_path), sets, reps, target_ms))
+    if baselines:
+        _try(row, "jnp_loop_us", lambda: _loop_us(jax.jit(jnp_path), sets, reps, target_ms))
     sets.delete()
     return row
 
@@ -268,7 +270,8 @@ def format_row(r: dict[str, Any]) -> str:
             f" {_fmt(base and base / loop, '5.2f')}")
 
 
-def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS, filters=None) -> int:
+def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS, filters=None,
+        baselines: bool = True) -> int:
     # Rows are printed (and the JSON rewritten) as they are measured, so a run cut short keeps them.
     rows = []
     fp4_too = "fp4" in parts
@@ -280,7 +283,7 @@ def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS,
     cases = [c for c in cases if case_selected(c[1], filters)]
     print(HEADER, flush=True)
     for bench, key, fp4 in cases:
-        rows.append(bench(key, fp4=fp4, reps=reps, target_ms=target_ms))
+        rows.append(bench(key, fp4=fp4, reps=reps, target_ms=target_ms, baselines=baselines))
         print(format_row(rows[-1]), flush=True)
         with open(json_path, "w") as f:
             json.dump({**meta, "mqa": rows}, f, indent=1, default=str)

@@ -1,21 +1,15 @@
-// Ranged FP8 lightning-indexer logits with WGMMA + TMA, D in {32, 64, 128} (the fast path of the
-// ranged FP8 op; the mma.sync kernel of sm90_mqa_logits.cuh covers FP4 and is the fallback when
-// JAX_DEEPGEMM_MQA_MMA_SYNC=1 is set). Rows of D bytes are K-major with a D-byte TMA swizzle
-// (128B / 64B / 32B), matched by the WGMMA descriptors' layout type.
+// FP8 lightning-indexer logits with WGMMA + TMA, D in {32, 64, 128}: the shared WGMMA pieces (K-major
+// swizzled descriptors, the m64n128k32 FP8 WGMMA, the relu * weight head-sum on accumulator
+// registers) and the ranged kernel (the fast path of the ranged FP8 op; the mma.sync kernel of
+// sm90_mqa_logits.cuh covers FP4 and is the fallback when JAX_DEEPGEMM_MQA_MMA_SYNC=1 is set). Rows
+// of D bytes are K-major with a D-byte TMA swizzle (128B / 64B / 32B), matched by the descriptors'
+// layout type.
 //
-// CTA = 3 warpgroups: WG 2 is the producer (one thread issues TMA loads), WGs 0 and 1 are math.
-//   * Q of the CTA's query block (128/H tokens x H heads = 128 rows of 128 bytes, 128B-swizzled) is
-//     loaded once; it is the WGMMA B operand (N = 128).
-//   * KV tiles of 64 rows (the A operand, M = 64) stream through a 6-stage ring; tile it goes to
-//     stage it % 6 and is consumed by math WG it % 2. The two math WGs therefore work on different
-//     tiles: one's epilogue (relu * weight head-sum on its accumulator registers, shuffles, x kv
-//     scale, store) overlaps the other's WGMMAs.
-//   * per tile: D/32 WGMMAs m64n128k32 into a fresh FP32 accumulator (64 registers).
-//   * KV tiles outside [min ks, max ke) of the query block are skipped (written -inf when cleaning).
-//
-// Cost per tile: 64 x 128 x 128 x 2 = 2.1 MFLOP of tensor work against ~64 x 128 FMAs + 16 shuffles
-// per thread of epilogue; the anchors' 1.1 PFLOPS needs the epilogue hidden behind the other WG's
-// MMAs, which this structure allows but has not been measured.
+// Cost per 64-row KV slice and 128 query-head columns: 64 x 128 x D x 2 flops of tensor work (256
+// cycles of an SM's tensor cores at D = 128) against ~kH / 2 x 2 FMAs + 4 shuffles + kNQ / 2 stores per
+// thread of epilogue: the epilogue is hidden only when other warpgroups have WGMMAs queued while one
+// reduces, hence 4 math WGs sharing each 256-row KV stage (the previous 2-WG design with smem-staged
+// stores, per-tile global scale loads and named barriers ran at 0.4x DeepGEMM).
 #pragma once
 
 #include <cuda.h>
@@ -28,27 +22,16 @@
 #include <cute/arch/mma_sm90_desc.hpp>
 #include <cute/arch/mma_sm90_gmma.hpp>
 #include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
 
 #include "kernels/sm90_mqa_logits.cuh"
 
 namespace jdg {
 namespace mqa {
 
+// The paged kernel's CTA (sm90_paged_mqa_logits_wgmma.cuh): 2 math WGs on alternate 64-row tiles.
 constexpr int kWgStages = 6;  // KV ring depth (even: stage parity = consumer WG)
 constexpr int kWgThreads = 384;
-
-template <int kD>
-struct WgSmem {
-  static constexpr int kTileBytes = kTileKv * kD;  // per stage: 64 rows of D bytes
-  static constexpr int kQBytes = 128 * kD;         // 128 query-head rows
-  static constexpr int kQ = 0;
-  static constexpr int kKv = kQ + kQBytes;                           // multiples of the swizzle atom
-  static constexpr int kW = kKv + kWgStages * kTileBytes;            // [128] f32 weights
-  static constexpr int kOut = kW + 128 * 4;                         // [2 WGs][4 tokens][64] f32
-  static constexpr int kMisc = kOut + 2 * 4 * kTileKv * 4;          // ks[4], ke[4], lo, hi
-  static constexpr int kBar = kMisc + 64;                           // full[6], empty[6], q_full (8 B each)
-  static constexpr int kBytes = kBar + (2 * kWgStages + 1) * 8 + 1024;  // + slack for 1024-B alignment
-};
 
 // K-major tile whose rows are kD bytes, swizzled over kD bytes (TMA CU_TENSOR_MAP_SWIZZLE_{kD}B):
 // CuTe's canonical K-major layouts ((8,n),2):((kD/16,SBO),1) in 16-byte units, i.e. 8-row core groups
@@ -79,154 +62,266 @@ __device__ __forceinline__ void NamedBarrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// relu(q.k) * w summed over one query token's kH heads, for this thread's two accumulator rows (r and
+// r + 8), completed across the 4 lanes of the quad: `acc` holds the token's kH / 2 accumulators of
+// an m64nNk32 WGMMA (acc[n * 4 + c]: column n * 8 + 2 * (lane % 4) + (c & 1), row + 8 * (c >> 1)),
+// `w` the weights of exactly those columns (HeadWeights).
+template <int kH>
+__device__ __forceinline__ float2 ReluHeadSum(const float* acc, const float* w) {
+  float s[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int n = 0; n < kH / 8; ++n) {
+#pragma unroll
+    for (int c = 0; c < 4; ++c) s[c] = fmaf(fmaxf(acc[n * 4 + c], 0.f), w[n * 2 + (c & 1)], s[c]);
+  }
+  float v0 = s[0] + s[1], v1 = s[2] + s[3];
+  v0 += __shfl_xor_sync(0xffffffffu, v0, 1);
+  v1 += __shfl_xor_sync(0xffffffffu, v1, 1);
+  v0 += __shfl_xor_sync(0xffffffffu, v0, 2);
+  v1 += __shfl_xor_sync(0xffffffffu, v1, 2);
+  return make_float2(v0, v1);
+}
+
+// The weights of this thread's accumulator columns for kNQ tokens of kH heads (row-major [kNQ][kH]
+// in shared memory): w[i][n * 2 + b] = weight of head n * 8 + 2 * (lane % 4) + b of token i.
+template <int kH, int kNQ>
+__device__ __forceinline__ void HeadWeights(const float* s_w, int lane, float (&w)[kNQ][kH / 4]) {
+#pragma unroll
+  for (int i = 0; i < kNQ; ++i) {
+#pragma unroll
+    for (int j = 0; j < kH / 4; ++j) w[i][j] = s_w[i * kH + (j / 2) * 8 + (lane % 4) * 2 + (j & 1)];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ranged FP8 kernel (the DeepGEMM SM90 design): persistent CTAs of 4 math warpgroups + 1 producer
+// warpgroup walk work units (query block of 128/H tokens, and a KV part when there are fewer query
+// blocks than SMs). Per unit the producer TMA-loads Q (128 query-head rows) with the block's
+// weights and its tokens' [ks, ke) into a 3-stage Q ring (the next unit's Q is issued before this
+// unit's KV, so it never waits), then streams 256-row KV blocks and their FP32 scales into a
+// 4-stage ring. All 4 math WGs consume every KV block, each its own 64 rows (WGMMA m64n128, A = KV,
+// B = Q), so the tensor cores always have 3 WGs' work queued while one reduces: relu * weight
+// head-sum straight from the accumulators (weights held in registers for the whole unit), x scale,
+// stored from registers. The producer WG's other 3 warps write the -inf columns outside the
+// computed blocks (clean, non-compressed) while the math runs.
+// ---------------------------------------------------------------------------------------------
+constexpr int kRgMathWgs = 4;
+constexpr int kRgBlockKv = kRgMathWgs * kTileKv;        // 256 KV rows per stage
+constexpr int kRgThreads = (kRgMathWgs + 1) * 128;      // 640
+constexpr int kRgQStages = 3;
+constexpr int kRgKvStages = 4;
+constexpr int kRgMathRegs = 112;  // 512 x 112 + 128 x 32 = 640 x 96, the launch allocation
+constexpr int kRgProducerRegs = 32;
+
+template <int kD>
+struct RangedSmem {
+  static constexpr int kQBytes = 128 * kD;
+  static constexpr int kKvBytes = kRgBlockKv * kD;
+  static constexpr int kQ = 0;                                           // [q stages][128][kD]
+  static constexpr int kKv = kQ + kRgQStages * kQBytes;                  // [kv stages][256][kD]
+  static constexpr int kW = kKv + kRgKvStages * kKvBytes;                // [q stages][128] f32
+  static constexpr int kScale = kW + kRgQStages * 128 * 4;               // [kv stages][256] f32
+  static constexpr int kRange = kScale + kRgKvStages * kRgBlockKv * 4;   // [q stages][8] int: ks[4], ke[4]
+  static constexpr int kBar = kRange + kRgQStages * 8 * 4;
+  static constexpr int kBytes = kBar + 2 * (kRgQStages + kRgKvStages) * 8 + 1024;  // + 1024-B alignment slack
+  static_assert(kKv % 1024 == 0 && kKvBytes % 1024 == 0 && kW % 128 == 0 && kScale % 128 == 0,
+                "swizzle-atom aligned operand tiles, 128-B aligned TMA destinations");
+};
+
+// A work unit of the ranged kernel: query block `q_block`, KV part `part` of `splits` (blocks part,
+// part + splits, ...); its KV blocks start at the union of its tokens' [ks, ke), rounded down to 4
+// rows (the scale box's 16-byte start).
+struct RangedWork {
+  int q_block, part;
+  int start;     // first KV row of block 0
+  int n_blocks;  // 256-row blocks covering the union (all parts)
+  int count;     // blocks of this part
+};
+
+__device__ __forceinline__ int2 RangedRange(const Params& p, int q) {
+  if (q >= p.num_q) return make_int2(0, 0);
+  const int ks = min(max(__ldg(p.ks + q), 0), p.s_kv);
+  return make_int2(ks, min(max(__ldg(p.ke + q), ks), p.s_kv));
+}
+
+template <int kNQ>
+__device__ __forceinline__ RangedWork RangedWorkOf(const Params& p, int splits, int unit) {
+  RangedWork w;
+  w.q_block = unit / splits, w.part = unit % splits;
+  int lo = INT32_MAX, hi = 0;
+#pragma unroll
+  for (int i = 0; i < kNQ; ++i) {
+    const int2 r = RangedRange(p, w.q_block * kNQ + i);
+    if (r.y > r.x) lo = min(lo, r.x), hi = max(hi, r.y);
+  }
+  w.start = hi > 0 ? lo & ~3 : 0;
+  w.n_blocks = hi > 0 ? (hi - w.start + kRgBlockKv - 1) / kRgBlockKv : 0;
+  w.count = w.n_blocks > w.part ? (w.n_blocks - w.part + splits - 1) / splits : 0;
+  return w;
+}
+
+// Logit of query row `q` (row offset row_base) at KV column j, masked as the op defines it.
+__device__ __forceinline__ void StoreRangedLogit(const Params& p, int64_t row_base, int j, int ks, int ke, float v) {
+  if (p.compressed) {
+    if (j >= ks && j < ke && j - ks < p.out_cols) StoreLogit(p, row_base + (j - ks), v);
+  } else if (j < p.s_kv) {
+    StoreLogit(p, row_base + j, (p.clean && (j < ks || j >= ke)) ? -INFINITY : v);
+  }
+}
+
 template <int kD, int kH>
-__global__ void __launch_bounds__(kWgThreads, 1)
+__global__ void __launch_bounds__(kRgThreads, 1)
     MqaLogitsWgmmaKernel(const __grid_constant__ CUtensorMap tma_q, const __grid_constant__ CUtensorMap tma_kv,
-                         const __grid_constant__ Params p) {
+                         const __grid_constant__ CUtensorMap tma_scale, const __grid_constant__ CUtensorMap tma_w,
+                         const __grid_constant__ Params p, const int splits) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  using FullBarrier = cutlass::arch::ClusterTransactionBarrier;
-  using EmptyBarrier = cutlass::arch::ClusterBarrier;
+  using Barrier = cutlass::arch::ClusterTransactionBarrier;
   constexpr int kNQ = 128 / kH;
-  using L = WgSmem<kD>;
+  constexpr uint64_t kEvictNormal = 0x1000000000000000ull;
+  using L = RangedSmem<kD>;
   extern __shared__ uint8_t smem_raw[];
   // 128B-swizzled TMA destinations and WGMMA descriptors need 1024-byte alignment
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   float* s_w = reinterpret_cast<float*>(smem + L::kW);
-  int* s_misc = reinterpret_cast<int*>(smem + L::kMisc);
-  FullBarrier* full = reinterpret_cast<FullBarrier*>(smem + L::kBar);
-  EmptyBarrier* empty = reinterpret_cast<EmptyBarrier*>(full + kWgStages);
-  FullBarrier* q_full = reinterpret_cast<FullBarrier*>(empty + kWgStages);
-  const int warpgroup = threadIdx.x / 128;
-  const int q0 = blockIdx.x * kNQ;
+  float* s_scale = reinterpret_cast<float*>(smem + L::kScale);
+  int* s_range = reinterpret_cast<int*>(smem + L::kRange);
+  Barrier* q_full = reinterpret_cast<Barrier*>(smem + L::kBar);
+  Barrier* q_empty = q_full + kRgQStages;
+  Barrier* kv_full = q_empty + kRgQStages;
+  Barrier* kv_empty = kv_full + kRgKvStages;
+  const int warp = __shfl_sync(0xffffffffu, int(threadIdx.x / 32), 0);
+  const int warpgroup = warp / 4, lane = threadIdx.x % 32;
 
   if (threadIdx.x == 0) {
-    for (int s = 0; s < kWgStages; ++s) {
-      full[s].init(1);   // the producer's arrive_and_expect_tx
-      empty[s].init(4);  // one arrive per warp of the consuming WG
-    }
-    q_full->init(1);
+    for (int s = 0; s < kRgQStages; ++s) q_full[s].init(1), q_empty[s].init(kRgMathWgs * 4);
+    for (int s = 0; s < kRgKvStages; ++s) kv_full[s].init(1), kv_empty[s].init(kRgMathWgs * 4);
     cutlass::arch::fence_barrier_init();
   }
-  if (threadIdx.x < kNQ) {
-    const int i = q0 + threadIdx.x;
-    int ks = 0, ke = 0;
-    if (i < p.num_q) {
-      ks = min(max(__ldg(p.ks + i), 0), p.s_kv);
-      ke = min(max(__ldg(p.ke + i), ks), p.s_kv);
-    }
-    s_misc[threadIdx.x] = ks;
-    s_misc[4 + threadIdx.x] = ke;
-  }
-  if (threadIdx.x < 128) {
-    const int64_t r = int64_t(q0) * kH + threadIdx.x;
-    s_w[threadIdx.x] = r < int64_t(p.num_q) * kH ? __ldg(p.weights + r) : 0.f;
-  }
   __syncthreads();
-  int lo = INT32_MAX, hi = 0;
-  for (int t = 0; t < kNQ; ++t)
-    if (s_misc[4 + t] > s_misc[t]) lo = min(lo, s_misc[t]), hi = max(hi, s_misc[4 + t]);
-  if (hi == 0) lo = 0;
-  const int num_tiles = (p.s_kv + kTileKv - 1) / kTileKv;
-  const int t_lo = lo / kTileKv, t_hi = hi > lo ? (hi + kTileKv - 1) / kTileKv : t_lo;
-  const int first = t_lo + blockIdx.y;
-  const int count = first < t_hi ? (t_hi - first + gridDim.y - 1) / gridDim.y : 0;
-  const int valid_q = min(kNQ, p.num_q - q0);
+  const int num_units = (p.num_q + kNQ - 1) / kNQ * splits;
 
-  if (warpgroup == 2) {
-    // ---------------- producer: one thread issues every TMA load ----------------
-    if (threadIdx.x == 256 && count > 0) {
-      constexpr uint64_t kEvictNormal = 0x1000000000000000ull;
+  if (warpgroup == kRgMathWgs) {
+    // ---------------- producer warpgroup ----------------
+    cutlass::arch::warpgroup_reg_dealloc<kRgProducerRegs>();
+    if (warp % 4 == 0) {
+      if (lane != 0) return;
       cute::prefetch_tma_descriptor(&tma_q);
       cute::prefetch_tma_descriptor(&tma_kv);
-      q_full->arrive_and_expect_tx(L::kQBytes);
-      cute::SM90_TMA_LOAD_2D::copy(&tma_q, reinterpret_cast<uint64_t*>(q_full), kEvictNormal, smem + L::kQ, 0,
-                                   q0 * kH);
-      for (int it = 0; it < count; ++it) {
-        const int s = it % kWgStages, phase = (it / kWgStages) & 1;
-        empty[s].wait(phase ^ 1);
-        full[s].arrive_and_expect_tx(L::kTileBytes);
-        cute::SM90_TMA_LOAD_2D::copy(&tma_kv, reinterpret_cast<uint64_t*>(&full[s]), kEvictNormal,
-                                     smem + L::kKv + s * L::kTileBytes, 0, (first + it * gridDim.y) * kTileKv);
+      cute::prefetch_tma_descriptor(&tma_scale);
+      cute::prefetch_tma_descriptor(&tma_w);
+      auto next_work = [&](int& unit, RangedWork& w) {
+        for (; unit < num_units; unit += gridDim.x) {
+          w = RangedWorkOf<kNQ>(p, splits, unit);
+          if (w.count > 0) return true;
+        }
+        return false;
+      };
+      int q_it = 0, kv_it = 0;
+      auto issue_q = [&](const RangedWork& w) {
+        const int s = q_it % kRgQStages, phase = (q_it / kRgQStages) & 1;
+        ++q_it;
+        q_empty[s].wait(phase ^ 1);
+#pragma unroll
+        for (int i = 0; i < kNQ; ++i) {
+          const int2 r = RangedRange(p, w.q_block * kNQ + i);
+          s_range[s * 8 + i] = r.x, s_range[s * 8 + 4 + i] = r.y;
+        }
+        q_full[s].arrive_and_expect_tx(L::kQBytes + 128 * 4);  // the arrive releases s_range too
+        auto* mbar = reinterpret_cast<uint64_t*>(&q_full[s]);
+        cute::SM90_TMA_LOAD_2D::copy(&tma_q, mbar, kEvictNormal, smem + L::kQ + s * L::kQBytes, 0, w.q_block * 128);
+        cute::SM90_TMA_LOAD_2D::copy(&tma_w, mbar, kEvictNormal, s_w + s * 128, 0, w.q_block * kNQ);
+      };
+      int unit = blockIdx.x;
+      RangedWork w;
+      bool have = next_work(unit, w);
+      if (have) issue_q(w);
+      while (have) {
+        int next_unit = unit + gridDim.x;
+        RangedWork next;
+        const bool have_next = next_work(next_unit, next);
+        if (have_next) issue_q(next);  // 3 Q stages: waits only for the unit before this one
+        for (int c = 0; c < w.count; ++c) {
+          const int kv0 = w.start + (w.part + c * splits) * kRgBlockKv;
+          const int s = kv_it % kRgKvStages, phase = (kv_it / kRgKvStages) & 1;
+          ++kv_it;
+          kv_empty[s].wait(phase ^ 1);
+          kv_full[s].arrive_and_expect_tx(L::kKvBytes + kRgBlockKv * 4);
+          auto* mbar = reinterpret_cast<uint64_t*>(&kv_full[s]);
+          cute::SM90_TMA_LOAD_2D::copy(&tma_kv, mbar, kEvictNormal, smem + L::kKv + s * L::kKvBytes, 0, kv0);
+          cute::SM90_TMA_LOAD_2D::copy(&tma_scale, mbar, kEvictNormal, s_scale + s * kRgBlockKv, kv0, 0);
+        }
+        unit = next_unit, w = next, have = have_next;
+      }
+    } else if (p.clean && !p.compressed) {
+      // -inf over the columns outside the unit's computed blocks (the math WGs mask inside them)
+      const int tid = threadIdx.x - kRgMathWgs * 128 - 32;
+      for (int unit = blockIdx.x; unit < num_units; unit += gridDim.x) {
+        if (unit % splits != 0) continue;
+        const RangedWork w = RangedWorkOf<kNQ>(p, splits, unit);
+        const int c_lo = w.start, c_hi = min(w.start + w.n_blocks * kRgBlockKv, p.s_kv);
+        for (int i = 0; i < kNQ; ++i) {
+          const int q = w.q_block * kNQ + i;
+          if (q >= p.num_q) break;
+          const int64_t row_base = int64_t(q) * p.out_cols;
+          for (int j = tid; j < c_lo; j += 96) StoreLogit(p, row_base + j, -INFINITY);
+          for (int j = c_hi + tid; j < p.s_kv; j += 96) StoreLogit(p, row_base + j, -INFINITY);
+        }
       }
     }
     return;
   }
 
   // ---------------- math warpgroups ----------------
-  const int tid = threadIdx.x % 128;
-  const int warp = tid / 32, lane = tid % 32;
-  float* s_out = reinterpret_cast<float*>(smem + L::kOut) + warpgroup * 4 * kTileKv;
-  if (p.clean && !p.compressed) {  // -inf over the tiles no row of this block needs
-    for (int tile = blockIdx.y; tile < num_tiles; tile += gridDim.y) {
-      if (tile >= t_lo && tile < t_hi) continue;
-      for (int idx = threadIdx.x; idx < valid_q * kTileKv; idx += 256) {
-        const int j = tile * kTileKv + idx % kTileKv;
-        if (j < p.s_kv) StoreLogit(p, int64_t(q0 + idx / kTileKv) * p.out_cols + j, -INFINITY);
-      }
-    }
-  }
-  if (count == 0) return;
-  q_full->wait(0);
-  float acc[64];
-  for (int it = warpgroup; it < count; it += 2) {
-    const int s = it % kWgStages, phase = (it / kWgStages) & 1;
-    const int tile = first + it * gridDim.y;
-    full[s].wait(phase);
-    const uint8_t* a_tile = smem + L::kKv + s * L::kTileBytes;
-    const uint8_t* b_tile = smem + L::kQ;
+  cutlass::arch::warpgroup_reg_alloc<kRgMathRegs>();
+  const int t = lane % 4;
+  const int row = warpgroup * 64 + (warp % 4) * 16 + lane / 4;  // this thread's first row of a KV block
+  float acc[64], w[kNQ][kH / 4];
+  int q_it = 0, kv_it = 0;
+  for (int unit = blockIdx.x; unit < num_units; unit += gridDim.x) {
+    const RangedWork work = RangedWorkOf<kNQ>(p, splits, unit);
+    if (work.count == 0) continue;
+    const int qs = q_it % kRgQStages, q_phase = (q_it / kRgQStages) & 1;
+    ++q_it;
+    q_full[qs].wait(q_phase);
+    HeadWeights<kH, kNQ>(s_w + qs * 128, lane, w);
+    const int* range = s_range + qs * 8;
+    const uint8_t* q_tile = smem + L::kQ + qs * L::kQBytes;
+    for (int c = 0; c < work.count; ++c) {
+      const int kv0 = work.start + (work.part + c * splits) * kRgBlockKv;
+      const int s = kv_it % kRgKvStages, phase = (kv_it / kRgKvStages) & 1;
+      ++kv_it;
+      kv_full[s].wait(phase);
+      const uint8_t* a_tile = smem + L::kKv + s * L::kKvBytes + warpgroup * kTileKv * kD;
 #pragma unroll
-    for (int i = 0; i < 64; ++i) cute::warpgroup_fence_operand(acc[i]);
-    cute::warpgroup_arrive();
+      for (int i = 0; i < 64; ++i) cute::warpgroup_fence_operand(acc[i]);
+      cute::warpgroup_arrive();
 #pragma unroll
-    for (int k = 0; k < kD / 32; ++k)
-      WgMma64x128(WgDescK<kD>(a_tile + k * 32), WgDescK<kD>(b_tile + k * 32), acc, k > 0,
-                  std::make_index_sequence<64>{});
-    cute::warpgroup_commit_batch();
-    cute::warpgroup_wait<0>();
+      for (int k = 0; k < kD / 32; ++k)
+        WgMma64x128(WgDescK<kD>(a_tile + k * 32), WgDescK<kD>(q_tile + k * 32), acc, k > 0,
+                    std::make_index_sequence<64>{});
+      cute::warpgroup_commit_batch();
+      const float sc0 = s_scale[s * kRgBlockKv + row], sc1 = s_scale[s * kRgBlockKv + row + 8];
+      cute::warpgroup_wait<0>();
 #pragma unroll
-    for (int i = 0; i < 64; ++i) cute::warpgroup_fence_operand(acc[i]);
-    if (lane == 0) empty[s].arrive();
+      for (int i = 0; i < 64; ++i) cute::warpgroup_fence_operand(acc[i]);
+      __syncwarp();
+      if (lane == 0) kv_empty[s].arrive();
 
-    // relu(q.k) * w summed over each token's heads; acc[j*4 + c] is the mma.sync C layout of n-tile j
-    const int g = lane >> 2, t = lane & 3;
-    const int row = warp * 16 + g;
-    const int j0 = tile * kTileKv;
-    const float sc0 = j0 + row < p.s_kv ? __ldg(p.kv_scale + j0 + row) : 0.f;
-    const float sc1 = j0 + row + 8 < p.s_kv ? __ldg(p.kv_scale + j0 + row + 8) : 0.f;
+      const int j0 = kv0 + row;
 #pragma unroll
-    for (int tok = 0; tok < kNQ; ++tok) {
-      float r0 = 0.f, r1 = 0.f;
-#pragma unroll
-      for (int nn = 0; nn < kH / 8; ++nn) {
-        const int n = tok * (kH / 8) + nn;
-        const float w0 = s_w[n * 8 + t * 2], w1 = s_w[n * 8 + t * 2 + 1];
-        r0 += fmaxf(acc[n * 4 + 0], 0.f) * w0 + fmaxf(acc[n * 4 + 1], 0.f) * w1;
-        r1 += fmaxf(acc[n * 4 + 2], 0.f) * w0 + fmaxf(acc[n * 4 + 3], 0.f) * w1;
-      }
-      r0 += __shfl_xor_sync(0xffffffffu, r0, 1);
-      r1 += __shfl_xor_sync(0xffffffffu, r1, 1);
-      r0 += __shfl_xor_sync(0xffffffffu, r0, 2);
-      r1 += __shfl_xor_sync(0xffffffffu, r1, 2);
-      if (t == 0) {
-        s_out[tok * kTileKv + row] = r0 * sc0;
-        s_out[tok * kTileKv + row + 8] = r1 * sc1;
+      for (int i = 0; i < kNQ; ++i) {
+        const float2 v = ReluHeadSum<kH>(acc + i * (kH / 2), w[i]);
+        const int q = work.q_block * kNQ + i;
+        // the quad's 4 lanes hold the same sums: lane (2i + h) % 4 stores row h of token i
+        if (q < p.num_q) {
+          const int64_t row_base = int64_t(q) * p.out_cols;
+          if (t == (2 * i) % 4) StoreRangedLogit(p, row_base, j0, range[i], range[4 + i], v.x * sc0);
+          if (t == (2 * i + 1) % 4) StoreRangedLogit(p, row_base, j0 + 8, range[i], range[4 + i], v.y * sc1);
+        }
       }
     }
-    NamedBarrier(1 + warpgroup, 128);
-    for (int idx = tid; idx < valid_q * kTileKv; idx += 128) {
-      const int tok = idx / kTileKv;
-      const int j = j0 + idx % kTileKv;
-      if (j >= p.s_kv) continue;
-      const int ks = s_misc[tok], ke = s_misc[4 + tok];
-      const int64_t out_row = int64_t(q0 + tok) * p.out_cols;
-      const float v = s_out[idx];
-      if (p.compressed) {
-        if (j >= ks && j < ke && j - ks < p.out_cols) StoreLogit(p, out_row + (j - ks), v);
-      } else {
-        StoreLogit(p, out_row + j, (p.clean && (j < ks || j >= ke)) ? -INFINITY : v);
-      }
-    }
-    NamedBarrier(1 + warpgroup, 128);
+    __syncwarp();
+    if (lane == 0) q_empty[qs].arrive();
   }
 #endif
 }

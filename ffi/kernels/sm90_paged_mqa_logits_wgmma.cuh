@@ -1,20 +1,18 @@
 // Paged FP8 lightning-indexer logits with WGMMA + TMA (the FP8 fast path; the mma.sync kernel of
 // sm90_paged_mqa_logits.cuh covers FP4 and is the fallback under JAX_DEEPGEMM_MQA_MMA_SYNC=1).
 //
-// Same schedule and walk as the mma.sync kernel (PagedSettle over the metadata's unit range, split
-// between ctas_per_row CTAs). CTA = 3 warpgroups:
-//   * WG 2, one thread: per 64-token tile, TMA-loads the tile's rows straight from the fused cache
-//     (a 3-D tensor map {D, block_kv, num_blocks} with the cache's block stride: each box is
-//     min(block_kv, 64) rows of one block, found through the block table) into a 6-stage ring;
-//   * WGs 0 / 1 take alternate tiles (tile k -> stage k % 6 -> WG k % 2), so one WG's epilogue
-//     overlaps the other's WGMMAs. Each WG keeps the Q rows of its current atom (all heads of its
-//     1-2 query tokens, 128B/64B/32B-swizzled like the KV rows) in its own buffer, reloaded by TMA
-//     when the atom changes, and multiplies: m64 (tokens) x N = min(atom tokens * H, 128) x K = D,
-//     two column chunks when an atom has 256 query-head rows (H = 128, next_n >= 2).
-//   * epilogue: relu * weight head-sum on the accumulator registers, 4-lane shuffles, x the token's
-//     FP32 scale (read from the cache block), staged per WG and stored coalesced, -inf past each
-//     query token's context length when cleaning (the clean kernel covers the columns past the last
-//     tile, as for the mma.sync kernel).
+// The DeepGEMM SM90 design on our schedule metadata. A CTA (one per SM, or ctas_per_row sharing a
+// schedule row) walks its (atom, 256-token split) units: an atom is 1-2 query tokens of one batch
+// row, a split 4 tiles of 64 tokens, and math warpgroup w (of 4) takes tile w of every split. Each
+// math WG has its own KV ring, fed by its own producer warp (the producer WG's warp w): per tile it
+// looks the tile's cache blocks up in the block table (a lane per block, one tile ahead) and
+// TMA-loads the rows (a 3-D map {D, block_kv, num_blocks} over the fused cache) and their FP32 scales
+// (a 2-D map over the blocks' scale tails). Warp 0 also loads each new atom's Q rows (all heads of
+// its tokens, D-byte swizzled) and weights into a 2-stage Q ring shared by the math WGs.
+// The math WG multiplies m64 (tokens) x N = min(atom tokens * H, 128) x K = D (two column chunks
+// when an atom has 256 query-head rows: H = 128, next_n >= 2), reduces relu * weight over heads on
+// the accumulator registers, scales, and stores from registers: -inf past each query token's context
+// length when cleaning (the clean kernel covers the columns past the last tile).
 #pragma once
 
 #include <cuda.h>
@@ -27,6 +25,7 @@
 #include <cute/arch/mma_sm90_desc.hpp>
 #include <cute/arch/mma_sm90_gmma.hpp>
 #include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
 
 #include "kernels/sm90_mqa_logits_wgmma.cuh"
 #include "kernels/sm90_paged_mqa_logits.cuh"
@@ -55,18 +54,27 @@ __device__ __forceinline__ void PagedWgmmaFma(uint64_t desc_a, uint64_t desc_b, 
   Op::fma(desc_a, desc_b, d[I]..., accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
 }
 
+constexpr int kPgMathWgs = kSplitKv / kTileKv;  // 4: math WG w takes tile w of each split
+constexpr int kPgThreads = (kPgMathWgs + 1) * 128;
+constexpr int kPgQStages = 2;
+constexpr int kPgKvStages = 4;                   // per math WG
+constexpr int kPgMathRegs = 112;                 // 512 x 112 + 128 x 32 = 640 x 96, the launch allocation
+constexpr int kPgProducerRegs = 32;
+
 template <int kD, int kH>
 struct PagedWgSmem {
   static constexpr int kQRows = 2 * kH;                 // rows of one atom (<= 2 tokens x H heads)
-  static constexpr int kQBytes = kQRows * kD;           // per math WG
+  static constexpr int kQBytes = kQRows * kD;
   static constexpr int kTileBytes = kTileKv * kD;
-  static constexpr int kQ = 0;                          // [2 WGs][kQRows][kD]
-  static constexpr int kKv = kQ + 2 * kQBytes;          // [6][64][kD]
-  static constexpr int kW = kKv + kWgStages * kTileBytes;   // [2 WGs][kQRows] f32
-  static constexpr int kOut = kW + 2 * kQRows * 4;          // [2 WGs][4][64] f32
-  static constexpr int kBar = kOut + 2 * 4 * kTileKv * 4;   // full[6], empty[6], q[2]
-  static constexpr int kBytes = kBar + (2 * kWgStages + 2) * 8 + 1024;
-  static_assert(kKv % 1024 == 0 && kTileBytes % 1024 == 0, "swizzle-atom aligned operand tiles");
+  static constexpr int kQ = 0;                                              // [q stages][kQRows][kD]
+  static constexpr int kKv = kQ + kPgQStages * kQBytes;                     // [WGs][kv stages][64][kD]
+  static constexpr int kW = kKv + kPgMathWgs * kPgKvStages * kTileBytes;    // [q stages][kQRows] f32
+  static constexpr int kScale = kW + kPgQStages * kQRows * 4;               // [WGs][kv stages][64] f32
+  static constexpr int kBar = kScale + kPgMathWgs * kPgKvStages * kTileKv * 4;
+  // q_full[2], q_empty[2], kv_full[WGs][stages], kv_empty[WGs][stages]
+  static constexpr int kBytes = kBar + (2 * kPgQStages + 2 * kPgMathWgs * kPgKvStages) * 8 + 1024;
+  static_assert(kKv % 1024 == 0 && kTileBytes % 1024 == 0 && kW % 128 == 0 && kScale % 128 == 0,
+                "swizzle-atom aligned operand tiles, 128-B aligned TMA destinations");
 };
 
 // Physical cache block of logical token t of batch row b (clamped: never out of bounds).
@@ -76,12 +84,12 @@ __device__ __forceinline__ int PagedBlock(const Params& p, int b, int t) {
 }
 
 template <int kD, int kH, int kNC>
-__global__ void __launch_bounds__(kWgThreads, 1)
+__global__ void __launch_bounds__(kPgThreads, 1)
     PagedMqaLogitsWgmmaKernel(const __grid_constant__ CUtensorMap tma_q, const __grid_constant__ CUtensorMap tma_kv,
+                              const __grid_constant__ CUtensorMap tma_scale, const __grid_constant__ CUtensorMap tma_w,
                               const __grid_constant__ Params p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  using FullBarrier = cutlass::arch::ClusterTransactionBarrier;
-  using EmptyBarrier = cutlass::arch::ClusterBarrier;
+  using Barrier = cutlass::arch::ClusterTransactionBarrier;
   using L = PagedWgSmem<kD, kH>;
   using Op = typename PagedWgmmaOp<kNC>::Op;
   constexpr int kAcc = kNC / 2;
@@ -89,19 +97,18 @@ __global__ void __launch_bounds__(kWgThreads, 1)
   static_assert(kNC % kH == 0 && kNC <= L::kQRows, "tile columns hold whole tokens");
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
-  FullBarrier* full = reinterpret_cast<FullBarrier*>(smem + L::kBar);
-  EmptyBarrier* empty = reinterpret_cast<EmptyBarrier*>(full + kWgStages);
-  FullBarrier* q_bar = reinterpret_cast<FullBarrier*>(empty + kWgStages);
-  const int warpgroup = threadIdx.x / 128;
+  float* s_w = reinterpret_cast<float*>(smem + L::kW);
+  Barrier* q_full = reinterpret_cast<Barrier*>(smem + L::kBar);
+  Barrier* q_empty = q_full + kPgQStages;
+  Barrier* kv_full = q_empty + kPgQStages;
+  Barrier* kv_empty = kv_full + kPgMathWgs * kPgKvStages;
+  const int warp = __shfl_sync(0xffffffffu, int(threadIdx.x / 32), 0);
+  const int warpgroup = warp / 4, lane = threadIdx.x % 32;
   const int total_atoms = p.batch * p.num_atoms;
 
   if (threadIdx.x == 0) {
-    for (int s = 0; s < kWgStages; ++s) {
-      full[s].init(1);
-      empty[s].init(4);
-    }
-    q_bar[0].init(1);
-    q_bar[1].init(1);
+    for (int s = 0; s < kPgQStages; ++s) q_full[s].init(1), q_empty[s].init(kPgMathWgs * 4);
+    for (int s = 0; s < kPgMathWgs * kPgKvStages; ++s) kv_full[s].init(1), kv_empty[s].init(4);
     cutlass::arch::fence_barrier_init();
   }
   __syncthreads();
@@ -111,137 +118,170 @@ __global__ void __launch_bounds__(kWgThreads, 1)
   const int start_split = max(__ldg(p.meta + 2 * row + 1), 0);
   const int end_atom = min(max(__ldg(p.meta + 2 * row + 2), 0), total_atoms);
   const int end_split = max(__ldg(p.meta + 2 * row + 3), 0);
-  // The CTA's tiles, in order: (atom, split, sub) cursors advanced over this CTA's share.
-  auto settle_mine = [&](int& a, int& s, int& sb, int& counter) -> bool {
-    while (PagedSettle(p, a, s, sb, end_atom, end_split)) {
+  // This CTA's units in order: (atom, split) cursors over the row's range, every ctas_per_row-th.
+  int atom = start_atom, split = start_split, counter = 0;
+  auto settle_mine = [&]() -> bool {
+    int sub = 0;
+    while (PagedSettle(p, atom, split, sub, end_atom, end_split)) {
       if (counter % p.ctas_per_row == mine) return true;
-      ++sb;
-      ++counter;
+      ++split, ++counter;
     }
     return false;
   };
-  int atom = start_atom, split = start_split, sub = 0, counter = 0;
-  bool have = settle_mine(atom, split, sub, counter);
+  auto advance = [&]() {
+    ++split, ++counter;
+    return settle_mine();
+  };
   const int box_rows = min(p.block_kv, kTileKv);
+  const int q_boxes = (p.atom_size * kH + kNC - 1) / kNC;
 
-  if (warpgroup == 2) {
-    // ---------------- producer: one thread issues the KV loads ----------------
-    if (threadIdx.x == 256) {
-      constexpr uint64_t kEvictFirst = 0x12F0000000000000ull;  // CacheHintSm90::EVICT_FIRST: streamed once
+  if (warpgroup == kPgMathWgs) {
+    // ---------------- producer warps: warp w feeds math WG w (warp 0 also loads Q) ----------------
+    cutlass::arch::warpgroup_reg_dealloc<kPgProducerRegs>();
+    const int wg = warp % 4;
+    if (lane == 0) {
       cute::prefetch_tma_descriptor(&tma_kv);
-      for (int k = 0; have; ++k) {
-        const int s = k % kWgStages, phase = (k / kWgStages) & 1;
-        const int b = atom / p.num_atoms;
-        const int t0 = split * kSplitKv + sub * kTileKv;
-        empty[s].wait(phase ^ 1);
-        full[s].arrive_and_expect_tx(L::kTileBytes);
-        for (int i = 0; i < kTileKv / box_rows; ++i) {
-          const int t = t0 + i * box_rows;
-          cute::SM90_TMA_LOAD_3D::copy(&tma_kv, reinterpret_cast<uint64_t*>(&full[s]), kEvictFirst,
-                                       smem + L::kKv + s * L::kTileBytes + i * box_rows * kD, 0, t % p.block_kv,
-                                       PagedBlock(p, b, t));
+      cute::prefetch_tma_descriptor(&tma_scale);
+      if (wg == 0) cute::prefetch_tma_descriptor(&tma_q), cute::prefetch_tma_descriptor(&tma_w);
+    }
+    constexpr uint64_t kEvictFirst = 0x12F0000000000000ull;  // CacheHintSm90::EVICT_FIRST: streamed once
+    constexpr uint64_t kEvictNormal = 0x1000000000000000ull;
+    Barrier* full = kv_full + wg * kPgKvStages;
+    Barrier* empty = kv_empty + wg * kPgKvStages;
+    int q_atom = -1, q_it = 0, kv_it = 0;
+    // Block-table lookups one tile ahead: lane i holds the physical block of the tile's box i.
+    bool have = settle_mine();
+    auto tile_block = [&](bool valid) {
+      if (!valid) return 0;
+      const int b = atom / p.num_atoms, t0 = split * kSplitKv + wg * kTileKv;
+      return lane < kTileKv / box_rows ? PagedBlock(p, b, t0 + lane * box_rows) : 0;
+    };
+    int blk = tile_block(have);
+    while (have) {
+      const int b = atom / p.num_atoms;
+      const int t0 = split * kSplitKv + wg * kTileKv;
+      const bool has_tile = t0 < PagedCtxLast(p, b);
+      if (wg == 0 && atom != q_atom) {
+        q_atom = atom;
+        const int s = q_it % kPgQStages, phase = (q_it / kPgQStages) & 1;
+        ++q_it;
+        if (lane == 0) {
+          q_empty[s].wait(phase ^ 1);
+          q_full[s].arrive_and_expect_tx(q_boxes * kNC * kD + p.atom_size * kH * 4);
+          auto* mbar = reinterpret_cast<uint64_t*>(&q_full[s]);
+          const int tok0 = b * p.next_n + (atom % p.num_atoms) * p.atom_size;
+          for (int c = 0; c < q_boxes; ++c)
+            cute::SM90_TMA_LOAD_2D::copy(&tma_q, mbar, kEvictNormal, smem + L::kQ + s * L::kQBytes + c * kNC * kD, 0,
+                                         tok0 * kH + c * kNC);
+          cute::SM90_TMA_LOAD_2D::copy(&tma_w, mbar, kEvictNormal, s_w + s * L::kQRows, 0, tok0);
         }
-        ++sub;
-        ++counter;
-        have = settle_mine(atom, split, sub, counter);
+      }
+      const int cur_blk = blk;
+      const int cur_t0 = t0;
+      have = advance();
+      blk = tile_block(have);  // next tile's lookups fly while this one waits for its stage
+      if (has_tile) {
+        const int s = kv_it % kPgKvStages, phase = (kv_it / kPgKvStages) & 1;
+        ++kv_it;
+        const int n_boxes = kTileKv / box_rows;
+        uint8_t* dst = smem + L::kKv + (wg * kPgKvStages + s) * L::kTileBytes;
+        float* dst_scale = reinterpret_cast<float*>(smem + L::kScale) + (wg * kPgKvStages + s) * kTileKv;
+        auto* mbar = reinterpret_cast<uint64_t*>(&full[s]);
+        if (lane == 0) {
+          empty[s].wait(phase ^ 1);
+          full[s].arrive_and_expect_tx(kTileKv * (kD + 4));
+        }
+#pragma unroll
+        for (int i = 0; i < kTileKv / 16; ++i) {
+          const int block = __shfl_sync(0xffffffffu, cur_blk, i);
+          if (lane == 0 && i < n_boxes) {
+            const int in_block = (cur_t0 + i * box_rows) % p.block_kv;
+            cute::SM90_TMA_LOAD_3D::copy(&tma_kv, mbar, kEvictFirst, dst + i * box_rows * kD, 0, in_block, block);
+            cute::SM90_TMA_LOAD_2D::copy(&tma_scale, mbar, kEvictFirst, dst_scale + i * box_rows, in_block, block);
+          }
+        }
       }
     }
     return;
   }
 
-  // ---------------- math warpgroups: tiles k with k % 2 == warpgroup ----------------
-  const int tid = threadIdx.x % 128;
-  const int warp = tid / 32, lane = tid % 32;
-  const int g = lane >> 2, t4 = lane & 3;
-  uint8_t* s_q = smem + L::kQ + warpgroup * L::kQBytes;
-  float* s_w = reinterpret_cast<float*>(smem + L::kW) + warpgroup * L::kQRows;
-  float* s_out = reinterpret_cast<float*>(smem + L::kOut) + warpgroup * 4 * kTileKv;
-  int loaded_atom = -1, q_phase = 0;
-  const int64_t total_rows = int64_t(p.batch) * p.next_n * kH;
-  float acc[kAcc];
-  for (int k = 0; have; ++k) {
-    if (k % 2 == warpgroup) {
-      const int s = k % kWgStages, phase = (k / kWgStages) & 1;
-      const int b = atom / p.num_atoms;
-      const int j0 = (atom % p.num_atoms) * p.atom_size;
-      const int count = min(p.atom_size, p.next_n - j0);
-      const int ctx = PagedCtxLast(p, b);
-      const int t0 = split * kSplitKv + sub * kTileKv;
-      const int chunks = (count * kH + kNC - 1) / kNC;
-      if (atom != loaded_atom) {  // this WG's previous readers of s_q / s_w passed its last barrier
-        const int64_t row0 = (int64_t(b) * p.next_n + j0) * kH;
-        if (tid == 0) {
-          q_bar[warpgroup].arrive_and_expect_tx(chunks * kNC * kD);
-          for (int c = 0; c < chunks; ++c)
-            cute::SM90_TMA_LOAD_2D::copy(&tma_q, reinterpret_cast<uint64_t*>(&q_bar[warpgroup]),
-                                         0x1000000000000000ull, s_q + c * kNC * kD, 0, int(row0) + c * kNC);
-        }
-        for (int r = tid; r < chunks * kNC; r += 128)
-          s_w[r] = row0 + r < total_rows ? __ldg(p.weights + row0 + r) : 0.f;
-        NamedBarrier(1 + warpgroup, 128);
-        q_bar[warpgroup].wait(q_phase);
-        q_phase ^= 1;
-        loaded_atom = atom;
+  // ---------------- math warpgroups: tile `warpgroup` of each split ----------------
+  cutlass::arch::warpgroup_reg_alloc<kPgMathRegs>();
+  const int t4 = lane % 4;
+  const int r0 = (warp % 4) * 16 + lane / 4;  // this thread's first row of the tile
+  const uint8_t* kv_ring = smem + L::kKv + warpgroup * kPgKvStages * L::kTileBytes;
+  const float* scale_ring = reinterpret_cast<const float*>(smem + L::kScale) + warpgroup * kPgKvStages * kTileKv;
+  Barrier* full = kv_full + warpgroup * kPgKvStages;
+  Barrier* empty = kv_empty + warpgroup * kPgKvStages;
+  float acc[kAcc], w[kTokPerChunk][kH / 4];
+  int loaded_atom = -1, loaded_chunk = -1, q_it = 0, kv_it = 0, qs = 0;
+  int ctx_tok[2] = {0, 0};  // context length of each token of the atom
+  for (bool have = settle_mine(); have; have = advance()) {
+    const int b = atom / p.num_atoms;
+    const int j0 = (atom % p.num_atoms) * p.atom_size;
+    const int count = min(p.atom_size, p.next_n - j0);
+    const int ctx = PagedCtxLast(p, b);
+    if (atom != loaded_atom) {
+      if (q_it > 0) {
+        __syncwarp();
+        if (lane == 0) q_empty[qs].arrive();
       }
-      // this thread's two rows and their scales (0 past the context: those logits are never kept)
-      const int r0 = warp * 16 + g, r1 = r0 + 8;
-      float sc0 = 0.f, sc1 = 0.f;
-      const int64_t scale_base = int64_t(p.block_kv) * kD;
-      if (t0 + r0 < ctx)
-        sc0 = __ldg(reinterpret_cast<const float*>(p.kv + PagedBlock(p, b, t0 + r0) * p.block_bytes + scale_base) +
-                    (t0 + r0) % p.block_kv);
-      if (t0 + r1 < ctx)
-        sc1 = __ldg(reinterpret_cast<const float*>(p.kv + PagedBlock(p, b, t0 + r1) * p.block_bytes + scale_base) +
-                    (t0 + r1) % p.block_kv);
-      full[s].wait(phase);
-      const uint8_t* a_tile = smem + L::kKv + s * L::kTileBytes;
-      for (int c = 0; c < chunks; ++c) {
+      qs = q_it % kPgQStages;
+      const int q_phase = (q_it / kPgQStages) & 1;
+      ++q_it;
 #pragma unroll
-        for (int i = 0; i < kAcc; ++i) cute::warpgroup_fence_operand(acc[i]);
-        cute::warpgroup_arrive();
-#pragma unroll
-        for (int kk = 0; kk < kD / 32; ++kk)
-          PagedWgmmaFma<Op>(WgDescK<kD>(a_tile + kk * 32), WgDescK<kD>(s_q + c * kNC * kD + kk * 32), acc, kk > 0,
-                            std::make_index_sequence<kAcc>{});
-        cute::warpgroup_commit_batch();
-        cute::warpgroup_wait<0>();
-#pragma unroll
-        for (int i = 0; i < kAcc; ++i) cute::warpgroup_fence_operand(acc[i]);
-#pragma unroll
-        for (int tok = 0; tok < kTokPerChunk; ++tok) {
-          float v0 = 0.f, v1 = 0.f;
-#pragma unroll
-          for (int nn = 0; nn < kH / 8; ++nn) {
-            const int n = tok * (kH / 8) + nn;
-            const float w0 = s_w[c * kNC + n * 8 + t4 * 2], w1 = s_w[c * kNC + n * 8 + t4 * 2 + 1];
-            v0 += fmaxf(acc[n * 4 + 0], 0.f) * w0 + fmaxf(acc[n * 4 + 1], 0.f) * w1;
-            v1 += fmaxf(acc[n * 4 + 2], 0.f) * w0 + fmaxf(acc[n * 4 + 3], 0.f) * w1;
-          }
-          v0 += __shfl_xor_sync(0xffffffffu, v0, 1);
-          v1 += __shfl_xor_sync(0xffffffffu, v1, 1);
-          v0 += __shfl_xor_sync(0xffffffffu, v0, 2);
-          v1 += __shfl_xor_sync(0xffffffffu, v1, 2);
-          if (t4 == 0) {
-            s_out[(c * kTokPerChunk + tok) * kTileKv + r0] = v0 * sc0;
-            s_out[(c * kTokPerChunk + tok) * kTileKv + r1] = v1 * sc1;
-          }
-        }
-      }
-      if (lane == 0) empty[s].arrive();
-      NamedBarrier(1 + warpgroup, 128);
-      for (int idx = tid; idx < count * kTileKv; idx += 128) {
-        const int tok = idx / kTileKv;
-        const int t = t0 + idx % kTileKv;
-        if (t >= p.out_cols) continue;
-        const int out_row = b * p.next_n + j0 + tok;
-        const int ctx_j = min(max(__ldg(p.context_lens + out_row), 0), ctx);
-        StoreLogit(p, int64_t(out_row) * p.out_cols + t, (p.clean && t >= ctx_j) ? -INFINITY : s_out[idx]);
-      }
-      NamedBarrier(1 + warpgroup, 128);
+      for (int i = 0; i < 2; ++i)
+        ctx_tok[i] = i < count ? min(max(__ldg(p.context_lens + b * p.next_n + j0 + i), 0), ctx) : 0;
+      q_full[qs].wait(q_phase);
+      loaded_atom = atom, loaded_chunk = -1;
     }
-    ++sub;
-    ++counter;
-    have = settle_mine(atom, split, sub, counter);
+    const int t0 = split * kSplitKv + warpgroup * kTileKv;
+    if (t0 >= ctx) continue;  // this split's tile `warpgroup` is past the context
+    const int s = kv_it % kPgKvStages, phase = (kv_it / kPgKvStages) & 1;
+    ++kv_it;
+    full[s].wait(phase);
+    const uint8_t* a_tile = kv_ring + s * L::kTileBytes;
+    const uint8_t* q_stage = smem + L::kQ + qs * L::kQBytes;
+    // rows past the context read other blocks' data: scale 0, as the mma.sync kernel's zero-filled rows
+    const float sc0 = t0 + r0 < ctx ? scale_ring[s * kTileKv + r0] : 0.f;
+    const float sc1 = t0 + r0 + 8 < ctx ? scale_ring[s * kTileKv + r0 + 8] : 0.f;
+    const int chunks = (count * kH + kNC - 1) / kNC;
+    for (int c = 0; c < chunks; ++c) {
+      if (c != loaded_chunk) {  // once per atom, unless the atom has two column chunks
+        HeadWeights<kH, kTokPerChunk>(s_w + qs * L::kQRows + c * kNC, lane, w);
+        loaded_chunk = c;
+      }
+#pragma unroll
+      for (int i = 0; i < kAcc; ++i) cute::warpgroup_fence_operand(acc[i]);
+      cute::warpgroup_arrive();
+#pragma unroll
+      for (int kk = 0; kk < kD / 32; ++kk)
+        PagedWgmmaFma<Op>(WgDescK<kD>(a_tile + kk * 32), WgDescK<kD>(q_stage + c * kNC * kD + kk * 32), acc, kk > 0,
+                          std::make_index_sequence<kAcc>{});
+      cute::warpgroup_commit_batch();
+      cute::warpgroup_wait<0>();
+#pragma unroll
+      for (int i = 0; i < kAcc; ++i) cute::warpgroup_fence_operand(acc[i]);
+      if (c == chunks - 1) {
+        __syncwarp();
+        if (lane == 0) empty[s].arrive();
+      }
+#pragma unroll
+      for (int tok = 0; tok < kTokPerChunk; ++tok) {
+        const float2 v = ReluHeadSum<kH>(acc + tok * (kH / 2), w[tok]);
+        const int jt = c * kTokPerChunk + tok;  // token of the atom
+        if (jt >= count) continue;
+        const int ctx_j = jt == 0 ? ctx_tok[0] : ctx_tok[1];
+        const int64_t row_base = int64_t(b * p.next_n + j0 + jt) * p.out_cols;
+        // the quad's 4 lanes hold the same sums: lane (2 tok + h) % 4 stores row h of the token
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          if (t4 != (2 * tok + h) % 4) continue;
+          const int t = t0 + r0 + 8 * h;
+          if (t < p.out_cols) StoreLogit(p, row_base + t, (p.clean && t >= ctx_j) ? -INFINITY : (h ? v.y * sc1 : v.x * sc0));
+        }
+      }
+    }
   }
 #endif
 }
