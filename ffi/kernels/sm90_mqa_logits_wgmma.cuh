@@ -82,6 +82,22 @@ __device__ __forceinline__ float2 ReluHeadSum(const float* acc, const float* w) 
   return make_float2(v0, v1);
 }
 
+// The 4 lanes of a quad hold the same kNV = 2 x tokens sums after ReluHeadSum (value 2i + h: token i,
+// row h); lane t stores values t, t + 4, ...: one store per lane per 4 values, no divergent branch.
+// store(token, h, value) is called with runtime token and h.
+template <int kNV, class Store>
+__device__ __forceinline__ void StoreQuadValues(const float (&vals)[kNV], int t, Store&& store) {
+#pragma unroll
+  for (int e = 0; e < kNV; e += 4) {
+    float v = vals[e];
+#pragma unroll
+    for (int k = 1; k < 4; ++k) {
+      if (e + k < kNV) v = t == k ? vals[e + k] : v;
+    }
+    if (e + t < kNV) store((e + t) >> 1, (e + t) & 1, v);
+  }
+}
+
 // The weights of this thread's accumulator columns for kNQ tokens of kH heads (row-major [kNQ][kH]
 // in shared memory): w[i][n * 2 + b] = weight of head n * 8 + 2 * (lane % 4) + b of token i.
 template <int kH, int kNQ>
@@ -307,18 +323,16 @@ __global__ void __launch_bounds__(kRgThreads, 1)
       __syncwarp();
       if (lane == 0) kv_empty[s].arrive();
 
-      const int j0 = kv0 + row;
+      float vals[2 * kNQ];
 #pragma unroll
       for (int i = 0; i < kNQ; ++i) {
         const float2 v = ReluHeadSum<kH>(acc + i * (kH / 2), w[i]);
-        const int q = work.q_block * kNQ + i;
-        // the quad's 4 lanes hold the same sums: lane (2i + h) % 4 stores row h of token i
-        if (q < p.num_q) {
-          const int64_t row_base = int64_t(q) * p.out_cols;
-          if (t == (2 * i) % 4) StoreRangedLogit(p, row_base, j0, range[i], range[4 + i], v.x * sc0);
-          if (t == (2 * i + 1) % 4) StoreRangedLogit(p, row_base, j0 + 8, range[i], range[4 + i], v.y * sc1);
-        }
+        vals[2 * i] = v.x * sc0, vals[2 * i + 1] = v.y * sc1;
       }
+      StoreQuadValues(vals, t, [&](int i, int h, float v) {
+        const int q = work.q_block * kNQ + i;
+        if (q < p.num_q) StoreRangedLogit(p, int64_t(q) * p.out_cols, kv0 + row + 8 * h, range[i], range[4 + i], v);
+      });
     }
     __syncwarp();
     if (lane == 0) q_empty[qs].arrive();

@@ -70,7 +70,9 @@ struct PagedWgSmem {
   static constexpr int kKv = kQ + kPgQStages * kQBytes;                     // [WGs][kv stages][64][kD]
   static constexpr int kW = kKv + kPgMathWgs * kPgKvStages * kTileBytes;    // [q stages][kQRows] f32
   static constexpr int kScale = kW + kPgQStages * kQRows * 4;               // [WGs][kv stages][64] f32
-  static constexpr int kBar = kScale + kPgMathWgs * kPgKvStages * kTileKv * 4;
+  // a tile's scale slot: one 128-byte aligned run per box (32 floats apart for 16-row boxes)
+  static constexpr int kScaleSlot = 2 * kTileKv;
+  static constexpr int kBar = kScale + kPgMathWgs * kPgKvStages * kScaleSlot * 4;
   // q_full[2], q_empty[2], kv_full[WGs][stages], kv_empty[WGs][stages]
   static constexpr int kBytes = kBar + (2 * kPgQStages + 2 * kPgMathWgs * kPgKvStages) * 8 + 1024;
   static_assert(kKv % 1024 == 0 && kTileBytes % 1024 == 0 && kW % 128 == 0 && kScale % 128 == 0,
@@ -133,6 +135,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     return settle_mine();
   };
   const int box_rows = min(p.block_kv, kTileKv);
+  const int scale_stride = max(box_rows, 32);  // floats between boxes' scales: 128-B aligned TMA destinations
   const int q_boxes = (p.atom_size * kH + kNC - 1) / kNC;
 
   if (warpgroup == kPgMathWgs) {
@@ -185,7 +188,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
         ++kv_it;
         const int n_boxes = kTileKv / box_rows;
         uint8_t* dst = smem + L::kKv + (wg * kPgKvStages + s) * L::kTileBytes;
-        float* dst_scale = reinterpret_cast<float*>(smem + L::kScale) + (wg * kPgKvStages + s) * kTileKv;
+        float* dst_scale = reinterpret_cast<float*>(smem + L::kScale) + (wg * kPgKvStages + s) * L::kScaleSlot;
         auto* mbar = reinterpret_cast<uint64_t*>(&full[s]);
         if (lane == 0) {
           empty[s].wait(phase ^ 1);
@@ -197,7 +200,8 @@ __global__ void __launch_bounds__(kPgThreads, 1)
           if (lane == 0 && i < n_boxes) {
             const int in_block = (cur_t0 + i * box_rows) % p.block_kv;
             cute::SM90_TMA_LOAD_3D::copy(&tma_kv, mbar, kEvictFirst, dst + i * box_rows * kD, 0, in_block, block);
-            cute::SM90_TMA_LOAD_2D::copy(&tma_scale, mbar, kEvictFirst, dst_scale + i * box_rows, in_block, block);
+            cute::SM90_TMA_LOAD_2D::copy(&tma_scale, mbar, kEvictFirst, dst_scale + i * scale_stride, in_block,
+                                         block);
           }
         }
       }
@@ -210,7 +214,8 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   const int t4 = lane % 4;
   const int r0 = (warp % 4) * 16 + lane / 4;  // this thread's first row of the tile
   const uint8_t* kv_ring = smem + L::kKv + warpgroup * kPgKvStages * L::kTileBytes;
-  const float* scale_ring = reinterpret_cast<const float*>(smem + L::kScale) + warpgroup * kPgKvStages * kTileKv;
+  const float* scale_ring = reinterpret_cast<const float*>(smem + L::kScale) + warpgroup * kPgKvStages * L::kScaleSlot;
+  auto scale_at = [&](int s, int r) { return scale_ring[s * L::kScaleSlot + (r / box_rows) * scale_stride + r % box_rows]; };
   Barrier* full = kv_full + warpgroup * kPgKvStages;
   Barrier* empty = kv_empty + warpgroup * kPgKvStages;
   float acc[kAcc], w[kTokPerChunk][kH / 4];
@@ -243,8 +248,8 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     const uint8_t* a_tile = kv_ring + s * L::kTileBytes;
     const uint8_t* q_stage = smem + L::kQ + qs * L::kQBytes;
     // rows past the context read other blocks' data: scale 0, as the mma.sync kernel's zero-filled rows
-    const float sc0 = t0 + r0 < ctx ? scale_ring[s * kTileKv + r0] : 0.f;
-    const float sc1 = t0 + r0 + 8 < ctx ? scale_ring[s * kTileKv + r0 + 8] : 0.f;
+    const float sc0 = t0 + r0 < ctx ? scale_at(s, r0) : 0.f;
+    const float sc1 = t0 + r0 + 8 < ctx ? scale_at(s, r0 + 8) : 0.f;
     const int chunks = (count * kH + kNC - 1) / kNC;
     for (int c = 0; c < chunks; ++c) {
       if (c != loaded_chunk) {  // once per atom, unless the atom has two column chunks
@@ -266,21 +271,19 @@ __global__ void __launch_bounds__(kPgThreads, 1)
         __syncwarp();
         if (lane == 0) empty[s].arrive();
       }
+      float vals[2 * kTokPerChunk];
 #pragma unroll
       for (int tok = 0; tok < kTokPerChunk; ++tok) {
         const float2 v = ReluHeadSum<kH>(acc + tok * (kH / 2), w[tok]);
-        const int jt = c * kTokPerChunk + tok;  // token of the atom
-        if (jt >= count) continue;
-        const int ctx_j = jt == 0 ? ctx_tok[0] : ctx_tok[1];
-        const int64_t row_base = int64_t(b * p.next_n + j0 + jt) * p.out_cols;
-        // the quad's 4 lanes hold the same sums: lane (2 tok + h) % 4 stores row h of the token
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          if (t4 != (2 * tok + h) % 4) continue;
-          const int t = t0 + r0 + 8 * h;
-          if (t < p.out_cols) StoreLogit(p, row_base + t, (p.clean && t >= ctx_j) ? -INFINITY : (h ? v.y * sc1 : v.x * sc0));
-        }
+        vals[2 * tok] = v.x * sc0, vals[2 * tok + 1] = v.y * sc1;
       }
+      StoreQuadValues(vals, t4, [&](int tok, int h, float v) {
+        const int jt = c * kTokPerChunk + tok;  // token of the atom
+        const int t = t0 + r0 + 8 * h;
+        if (jt >= count || t >= p.out_cols) return;
+        const int ctx_j = jt == 0 ? ctx_tok[0] : ctx_tok[1];
+        StoreLogit(p, int64_t(b * p.next_n + j0 + jt) * p.out_cols + t, (p.clean && t >= ctx_j) ? -INFINITY : v);
+      });
     }
   }
 #endif
