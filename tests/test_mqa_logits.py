@@ -388,3 +388,38 @@ def test_fp8_mma_sync_fallback_in_subprocess(tmp_path):
     res = subprocess.run([sys.executable, "-P", "-c", _FALLBACK_SCRIPT], env=env, capture_output=True, text=True,
                          timeout=300, cwd=tmp_path)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-3000:]
+
+
+def test_sanitizer_small_mqa():
+    """Small ranged and paged FP8 cases for `compute-sanitizer` (gpu_check.sh SANITIZE=1): partial query
+    blocks, KV parts (fewer query blocks than SMs), ranges past S_kv, compressed rows, 16-token cache blocks
+    (four TMA boxes per tile) and 3 query tokens per batch row (two atoms, the second of one token)."""
+    s, s_kv, h, d = 37, 300, 64, 128
+    q, kv, w, q8, kv8, sc = _make_fp8(jax.random.key(11), 0, s, s_kv, (h, d))
+    rng = np.random.default_rng(11)
+    ks = rng.integers(-5, s_kv, s).astype(np.int32)
+    ke = (ks + rng.integers(-3, s_kv, s)).astype(np.int32)
+    ks_c = np.clip(ks, 0, s_kv)
+    ke_c = np.clip(ke, ks_c, s_kv)
+    want = np.asarray(_ref_f32(q8, kv8, sc, w, ks_c, ke_c), np.float64)
+    src = np.asarray(_ref_f32(q, kv, jnp.ones((s_kv,)), w, ks_c, ke_c), np.float64)
+    got = M._fp8_mqa_logits_into(q8, kv8, sc, w, jnp.asarray(ks), jnp.asarray(ke),
+                                 jnp.full((s, s_kv), jnp.nan, jnp.float32), clean_logits=True, max_seqlen_k=0,
+                                 logits_dtype=jnp.float32)
+    _check_logits(got, want, src, FP8_TOL)
+    comp = np.asarray(dg.fp8_mqa_logits(q8, (kv8, sc), w, jnp.asarray(ks_c), jnp.asarray(ke_c), max_seqlen_k=64,
+                                        logits_dtype=jnp.bfloat16).astype(jnp.float32), np.float64)
+    for i in range(s):
+        n = min(ke_c[i] - ks_c[i], 64)
+        row_want = want[i, ks_c[i]:ks_c[i] + n]
+        np.testing.assert_allclose(comp[i, :n], row_want, rtol=2e-2, atol=2e-2 * np.abs(row_want).max(initial=1.0))
+        assert np.isneginf(comp[i, n:]).all(), f"row {i}: compressed columns past the range must be -inf"
+
+    qp, tokens, wp, qq, cache, lens, table, max_ctx = _paged_inputs(12, 3, 3, 32, 64, 16, 300)
+    meta = dg.get_paged_mqa_logits_metadata(jnp.asarray(lens), 16, _num_sms())
+    got = M._fp8_paged_mqa_logits_into(qq, cache, wp, jnp.asarray(lens), jnp.asarray(table), meta,
+                                       jnp.full((3 * 3, max_ctx), jnp.nan, jnp.float32), clean_logits=True,
+                                       max_context_len=max_ctx, logits_dtype=jnp.float32)
+    want = _paged_reference(qq, cache, wp, jnp.asarray(lens), jnp.asarray(table), max_ctx, False)
+    src = _paged_source_reference(qp, tokens, wp, jnp.asarray(lens), jnp.asarray(table), 16, max_ctx)
+    _check_logits(got, want, src, FP8_TOL)

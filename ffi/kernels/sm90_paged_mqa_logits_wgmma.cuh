@@ -85,6 +85,59 @@ __device__ __forceinline__ int PagedBlock(const Params& p, int b, int t) {
   return min(max(__ldg(p.block_table + int64_t(b) * p.max_blocks + idx), 0), p.num_blocks - 1);
 }
 
+// This CTA's (atom, 256-token split) units in order: the schedule row's [start, end) range, every
+// ctas_per_row-th existing unit (PagedSettle's walk). The atom's batch row, first token, token count
+// and context are refreshed only when the atom changes (an atom is 1 or 2 query tokens, num_atoms
+// per batch row is 1 or 2), so a step costs no division and no global load.
+struct PagedUnitCursor {
+  int atom, split, counter, end_atom, end_split, mine, total_atoms;
+  int b, j0, count, ctx;
+
+  __device__ __forceinline__ void LoadAtom(const Params& p) {
+    if (atom >= total_atoms) return;
+    b = p.num_atoms == 2 ? atom >> 1 : atom;
+    j0 = p.num_atoms == 2 ? (atom & 1) * p.atom_size : 0;
+    count = min(p.atom_size, p.next_n - j0);
+    ctx = PagedCtxLast(p, b);
+  }
+  // The first existing unit at or after (atom, split); false past the range.
+  __device__ __forceinline__ bool Settle(const Params& p) {
+    while (true) {
+      if (atom >= total_atoms || atom > end_atom || (atom == end_atom && split >= end_split)) return false;
+      if (split * kSplitKv < ctx) return true;
+      ++atom, split = 0;  // this split starts past the context: the atom is done
+      LoadAtom(p);
+    }
+  }
+  __device__ __forceinline__ bool SettleMine(const Params& p) {
+    while (Settle(p)) {
+      if (p.ctas_per_row == 1 || counter % p.ctas_per_row == mine) return true;
+      ++split, ++counter;
+    }
+    return false;
+  }
+  __device__ __forceinline__ bool Next(const Params& p) {
+    ++split, ++counter;
+    return SettleMine(p);
+  }
+};
+
+__device__ __forceinline__ PagedUnitCursor FirstPagedUnit(const Params& p, bool& have) {
+  PagedUnitCursor c;
+  c.total_atoms = p.batch * p.num_atoms;
+  const int row = blockIdx.x / p.ctas_per_row;
+  c.mine = blockIdx.x % p.ctas_per_row;
+  c.atom = min(max(__ldg(p.meta + 2 * row), 0), c.total_atoms);
+  c.split = max(__ldg(p.meta + 2 * row + 1), 0);
+  c.end_atom = min(max(__ldg(p.meta + 2 * row + 2), 0), c.total_atoms);
+  c.end_split = max(__ldg(p.meta + 2 * row + 3), 0);
+  c.counter = 0;
+  c.b = c.j0 = c.count = c.ctx = 0;
+  c.LoadAtom(p);
+  have = c.SettleMine(p);
+  return c;
+}
+
 template <int kD, int kH, int kNC>
 __global__ void __launch_bounds__(kPgThreads, 1)
     PagedMqaLogitsWgmmaKernel(const __grid_constant__ CUtensorMap tma_q, const __grid_constant__ CUtensorMap tma_kv,
@@ -106,7 +159,6 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   Barrier* kv_empty = kv_full + kPgMathWgs * kPgKvStages;
   const int warp = __shfl_sync(0xffffffffu, int(threadIdx.x / 32), 0);
   const int warpgroup = warp / 4, lane = threadIdx.x % 32;
-  const int total_atoms = p.batch * p.num_atoms;
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kPgQStages; ++s) q_full[s].init(1), q_empty[s].init(kPgMathWgs * 4);
@@ -115,26 +167,8 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   }
   __syncthreads();
 
-  const int row = blockIdx.x / p.ctas_per_row, mine = blockIdx.x % p.ctas_per_row;
-  const int start_atom = min(max(__ldg(p.meta + 2 * row), 0), total_atoms);
-  const int start_split = max(__ldg(p.meta + 2 * row + 1), 0);
-  const int end_atom = min(max(__ldg(p.meta + 2 * row + 2), 0), total_atoms);
-  const int end_split = max(__ldg(p.meta + 2 * row + 3), 0);
-  // This CTA's units in order: (atom, split) cursors over the row's range, every ctas_per_row-th.
-  int atom = start_atom, split = start_split, counter = 0;
-  auto settle_mine = [&]() -> bool {
-    int sub = 0;
-    while (PagedSettle(p, atom, split, sub, end_atom, end_split)) {
-      if (counter % p.ctas_per_row == mine) return true;
-      ++split, ++counter;
-    }
-    return false;
-  };
-  auto advance = [&]() {
-    ++split, ++counter;
-    return settle_mine();
-  };
   const int box_rows = min(p.block_kv, kTileKv);
+  const int box_shift = __ffs(box_rows) - 1;
   const int scale_stride = max(box_rows, 32);  // floats between boxes' scales: 128-B aligned TMA destinations
   const int q_boxes = (p.atom_size * kH + kNC - 1) / kNC;
 
@@ -153,26 +187,25 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     Barrier* empty = kv_empty + wg * kPgKvStages;
     int q_atom = -1, q_it = 0, kv_it = 0;
     // Block-table lookups one tile ahead: lane i holds the physical block of the tile's box i.
-    bool have = settle_mine();
+    bool have;
+    PagedUnitCursor cur = FirstPagedUnit(p, have);
     auto tile_block = [&](bool valid) {
-      if (!valid) return 0;
-      const int b = atom / p.num_atoms, t0 = split * kSplitKv + wg * kTileKv;
-      return lane < kTileKv / box_rows ? PagedBlock(p, b, t0 + lane * box_rows) : 0;
+      if (!valid || lane >= kTileKv / box_rows) return 0;
+      return PagedBlock(p, cur.b, cur.split * kSplitKv + wg * kTileKv + lane * box_rows);
     };
     int blk = tile_block(have);
     while (have) {
-      const int b = atom / p.num_atoms;
-      const int t0 = split * kSplitKv + wg * kTileKv;
-      const bool has_tile = t0 < PagedCtxLast(p, b);
-      if (wg == 0 && atom != q_atom) {
-        q_atom = atom;
+      const int t0 = cur.split * kSplitKv + wg * kTileKv;
+      const bool has_tile = t0 < cur.ctx;
+      if (wg == 0 && cur.atom != q_atom) {
+        q_atom = cur.atom;
         const int s = q_it % kPgQStages, phase = (q_it / kPgQStages) & 1;
         ++q_it;
         if (lane == 0) {
           q_empty[s].wait(phase ^ 1);
           q_full[s].arrive_and_expect_tx(q_boxes * kNC * kD + p.atom_size * kH * 4);
           auto* mbar = reinterpret_cast<uint64_t*>(&q_full[s]);
-          const int tok0 = b * p.next_n + (atom % p.num_atoms) * p.atom_size;
+          const int tok0 = cur.b * p.next_n + cur.j0;
           for (int c = 0; c < q_boxes; ++c)
             cute::SM90_TMA_LOAD_2D::copy(&tma_q, mbar, kEvictNormal, smem + L::kQ + s * L::kQBytes + c * kNC * kD, 0,
                                          tok0 * kH + c * kNC);
@@ -181,7 +214,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       }
       const int cur_blk = blk;
       const int cur_t0 = t0;
-      have = advance();
+      have = cur.Next(p);
       blk = tile_block(have);  // next tile's lookups fly while this one waits for its stage
       if (has_tile) {
         const int s = kv_it % kPgKvStages, phase = (kv_it / kPgKvStages) & 1;
@@ -198,7 +231,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
         for (int i = 0; i < kTileKv / 16; ++i) {
           const int block = __shfl_sync(0xffffffffu, cur_blk, i);
           if (lane == 0 && i < n_boxes) {
-            const int in_block = (cur_t0 + i * box_rows) % p.block_kv;
+            const int in_block = (cur_t0 + i * box_rows) & (p.block_kv - 1);  // block_kv: a power of two
             cute::SM90_TMA_LOAD_3D::copy(&tma_kv, mbar, kEvictFirst, dst + i * box_rows * kD, 0, in_block, block);
             cute::SM90_TMA_LOAD_2D::copy(&tma_scale, mbar, kEvictFirst, dst_scale + i * scale_stride, in_block,
                                          block);
@@ -215,18 +248,17 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   const int r0 = (warp % 4) * 16 + lane / 4;  // this thread's first row of the tile
   const uint8_t* kv_ring = smem + L::kKv + warpgroup * kPgKvStages * L::kTileBytes;
   const float* scale_ring = reinterpret_cast<const float*>(smem + L::kScale) + warpgroup * kPgKvStages * L::kScaleSlot;
-  auto scale_at = [&](int s, int r) { return scale_ring[s * L::kScaleSlot + (r / box_rows) * scale_stride + r % box_rows]; };
+  auto scale_at = [&](int s, int r) { return scale_ring[s * L::kScaleSlot + (r >> box_shift) * scale_stride + (r & (box_rows - 1))]; };
   Barrier* full = kv_full + warpgroup * kPgKvStages;
   Barrier* empty = kv_empty + warpgroup * kPgKvStages;
   float acc[kAcc], w[kTokPerChunk][kH / 4];
   int loaded_atom = -1, loaded_chunk = -1, q_it = 0, kv_it = 0, qs = 0;
   int ctx_tok[2] = {0, 0};  // context length of each token of the atom
-  for (bool have = settle_mine(); have; have = advance()) {
-    const int b = atom / p.num_atoms;
-    const int j0 = (atom % p.num_atoms) * p.atom_size;
-    const int count = min(p.atom_size, p.next_n - j0);
-    const int ctx = PagedCtxLast(p, b);
-    if (atom != loaded_atom) {
+  bool have;
+  PagedUnitCursor cur = FirstPagedUnit(p, have);
+  for (; have; have = cur.Next(p)) {
+    const int b = cur.b, j0 = cur.j0, count = cur.count, ctx = cur.ctx;
+    if (cur.atom != loaded_atom) {
       if (q_it > 0) {
         __syncwarp();
         if (lane == 0) q_empty[qs].arrive();
@@ -238,9 +270,9 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       for (int i = 0; i < 2; ++i)
         ctx_tok[i] = i < count ? min(max(__ldg(p.context_lens + b * p.next_n + j0 + i), 0), ctx) : 0;
       q_full[qs].wait(q_phase);
-      loaded_atom = atom, loaded_chunk = -1;
+      loaded_atom = cur.atom, loaded_chunk = -1;
     }
-    const int t0 = split * kSplitKv + warpgroup * kTileKv;
+    const int t0 = cur.split * kSplitKv + warpgroup * kTileKv;
     if (t0 >= ctx) continue;  // this split's tile `warpgroup` is past the context
     const int s = kv_it % kPgKvStages, phase = (kv_it / kPgKvStages) & 1;
     ++kv_it;
