@@ -62,6 +62,31 @@ __device__ __forceinline__ void NamedBarrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// mbarrier wait / arrive and shared loads on 32-bit shared-window addresses computed once per
+// kernel: the pointer forms convert a generic address (S2UR of the window base + 64-bit math) at
+// every call, ~20 instructions per KV block in the math loop (SASS, ranged kernel).
+__device__ __forceinline__ void MbarWait(uint32_t addr, uint32_t phase) {
+  asm volatile(
+      "{\n.reg .pred done;\nWAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n}\n" ::"r"(addr),
+      "r"(phase)
+      : "memory");
+}
+__device__ __forceinline__ void MbarArrive(uint32_t addr) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(addr) : "memory");
+}
+__device__ __forceinline__ float LdsF32(uint32_t addr) {
+  float v;
+  asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(v) : "r"(addr) : "memory");
+  return v;
+}
+__device__ __forceinline__ int LdsS32(uint32_t addr) {
+  int v;
+  asm volatile("ld.shared.s32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
+  return v;
+}
+
 // relu(q.k) * w summed over one query token's kH heads, for this thread's two accumulator rows (r and
 // r + 8), completed across the 4 lanes of the quad: `acc` holds the token's kH / 2 accumulators of
 // an m64nNk32 WGMMA (acc[n * 4 + c]: column n * 8 + 2 * (lane % 4) + (c & 1), row + 8 * (c >> 1)),
@@ -291,6 +316,13 @@ __global__ void __launch_bounds__(kRgThreads, 1)
   cutlass::arch::warpgroup_reg_alloc<kRgMathRegs>();
   const int t = lane % 4;
   const int row = warpgroup * 64 + (warp % 4) * 16 + lane / 4;  // this thread's first row of a KV block
+  const uint32_t smem_u32 = cute::cast_smem_ptr_to_uint(smem);
+  const uint32_t kv_full_u32 = cute::cast_smem_ptr_to_uint(kv_full);
+  const uint32_t kv_empty_u32 = cute::cast_smem_ptr_to_uint(kv_empty);
+  // Stage-0 descriptors; a stage / k step adds its byte offset / 16 to the start address field (14 bits
+  // of 16-byte units: no carry, shared memory is < 256 KB).
+  const uint64_t desc_kv0 = WgDescK<kD>(smem + L::kKv + warpgroup * kTileKv * kD);
+  const uint64_t desc_q0 = WgDescK<kD>(smem + L::kQ);
   float acc[64], w[kNQ][kH / 4];
   int q_it = 0, kv_it = 0;
   for (int unit = blockIdx.x; unit < num_units; unit += gridDim.x) {
@@ -300,28 +332,28 @@ __global__ void __launch_bounds__(kRgThreads, 1)
     ++q_it;
     q_full[qs].wait(q_phase);
     HeadWeights<kH, kNQ>(s_w + qs * 128, lane, w);
-    const int* range = s_range + qs * 8;
-    const uint8_t* q_tile = smem + L::kQ + qs * L::kQBytes;
+    const uint32_t range_u32 = smem_u32 + L::kRange + qs * 32;
+    const uint64_t desc_q = desc_q0 + uint64_t((qs * L::kQBytes) >> 4);
     for (int c = 0; c < work.count; ++c) {
       const int kv0 = work.start + (work.part + c * splits) * kRgBlockKv;
       const int s = kv_it % kRgKvStages, phase = (kv_it / kRgKvStages) & 1;
       ++kv_it;
-      kv_full[s].wait(phase);
-      const uint8_t* a_tile = smem + L::kKv + s * L::kKvBytes + warpgroup * kTileKv * kD;
+      MbarWait(kv_full_u32 + 8 * s, phase);
+      const uint64_t desc_kv = desc_kv0 + uint64_t((s * L::kKvBytes) >> 4);
 #pragma unroll
       for (int i = 0; i < 64; ++i) cute::warpgroup_fence_operand(acc[i]);
       cute::warpgroup_arrive();
 #pragma unroll
       for (int k = 0; k < kD / 32; ++k)
-        WgMma64x128(WgDescK<kD>(a_tile + k * 32), WgDescK<kD>(q_tile + k * 32), acc, k > 0,
-                    std::make_index_sequence<64>{});
+        WgMma64x128(desc_kv + 2 * k, desc_q + 2 * k, acc, k > 0, std::make_index_sequence<64>{});
       cute::warpgroup_commit_batch();
-      const float sc0 = s_scale[s * kRgBlockKv + row], sc1 = s_scale[s * kRgBlockKv + row + 8];
+      const uint32_t scale_u32 = smem_u32 + L::kScale + (s * kRgBlockKv + row) * 4;
+      const float sc0 = LdsF32(scale_u32), sc1 = LdsF32(scale_u32 + 32);
       cute::warpgroup_wait<0>();
 #pragma unroll
       for (int i = 0; i < 64; ++i) cute::warpgroup_fence_operand(acc[i]);
       __syncwarp();
-      if (lane == 0) kv_empty[s].arrive();
+      if (lane == 0) MbarArrive(kv_empty_u32 + 8 * s);
 
       float vals[2 * kNQ];
 #pragma unroll
@@ -331,7 +363,9 @@ __global__ void __launch_bounds__(kRgThreads, 1)
       }
       StoreQuadValues(vals, t, [&](int i, int h, float v) {
         const int q = work.q_block * kNQ + i;
-        if (q < p.num_q) StoreRangedLogit(p, int64_t(q) * p.out_cols, kv0 + row + 8 * h, range[i], range[4 + i], v);
+        if (q < p.num_q)
+          StoreRangedLogit(p, int64_t(q) * p.out_cols, kv0 + row + 8 * h, LdsS32(range_u32 + 4 * i),
+                           LdsS32(range_u32 + 16 + 4 * i), v);
       });
     }
     __syncwarp();
