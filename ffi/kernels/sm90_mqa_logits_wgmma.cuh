@@ -29,10 +29,6 @@
 namespace jdg {
 namespace mqa {
 
-// The paged kernel's CTA (sm90_paged_mqa_logits_wgmma.cuh): 2 math WGs on alternate 64-row tiles.
-constexpr int kWgStages = 6;  // KV ring depth (even: stage parity = consumer WG)
-constexpr int kWgThreads = 384;
-
 // K-major tile whose rows are kD bytes, swizzled over kD bytes (TMA CU_TENSOR_MAP_SWIZZLE_{kD}B):
 // CuTe's canonical K-major layouts ((8,n),2):((kD/16,SBO),1) in 16-byte units, i.e. 8-row core groups
 // 8 * kD bytes apart; a k32 step advances the start address by 32 bytes (tile bases are aligned to
@@ -56,10 +52,6 @@ __device__ __forceinline__ void WgMma64x128(uint64_t desc_a, uint64_t desc_b, fl
                                             std::index_sequence<I...>) {
   cute::SM90::GMMA::MMA_64x128x32_F32E4M3E4M3_SS_TN<>::fma(
       desc_a, desc_b, d[I]..., accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
-}
-
-__device__ __forceinline__ void NamedBarrier(int id, int threads) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
 // mbarrier wait / arrive and shared loads on 32-bit shared-window addresses computed once per
