@@ -99,6 +99,18 @@ __device__ __forceinline__ float2 ReluHeadSum(const float* acc, const float* w) 
   return make_float2(v0, v1);
 }
 
+// The logits of this thread's two rows for kTok query tokens (value 2i + h: token i, row h): the
+// accumulators' relu * weight head-sums times the rows' KV scales.
+template <int kH, int kTok>
+__device__ __forceinline__ void TokenLogits(const float* acc, const float (&w)[kTok][kH / 4], float sc0, float sc1,
+                                            float (&vals)[2 * kTok]) {
+#pragma unroll
+  for (int i = 0; i < kTok; ++i) {
+    const float2 v = ReluHeadSum<kH>(acc + i * (kH / 2), w[i]);
+    vals[2 * i] = v.x * sc0, vals[2 * i + 1] = v.y * sc1;
+  }
+}
+
 // The 4 lanes of a quad hold the same kNV = 2 x tokens sums after ReluHeadSum (value 2i + h: token i,
 // row h); lane t stores values t, t + 4, ...: one store per lane per 4 values, no divergent branch.
 // store(token, h, value) is called with runtime token and h.
@@ -348,11 +360,7 @@ __global__ void __launch_bounds__(kRgThreads, 1)
       if (lane == 0) MbarArrive(kv_empty_u32 + 8 * s);
 
       float vals[2 * kNQ];
-#pragma unroll
-      for (int i = 0; i < kNQ; ++i) {
-        const float2 v = ReluHeadSum<kH>(acc + i * (kH / 2), w[i]);
-        vals[2 * i] = v.x * sc0, vals[2 * i + 1] = v.y * sc1;
-      }
+      TokenLogits<kH, kNQ>(acc, w, sc0, sc1, vals);
       StoreQuadValues(vals, t, [&](int i, int h, float v) {
         const int q = work.q_block * kNQ + i;
         if (q < p.num_q)

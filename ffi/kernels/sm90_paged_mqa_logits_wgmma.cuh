@@ -304,11 +304,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
         if (lane == 0) empty[s].arrive();
       }
       float vals[2 * kTokPerChunk];
-#pragma unroll
-      for (int tok = 0; tok < kTokPerChunk; ++tok) {
-        const float2 v = ReluHeadSum<kH>(acc + tok * (kH / 2), w[tok]);
-        vals[2 * tok] = v.x * sc0, vals[2 * tok + 1] = v.y * sc1;
-      }
+      TokenLogits<kH, kTokPerChunk>(acc, w, sc0, sc1, vals);
       StoreQuadValues(vals, t4, [&](int tok, int h, float v) {
         const int jt = c * kTokPerChunk + tok;  // token of the atom
         const int t = t0 + r0 + 8 * h;
