@@ -73,21 +73,15 @@ cudaError_t LaunchPagedWgmma(int device, const DeviceInfo& info, int rows, mqa::
   // {block_kv floats, num_blocks} with the block stride) its scales; weights [B*next_n, H] in boxes of
   // one atom's tokens.
   CUtensorMap tma_q, tma_kv, tma_scale, tma_w;
-  bool ok = MakeTensorMap2D(&tma_q, p.q, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(p.num_q) * kH, kD, kD, kNC, kD,
-                            kSwizzle) &&
-            MakeCacheTensorMap(&tma_kv, p, kD, kSwizzle) &&
-            MakeTensorMap2D(&tma_w, p.weights, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, uint64_t(p.num_q), kH, kH,
-                            uint32_t(p.atom_size), kH, CU_TENSOR_MAP_SWIZZLE_NONE);
-  if (ok) {
-    EncodeTiledFn encode = GetEncodeTiled();
-    const cuuint64_t dims[2] = {cuuint64_t(p.block_kv), cuuint64_t(p.num_blocks)};
-    const cuuint64_t strides[1] = {cuuint64_t(p.block_bytes)};
-    const cuuint32_t box[2] = {cuuint32_t(std::min(p.block_kv, mqa::kTileKv)), 1};
-    const cuuint32_t elem_strides[2] = {1, 1};
-    ok = encode(&tma_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, const_cast<uint8_t*>(p.kv) + int64_t(p.block_kv) * kD,
-                dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
-                CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
-  }
+  const bool ok =
+      MakeTensorMap2D(&tma_q, p.q, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(p.num_q) * kH, kD, kD, kNC, kD,
+                      kSwizzle) &&
+      MakeCacheTensorMap(&tma_kv, p, kD, kSwizzle) &&
+      MakeTensorMap2D(&tma_scale, p.kv + int64_t(p.block_kv) * kD, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4,
+                      uint64_t(p.num_blocks), uint64_t(p.block_kv), uint64_t(p.block_bytes / 4), 1,
+                      uint32_t(std::min(p.block_kv, mqa::kTileKv)), CU_TENSOR_MAP_SWIZZLE_NONE) &&
+      MakeTensorMap2D(&tma_w, p.weights, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, uint64_t(p.num_q), kH, kH,
+                      uint32_t(p.atom_size), kH, CU_TENSOR_MAP_SWIZZLE_NONE);
   if (!ok) return cudaErrorInvalidValue;
   p.ctas_per_row = int(std::clamp<int64_t>((int64_t(info.num_sms) + rows - 1) / rows, 1, 8));
   kernel<<<unsigned(rows * p.ctas_per_row), mqa::kPgThreads, kSmem, stream>>>(tma_q, tma_kv, tma_scale, tma_w, p);
