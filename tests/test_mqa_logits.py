@@ -276,6 +276,10 @@ PAGED_CASES = [
     (100, 1, 32, 32, 64, 1000, "float32", False),
     (256, 1, 64, 128, 64, 8192, "float32", True),
     (128, 2, 32, 64, 32, 4096, "bfloat16", True),
+    # FP4 on the WGMMA kernel: two column chunks (H 128, next_n 2), 16-token blocks with two atoms, D 32
+    (64, 2, 128, 128, 128, 4096, "float32", True),
+    (128, 3, 32, 64, 16, 2048, "bfloat16", True),
+    (100, 1, 32, 32, 64, 1000, "float32", True),
 ]
 
 
@@ -423,3 +427,10 @@ def test_sanitizer_small_mqa():
     want = _paged_reference(qq, cache, wp, jnp.asarray(lens), jnp.asarray(table), max_ctx, False)
     src = _paged_source_reference(qp, tokens, wp, jnp.asarray(lens), jnp.asarray(table), 16, max_ctx)
     _check_logits(got, want, src, FP8_TOL)
+
+    qp, tokens, wp, qq, cache, lens, table, max_ctx = _paged_inputs(13, 3, 3, 32, 64, 16, 300, fp4=True)
+    meta = dg.get_paged_mqa_logits_metadata(jnp.asarray(lens), 16, _num_sms())
+    got = dg.fp4_paged_mqa_logits(qq, cache, wp, jnp.asarray(lens), jnp.asarray(table), meta, max_ctx)
+    want = _paged_reference(qq, cache, wp, jnp.asarray(lens), jnp.asarray(table), max_ctx, True)
+    src = _paged_source_reference(qp, tokens, wp, jnp.asarray(lens), jnp.asarray(table), 16, max_ctx)
+    _check_logits(got, want, src, FP4_TOL)

@@ -61,23 +61,94 @@ constexpr int kPgKvStages = 4;                   // per math WG
 constexpr int kPgMathRegs = 112;                 // 512 x 112 + 128 x 32 = 640 x 96, the launch allocation
 constexpr int kPgProducerRegs = 32;
 
-template <int kD, int kH>
+template <int kD, int kH, bool kFp4>
 struct PagedWgSmem {
+  static constexpr int kRowBytes = kFp4 ? kD / 2 : kD;  // bytes of one staged (TMA-loaded) row
   static constexpr int kQRows = 2 * kH;                 // rows of one atom (<= 2 tokens x H heads)
-  static constexpr int kQBytes = kQRows * kD;
-  static constexpr int kTileBytes = kTileKv * kD;
-  static constexpr int kQ = 0;                                              // [q stages][kQRows][kD]
-  static constexpr int kKv = kQ + kPgQStages * kQBytes;                     // [WGs][kv stages][64][kD]
+  static constexpr int kQBytes = kQRows * kRowBytes;
+  static constexpr int kTileBytes = kTileKv * kRowBytes;
+  static constexpr int kQ = 0;                                              // [q stages][kQRows][row]
+  static constexpr int kKv = kQ + kPgQStages * kQBytes;                     // [WGs][kv stages][64][row]
   static constexpr int kW = kKv + kPgMathWgs * kPgKvStages * kTileBytes;    // [q stages][kQRows] f32
-  static constexpr int kScale = kW + kPgQStages * kQRows * 4;               // [WGs][kv stages][64] f32
+  static constexpr int kScale = kW + kPgQStages * kQRows * 4;               // [WGs][kv stages][slot] f32/int32
   // a tile's scale slot: one 128-byte aligned run per box (32 floats apart for 16-row boxes)
   static constexpr int kScaleSlot = 2 * kTileKv;
-  static constexpr int kBar = kScale + kPgMathWgs * kPgKvStages * kScaleSlot * 4;
+  static constexpr int kFp4Area = kScale + kPgMathWgs * kPgKvStages * kScaleSlot * 4;
+  // FP4 only: the rows decoded to e4m3 (the WGMMA operands, D-byte swizzled) and their powers of two
+  static constexpr int kQsf = kFp4Area;                                     // [q stages][kQRows] int32
+  static constexpr int kQDec = (kQsf + (kFp4 ? kPgQStages * kQRows * 4 : 0) + 1023) / 1024 * 1024;  // [kQRows][kD]
+  static constexpr int kKvDec = kQDec + (kFp4 ? kQRows * kD : 0);           // [WGs][64][kD]
+  static constexpr int kQScale = kKvDec + (kFp4 ? kPgMathWgs * kTileKv * kD : 0);  // [kQRows] f32
+  static constexpr int kRowScale = kQScale + (kFp4 ? kQRows * 4 : 0);      // [WGs][2][64] f32
+  static constexpr int kLut = kRowScale + (kFp4 ? kPgMathWgs * 2 * kTileKv * 4 : 0);  // [16] uint2
+  static constexpr int kBar = kLut + (kFp4 ? 16 * 8 : 0);
   // q_full[2], q_empty[2], kv_full[WGs][stages], kv_empty[WGs][stages]
   static constexpr int kBytes = kBar + (2 * kPgQStages + 2 * kPgMathWgs * kPgKvStages) * 8 + 1024;
-  static_assert(kKv % 1024 == 0 && kTileBytes % 1024 == 0 && kW % 128 == 0 && kScale % 128 == 0,
+  static_assert(kKv % 128 == 0 && kTileBytes % 128 == 0 && kW % 128 == 0 && kScale % 128 == 0 &&
+                    kQsf % 128 == 0 && kKvDec % 1024 == 0,
                 "swizzle-atom aligned operand tiles, 128-B aligned TMA destinations");
+  static_assert(kFp4 || kKv % 1024 == 0, "FP8 rows are the WGMMA operands: swizzle-atom aligned");
+  static_assert(kBytes <= 227 * 1024, "shared memory per CTA");
 };
+
+// ---- FP4 (E2M1 values, UE8M0 scales per 32 elements) decoded to e4m3 on the math warpgroups ----
+// A row's groups are rescaled to the row's largest exponent: value * 2^(e_g - e_max) is exact in e4m3
+// for e_max - e_g <= 8 (then a group's elements sit 2^8 below the row's largest ones; beyond, they
+// round towards zero), and 2^(e_max - 127) multiplies the row's result: the KV row's goes with its
+// logit, the query row's (one per head) into the head's weight (relu commutes with positive scales).
+// kE2m1Lut[d] = e4m3 bytes of the 8 E2M1 magnitudes {0, .5, 1, 1.5, 2, 3, 4, 6} x 2^-d, codes 0-3 / 4-7.
+__constant__ const uint32_t kE2m1Lut[16][2] = {
+    {0x3c383000u, 0x4c484440u}, {0x34302800u, 0x44403c38u}, {0x2c282000u, 0x3c383430u},
+    {0x24201800u, 0x34302c28u}, {0x1c181000u, 0x2c282420u}, {0x14100800u, 0x24201c18u},
+    {0x0c080400u, 0x1c181410u}, {0x06040200u, 0x14100c08u}, {0x03020100u, 0x0c080604u},
+    {0x02010000u, 0x06040302u}, {0x01000000u, 0x03020201u}, {0x00000000u, 0x02010100u},
+    {0x00000000u, 0x01000000u}, {0x00000000u, 0x00000000u}, {0x00000000u, 0x00000000u},
+    {0x00000000u, 0x00000000u}};
+
+// 8 E2M1 codes (one word, element i in nibble i) -> 8 e4m3 bytes: magnitudes through the byte-permute
+// table `lut`, signs (bit 3 of each nibble) moved to bit 7 of each byte.
+__device__ __forceinline__ uint2 DecodeE2m1Word(uint32_t x, uint2 lut) {
+  const uint32_t x4 = x >> 4;
+  const uint32_t mag_lo = __byte_perm(lut.x, lut.y, x & 0x7777u);
+  const uint32_t mag_hi = __byte_perm(lut.x, lut.y, (x >> 16) & 0x7777u);
+  const uint32_t nib_lo = __byte_perm(x, x4, 0x5140u);  // byte i: nibble i in its low half (i = 0..3)
+  const uint32_t nib_hi = __byte_perm(x, x4, 0x7362u);  // nibbles 4..7
+  return make_uint2(mag_lo | ((nib_lo << 4) & 0x80808080u), mag_hi | ((nib_hi << 4) & 0x80808080u));
+}
+
+// Byte offset of (row, byte) in a K-major tile of kD-byte rows under the D-byte TMA swizzle (16-byte
+// units XORed with address bits 7+: Swizzle<log2(kD/16), 4, 3>), as the WGMMA descriptors expect.
+template <int kD>
+__device__ __forceinline__ int SwizzledOffset(int row, int byte) {
+  const int o = row * kD + byte;
+  return o ^ (((o >> 7) & (kD / 16 - 1)) << 4);
+}
+
+// Decodes one 32-element group (16 packed bytes at `src`, exponent e_g) of a row whose largest group
+// exponent is e_max into 32 e4m3 bytes at (row, 32 g) of the swizzled tile `dst`.
+template <int kD>
+__device__ __forceinline__ void DecodeE2m1Group(const uint8_t* src, int e_g, int e_max, const uint2* lut,
+                                                uint8_t* dst, int row, int g) {
+  const uint4 packed = *reinterpret_cast<const uint4*>(src);
+  const uint2 table = lut[min(e_max - e_g, 15)];
+  const uint2 a = DecodeE2m1Word(packed.x, table), b = DecodeE2m1Word(packed.y, table);
+  const uint2 c = DecodeE2m1Word(packed.z, table), d = DecodeE2m1Word(packed.w, table);
+  *reinterpret_cast<uint4*>(dst + SwizzledOffset<kD>(row, 32 * g)) = make_uint4(a.x, a.y, b.x, b.y);
+  *reinterpret_cast<uint4*>(dst + SwizzledOffset<kD>(row, 32 * g + 16)) = make_uint4(c.x, c.y, d.x, d.y);
+}
+
+// Largest of a packed UE8M0 word's kGroups exponents.
+template <int kGroups>
+__device__ __forceinline__ int MaxExponent(uint32_t sf) {
+  int e = sf & 0xFF;
+#pragma unroll
+  for (int g = 1; g < kGroups; ++g) e = max(e, int((sf >> (8 * g)) & 0xFF));
+  return e;
+}
+
+__device__ __forceinline__ void FenceSmemForWgmma() {  // generic-proxy smem writes -> async proxy (WGMMA)
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
 
 // Physical cache block of logical token t of batch row b (clamped: never out of bounds).
 __device__ __forceinline__ int PagedBlock(const Params& p, int b, int t) {
@@ -138,14 +209,15 @@ __device__ __forceinline__ PagedUnitCursor FirstPagedUnit(const Params& p, bool&
   return c;
 }
 
-template <int kD, int kH, int kNC>
+template <int kD, int kH, int kNC, bool kFp4>
 __global__ void __launch_bounds__(kPgThreads, 1)
     PagedMqaLogitsWgmmaKernel(const __grid_constant__ CUtensorMap tma_q, const __grid_constant__ CUtensorMap tma_kv,
                               const __grid_constant__ CUtensorMap tma_scale, const __grid_constant__ CUtensorMap tma_w,
-                              const __grid_constant__ Params p) {
+                              const __grid_constant__ CUtensorMap tma_qsf, const __grid_constant__ Params p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
-  using L = PagedWgSmem<kD, kH>;
+  using L = PagedWgSmem<kD, kH, kFp4>;
+  constexpr int kGroups = kD / 32;  // FP4 scale groups per row
   using Op = typename PagedWgmmaOp<kNC>::Op;
   constexpr int kAcc = kNC / 2;
   constexpr int kTokPerChunk = kNC / kH;
@@ -165,6 +237,10 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     for (int s = 0; s < kPgMathWgs * kPgKvStages; ++s) kv_full[s].init(1), kv_empty[s].init(4);
     cutlass::arch::fence_barrier_init();
   }
+  uint2* lut = reinterpret_cast<uint2*>(smem + L::kLut);
+  if constexpr (kFp4) {
+    if (threadIdx.x < 16) lut[threadIdx.x] = make_uint2(kE2m1Lut[threadIdx.x][0], kE2m1Lut[threadIdx.x][1]);
+  }
   __syncthreads();
 
   const int box_rows = min(p.block_kv, kTileKv);
@@ -180,6 +256,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       cute::prefetch_tma_descriptor(&tma_kv);
       cute::prefetch_tma_descriptor(&tma_scale);
       if (wg == 0) cute::prefetch_tma_descriptor(&tma_q), cute::prefetch_tma_descriptor(&tma_w);
+      if (kFp4 && wg == 0) cute::prefetch_tma_descriptor(&tma_qsf);
     }
     constexpr uint64_t kEvictFirst = 0x12F0000000000000ull;  // CacheHintSm90::EVICT_FIRST: streamed once
     constexpr uint64_t kEvictNormal = 0x1000000000000000ull;
@@ -203,13 +280,16 @@ __global__ void __launch_bounds__(kPgThreads, 1)
         ++q_it;
         if (lane == 0) {
           q_empty[s].wait(phase ^ 1);
-          q_full[s].arrive_and_expect_tx(q_boxes * kNC * kD + p.atom_size * kH * 4);
+          q_full[s].arrive_and_expect_tx(q_boxes * kNC * L::kRowBytes + p.atom_size * kH * 4 * (kFp4 ? 2 : 1));
           auto* mbar = reinterpret_cast<uint64_t*>(&q_full[s]);
           const int tok0 = cur.b * p.next_n + cur.j0;
           for (int c = 0; c < q_boxes; ++c)
-            cute::SM90_TMA_LOAD_2D::copy(&tma_q, mbar, kEvictNormal, smem + L::kQ + s * L::kQBytes + c * kNC * kD, 0,
+            cute::SM90_TMA_LOAD_2D::copy(&tma_q, mbar, kEvictNormal,
+                                         smem + L::kQ + s * L::kQBytes + c * kNC * L::kRowBytes, 0,
                                          tok0 * kH + c * kNC);
           cute::SM90_TMA_LOAD_2D::copy(&tma_w, mbar, kEvictNormal, s_w + s * L::kQRows, 0, tok0);
+          if constexpr (kFp4)
+            cute::SM90_TMA_LOAD_2D::copy(&tma_qsf, mbar, kEvictNormal, smem + L::kQsf + s * L::kQRows * 4, 0, tok0);
         }
       }
       const int cur_blk = blk;
@@ -225,14 +305,15 @@ __global__ void __launch_bounds__(kPgThreads, 1)
         auto* mbar = reinterpret_cast<uint64_t*>(&full[s]);
         if (lane == 0) {
           empty[s].wait(phase ^ 1);
-          full[s].arrive_and_expect_tx(kTileKv * (kD + 4));
+          full[s].arrive_and_expect_tx(kTileKv * (L::kRowBytes + 4));
         }
 #pragma unroll
         for (int i = 0; i < kTileKv / 16; ++i) {
           const int block = __shfl_sync(0xffffffffu, cur_blk, i);
           if (lane == 0 && i < n_boxes) {
             const int in_block = (cur_t0 + i * box_rows) & (p.block_kv - 1);  // block_kv: a power of two
-            cute::SM90_TMA_LOAD_3D::copy(&tma_kv, mbar, kEvictFirst, dst + i * box_rows * kD, 0, in_block, block);
+            cute::SM90_TMA_LOAD_3D::copy(&tma_kv, mbar, kEvictFirst, dst + i * box_rows * L::kRowBytes, 0, in_block,
+                                         block);
             cute::SM90_TMA_LOAD_2D::copy(&tma_scale, mbar, kEvictFirst, dst_scale + i * scale_stride, in_block,
                                          block);
           }
@@ -245,10 +326,14 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   // ---------------- math warpgroups: tile `warpgroup` of each split ----------------
   cutlass::arch::warpgroup_reg_alloc<kPgMathRegs>();
   const int t4 = lane % 4;
+  const int tid = threadIdx.x % 128;
   const int r0 = (warp % 4) * 16 + lane / 4;  // this thread's first row of the tile
   const uint8_t* kv_ring = smem + L::kKv + warpgroup * kPgKvStages * L::kTileBytes;
   const float* scale_ring = reinterpret_cast<const float*>(smem + L::kScale) + warpgroup * kPgKvStages * L::kScaleSlot;
-  auto scale_at = [&](int s, int r) { return scale_ring[s * L::kScaleSlot + (r >> box_shift) * scale_stride + (r & (box_rows - 1))]; };
+  auto scale_slot = [&](int r) { return (r >> box_shift) * scale_stride + (r & (box_rows - 1)); };
+  uint8_t* kv_dec = smem + L::kKvDec + warpgroup * kTileKv * kD;  // FP4: this WG's decoded tile
+  float* row_scale = reinterpret_cast<float*>(smem + L::kRowScale) + warpgroup * 2 * kTileKv;
+  const float* q_scale = reinterpret_cast<const float*>(smem + L::kQScale);
   Barrier* full = kv_full + warpgroup * kPgKvStages;
   Barrier* empty = kv_empty + warpgroup * kPgKvStages;
   float acc[kAcc], w[kTokPerChunk][kH / 4];
@@ -259,7 +344,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   for (; have; have = cur.Next(p)) {
     const int b = cur.b, j0 = cur.j0, count = cur.count, ctx = cur.ctx;
     if (cur.atom != loaded_atom) {
-      if (q_it > 0) {
+      if (!kFp4 && q_it > 0) {
         __syncwarp();
         if (lane == 0) q_empty[qs].arrive();
       }
@@ -270,22 +355,75 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       for (int i = 0; i < 2; ++i)
         ctx_tok[i] = i < count ? min(max(__ldg(p.context_lens + b * p.next_n + j0 + i), 0), ctx) : 0;
       q_full[qs].wait(q_phase);
+      if constexpr (kFp4) {
+        // All 4 math WGs decode the atom's query rows into the one decoded Q buffer: first every WG
+        // is past its WGMMAs on the previous atom, then the decoded rows are visible to all of them.
+        cutlass::arch::NamedBarrier::sync(kPgMathWgs * 128, 1);
+        const uint8_t* q_packed = smem + L::kQ + qs * L::kQBytes;
+        const uint32_t* q_sf = reinterpret_cast<const uint32_t*>(smem + L::kQsf + qs * L::kQRows * 4);
+        float* q_scale_w = reinterpret_cast<float*>(smem + L::kQScale);
+        const int rows = q_boxes * kNC;
+        for (int u = threadIdx.x; u < rows * kGroups; u += kPgMathWgs * 128) {
+          const int row = u / kGroups, g = u % kGroups;
+          const uint32_t sf = q_sf[row];
+          const int e_max = MaxExponent<kGroups>(sf);
+          DecodeE2m1Group<kD>(q_packed + row * L::kRowBytes + 16 * g, int((sf >> (8 * g)) & 0xFF), e_max, lut,
+                              smem + L::kQDec, row, g);
+          if (g == 0) q_scale_w[row] = Ue8m0ToFloat(uint32_t(e_max));
+        }
+        FenceSmemForWgmma();
+        cutlass::arch::NamedBarrier::sync(kPgMathWgs * 128, 1);
+        __syncwarp();
+        if (lane == 0) q_empty[qs].arrive();  // the packed rows are decoded: the stage may be refilled
+      }
       loaded_atom = cur.atom, loaded_chunk = -1;
     }
     const int t0 = cur.split * kSplitKv + warpgroup * kTileKv;
     if (t0 >= ctx) continue;  // this split's tile `warpgroup` is past the context
     const int s = kv_it % kPgKvStages, phase = (kv_it / kPgKvStages) & 1;
+    const int parity = kv_it & 1;
     ++kv_it;
     full[s].wait(phase);
     const uint8_t* a_tile = kv_ring + s * L::kTileBytes;
     const uint8_t* q_stage = smem + L::kQ + qs * L::kQBytes;
-    // rows past the context read other blocks' data: scale 0, as the mma.sync kernel's zero-filled rows
-    const float sc0 = t0 + r0 < ctx ? scale_at(s, r0) : 0.f;
-    const float sc1 = t0 + r0 + 8 < ctx ? scale_at(s, r0 + 8) : 0.f;
+    float sc0, sc1;
+    if constexpr (kFp4) {
+      // decode the tile into this WG's operand buffer (its previous WGMMA has completed: every warp
+      // waited for it) and each row's power of two (0 past the context), then free the stage
+      const uint32_t* sf_ring = reinterpret_cast<const uint32_t*>(scale_ring + s * L::kScaleSlot);
+      for (int u = tid; u < kTileKv * kGroups; u += 128) {
+        const int row = u / kGroups, g = u % kGroups;
+        const uint32_t sf = sf_ring[scale_slot(row)];
+        const int e_max = MaxExponent<kGroups>(sf);
+        DecodeE2m1Group<kD>(a_tile + row * L::kRowBytes + 16 * g, int((sf >> (8 * g)) & 0xFF), e_max, lut, kv_dec,
+                            row, g);
+        if (g == 0) row_scale[parity * kTileKv + row] = t0 + row < ctx ? Ue8m0ToFloat(uint32_t(e_max)) : 0.f;
+      }
+      FenceSmemForWgmma();
+      cutlass::arch::NamedBarrier::sync(128, 2 + warpgroup);
+      __syncwarp();
+      if (lane == 0) empty[s].arrive();
+      a_tile = kv_dec;
+      q_stage = smem + L::kQDec;
+      sc0 = row_scale[parity * kTileKv + r0], sc1 = row_scale[parity * kTileKv + r0 + 8];
+    } else {
+      // rows past the context read other blocks' data: scale 0, as the mma.sync kernel's zero-filled rows
+      sc0 = t0 + r0 < ctx ? scale_ring[s * L::kScaleSlot + scale_slot(r0)] : 0.f;
+      sc1 = t0 + r0 + 8 < ctx ? scale_ring[s * L::kScaleSlot + scale_slot(r0 + 8)] : 0.f;
+    }
     const int chunks = (count * kH + kNC - 1) / kNC;
     for (int c = 0; c < chunks; ++c) {
       if (c != loaded_chunk) {  // once per atom, unless the atom has two column chunks
         HeadWeights<kH, kTokPerChunk>(s_w + qs * L::kQRows + c * kNC, lane, w);
+        if constexpr (kFp4) {  // the query rows' powers of two go with their heads' weights
+          float qsc[kTokPerChunk][kH / 4];
+          HeadWeights<kH, kTokPerChunk>(q_scale + c * kNC, lane, qsc);
+#pragma unroll
+          for (int i = 0; i < kTokPerChunk; ++i) {
+#pragma unroll
+            for (int j = 0; j < kH / 4; ++j) w[i][j] *= qsc[i][j];
+          }
+        }
         loaded_chunk = c;
       }
 #pragma unroll
@@ -299,7 +437,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       cute::warpgroup_wait<0>();
 #pragma unroll
       for (int i = 0; i < kAcc; ++i) cute::warpgroup_fence_operand(acc[i]);
-      if (c == chunks - 1) {
+      if (!kFp4 && c == chunks - 1) {
         __syncwarp();
         if (lane == 0) empty[s].arrive();
       }
