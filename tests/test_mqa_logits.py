@@ -162,7 +162,8 @@ def _fp4_inputs(key, s, s_kv, h, d):
 
 
 @pytest.mark.parametrize("s,s_kv,h,d,disable_cp,compressed", [
-    (2048, 8192, 64, 128, False, False), (2048, 8192, 32, 64, True, True), (300, 1000, 128, 32, True, False)])
+    (2048, 8192, 64, 128, False, False), (2048, 8192, 32, 64, True, True), (300, 1000, 128, 32, True, False),
+    (77, 1000, 32, 64, True, False)])  # 20 query blocks: KV parts
 def test_fp4_mqa_logits(s, s_kv, h, d, disable_cp, compressed):
     q, kv, w, qp, qs, kp, kss = _fp4_inputs(jax.random.key(s + h), s, s_kv, h, d)
     if s_kv % s == 0 and s % 2 == 0:
@@ -427,6 +428,12 @@ def test_sanitizer_small_mqa():
     want = _paged_reference(qq, cache, wp, jnp.asarray(lens), jnp.asarray(table), max_ctx, False)
     src = _paged_source_reference(qp, tokens, wp, jnp.asarray(lens), jnp.asarray(table), 16, max_ctx)
     _check_logits(got, want, src, FP8_TOL)
+
+    q, kv, w, qp4, qs4, kp4, ks4 = _fp4_inputs(jax.random.key(14), s, s_kv, h, d)
+    got = dg.fp4_mqa_logits((qp4, qs4), (kp4, ks4), w, jnp.asarray(ks), jnp.asarray(ke))
+    want = np.asarray(R.fp4_mqa_logits_reference(qp4, qs4, kp4, ks4, w, ks_c, ke_c), np.float64)
+    src = np.asarray(_ref_f32(q, kv, jnp.ones((s_kv,)), w, ks_c, ke_c), np.float64)
+    _check_logits(got, want, src, FP4_TOL)
 
     qp, tokens, wp, qq, cache, lens, table, max_ctx = _paged_inputs(13, 3, 3, 32, 64, 16, 300, fp4=True)
     meta = dg.get_paged_mqa_logits_metadata(jnp.asarray(lens), 16, _num_sms())

@@ -138,6 +138,65 @@ __device__ __forceinline__ void HeadWeights(const float* s_w, int lane, float (&
   }
 }
 
+// ---- FP4 (E2M1 values, UE8M0 scales per 32 elements) decoded to e4m3 on the math warpgroups ----
+// A row's groups are rescaled to the row's largest exponent: value * 2^(e_g - e_max) is exact in e4m3
+// for e_max - e_g <= 8 (then a group's elements sit 2^8 below the row's largest ones; beyond, they
+// round towards zero), and 2^(e_max - 127) multiplies the row's result: the KV row's goes with its
+// logit, the query row's (one per head) into the head's weight (relu commutes with positive scales).
+// kE2m1Lut[d] = e4m3 bytes of the 8 E2M1 magnitudes {0, .5, 1, 1.5, 2, 3, 4, 6} x 2^-d, codes 0-3 / 4-7.
+__constant__ const uint32_t kE2m1Lut[16][2] = {
+    {0x3c383000u, 0x4c484440u}, {0x34302800u, 0x44403c38u}, {0x2c282000u, 0x3c383430u},
+    {0x24201800u, 0x34302c28u}, {0x1c181000u, 0x2c282420u}, {0x14100800u, 0x24201c18u},
+    {0x0c080400u, 0x1c181410u}, {0x06040200u, 0x14100c08u}, {0x03020100u, 0x0c080604u},
+    {0x02010000u, 0x06040302u}, {0x01000000u, 0x03020201u}, {0x00000000u, 0x02010100u},
+    {0x00000000u, 0x01000000u}, {0x00000000u, 0x00000000u}, {0x00000000u, 0x00000000u},
+    {0x00000000u, 0x00000000u}};
+
+// 8 E2M1 codes (one word, element i in nibble i) -> 8 e4m3 bytes: magnitudes through the byte-permute
+// table `lut`, signs (bit 3 of each nibble) moved to bit 7 of each byte.
+__device__ __forceinline__ uint2 DecodeE2m1Word(uint32_t x, uint2 lut) {
+  const uint32_t x4 = x >> 4;
+  const uint32_t mag_lo = __byte_perm(lut.x, lut.y, x & 0x7777u);
+  const uint32_t mag_hi = __byte_perm(lut.x, lut.y, (x >> 16) & 0x7777u);
+  const uint32_t nib_lo = __byte_perm(x, x4, 0x5140u);  // byte i: nibble i in its low half (i = 0..3)
+  const uint32_t nib_hi = __byte_perm(x, x4, 0x7362u);  // nibbles 4..7
+  return make_uint2(mag_lo | ((nib_lo << 4) & 0x80808080u), mag_hi | ((nib_hi << 4) & 0x80808080u));
+}
+
+// Byte offset of (row, byte) in a K-major tile of kD-byte rows under the D-byte TMA swizzle (16-byte
+// units XORed with address bits 7+: Swizzle<log2(kD/16), 4, 3>), as the WGMMA descriptors expect.
+template <int kD>
+__device__ __forceinline__ int SwizzledOffset(int row, int byte) {
+  const int o = row * kD + byte;
+  return o ^ (((o >> 7) & (kD / 16 - 1)) << 4);
+}
+
+// Decodes one 32-element group (16 packed bytes at `src`, exponent e_g) of a row whose largest group
+// exponent is e_max into 32 e4m3 bytes at (row, 32 g) of the swizzled tile `dst`.
+template <int kD>
+__device__ __forceinline__ void DecodeE2m1Group(const uint8_t* src, int e_g, int e_max, const uint2* lut,
+                                                uint8_t* dst, int row, int g) {
+  const uint4 packed = *reinterpret_cast<const uint4*>(src);
+  const uint2 table = lut[min(e_max - e_g, 15)];
+  const uint2 a = DecodeE2m1Word(packed.x, table), b = DecodeE2m1Word(packed.y, table);
+  const uint2 c = DecodeE2m1Word(packed.z, table), d = DecodeE2m1Word(packed.w, table);
+  *reinterpret_cast<uint4*>(dst + SwizzledOffset<kD>(row, 32 * g)) = make_uint4(a.x, a.y, b.x, b.y);
+  *reinterpret_cast<uint4*>(dst + SwizzledOffset<kD>(row, 32 * g + 16)) = make_uint4(c.x, c.y, d.x, d.y);
+}
+
+// Largest of a packed UE8M0 word's kGroups exponents.
+template <int kGroups>
+__device__ __forceinline__ int MaxExponent(uint32_t sf) {
+  int e = sf & 0xFF;
+#pragma unroll
+  for (int g = 1; g < kGroups; ++g) e = max(e, int((sf >> (8 * g)) & 0xFF));
+  return e;
+}
+
+__device__ __forceinline__ void FenceSmemForWgmma() {  // generic-proxy smem writes -> async proxy (WGMMA)
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ranged FP8 kernel (the DeepGEMM SM90 design): persistent CTAs of 4 math warpgroups + 1 producer
 // warpgroup walk work units (query block of 128/H tokens, and a KV part when there are fewer query
@@ -158,19 +217,30 @@ constexpr int kRgKvStages = 4;
 constexpr int kRgMathRegs = 112;  // 512 x 112 + 128 x 32 = 640 x 96, the launch allocation
 constexpr int kRgProducerRegs = 32;
 
-template <int kD>
+template <int kD, bool kFp4>
 struct RangedSmem {
-  static constexpr int kQBytes = 128 * kD;
-  static constexpr int kKvBytes = kRgBlockKv * kD;
-  static constexpr int kQ = 0;                                           // [q stages][128][kD]
-  static constexpr int kKv = kQ + kRgQStages * kQBytes;                  // [kv stages][256][kD]
+  static constexpr int kRowBytes = kFp4 ? kD / 2 : kD;  // bytes of one staged (TMA-loaded) row
+  static constexpr int kQBytes = 128 * kRowBytes;
+  static constexpr int kKvBytes = kRgBlockKv * kRowBytes;
+  static constexpr int kQ = 0;                                           // [q stages][128][row]
+  static constexpr int kKv = kQ + kRgQStages * kQBytes;                  // [kv stages][256][row]
   static constexpr int kW = kKv + kRgKvStages * kKvBytes;                // [q stages][128] f32
-  static constexpr int kScale = kW + kRgQStages * 128 * 4;               // [kv stages][256] f32
+  static constexpr int kScale = kW + kRgQStages * 128 * 4;               // [kv stages][256] f32 (FP4: int32 sf)
   static constexpr int kRange = kScale + kRgKvStages * kRgBlockKv * 4;   // [q stages][8] int: ks[4], ke[4]
-  static constexpr int kBar = kRange + kRgQStages * 8 * 4;
+  static constexpr int kFp4Area = kRange + kRgQStages * 8 * 4;
+  // FP4 only: the rows decoded to e4m3 (the WGMMA operands, D-byte swizzled) and their powers of two
+  static constexpr int kQsf = (kFp4Area + 127) / 128 * 128;                          // [q stages][128] int32
+  static constexpr int kQDec = (kQsf + (kFp4 ? kRgQStages * 128 * 4 : 0) + 1023) / 1024 * 1024;  // [128][kD]
+  static constexpr int kKvDec = kQDec + (kFp4 ? 128 * kD : 0);                      // [WGs][64][kD]
+  static constexpr int kQScale = kKvDec + (kFp4 ? kRgBlockKv * kD : 0);             // [128] f32
+  static constexpr int kRowScale = kQScale + (kFp4 ? 128 * 4 : 0);                 // [WGs][2][64] f32
+  static constexpr int kLut = kRowScale + (kFp4 ? kRgMathWgs * 2 * kTileKv * 4 : 0);  // [16] uint2
+  static constexpr int kBar = kLut + (kFp4 ? 16 * 8 : 0);
   static constexpr int kBytes = kBar + 2 * (kRgQStages + kRgKvStages) * 8 + 1024;  // + 1024-B alignment slack
-  static_assert(kKv % 1024 == 0 && kKvBytes % 1024 == 0 && kW % 128 == 0 && kScale % 128 == 0,
+  static_assert(kKv % 128 == 0 && kKvBytes % 128 == 0 && kW % 128 == 0 && kScale % 128 == 0 && kKvDec % 1024 == 0,
                 "swizzle-atom aligned operand tiles, 128-B aligned TMA destinations");
+  static_assert(kFp4 || (kKv % 1024 == 0 && kKvBytes % 1024 == 0), "FP8 rows are the WGMMA operands");
+  static_assert(kBytes <= 227 * 1024, "shared memory per CTA");
 };
 
 // A work unit of the ranged kernel: query block `q_block`, KV part `part` of `splits` (blocks part,
@@ -214,16 +284,18 @@ __device__ __forceinline__ void StoreRangedLogit(const Params& p, int64_t row_ba
   }
 }
 
-template <int kD, int kH>
+template <int kD, int kH, bool kFp4>
 __global__ void __launch_bounds__(kRgThreads, 1)
     MqaLogitsWgmmaKernel(const __grid_constant__ CUtensorMap tma_q, const __grid_constant__ CUtensorMap tma_kv,
                          const __grid_constant__ CUtensorMap tma_scale, const __grid_constant__ CUtensorMap tma_w,
-                         const __grid_constant__ Params p, const int splits) {
+                         const __grid_constant__ CUtensorMap tma_qsf, const __grid_constant__ Params p,
+                         const int splits) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
   constexpr int kNQ = 128 / kH;
   constexpr uint64_t kEvictNormal = 0x1000000000000000ull;
-  using L = RangedSmem<kD>;
+  using L = RangedSmem<kD, kFp4>;
+  constexpr int kGroups = kD / 32;  // FP4 scale groups per row
   extern __shared__ uint8_t smem_raw[];
   // 128B-swizzled TMA destinations and WGMMA descriptors need 1024-byte alignment
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
@@ -242,6 +314,10 @@ __global__ void __launch_bounds__(kRgThreads, 1)
     for (int s = 0; s < kRgKvStages; ++s) kv_full[s].init(1), kv_empty[s].init(kRgMathWgs * 4);
     cutlass::arch::fence_barrier_init();
   }
+  uint2* lut = reinterpret_cast<uint2*>(smem + L::kLut);
+  if constexpr (kFp4) {
+    if (threadIdx.x < 16) lut[threadIdx.x] = make_uint2(kE2m1Lut[threadIdx.x][0], kE2m1Lut[threadIdx.x][1]);
+  }
   __syncthreads();
   const int num_units = (p.num_q + kNQ - 1) / kNQ * splits;
 
@@ -254,6 +330,7 @@ __global__ void __launch_bounds__(kRgThreads, 1)
       cute::prefetch_tma_descriptor(&tma_kv);
       cute::prefetch_tma_descriptor(&tma_scale);
       cute::prefetch_tma_descriptor(&tma_w);
+      if constexpr (kFp4) cute::prefetch_tma_descriptor(&tma_qsf);
       auto next_work = [&](int& unit, RangedWork& w) {
         for (; unit < num_units; unit += gridDim.x) {
           w = RangedWorkOf<kNQ>(p, splits, unit);
@@ -271,10 +348,12 @@ __global__ void __launch_bounds__(kRgThreads, 1)
           const int2 r = RangedRange(p, w.q_block * kNQ + i);
           s_range[s * 8 + i] = r.x, s_range[s * 8 + 4 + i] = r.y;
         }
-        q_full[s].arrive_and_expect_tx(L::kQBytes + 128 * 4);  // the arrive releases s_range too
+        q_full[s].arrive_and_expect_tx(L::kQBytes + 128 * 4 * (kFp4 ? 2 : 1));  // the arrive releases s_range too
         auto* mbar = reinterpret_cast<uint64_t*>(&q_full[s]);
         cute::SM90_TMA_LOAD_2D::copy(&tma_q, mbar, kEvictNormal, smem + L::kQ + s * L::kQBytes, 0, w.q_block * 128);
         cute::SM90_TMA_LOAD_2D::copy(&tma_w, mbar, kEvictNormal, s_w + s * 128, 0, w.q_block * kNQ);
+        if constexpr (kFp4)
+          cute::SM90_TMA_LOAD_2D::copy(&tma_qsf, mbar, kEvictNormal, smem + L::kQsf + s * 128 * 4, 0, w.q_block * kNQ);
       };
       int unit = blockIdx.x;
       RangedWork w;
@@ -337,13 +416,64 @@ __global__ void __launch_bounds__(kRgThreads, 1)
     q_full[qs].wait(q_phase);
     HeadWeights<kH, kNQ>(s_w + qs * 128, lane, w);
     const uint32_t range_u32 = smem_u32 + L::kRange + qs * 32;
-    const uint64_t desc_q = desc_q0 + uint64_t((qs * L::kQBytes) >> 4);
+    uint64_t desc_q = desc_q0 + uint64_t((qs * L::kQBytes) >> 4);
+    if constexpr (kFp4) {
+      // The 4 math WGs decode the unit's 128 query rows into the one decoded Q buffer (after every WG
+      // is past its WGMMAs on the previous unit), and each head's power of two joins its weight.
+      cutlass::arch::NamedBarrier::sync(kRgMathWgs * 128, 1);
+      const uint8_t* q_packed = smem + L::kQ + qs * L::kQBytes;
+      const uint32_t* q_sf = reinterpret_cast<const uint32_t*>(smem + L::kQsf + qs * 128 * 4);
+      float* q_scale = reinterpret_cast<float*>(smem + L::kQScale);
+      for (int u = threadIdx.x; u < 128 * kGroups; u += kRgMathWgs * 128) {
+        const int r = u / kGroups, g = u % kGroups;
+        const uint32_t sf = q_sf[r];
+        const int e_max = MaxExponent<kGroups>(sf);
+        DecodeE2m1Group<kD>(q_packed + r * L::kRowBytes + 16 * g, int((sf >> (8 * g)) & 0xFF), e_max, lut,
+                            smem + L::kQDec, r, g);
+        if (g == 0) q_scale[r] = Ue8m0ToFloat(uint32_t(e_max));
+      }
+      FenceSmemForWgmma();
+      cutlass::arch::NamedBarrier::sync(kRgMathWgs * 128, 1);
+      float qsc[kNQ][kH / 4];
+      HeadWeights<kH, kNQ>(q_scale, lane, qsc);
+#pragma unroll
+      for (int i = 0; i < kNQ; ++i) {
+#pragma unroll
+        for (int j = 0; j < kH / 4; ++j) w[i][j] *= qsc[i][j];
+      }
+      desc_q = WgDescK<kD>(smem + L::kQDec);
+    }
     for (int c = 0; c < work.count; ++c) {
       const int kv0 = work.start + (work.part + c * splits) * kRgBlockKv;
       const int s = kv_it % kRgKvStages, phase = (kv_it / kRgKvStages) & 1;
+      const int parity = kv_it & 1;
       ++kv_it;
       MbarWait(kv_full_u32 + 8 * s, phase);
-      const uint64_t desc_kv = desc_kv0 + uint64_t((s * L::kKvBytes) >> 4);
+      uint64_t desc_kv = desc_kv0 + uint64_t((s * L::kKvBytes) >> 4);
+      float sc0, sc1;
+      if constexpr (kFp4) {
+        // decode this WG's 64 rows of the stage (its previous WGMMA has completed: every warp waited for
+        // it) and their powers of two, then free the stage
+        const int wg_row0 = warpgroup * kTileKv;
+        const uint8_t* packed = smem + L::kKv + s * L::kKvBytes + wg_row0 * L::kRowBytes;
+        const uint32_t* sf_rows = reinterpret_cast<const uint32_t*>(smem + L::kScale) + s * kRgBlockKv + wg_row0;
+        uint8_t* kv_dec = smem + L::kKvDec + wg_row0 * kD;
+        float* row_scale = reinterpret_cast<float*>(smem + L::kRowScale) + (warpgroup * 2 + parity) * kTileKv;
+        for (int u = threadIdx.x % 128; u < kTileKv * kGroups; u += 128) {
+          const int r = u / kGroups, g = u % kGroups;
+          const uint32_t sf = sf_rows[r];
+          const int e_max = MaxExponent<kGroups>(sf);
+          DecodeE2m1Group<kD>(packed + r * L::kRowBytes + 16 * g, int((sf >> (8 * g)) & 0xFF), e_max, lut, kv_dec, r,
+                              g);
+          if (g == 0) row_scale[r] = Ue8m0ToFloat(uint32_t(e_max));
+        }
+        FenceSmemForWgmma();
+        cutlass::arch::NamedBarrier::sync(128, 2 + warpgroup);
+        __syncwarp();
+        if (lane == 0) MbarArrive(kv_empty_u32 + 8 * s);
+        desc_kv = WgDescK<kD>(kv_dec);
+        sc0 = row_scale[row - wg_row0], sc1 = row_scale[row - wg_row0 + 8];
+      }
 #pragma unroll
       for (int i = 0; i < 64; ++i) cute::warpgroup_fence_operand(acc[i]);
       cute::warpgroup_arrive();
@@ -351,13 +481,17 @@ __global__ void __launch_bounds__(kRgThreads, 1)
       for (int k = 0; k < kD / 32; ++k)
         WgMma64x128(desc_kv + 2 * k, desc_q + 2 * k, acc, k > 0, std::make_index_sequence<64>{});
       cute::warpgroup_commit_batch();
-      const uint32_t scale_u32 = smem_u32 + L::kScale + (s * kRgBlockKv + row) * 4;
-      const float sc0 = LdsF32(scale_u32), sc1 = LdsF32(scale_u32 + 32);
+      if constexpr (!kFp4) {
+        const uint32_t scale_u32 = smem_u32 + L::kScale + (s * kRgBlockKv + row) * 4;
+        sc0 = LdsF32(scale_u32), sc1 = LdsF32(scale_u32 + 32);
+      }
       cute::warpgroup_wait<0>();
 #pragma unroll
       for (int i = 0; i < 64; ++i) cute::warpgroup_fence_operand(acc[i]);
-      __syncwarp();
-      if (lane == 0) MbarArrive(kv_empty_u32 + 8 * s);
+      if constexpr (!kFp4) {
+        __syncwarp();
+        if (lane == 0) MbarArrive(kv_empty_u32 + 8 * s);
+      }
 
       float vals[2 * kNQ];
       TokenLogits<kH, kNQ>(acc, w, sc0, sc1, vals);

@@ -91,65 +91,6 @@ struct PagedWgSmem {
   static_assert(kBytes <= 227 * 1024, "shared memory per CTA");
 };
 
-// ---- FP4 (E2M1 values, UE8M0 scales per 32 elements) decoded to e4m3 on the math warpgroups ----
-// A row's groups are rescaled to the row's largest exponent: value * 2^(e_g - e_max) is exact in e4m3
-// for e_max - e_g <= 8 (then a group's elements sit 2^8 below the row's largest ones; beyond, they
-// round towards zero), and 2^(e_max - 127) multiplies the row's result: the KV row's goes with its
-// logit, the query row's (one per head) into the head's weight (relu commutes with positive scales).
-// kE2m1Lut[d] = e4m3 bytes of the 8 E2M1 magnitudes {0, .5, 1, 1.5, 2, 3, 4, 6} x 2^-d, codes 0-3 / 4-7.
-__constant__ const uint32_t kE2m1Lut[16][2] = {
-    {0x3c383000u, 0x4c484440u}, {0x34302800u, 0x44403c38u}, {0x2c282000u, 0x3c383430u},
-    {0x24201800u, 0x34302c28u}, {0x1c181000u, 0x2c282420u}, {0x14100800u, 0x24201c18u},
-    {0x0c080400u, 0x1c181410u}, {0x06040200u, 0x14100c08u}, {0x03020100u, 0x0c080604u},
-    {0x02010000u, 0x06040302u}, {0x01000000u, 0x03020201u}, {0x00000000u, 0x02010100u},
-    {0x00000000u, 0x01000000u}, {0x00000000u, 0x00000000u}, {0x00000000u, 0x00000000u},
-    {0x00000000u, 0x00000000u}};
-
-// 8 E2M1 codes (one word, element i in nibble i) -> 8 e4m3 bytes: magnitudes through the byte-permute
-// table `lut`, signs (bit 3 of each nibble) moved to bit 7 of each byte.
-__device__ __forceinline__ uint2 DecodeE2m1Word(uint32_t x, uint2 lut) {
-  const uint32_t x4 = x >> 4;
-  const uint32_t mag_lo = __byte_perm(lut.x, lut.y, x & 0x7777u);
-  const uint32_t mag_hi = __byte_perm(lut.x, lut.y, (x >> 16) & 0x7777u);
-  const uint32_t nib_lo = __byte_perm(x, x4, 0x5140u);  // byte i: nibble i in its low half (i = 0..3)
-  const uint32_t nib_hi = __byte_perm(x, x4, 0x7362u);  // nibbles 4..7
-  return make_uint2(mag_lo | ((nib_lo << 4) & 0x80808080u), mag_hi | ((nib_hi << 4) & 0x80808080u));
-}
-
-// Byte offset of (row, byte) in a K-major tile of kD-byte rows under the D-byte TMA swizzle (16-byte
-// units XORed with address bits 7+: Swizzle<log2(kD/16), 4, 3>), as the WGMMA descriptors expect.
-template <int kD>
-__device__ __forceinline__ int SwizzledOffset(int row, int byte) {
-  const int o = row * kD + byte;
-  return o ^ (((o >> 7) & (kD / 16 - 1)) << 4);
-}
-
-// Decodes one 32-element group (16 packed bytes at `src`, exponent e_g) of a row whose largest group
-// exponent is e_max into 32 e4m3 bytes at (row, 32 g) of the swizzled tile `dst`.
-template <int kD>
-__device__ __forceinline__ void DecodeE2m1Group(const uint8_t* src, int e_g, int e_max, const uint2* lut,
-                                                uint8_t* dst, int row, int g) {
-  const uint4 packed = *reinterpret_cast<const uint4*>(src);
-  const uint2 table = lut[min(e_max - e_g, 15)];
-  const uint2 a = DecodeE2m1Word(packed.x, table), b = DecodeE2m1Word(packed.y, table);
-  const uint2 c = DecodeE2m1Word(packed.z, table), d = DecodeE2m1Word(packed.w, table);
-  *reinterpret_cast<uint4*>(dst + SwizzledOffset<kD>(row, 32 * g)) = make_uint4(a.x, a.y, b.x, b.y);
-  *reinterpret_cast<uint4*>(dst + SwizzledOffset<kD>(row, 32 * g + 16)) = make_uint4(c.x, c.y, d.x, d.y);
-}
-
-// Largest of a packed UE8M0 word's kGroups exponents.
-template <int kGroups>
-__device__ __forceinline__ int MaxExponent(uint32_t sf) {
-  int e = sf & 0xFF;
-#pragma unroll
-  for (int g = 1; g < kGroups; ++g) e = max(e, int((sf >> (8 * g)) & 0xFF));
-  return e;
-}
-
-__device__ __forceinline__ void FenceSmemForWgmma() {  // generic-proxy smem writes -> async proxy (WGMMA)
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-
 // Physical cache block of logical token t of batch row b (clamped: never out of bounds).
 __device__ __forceinline__ int PagedBlock(const Params& p, int b, int t) {
   const int idx = min(t / p.block_kv, p.max_blocks - 1);
