@@ -285,7 +285,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   for (; have; have = cur.Next(p)) {
     const int b = cur.b, j0 = cur.j0, count = cur.count, ctx = cur.ctx;
     if (cur.atom != loaded_atom) {
-      if (!kFp4 && q_it > 0) {
+      if (q_it > 0) {  // the previous atom's stage (its weights are read until now)
         __syncwarp();
         if (lane == 0) q_empty[qs].arrive();
       }
@@ -314,8 +314,6 @@ __global__ void __launch_bounds__(kPgThreads, 1)
         }
         FenceSmemForWgmma();
         cutlass::arch::NamedBarrier::sync(kPgMathWgs * 128, 1);
-        __syncwarp();
-        if (lane == 0) q_empty[qs].arrive();  // the packed rows are decoded: the stage may be refilled
       }
       loaded_atom = cur.atom, loaded_chunk = -1;
     }
