@@ -139,12 +139,19 @@ __device__ __forceinline__ void HeadWeights(const float* s_w, int lane, float (&
 }
 
 // ---- FP4 (E2M1 values, UE8M0 scales per 32 elements) decoded to e4m3 on the math warpgroups ----
-// A row's groups are rescaled to the row's largest exponent: value * 2^(e_g - e_max) is exact in e4m3
-// for e_max - e_g <= 8 (then a group's elements sit 2^8 below the row's largest ones; beyond, they
-// round towards zero), and 2^(e_max - 127) multiplies the row's result: the KV row's goes with its
-// logit, the query row's (one per head) into the head's weight (relu commutes with positive scales).
-// kE2m1Lut[d] = e4m3 bytes of the 8 E2M1 magnitudes {0, .5, 1, 1.5, 2, 3, 4, 6} x 2^-d, codes 0-3 / 4-7.
-__constant__ const uint32_t kE2m1Lut[16][2] = {
+// A row's four (D/32) groups are decoded relative to one reference exponent e_ref: each value becomes
+// e2m1 * 2^(e_g - e_ref) in e4m3, and 2^(e_ref - 127) multiplies the row's result (the KV row's goes
+// with its logit, the query row's, one per head, into the head's weight: relu commutes with positive
+// scales). e4m3 holds e2m1 * 2^k exactly for k in [-8, 6] (6 * 2^6 = 384 <= 448; 0.5 * 2^-8 = 2^-9, its
+// smallest subnormal), so with e_ref = e_max - clamp(spread - 8, 0, 6) the decode is exact whenever a
+// row's group exponents span at most 14 binades; beyond, the smallest groups (2^-14 below the largest)
+// round towards zero.
+// kE2m1Lut[k + 6] = e4m3 bytes of the 8 E2M1 magnitudes {0, .5, 1, 1.5, 2, 3, 4, 6} x 2^-k, k = -6..15,
+// codes 0-3 / 4-7 (the byte-permute table of DecodeE2m1Word).
+constexpr int kE2m1LutSize = 22;
+__constant__ const uint32_t kE2m1Lut[kE2m1LutSize][2] = {
+    {0x6c686000u, 0x7c787470u}, {0x64605800u, 0x74706c68u}, {0x5c585000u, 0x6c686460u},
+    {0x54504800u, 0x64605c58u}, {0x4c484000u, 0x5c585450u}, {0x44403800u, 0x54504c48u},
     {0x3c383000u, 0x4c484440u}, {0x34302800u, 0x44403c38u}, {0x2c282000u, 0x3c383430u},
     {0x24201800u, 0x34302c28u}, {0x1c181000u, 0x2c282420u}, {0x14100800u, 0x24201c18u},
     {0x0c080400u, 0x1c181410u}, {0x06040200u, 0x14100c08u}, {0x03020100u, 0x0c080604u},
@@ -171,26 +178,31 @@ __device__ __forceinline__ int SwizzledOffset(int row, int byte) {
   return o ^ (((o >> 7) & (kD / 16 - 1)) << 4);
 }
 
-// Decodes one 32-element group (16 packed bytes at `src`, exponent e_g) of a row whose largest group
-// exponent is e_max into 32 e4m3 bytes at (row, 32 g) of the swizzled tile `dst`.
+// Decodes one 32-element group (16 packed bytes at `src`, exponent e_g) of a row with reference
+// exponent e_ref into 32 e4m3 bytes at (row, 32 g) of the swizzled tile `dst`.
 template <int kD>
-__device__ __forceinline__ void DecodeE2m1Group(const uint8_t* src, int e_g, int e_max, const uint2* lut,
+__device__ __forceinline__ void DecodeE2m1Group(const uint8_t* src, int e_g, int e_ref, const uint2* lut,
                                                 uint8_t* dst, int row, int g) {
   const uint4 packed = *reinterpret_cast<const uint4*>(src);
-  const uint2 table = lut[min(e_max - e_g, 15)];
+  const uint2 table = lut[min(max(e_ref - e_g, -6), 15) + 6];
   const uint2 a = DecodeE2m1Word(packed.x, table), b = DecodeE2m1Word(packed.y, table);
   const uint2 c = DecodeE2m1Word(packed.z, table), d = DecodeE2m1Word(packed.w, table);
   *reinterpret_cast<uint4*>(dst + SwizzledOffset<kD>(row, 32 * g)) = make_uint4(a.x, a.y, b.x, b.y);
   *reinterpret_cast<uint4*>(dst + SwizzledOffset<kD>(row, 32 * g + 16)) = make_uint4(c.x, c.y, d.x, d.y);
 }
 
-// Largest of a packed UE8M0 word's kGroups exponents.
+// The reference exponent of a packed UE8M0 word's kGroups exponents (see above): the largest, lowered
+// by up to 6 so that groups up to 14 binades below it stay exact (and kept >= 1: exponent byte 0 reads
+// as scale 0).
 template <int kGroups>
-__device__ __forceinline__ int MaxExponent(uint32_t sf) {
-  int e = sf & 0xFF;
+__device__ __forceinline__ int RowRefExponent(uint32_t sf) {
+  int e_max = sf & 0xFF, e_min = e_max;
 #pragma unroll
-  for (int g = 1; g < kGroups; ++g) e = max(e, int((sf >> (8 * g)) & 0xFF));
-  return e;
+  for (int g = 1; g < kGroups; ++g) {
+    const int e = (sf >> (8 * g)) & 0xFF;
+    e_max = max(e_max, e), e_min = min(e_min, e);
+  }
+  return e_max - max(0, min(min(e_max - e_min - 8, 6), e_max - 1));
 }
 
 __device__ __forceinline__ void FenceSmemForWgmma() {  // generic-proxy smem writes -> async proxy (WGMMA)
@@ -235,7 +247,7 @@ struct RangedSmem {
   static constexpr int kQScale = kKvDec + (kFp4 ? kRgBlockKv * kD : 0);             // [128] f32
   static constexpr int kRowScale = kQScale + (kFp4 ? 128 * 4 : 0);                 // [WGs][2][64] f32
   static constexpr int kLut = kRowScale + (kFp4 ? kRgMathWgs * 2 * kTileKv * 4 : 0);  // [16] uint2
-  static constexpr int kBar = kLut + (kFp4 ? 16 * 8 : 0);
+  static constexpr int kBar = kLut + (kFp4 ? kE2m1LutSize * 8 : 0);
   static constexpr int kBytes = kBar + 2 * (kRgQStages + kRgKvStages) * 8 + 1024;  // + 1024-B alignment slack
   static_assert(kKv % 128 == 0 && kKvBytes % 128 == 0 && kW % 128 == 0 && kScale % 128 == 0 && kKvDec % 1024 == 0,
                 "swizzle-atom aligned operand tiles, 128-B aligned TMA destinations");
@@ -316,7 +328,7 @@ __global__ void __launch_bounds__(kRgThreads, 1)
   }
   uint2* lut = reinterpret_cast<uint2*>(smem + L::kLut);
   if constexpr (kFp4) {
-    if (threadIdx.x < 16) lut[threadIdx.x] = make_uint2(kE2m1Lut[threadIdx.x][0], kE2m1Lut[threadIdx.x][1]);
+    if (threadIdx.x < kE2m1LutSize) lut[threadIdx.x] = make_uint2(kE2m1Lut[threadIdx.x][0], kE2m1Lut[threadIdx.x][1]);
   }
   __syncthreads();
   const int num_units = (p.num_q + kNQ - 1) / kNQ * splits;
@@ -427,10 +439,10 @@ __global__ void __launch_bounds__(kRgThreads, 1)
       for (int u = threadIdx.x; u < 128 * kGroups; u += kRgMathWgs * 128) {
         const int r = u / kGroups, g = u % kGroups;
         const uint32_t sf = q_sf[r];
-        const int e_max = MaxExponent<kGroups>(sf);
-        DecodeE2m1Group<kD>(q_packed + r * L::kRowBytes + 16 * g, int((sf >> (8 * g)) & 0xFF), e_max, lut,
+        const int e_ref = RowRefExponent<kGroups>(sf);
+        DecodeE2m1Group<kD>(q_packed + r * L::kRowBytes + 16 * g, int((sf >> (8 * g)) & 0xFF), e_ref, lut,
                             smem + L::kQDec, r, g);
-        if (g == 0) q_scale[r] = Ue8m0ToFloat(uint32_t(e_max));
+        if (g == 0) q_scale[r] = Ue8m0ToFloat(uint32_t(e_ref));
       }
       FenceSmemForWgmma();
       cutlass::arch::NamedBarrier::sync(kRgMathWgs * 128, 1);
@@ -462,10 +474,10 @@ __global__ void __launch_bounds__(kRgThreads, 1)
         for (int u = threadIdx.x % 128; u < kTileKv * kGroups; u += 128) {
           const int r = u / kGroups, g = u % kGroups;
           const uint32_t sf = sf_rows[r];
-          const int e_max = MaxExponent<kGroups>(sf);
-          DecodeE2m1Group<kD>(packed + r * L::kRowBytes + 16 * g, int((sf >> (8 * g)) & 0xFF), e_max, lut, kv_dec, r,
+          const int e_ref = RowRefExponent<kGroups>(sf);
+          DecodeE2m1Group<kD>(packed + r * L::kRowBytes + 16 * g, int((sf >> (8 * g)) & 0xFF), e_ref, lut, kv_dec, r,
                               g);
-          if (g == 0) row_scale[r] = Ue8m0ToFloat(uint32_t(e_max));
+          if (g == 0) row_scale[r] = Ue8m0ToFloat(uint32_t(e_ref));
         }
         FenceSmemForWgmma();
         cutlass::arch::NamedBarrier::sync(128, 2 + warpgroup);

@@ -81,7 +81,7 @@ struct PagedWgSmem {
   static constexpr int kQScale = kKvDec + (kFp4 ? kPgMathWgs * kTileKv * kD : 0);  // [kQRows] f32
   static constexpr int kRowScale = kQScale + (kFp4 ? kQRows * 4 : 0);      // [WGs][2][64] f32
   static constexpr int kLut = kRowScale + (kFp4 ? kPgMathWgs * 2 * kTileKv * 4 : 0);  // [16] uint2
-  static constexpr int kBar = kLut + (kFp4 ? 16 * 8 : 0);
+  static constexpr int kBar = kLut + (kFp4 ? kE2m1LutSize * 8 : 0);
   // q_full[2], q_empty[2], kv_full[WGs][stages], kv_empty[WGs][stages]
   static constexpr int kBytes = kBar + (2 * kPgQStages + 2 * kPgMathWgs * kPgKvStages) * 8 + 1024;
   static_assert(kKv % 128 == 0 && kTileBytes % 128 == 0 && kW % 128 == 0 && kScale % 128 == 0 &&
@@ -180,7 +180,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   }
   uint2* lut = reinterpret_cast<uint2*>(smem + L::kLut);
   if constexpr (kFp4) {
-    if (threadIdx.x < 16) lut[threadIdx.x] = make_uint2(kE2m1Lut[threadIdx.x][0], kE2m1Lut[threadIdx.x][1]);
+    if (threadIdx.x < kE2m1LutSize) lut[threadIdx.x] = make_uint2(kE2m1Lut[threadIdx.x][0], kE2m1Lut[threadIdx.x][1]);
   }
   __syncthreads();
 
@@ -307,10 +307,10 @@ __global__ void __launch_bounds__(kPgThreads, 1)
         for (int u = threadIdx.x; u < rows * kGroups; u += kPgMathWgs * 128) {
           const int row = u / kGroups, g = u % kGroups;
           const uint32_t sf = q_sf[row];
-          const int e_max = MaxExponent<kGroups>(sf);
-          DecodeE2m1Group<kD>(q_packed + row * L::kRowBytes + 16 * g, int((sf >> (8 * g)) & 0xFF), e_max, lut,
+          const int e_ref = RowRefExponent<kGroups>(sf);
+          DecodeE2m1Group<kD>(q_packed + row * L::kRowBytes + 16 * g, int((sf >> (8 * g)) & 0xFF), e_ref, lut,
                               smem + L::kQDec, row, g);
-          if (g == 0) q_scale_w[row] = Ue8m0ToFloat(uint32_t(e_max));
+          if (g == 0) q_scale_w[row] = Ue8m0ToFloat(uint32_t(e_ref));
         }
         FenceSmemForWgmma();
         cutlass::arch::NamedBarrier::sync(kPgMathWgs * 128, 1);
@@ -333,10 +333,10 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       for (int u = tid; u < kTileKv * kGroups; u += 128) {
         const int row = u / kGroups, g = u % kGroups;
         const uint32_t sf = sf_ring[scale_slot(row)];
-        const int e_max = MaxExponent<kGroups>(sf);
-        DecodeE2m1Group<kD>(a_tile + row * L::kRowBytes + 16 * g, int((sf >> (8 * g)) & 0xFF), e_max, lut, kv_dec,
+        const int e_ref = RowRefExponent<kGroups>(sf);
+        DecodeE2m1Group<kD>(a_tile + row * L::kRowBytes + 16 * g, int((sf >> (8 * g)) & 0xFF), e_ref, lut, kv_dec,
                             row, g);
-        if (g == 0) row_scale[parity * kTileKv + row] = t0 + row < ctx ? Ue8m0ToFloat(uint32_t(e_max)) : 0.f;
+        if (g == 0) row_scale[parity * kTileKv + row] = t0 + row < ctx ? Ue8m0ToFloat(uint32_t(e_ref)) : 0.f;
       }
       FenceSmemForWgmma();
       cutlass::arch::NamedBarrier::sync(128, 2 + warpgroup);
