@@ -209,6 +209,25 @@ __device__ __forceinline__ void FenceSmemForWgmma() {  // generic-proxy smem wri
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
+// Decodes `rows` packed FP4 rows (row r: kD / 2 bytes at src + r * kD / 2, its packed UE8M0 word at
+// sf[sf_index(r)]) into the swizzled e4m3 tile `dst` and each row's power of two into row_scale[r] (0
+// for rows >= valid_rows); threads first, first + stride, ... take one 32-element group each, then
+// fence the writes for the WGMMAs (the caller's barrier makes them visible to its warpgroups).
+template <int kD, class SfIndex>
+__device__ __forceinline__ void DecodeFp4Rows(const uint8_t* src, const uint32_t* sf, SfIndex sf_index, int rows,
+                                              int valid_rows, const uint2* lut, uint8_t* dst, float* row_scale,
+                                              int first, int stride) {
+  constexpr int kGroups = kD / 32;
+  for (int u = first; u < rows * kGroups; u += stride) {
+    const int r = u / kGroups, g = u % kGroups;
+    const uint32_t word = sf[sf_index(r)];
+    const int e_ref = RowRefExponent<kGroups>(word);
+    DecodeE2m1Group<kD>(src + r * (kD / 2) + 16 * g, int((word >> (8 * g)) & 0xFF), e_ref, lut, dst, r, g);
+    if (g == 0) row_scale[r] = r < valid_rows ? Ue8m0ToFloat(uint32_t(e_ref)) : 0.f;
+  }
+  FenceSmemForWgmma();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ranged FP8 kernel (the DeepGEMM SM90 design): persistent CTAs of 4 math warpgroups + 1 producer
 // warpgroup walk work units (query block of 128/H tokens, and a KV part when there are fewer query
@@ -433,18 +452,10 @@ __global__ void __launch_bounds__(kRgThreads, 1)
       // The 4 math WGs decode the unit's 128 query rows into the one decoded Q buffer (after every WG
       // is past its WGMMAs on the previous unit), and each head's power of two joins its weight.
       cutlass::arch::NamedBarrier::sync(kRgMathWgs * 128, 1);
-      const uint8_t* q_packed = smem + L::kQ + qs * L::kQBytes;
-      const uint32_t* q_sf = reinterpret_cast<const uint32_t*>(smem + L::kQsf + qs * 128 * 4);
       float* q_scale = reinterpret_cast<float*>(smem + L::kQScale);
-      for (int u = threadIdx.x; u < 128 * kGroups; u += kRgMathWgs * 128) {
-        const int r = u / kGroups, g = u % kGroups;
-        const uint32_t sf = q_sf[r];
-        const int e_ref = RowRefExponent<kGroups>(sf);
-        DecodeE2m1Group<kD>(q_packed + r * L::kRowBytes + 16 * g, int((sf >> (8 * g)) & 0xFF), e_ref, lut,
-                            smem + L::kQDec, r, g);
-        if (g == 0) q_scale[r] = Ue8m0ToFloat(uint32_t(e_ref));
-      }
-      FenceSmemForWgmma();
+      const uint32_t* q_sf = reinterpret_cast<const uint32_t*>(smem + L::kQsf + qs * 128 * 4);
+      DecodeFp4Rows<kD>(smem + L::kQ + qs * L::kQBytes, q_sf, [](int r) { return r; }, 128, 128, lut,
+                        smem + L::kQDec, q_scale, threadIdx.x, kRgMathWgs * 128);
       cutlass::arch::NamedBarrier::sync(kRgMathWgs * 128, 1);
       float qsc[kNQ][kH / 4];
       HeadWeights<kH, kNQ>(q_scale, lane, qsc);
@@ -467,19 +478,11 @@ __global__ void __launch_bounds__(kRgThreads, 1)
         // decode this WG's 64 rows of the stage (its previous WGMMA has completed: every warp waited for
         // it) and their powers of two, then free the stage
         const int wg_row0 = warpgroup * kTileKv;
-        const uint8_t* packed = smem + L::kKv + s * L::kKvBytes + wg_row0 * L::kRowBytes;
-        const uint32_t* sf_rows = reinterpret_cast<const uint32_t*>(smem + L::kScale) + s * kRgBlockKv + wg_row0;
         uint8_t* kv_dec = smem + L::kKvDec + wg_row0 * kD;
         float* row_scale = reinterpret_cast<float*>(smem + L::kRowScale) + (warpgroup * 2 + parity) * kTileKv;
-        for (int u = threadIdx.x % 128; u < kTileKv * kGroups; u += 128) {
-          const int r = u / kGroups, g = u % kGroups;
-          const uint32_t sf = sf_rows[r];
-          const int e_ref = RowRefExponent<kGroups>(sf);
-          DecodeE2m1Group<kD>(packed + r * L::kRowBytes + 16 * g, int((sf >> (8 * g)) & 0xFF), e_ref, lut, kv_dec, r,
-                              g);
-          if (g == 0) row_scale[r] = Ue8m0ToFloat(uint32_t(e_ref));
-        }
-        FenceSmemForWgmma();
+        DecodeFp4Rows<kD>(smem + L::kKv + s * L::kKvBytes + wg_row0 * L::kRowBytes,
+                          reinterpret_cast<const uint32_t*>(smem + L::kScale) + s * kRgBlockKv + wg_row0,
+                          [](int r) { return r; }, kTileKv, kTileKv, lut, kv_dec, row_scale, threadIdx.x % 128, 128);
         cutlass::arch::NamedBarrier::sync(128, 2 + warpgroup);
         __syncwarp();
         if (lane == 0) MbarArrive(kv_empty_u32 + 8 * s);

@@ -300,19 +300,10 @@ __global__ void __launch_bounds__(kPgThreads, 1)
         // All 4 math WGs decode the atom's query rows into the one decoded Q buffer: first every WG
         // is past its WGMMAs on the previous atom, then the decoded rows are visible to all of them.
         cutlass::arch::NamedBarrier::sync(kPgMathWgs * 128, 1);
-        const uint8_t* q_packed = smem + L::kQ + qs * L::kQBytes;
-        const uint32_t* q_sf = reinterpret_cast<const uint32_t*>(smem + L::kQsf + qs * L::kQRows * 4);
-        float* q_scale_w = reinterpret_cast<float*>(smem + L::kQScale);
-        const int rows = q_boxes * kNC;
-        for (int u = threadIdx.x; u < rows * kGroups; u += kPgMathWgs * 128) {
-          const int row = u / kGroups, g = u % kGroups;
-          const uint32_t sf = q_sf[row];
-          const int e_ref = RowRefExponent<kGroups>(sf);
-          DecodeE2m1Group<kD>(q_packed + row * L::kRowBytes + 16 * g, int((sf >> (8 * g)) & 0xFF), e_ref, lut,
-                              smem + L::kQDec, row, g);
-          if (g == 0) q_scale_w[row] = Ue8m0ToFloat(uint32_t(e_ref));
-        }
-        FenceSmemForWgmma();
+        DecodeFp4Rows<kD>(smem + L::kQ + qs * L::kQBytes,
+                          reinterpret_cast<const uint32_t*>(smem + L::kQsf + qs * L::kQRows * 4),
+                          [](int r) { return r; }, q_boxes * kNC, q_boxes * kNC, lut, smem + L::kQDec,
+                          reinterpret_cast<float*>(smem + L::kQScale), threadIdx.x, kPgMathWgs * 128);
         cutlass::arch::NamedBarrier::sync(kPgMathWgs * 128, 1);
       }
       loaded_atom = cur.atom, loaded_chunk = -1;
@@ -329,16 +320,8 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     if constexpr (kFp4) {
       // decode the tile into this WG's operand buffer (its previous WGMMA has completed: every warp
       // waited for it) and each row's power of two (0 past the context), then free the stage
-      const uint32_t* sf_ring = reinterpret_cast<const uint32_t*>(scale_ring + s * L::kScaleSlot);
-      for (int u = tid; u < kTileKv * kGroups; u += 128) {
-        const int row = u / kGroups, g = u % kGroups;
-        const uint32_t sf = sf_ring[scale_slot(row)];
-        const int e_ref = RowRefExponent<kGroups>(sf);
-        DecodeE2m1Group<kD>(a_tile + row * L::kRowBytes + 16 * g, int((sf >> (8 * g)) & 0xFF), e_ref, lut, kv_dec,
-                            row, g);
-        if (g == 0) row_scale[parity * kTileKv + row] = t0 + row < ctx ? Ue8m0ToFloat(uint32_t(e_ref)) : 0.f;
-      }
-      FenceSmemForWgmma();
+      DecodeFp4Rows<kD>(a_tile, reinterpret_cast<const uint32_t*>(scale_ring + s * L::kScaleSlot), scale_slot, kTileKv,
+                        ctx - t0, lut, kv_dec, row_scale + parity * kTileKv, tid, 128);
       cutlass::arch::NamedBarrier::sync(128, 2 + warpgroup);
       __syncwarp();
       if (lane == 0) empty[s].arrive();
