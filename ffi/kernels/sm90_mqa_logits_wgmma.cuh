@@ -260,15 +260,16 @@ struct RangedSmem {
   static constexpr int kRange = kScale + kRgKvStages * kRgBlockKv * 4;   // [q stages][8] int: ks[4], ke[4]
   static constexpr int kFp4Area = kRange + kRgQStages * 8 * 4;
   // FP4 only: the rows decoded to e4m3 (the WGMMA operands, D-byte swizzled) and their powers of two
-  static constexpr int kQsf = (kFp4Area + 127) / 128 * 128;                          // [q stages][128] int32
-  static constexpr int kQDec = (kQsf + (kFp4 ? kRgQStages * 128 * 4 : 0) + 1023) / 1024 * 1024;  // [128][kD]
+  static constexpr int kQsf = kFp4 ? (kFp4Area + 127) / 128 * 128 : kFp4Area;       // [q stages][128] int32
+  static constexpr int kQDec = kFp4 ? (kQsf + kRgQStages * 128 * 4 + 1023) / 1024 * 1024 : kQsf;  // [128][kD]
   static constexpr int kKvDec = kQDec + (kFp4 ? 128 * kD : 0);                      // [WGs][64][kD]
   static constexpr int kQScale = kKvDec + (kFp4 ? kRgBlockKv * kD : 0);             // [128] f32
   static constexpr int kRowScale = kQScale + (kFp4 ? 128 * 4 : 0);                 // [WGs][2][64] f32
   static constexpr int kLut = kRowScale + (kFp4 ? kRgMathWgs * 2 * kTileKv * 4 : 0);  // [16] uint2
   static constexpr int kBar = kLut + (kFp4 ? kE2m1LutSize * 8 : 0);
   static constexpr int kBytes = kBar + 2 * (kRgQStages + kRgKvStages) * 8 + 1024;  // + 1024-B alignment slack
-  static_assert(kKv % 128 == 0 && kKvBytes % 128 == 0 && kW % 128 == 0 && kScale % 128 == 0 && kKvDec % 1024 == 0,
+  static_assert(kKv % 128 == 0 && kKvBytes % 128 == 0 && kW % 128 == 0 && kScale % 128 == 0 &&
+                    (!kFp4 || kKvDec % 1024 == 0),
                 "swizzle-atom aligned operand tiles, 128-B aligned TMA destinations");
   static_assert(kFp4 || (kKv % 1024 == 0 && kKvBytes % 1024 == 0), "FP8 rows are the WGMMA operands");
   static_assert(kBytes <= 227 * 1024, "shared memory per CTA");
@@ -326,7 +327,6 @@ __global__ void __launch_bounds__(kRgThreads, 1)
   constexpr int kNQ = 128 / kH;
   constexpr uint64_t kEvictNormal = 0x1000000000000000ull;
   using L = RangedSmem<kD, kFp4>;
-  constexpr int kGroups = kD / 32;  // FP4 scale groups per row
   extern __shared__ uint8_t smem_raw[];
   // 128B-swizzled TMA destinations and WGMMA descriptors need 1024-byte alignment
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));

@@ -76,7 +76,7 @@ struct PagedWgSmem {
   static constexpr int kFp4Area = kScale + kPgMathWgs * kPgKvStages * kScaleSlot * 4;
   // FP4 only: the rows decoded to e4m3 (the WGMMA operands, D-byte swizzled) and their powers of two
   static constexpr int kQsf = kFp4Area;                                     // [q stages][kQRows] int32
-  static constexpr int kQDec = (kQsf + (kFp4 ? kPgQStages * kQRows * 4 : 0) + 1023) / 1024 * 1024;  // [kQRows][kD]
+  static constexpr int kQDec = kFp4 ? (kQsf + kPgQStages * kQRows * 4 + 1023) / 1024 * 1024 : kQsf;  // [kQRows][kD]
   static constexpr int kKvDec = kQDec + (kFp4 ? kQRows * kD : 0);           // [WGs][64][kD]
   static constexpr int kQScale = kKvDec + (kFp4 ? kPgMathWgs * kTileKv * kD : 0);  // [kQRows] f32
   static constexpr int kRowScale = kQScale + (kFp4 ? kQRows * 4 : 0);      // [WGs][2][64] f32
@@ -85,7 +85,7 @@ struct PagedWgSmem {
   // q_full[2], q_empty[2], kv_full[WGs][stages], kv_empty[WGs][stages]
   static constexpr int kBytes = kBar + (2 * kPgQStages + 2 * kPgMathWgs * kPgKvStages) * 8 + 1024;
   static_assert(kKv % 128 == 0 && kTileBytes % 128 == 0 && kW % 128 == 0 && kScale % 128 == 0 &&
-                    kQsf % 128 == 0 && kKvDec % 1024 == 0,
+                    kQsf % 128 == 0 && (!kFp4 || kKvDec % 1024 == 0),
                 "swizzle-atom aligned operand tiles, 128-B aligned TMA destinations");
   static_assert(kFp4 || kKv % 1024 == 0, "FP8 rows are the WGMMA operands: swizzle-atom aligned");
   static_assert(kBytes <= 227 * 1024, "shared memory per CTA");
@@ -158,7 +158,6 @@ __global__ void __launch_bounds__(kPgThreads, 1)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
   using L = PagedWgSmem<kD, kH, kFp4>;
-  constexpr int kGroups = kD / 32;  // FP4 scale groups per row
   using Op = typename PagedWgmmaOp<kNC>::Op;
   constexpr int kAcc = kNC / 2;
   constexpr int kTokPerChunk = kNC / kH;
