@@ -42,42 +42,50 @@ cudaError_t LaunchRanged(int device, const DeviceInfo& info, const mqa::Params& 
   return cudaGetLastError();
 }
 
-template <int kD, int kH>
+template <int kD, int kH, bool kFp4>
 struct WgmmaTag {};
 
-// FP8: the WGMMA + TMA kernel (sm90_mqa_logits_wgmma.cuh): one persistent 640-thread CTA per SM over
-// (query block, KV part) units; KV parts only when there are fewer query blocks than SMs.
-template <int kD, int kH>
+// The WGMMA + TMA kernel (sm90_mqa_logits_wgmma.cuh): one persistent 640-thread CTA per SM over
+// (query block, KV part) units; KV parts only when there are fewer query blocks than SMs. FP8 rows
+// are TMA-loaded D-byte swizzled (the WGMMA operands); FP4 rows land packed and are decoded on the
+// math WGs.
+template <int kD, int kH, bool kFp4>
 cudaError_t LaunchRangedWgmma(int device, const DeviceInfo& info, const mqa::Params& p, cudaStream_t stream) {
+  using L = mqa::RangedSmem<kD, kFp4>;
   constexpr int kNQ = 128 / kH;
-  constexpr int kSmem = mqa::RangedSmem<kD>::kBytes;
-  constexpr CUtensorMapSwizzle kSwizzle = kD == 128  ? CU_TENSOR_MAP_SWIZZLE_128B
-                                          : kD == 64 ? CU_TENSOR_MAP_SWIZZLE_64B
-                                                     : CU_TENSOR_MAP_SWIZZLE_32B;
-  auto kernel = mqa::MqaLogitsWgmmaKernel<kD, kH>;
-  const cudaError_t attr = OncePerDevice<WgmmaTag<kD, kH>>(
+  constexpr int kSmem = L::kBytes;
+  constexpr CUtensorMapSwizzle kSwizzle = kFp4        ? CU_TENSOR_MAP_SWIZZLE_NONE
+                                          : kD == 128 ? CU_TENSOR_MAP_SWIZZLE_128B
+                                          : kD == 64  ? CU_TENSOR_MAP_SWIZZLE_64B
+                                                      : CU_TENSOR_MAP_SWIZZLE_32B;
+  auto kernel = mqa::MqaLogitsWgmmaKernel<kD, kH, kFp4>;
+  const cudaError_t attr = OncePerDevice<WgmmaTag<kD, kH, kFp4>>(
       device, [&] { return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem); });
   if (attr != cudaSuccess) return attr;
-  // q [S*H, D] in 128-row boxes; kv [S_kv, D] in 256-row boxes; kv_scale as one row of S_kv floats
-  // in 256-float boxes (a box starts at a multiple of 4 rows: 16-byte aligned); weights [S, H] in
-  // boxes of one query block's tokens.
-  CUtensorMap tma_q, tma_kv, tma_scale, tma_w;
+  // q [S*H, row] in 128-row boxes; kv [S_kv, row] in 256-row boxes; kv_scale (FP4: kv_sf) as one row
+  // of S_kv words in 256-word boxes (a box starts at a multiple of 4 rows: 16-byte aligned); weights
+  // (FP4: and q_sf) [S, H] in boxes of one query block's tokens.
+  const void* kv_words = kFp4 ? static_cast<const void*>(p.kv_sf) : static_cast<const void*>(p.kv_scale);
+  CUtensorMap tma_q, tma_kv, tma_scale, tma_w, tma_qsf;
   const bool ok =
-      MakeTensorMap2D(&tma_q, p.q, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(p.num_q) * kH, kD, kD, 128, kD,
-                      kSwizzle) &&
-      MakeTensorMap2D(&tma_kv, p.kv, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(p.s_kv), kD, kD, mqa::kRgBlockKv, kD,
-                      kSwizzle) &&
-      MakeTensorMap2D(&tma_scale, p.kv_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, 1, uint64_t(p.s_kv),
+      MakeTensorMap2D(&tma_q, p.q, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(p.num_q) * kH, L::kRowBytes,
+                      L::kRowBytes, 128, L::kRowBytes, kSwizzle) &&
+      MakeTensorMap2D(&tma_kv, p.kv, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(p.s_kv), L::kRowBytes, L::kRowBytes,
+                      mqa::kRgBlockKv, L::kRowBytes, kSwizzle) &&
+      MakeTensorMap2D(&tma_scale, kv_words, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, 1, uint64_t(p.s_kv),
                       (uint64_t(p.s_kv) + 3) / 4 * 4, 1, mqa::kRgBlockKv, CU_TENSOR_MAP_SWIZZLE_NONE) &&
       MakeTensorMap2D(&tma_w, p.weights, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, uint64_t(p.num_q), kH, kH, kNQ, kH,
-                      CU_TENSOR_MAP_SWIZZLE_NONE);
+                      CU_TENSOR_MAP_SWIZZLE_NONE) &&
+      (!kFp4 || MakeTensorMap2D(&tma_qsf, p.q_sf, CU_TENSOR_MAP_DATA_TYPE_INT32, 4, uint64_t(p.num_q), kH, kH, kNQ,
+                                kH, CU_TENSOR_MAP_SWIZZLE_NONE));
   if (!ok) return cudaErrorInvalidValue;
+  if constexpr (!kFp4) tma_qsf = tma_w;  // unused
   const int64_t q_blocks = (int64_t(p.num_q) + kNQ - 1) / kNQ;
   const int64_t kv_blocks = (int64_t(p.s_kv) + mqa::kRgBlockKv - 1) / mqa::kRgBlockKv;
   const int splits =
       int(q_blocks >= info.num_sms ? 1 : std::min<int64_t>((info.num_sms + q_blocks - 1) / q_blocks, kv_blocks));
   const unsigned grid = unsigned(std::min<int64_t>(q_blocks * splits, info.num_sms));
-  kernel<<<grid, mqa::kRgThreads, kSmem, stream>>>(tma_q, tma_kv, tma_scale, tma_w, p, splits);
+  kernel<<<grid, mqa::kRgThreads, kSmem, stream>>>(tma_q, tma_kv, tma_scale, tma_w, tma_qsf, p, splits);
   return cudaGetLastError();
 }
 
@@ -93,9 +101,9 @@ bool ForceMmaSync() {
 template <bool kFp4>
 cudaError_t DispatchRanged(int device, const DeviceInfo& info, int d, int h, const mqa::Params& p,
                            cudaStream_t stream) {
-  if (!kFp4 && !ForceMmaSync()) {
+  if (!ForceMmaSync()) {
 #define JDG_MQA_WG_CASE(D, H) \
-  if (d == D && h == H) return LaunchRangedWgmma<D, H>(device, info, p, stream);
+  if (d == D && h == H) return LaunchRangedWgmma<D, H, kFp4>(device, info, p, stream);
     JDG_MQA_WG_CASE(32, 32) JDG_MQA_WG_CASE(32, 64) JDG_MQA_WG_CASE(32, 128)
     JDG_MQA_WG_CASE(64, 32) JDG_MQA_WG_CASE(64, 64) JDG_MQA_WG_CASE(64, 128)
     JDG_MQA_WG_CASE(128, 32) JDG_MQA_WG_CASE(128, 64) JDG_MQA_WG_CASE(128, 128)

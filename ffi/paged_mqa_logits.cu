@@ -55,45 +55,52 @@ bool MakeCacheTensorMap(CUtensorMap* map, const mqa::Params& p, int d, CUtensorM
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-template <int kD, int kH, int kNC>
+template <int kD, int kH, int kNC, bool kFp4>
 struct PagedWgmmaTag {};
 
-// FP8: the WGMMA + TMA kernel (sm90_paged_mqa_logits_wgmma.cuh), one 640-thread CTA per SM.
-template <int kD, int kH, int kNC>
+// The WGMMA + TMA kernel (sm90_paged_mqa_logits_wgmma.cuh), one 640-thread CTA per SM. FP8 rows are
+// TMA-loaded D-byte swizzled (the WGMMA operands); FP4 rows land packed and are decoded on the math WGs.
+template <int kD, int kH, int kNC, bool kFp4>
 cudaError_t LaunchPagedWgmma(int device, const DeviceInfo& info, int rows, mqa::Params p, cudaStream_t stream) {
-  constexpr int kSmem = mqa::PagedWgSmem<kD, kH>::kBytes;
-  constexpr CUtensorMapSwizzle kSwizzle = kD == 128  ? CU_TENSOR_MAP_SWIZZLE_128B
-                                          : kD == 64 ? CU_TENSOR_MAP_SWIZZLE_64B
-                                                     : CU_TENSOR_MAP_SWIZZLE_32B;
-  auto kernel = mqa::PagedMqaLogitsWgmmaKernel<kD, kH, kNC>;
-  const cudaError_t attr = OncePerDevice<PagedWgmmaTag<kD, kH, kNC>>(
+  using L = mqa::PagedWgSmem<kD, kH, kFp4>;
+  constexpr int kSmem = L::kBytes;
+  constexpr CUtensorMapSwizzle kSwizzle = kFp4        ? CU_TENSOR_MAP_SWIZZLE_NONE
+                                          : kD == 128 ? CU_TENSOR_MAP_SWIZZLE_128B
+                                          : kD == 64  ? CU_TENSOR_MAP_SWIZZLE_64B
+                                                      : CU_TENSOR_MAP_SWIZZLE_32B;
+  auto kernel = mqa::PagedMqaLogitsWgmmaKernel<kD, kH, kNC, kFp4>;
+  const cudaError_t attr = OncePerDevice<PagedWgmmaTag<kD, kH, kNC, kFp4>>(
       device, [&] { return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem); });
   if (attr != cudaSuccess) return attr;
-  // q [B*next_n*H, D] in kNC-row boxes; the cache's rows and (a 2-D map over the blocks' scale tails,
-  // {block_kv floats, num_blocks} with the block stride) its scales; weights [B*next_n, H] in boxes of
-  // one atom's tokens.
-  CUtensorMap tma_q, tma_kv, tma_scale, tma_w;
+  // q [B*next_n*H, row] in kNC-row boxes; the cache's rows and (a 2-D map over the blocks' scale tails,
+  // {block_kv words, num_blocks} with the block stride) its scales; weights [B*next_n, H] (and FP4
+  // q_sf, same shape) in boxes of one atom's tokens.
+  CUtensorMap tma_q, tma_kv, tma_scale, tma_w, tma_qsf;
   const bool ok =
-      MakeTensorMap2D(&tma_q, p.q, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(p.num_q) * kH, kD, kD, kNC, kD,
-                      kSwizzle) &&
-      MakeCacheTensorMap(&tma_kv, p, kD, kSwizzle) &&
-      MakeTensorMap2D(&tma_scale, p.kv + int64_t(p.block_kv) * kD, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4,
+      MakeTensorMap2D(&tma_q, p.q, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(p.num_q) * kH, L::kRowBytes,
+                      L::kRowBytes, kNC, L::kRowBytes, kSwizzle) &&
+      MakeCacheTensorMap(&tma_kv, p, L::kRowBytes, kSwizzle) &&
+      MakeTensorMap2D(&tma_scale, p.kv + int64_t(p.block_kv) * L::kRowBytes, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4,
                       uint64_t(p.num_blocks), uint64_t(p.block_kv), uint64_t(p.block_bytes / 4), 1,
                       uint32_t(std::min(p.block_kv, mqa::kTileKv)), CU_TENSOR_MAP_SWIZZLE_NONE) &&
       MakeTensorMap2D(&tma_w, p.weights, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, uint64_t(p.num_q), kH, kH,
-                      uint32_t(p.atom_size), kH, CU_TENSOR_MAP_SWIZZLE_NONE);
+                      uint32_t(p.atom_size), kH, CU_TENSOR_MAP_SWIZZLE_NONE) &&
+      (!kFp4 || MakeTensorMap2D(&tma_qsf, p.q_sf, CU_TENSOR_MAP_DATA_TYPE_INT32, 4, uint64_t(p.num_q), kH, kH,
+                                uint32_t(p.atom_size), kH, CU_TENSOR_MAP_SWIZZLE_NONE));
   if (!ok) return cudaErrorInvalidValue;
+  if constexpr (!kFp4) tma_qsf = tma_w;  // unused
   p.ctas_per_row = int(std::clamp<int64_t>((int64_t(info.num_sms) + rows - 1) / rows, 1, 8));
-  kernel<<<unsigned(rows * p.ctas_per_row), mqa::kPgThreads, kSmem, stream>>>(tma_q, tma_kv, tma_scale, tma_w, p);
+  kernel<<<unsigned(rows * p.ctas_per_row), mqa::kPgThreads, kSmem, stream>>>(tma_q, tma_kv, tma_scale, tma_w,
+                                                                              tma_qsf, p);
   return cudaGetLastError();
 }
 
 template <bool kFp4>
 cudaError_t DispatchPaged(int device, const DeviceInfo& info, int grid, int d, int h, int nc, const mqa::Params& p,
                           cudaStream_t stream) {
-  if (!kFp4 && !ForceMmaSync()) {
+  if (!ForceMmaSync()) {
 #define JDG_PAGED_WG_CASE(D, H, NC) \
-  if (d == D && h == H && nc == NC) return LaunchPagedWgmma<D, H, NC>(device, info, grid, p, stream);
+  if (d == D && h == H && nc == NC) return LaunchPagedWgmma<D, H, NC, kFp4>(device, info, grid, p, stream);
 #define JDG_PAGED_WG_D(D)                                                                     \
   JDG_PAGED_WG_CASE(D, 32, 32) JDG_PAGED_WG_CASE(D, 32, 64) JDG_PAGED_WG_CASE(D, 64, 64) \
   JDG_PAGED_WG_CASE(D, 64, 128) JDG_PAGED_WG_CASE(D, 128, 128)

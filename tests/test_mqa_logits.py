@@ -162,7 +162,8 @@ def _fp4_inputs(key, s, s_kv, h, d):
 
 
 @pytest.mark.parametrize("s,s_kv,h,d,disable_cp,compressed", [
-    (2048, 8192, 64, 128, False, False), (2048, 8192, 32, 64, True, True), (300, 1000, 128, 32, True, False)])
+    (2048, 8192, 64, 128, False, False), (2048, 8192, 32, 64, True, True), (300, 1000, 128, 32, True, False),
+    (77, 1000, 32, 64, True, False)])  # 20 query blocks: KV parts
 def test_fp4_mqa_logits(s, s_kv, h, d, disable_cp, compressed):
     q, kv, w, qp, qs, kp, kss = _fp4_inputs(jax.random.key(s + h), s, s_kv, h, d)
     if s_kv % s == 0 and s % 2 == 0:
@@ -276,6 +277,10 @@ PAGED_CASES = [
     (100, 1, 32, 32, 64, 1000, "float32", False),
     (256, 1, 64, 128, 64, 8192, "float32", True),
     (128, 2, 32, 64, 32, 4096, "bfloat16", True),
+    # FP4 on the WGMMA kernel: two column chunks (H 128, next_n 2), 16-token blocks with two atoms, D 32
+    (64, 2, 128, 128, 128, 4096, "float32", True),
+    (128, 3, 32, 64, 16, 2048, "bfloat16", True),
+    (100, 1, 32, 32, 64, 1000, "float32", True),
 ]
 
 
@@ -423,3 +428,16 @@ def test_sanitizer_small_mqa():
     want = _paged_reference(qq, cache, wp, jnp.asarray(lens), jnp.asarray(table), max_ctx, False)
     src = _paged_source_reference(qp, tokens, wp, jnp.asarray(lens), jnp.asarray(table), 16, max_ctx)
     _check_logits(got, want, src, FP8_TOL)
+
+    q, kv, w, qp4, qs4, kp4, ks4 = _fp4_inputs(jax.random.key(14), s, s_kv, h, d)
+    got = dg.fp4_mqa_logits((qp4, qs4), (kp4, ks4), w, jnp.asarray(ks), jnp.asarray(ke))
+    want = np.asarray(R.fp4_mqa_logits_reference(qp4, qs4, kp4, ks4, w, ks_c, ke_c), np.float64)
+    src = np.asarray(_ref_f32(q, kv, jnp.ones((s_kv,)), w, ks_c, ke_c), np.float64)
+    _check_logits(got, want, src, FP4_TOL)
+
+    qp, tokens, wp, qq, cache, lens, table, max_ctx = _paged_inputs(13, 3, 3, 32, 64, 16, 300, fp4=True)
+    meta = dg.get_paged_mqa_logits_metadata(jnp.asarray(lens), 16, _num_sms())
+    got = dg.fp4_paged_mqa_logits(qq, cache, wp, jnp.asarray(lens), jnp.asarray(table), meta, max_ctx)
+    want = _paged_reference(qq, cache, wp, jnp.asarray(lens), jnp.asarray(table), max_ctx, True)
+    src = _paged_source_reference(qp, tokens, wp, jnp.asarray(lens), jnp.asarray(table), 16, max_ctx)
+    _check_logits(got, want, src, FP4_TOL)

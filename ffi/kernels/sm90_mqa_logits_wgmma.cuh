@@ -138,6 +138,96 @@ __device__ __forceinline__ void HeadWeights(const float* s_w, int lane, float (&
   }
 }
 
+// ---- FP4 (E2M1 values, UE8M0 scales per 32 elements) decoded to e4m3 on the math warpgroups ----
+// A row's four (D/32) groups are decoded relative to one reference exponent e_ref: each value becomes
+// e2m1 * 2^(e_g - e_ref) in e4m3, and 2^(e_ref - 127) multiplies the row's result (the KV row's goes
+// with its logit, the query row's, one per head, into the head's weight: relu commutes with positive
+// scales). e4m3 holds e2m1 * 2^k exactly for k in [-8, 6] (6 * 2^6 = 384 <= 448; 0.5 * 2^-8 = 2^-9, its
+// smallest subnormal), so with e_ref = e_max - clamp(spread - 8, 0, 6) the decode is exact whenever a
+// row's group exponents span at most 14 binades; beyond, the smallest groups (2^-14 below the largest)
+// round towards zero.
+// kE2m1Lut[k + 6] = e4m3 bytes of the 8 E2M1 magnitudes {0, .5, 1, 1.5, 2, 3, 4, 6} x 2^-k, k = -6..15,
+// codes 0-3 / 4-7 (the byte-permute table of DecodeE2m1Word).
+constexpr int kE2m1LutSize = 22;
+__constant__ const uint32_t kE2m1Lut[kE2m1LutSize][2] = {
+    {0x6c686000u, 0x7c787470u}, {0x64605800u, 0x74706c68u}, {0x5c585000u, 0x6c686460u},
+    {0x54504800u, 0x64605c58u}, {0x4c484000u, 0x5c585450u}, {0x44403800u, 0x54504c48u},
+    {0x3c383000u, 0x4c484440u}, {0x34302800u, 0x44403c38u}, {0x2c282000u, 0x3c383430u},
+    {0x24201800u, 0x34302c28u}, {0x1c181000u, 0x2c282420u}, {0x14100800u, 0x24201c18u},
+    {0x0c080400u, 0x1c181410u}, {0x06040200u, 0x14100c08u}, {0x03020100u, 0x0c080604u},
+    {0x02010000u, 0x06040302u}, {0x01000000u, 0x03020201u}, {0x00000000u, 0x02010100u},
+    {0x00000000u, 0x01000000u}, {0x00000000u, 0x00000000u}, {0x00000000u, 0x00000000u},
+    {0x00000000u, 0x00000000u}};
+
+// 8 E2M1 codes (one word, element i in nibble i) -> 8 e4m3 bytes: magnitudes through the byte-permute
+// table `lut`, signs (bit 3 of each nibble) moved to bit 7 of each byte.
+__device__ __forceinline__ uint2 DecodeE2m1Word(uint32_t x, uint2 lut) {
+  const uint32_t x4 = x >> 4;
+  const uint32_t mag_lo = __byte_perm(lut.x, lut.y, x & 0x7777u);
+  const uint32_t mag_hi = __byte_perm(lut.x, lut.y, (x >> 16) & 0x7777u);
+  const uint32_t nib_lo = __byte_perm(x, x4, 0x5140u);  // byte i: nibble i in its low half (i = 0..3)
+  const uint32_t nib_hi = __byte_perm(x, x4, 0x7362u);  // nibbles 4..7
+  return make_uint2(mag_lo | ((nib_lo << 4) & 0x80808080u), mag_hi | ((nib_hi << 4) & 0x80808080u));
+}
+
+// Byte offset of (row, byte) in a K-major tile of kD-byte rows under the D-byte TMA swizzle (16-byte
+// units XORed with address bits 7+: Swizzle<log2(kD/16), 4, 3>), as the WGMMA descriptors expect.
+template <int kD>
+__device__ __forceinline__ int SwizzledOffset(int row, int byte) {
+  const int o = row * kD + byte;
+  return o ^ (((o >> 7) & (kD / 16 - 1)) << 4);
+}
+
+// Decodes one 32-element group (16 packed bytes at `src`, exponent e_g) of a row with reference
+// exponent e_ref into 32 e4m3 bytes at (row, 32 g) of the swizzled tile `dst`.
+template <int kD>
+__device__ __forceinline__ void DecodeE2m1Group(const uint8_t* src, int e_g, int e_ref, const uint2* lut,
+                                                uint8_t* dst, int row, int g) {
+  const uint4 packed = *reinterpret_cast<const uint4*>(src);
+  const uint2 table = lut[min(max(e_ref - e_g, -6), 15) + 6];
+  const uint2 a = DecodeE2m1Word(packed.x, table), b = DecodeE2m1Word(packed.y, table);
+  const uint2 c = DecodeE2m1Word(packed.z, table), d = DecodeE2m1Word(packed.w, table);
+  *reinterpret_cast<uint4*>(dst + SwizzledOffset<kD>(row, 32 * g)) = make_uint4(a.x, a.y, b.x, b.y);
+  *reinterpret_cast<uint4*>(dst + SwizzledOffset<kD>(row, 32 * g + 16)) = make_uint4(c.x, c.y, d.x, d.y);
+}
+
+// The reference exponent of a packed UE8M0 word's kGroups exponents (see above): the largest, lowered
+// by up to 6 so that groups up to 14 binades below it stay exact (and kept >= 1: exponent byte 0 reads
+// as scale 0).
+template <int kGroups>
+__device__ __forceinline__ int RowRefExponent(uint32_t sf) {
+  int e_max = sf & 0xFF, e_min = e_max;
+#pragma unroll
+  for (int g = 1; g < kGroups; ++g) {
+    const int e = (sf >> (8 * g)) & 0xFF;
+    e_max = max(e_max, e), e_min = min(e_min, e);
+  }
+  return e_max - max(0, min(min(e_max - e_min - 8, 6), e_max - 1));
+}
+
+__device__ __forceinline__ void FenceSmemForWgmma() {  // generic-proxy smem writes -> async proxy (WGMMA)
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+// Decodes `rows` packed FP4 rows (row r: kD / 2 bytes at src + r * kD / 2, its packed UE8M0 word at
+// sf[sf_index(r)]) into the swizzled e4m3 tile `dst` and each row's power of two into row_scale[r] (0
+// for rows >= valid_rows); threads first, first + stride, ... take one 32-element group each, then
+// fence the writes for the WGMMAs (the caller's barrier makes them visible to its warpgroups).
+template <int kD, class SfIndex>
+__device__ __forceinline__ void DecodeFp4Rows(const uint8_t* src, const uint32_t* sf, SfIndex sf_index, int rows,
+                                              int valid_rows, const uint2* lut, uint8_t* dst, float* row_scale,
+                                              int first, int stride) {
+  constexpr int kGroups = kD / 32;
+  for (int u = first; u < rows * kGroups; u += stride) {
+    const int r = u / kGroups, g = u % kGroups;
+    const uint32_t word = sf[sf_index(r)];
+    const int e_ref = RowRefExponent<kGroups>(word);
+    DecodeE2m1Group<kD>(src + r * (kD / 2) + 16 * g, int((word >> (8 * g)) & 0xFF), e_ref, lut, dst, r, g);
+    if (g == 0) row_scale[r] = r < valid_rows ? Ue8m0ToFloat(uint32_t(e_ref)) : 0.f;
+  }
+  FenceSmemForWgmma();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ranged FP8 kernel (the DeepGEMM SM90 design): persistent CTAs of 4 math warpgroups + 1 producer
 // warpgroup walk work units (query block of 128/H tokens, and a KV part when there are fewer query
@@ -158,19 +248,31 @@ constexpr int kRgKvStages = 4;
 constexpr int kRgMathRegs = 112;  // 512 x 112 + 128 x 32 = 640 x 96, the launch allocation
 constexpr int kRgProducerRegs = 32;
 
-template <int kD>
+template <int kD, bool kFp4>
 struct RangedSmem {
-  static constexpr int kQBytes = 128 * kD;
-  static constexpr int kKvBytes = kRgBlockKv * kD;
-  static constexpr int kQ = 0;                                           // [q stages][128][kD]
-  static constexpr int kKv = kQ + kRgQStages * kQBytes;                  // [kv stages][256][kD]
+  static constexpr int kRowBytes = kFp4 ? kD / 2 : kD;  // bytes of one staged (TMA-loaded) row
+  static constexpr int kQBytes = 128 * kRowBytes;
+  static constexpr int kKvBytes = kRgBlockKv * kRowBytes;
+  static constexpr int kQ = 0;                                           // [q stages][128][row]
+  static constexpr int kKv = kQ + kRgQStages * kQBytes;                  // [kv stages][256][row]
   static constexpr int kW = kKv + kRgKvStages * kKvBytes;                // [q stages][128] f32
-  static constexpr int kScale = kW + kRgQStages * 128 * 4;               // [kv stages][256] f32
+  static constexpr int kScale = kW + kRgQStages * 128 * 4;               // [kv stages][256] f32 (FP4: int32 sf)
   static constexpr int kRange = kScale + kRgKvStages * kRgBlockKv * 4;   // [q stages][8] int: ks[4], ke[4]
-  static constexpr int kBar = kRange + kRgQStages * 8 * 4;
+  static constexpr int kFp4Area = kRange + kRgQStages * 8 * 4;
+  // FP4 only: the rows decoded to e4m3 (the WGMMA operands, D-byte swizzled) and their powers of two
+  static constexpr int kQsf = kFp4 ? (kFp4Area + 127) / 128 * 128 : kFp4Area;       // [q stages][128] int32
+  static constexpr int kQDec = kFp4 ? (kQsf + kRgQStages * 128 * 4 + 1023) / 1024 * 1024 : kQsf;  // [128][kD]
+  static constexpr int kKvDec = kQDec + (kFp4 ? 128 * kD : 0);                      // [WGs][64][kD]
+  static constexpr int kQScale = kKvDec + (kFp4 ? kRgBlockKv * kD : 0);             // [128] f32
+  static constexpr int kRowScale = kQScale + (kFp4 ? 128 * 4 : 0);                 // [WGs][2][64] f32
+  static constexpr int kLut = kRowScale + (kFp4 ? kRgMathWgs * 2 * kTileKv * 4 : 0);  // [16] uint2
+  static constexpr int kBar = kLut + (kFp4 ? kE2m1LutSize * 8 : 0);
   static constexpr int kBytes = kBar + 2 * (kRgQStages + kRgKvStages) * 8 + 1024;  // + 1024-B alignment slack
-  static_assert(kKv % 1024 == 0 && kKvBytes % 1024 == 0 && kW % 128 == 0 && kScale % 128 == 0,
+  static_assert(kKv % 128 == 0 && kKvBytes % 128 == 0 && kW % 128 == 0 && kScale % 128 == 0 &&
+                    (!kFp4 || kKvDec % 1024 == 0),
                 "swizzle-atom aligned operand tiles, 128-B aligned TMA destinations");
+  static_assert(kFp4 || (kKv % 1024 == 0 && kKvBytes % 1024 == 0), "FP8 rows are the WGMMA operands");
+  static_assert(kBytes <= 227 * 1024, "shared memory per CTA");
 };
 
 // A work unit of the ranged kernel: query block `q_block`, KV part `part` of `splits` (blocks part,
@@ -214,16 +316,17 @@ __device__ __forceinline__ void StoreRangedLogit(const Params& p, int64_t row_ba
   }
 }
 
-template <int kD, int kH>
+template <int kD, int kH, bool kFp4>
 __global__ void __launch_bounds__(kRgThreads, 1)
     MqaLogitsWgmmaKernel(const __grid_constant__ CUtensorMap tma_q, const __grid_constant__ CUtensorMap tma_kv,
                          const __grid_constant__ CUtensorMap tma_scale, const __grid_constant__ CUtensorMap tma_w,
-                         const __grid_constant__ Params p, const int splits) {
+                         const __grid_constant__ CUtensorMap tma_qsf, const __grid_constant__ Params p,
+                         const int splits) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
   constexpr int kNQ = 128 / kH;
   constexpr uint64_t kEvictNormal = 0x1000000000000000ull;
-  using L = RangedSmem<kD>;
+  using L = RangedSmem<kD, kFp4>;
   extern __shared__ uint8_t smem_raw[];
   // 128B-swizzled TMA destinations and WGMMA descriptors need 1024-byte alignment
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
@@ -242,6 +345,10 @@ __global__ void __launch_bounds__(kRgThreads, 1)
     for (int s = 0; s < kRgKvStages; ++s) kv_full[s].init(1), kv_empty[s].init(kRgMathWgs * 4);
     cutlass::arch::fence_barrier_init();
   }
+  uint2* lut = reinterpret_cast<uint2*>(smem + L::kLut);
+  if constexpr (kFp4) {
+    if (threadIdx.x < kE2m1LutSize) lut[threadIdx.x] = make_uint2(kE2m1Lut[threadIdx.x][0], kE2m1Lut[threadIdx.x][1]);
+  }
   __syncthreads();
   const int num_units = (p.num_q + kNQ - 1) / kNQ * splits;
 
@@ -254,6 +361,7 @@ __global__ void __launch_bounds__(kRgThreads, 1)
       cute::prefetch_tma_descriptor(&tma_kv);
       cute::prefetch_tma_descriptor(&tma_scale);
       cute::prefetch_tma_descriptor(&tma_w);
+      if constexpr (kFp4) cute::prefetch_tma_descriptor(&tma_qsf);
       auto next_work = [&](int& unit, RangedWork& w) {
         for (; unit < num_units; unit += gridDim.x) {
           w = RangedWorkOf<kNQ>(p, splits, unit);
@@ -271,10 +379,12 @@ __global__ void __launch_bounds__(kRgThreads, 1)
           const int2 r = RangedRange(p, w.q_block * kNQ + i);
           s_range[s * 8 + i] = r.x, s_range[s * 8 + 4 + i] = r.y;
         }
-        q_full[s].arrive_and_expect_tx(L::kQBytes + 128 * 4);  // the arrive releases s_range too
+        q_full[s].arrive_and_expect_tx(L::kQBytes + 128 * 4 * (kFp4 ? 2 : 1));  // the arrive releases s_range too
         auto* mbar = reinterpret_cast<uint64_t*>(&q_full[s]);
         cute::SM90_TMA_LOAD_2D::copy(&tma_q, mbar, kEvictNormal, smem + L::kQ + s * L::kQBytes, 0, w.q_block * 128);
         cute::SM90_TMA_LOAD_2D::copy(&tma_w, mbar, kEvictNormal, s_w + s * 128, 0, w.q_block * kNQ);
+        if constexpr (kFp4)
+          cute::SM90_TMA_LOAD_2D::copy(&tma_qsf, mbar, kEvictNormal, smem + L::kQsf + s * 128 * 4, 0, w.q_block * kNQ);
       };
       int unit = blockIdx.x;
       RangedWork w;
@@ -337,13 +447,48 @@ __global__ void __launch_bounds__(kRgThreads, 1)
     q_full[qs].wait(q_phase);
     HeadWeights<kH, kNQ>(s_w + qs * 128, lane, w);
     const uint32_t range_u32 = smem_u32 + L::kRange + qs * 32;
-    const uint64_t desc_q = desc_q0 + uint64_t((qs * L::kQBytes) >> 4);
+    uint64_t desc_q = desc_q0 + uint64_t((qs * L::kQBytes) >> 4);
+    if constexpr (kFp4) {
+      // The 4 math WGs decode the unit's 128 query rows into the one decoded Q buffer (after every WG
+      // is past its WGMMAs on the previous unit), and each head's power of two joins its weight.
+      cutlass::arch::NamedBarrier::sync(kRgMathWgs * 128, 1);
+      float* q_scale = reinterpret_cast<float*>(smem + L::kQScale);
+      const uint32_t* q_sf = reinterpret_cast<const uint32_t*>(smem + L::kQsf + qs * 128 * 4);
+      DecodeFp4Rows<kD>(smem + L::kQ + qs * L::kQBytes, q_sf, [](int r) { return r; }, 128, 128, lut,
+                        smem + L::kQDec, q_scale, threadIdx.x, kRgMathWgs * 128);
+      cutlass::arch::NamedBarrier::sync(kRgMathWgs * 128, 1);
+      float qsc[kNQ][kH / 4];
+      HeadWeights<kH, kNQ>(q_scale, lane, qsc);
+#pragma unroll
+      for (int i = 0; i < kNQ; ++i) {
+#pragma unroll
+        for (int j = 0; j < kH / 4; ++j) w[i][j] *= qsc[i][j];
+      }
+      desc_q = WgDescK<kD>(smem + L::kQDec);
+    }
     for (int c = 0; c < work.count; ++c) {
       const int kv0 = work.start + (work.part + c * splits) * kRgBlockKv;
       const int s = kv_it % kRgKvStages, phase = (kv_it / kRgKvStages) & 1;
+      const int parity = kv_it & 1;
       ++kv_it;
       MbarWait(kv_full_u32 + 8 * s, phase);
-      const uint64_t desc_kv = desc_kv0 + uint64_t((s * L::kKvBytes) >> 4);
+      uint64_t desc_kv = desc_kv0 + uint64_t((s * L::kKvBytes) >> 4);
+      float sc0, sc1;
+      if constexpr (kFp4) {
+        // decode this WG's 64 rows of the stage (its previous WGMMA has completed: every warp waited for
+        // it) and their powers of two, then free the stage
+        const int wg_row0 = warpgroup * kTileKv;
+        uint8_t* kv_dec = smem + L::kKvDec + wg_row0 * kD;
+        float* row_scale = reinterpret_cast<float*>(smem + L::kRowScale) + (warpgroup * 2 + parity) * kTileKv;
+        DecodeFp4Rows<kD>(smem + L::kKv + s * L::kKvBytes + wg_row0 * L::kRowBytes,
+                          reinterpret_cast<const uint32_t*>(smem + L::kScale) + s * kRgBlockKv + wg_row0,
+                          [](int r) { return r; }, kTileKv, kTileKv, lut, kv_dec, row_scale, threadIdx.x % 128, 128);
+        cutlass::arch::NamedBarrier::sync(128, 2 + warpgroup);
+        __syncwarp();
+        if (lane == 0) MbarArrive(kv_empty_u32 + 8 * s);
+        desc_kv = WgDescK<kD>(kv_dec);
+        sc0 = row_scale[row - wg_row0], sc1 = row_scale[row - wg_row0 + 8];
+      }
 #pragma unroll
       for (int i = 0; i < 64; ++i) cute::warpgroup_fence_operand(acc[i]);
       cute::warpgroup_arrive();
@@ -351,13 +496,17 @@ __global__ void __launch_bounds__(kRgThreads, 1)
       for (int k = 0; k < kD / 32; ++k)
         WgMma64x128(desc_kv + 2 * k, desc_q + 2 * k, acc, k > 0, std::make_index_sequence<64>{});
       cute::warpgroup_commit_batch();
-      const uint32_t scale_u32 = smem_u32 + L::kScale + (s * kRgBlockKv + row) * 4;
-      const float sc0 = LdsF32(scale_u32), sc1 = LdsF32(scale_u32 + 32);
+      if constexpr (!kFp4) {
+        const uint32_t scale_u32 = smem_u32 + L::kScale + (s * kRgBlockKv + row) * 4;
+        sc0 = LdsF32(scale_u32), sc1 = LdsF32(scale_u32 + 32);
+      }
       cute::warpgroup_wait<0>();
 #pragma unroll
       for (int i = 0; i < 64; ++i) cute::warpgroup_fence_operand(acc[i]);
-      __syncwarp();
-      if (lane == 0) MbarArrive(kv_empty_u32 + 8 * s);
+      if constexpr (!kFp4) {
+        __syncwarp();
+        if (lane == 0) MbarArrive(kv_empty_u32 + 8 * s);
+      }
 
       float vals[2 * kNQ];
       TokenLogits<kH, kNQ>(acc, w, sc0, sc1, vals);

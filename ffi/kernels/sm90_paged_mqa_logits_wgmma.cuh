@@ -61,22 +61,34 @@ constexpr int kPgKvStages = 4;                   // per math WG
 constexpr int kPgMathRegs = 112;                 // 512 x 112 + 128 x 32 = 640 x 96, the launch allocation
 constexpr int kPgProducerRegs = 32;
 
-template <int kD, int kH>
+template <int kD, int kH, bool kFp4>
 struct PagedWgSmem {
+  static constexpr int kRowBytes = kFp4 ? kD / 2 : kD;  // bytes of one staged (TMA-loaded) row
   static constexpr int kQRows = 2 * kH;                 // rows of one atom (<= 2 tokens x H heads)
-  static constexpr int kQBytes = kQRows * kD;
-  static constexpr int kTileBytes = kTileKv * kD;
-  static constexpr int kQ = 0;                                              // [q stages][kQRows][kD]
-  static constexpr int kKv = kQ + kPgQStages * kQBytes;                     // [WGs][kv stages][64][kD]
+  static constexpr int kQBytes = kQRows * kRowBytes;
+  static constexpr int kTileBytes = kTileKv * kRowBytes;
+  static constexpr int kQ = 0;                                              // [q stages][kQRows][row]
+  static constexpr int kKv = kQ + kPgQStages * kQBytes;                     // [WGs][kv stages][64][row]
   static constexpr int kW = kKv + kPgMathWgs * kPgKvStages * kTileBytes;    // [q stages][kQRows] f32
-  static constexpr int kScale = kW + kPgQStages * kQRows * 4;               // [WGs][kv stages][64] f32
+  static constexpr int kScale = kW + kPgQStages * kQRows * 4;               // [WGs][kv stages][slot] f32/int32
   // a tile's scale slot: one 128-byte aligned run per box (32 floats apart for 16-row boxes)
   static constexpr int kScaleSlot = 2 * kTileKv;
-  static constexpr int kBar = kScale + kPgMathWgs * kPgKvStages * kScaleSlot * 4;
+  static constexpr int kFp4Area = kScale + kPgMathWgs * kPgKvStages * kScaleSlot * 4;
+  // FP4 only: the rows decoded to e4m3 (the WGMMA operands, D-byte swizzled) and their powers of two
+  static constexpr int kQsf = kFp4Area;                                     // [q stages][kQRows] int32
+  static constexpr int kQDec = kFp4 ? (kQsf + kPgQStages * kQRows * 4 + 1023) / 1024 * 1024 : kQsf;  // [kQRows][kD]
+  static constexpr int kKvDec = kQDec + (kFp4 ? kQRows * kD : 0);           // [WGs][64][kD]
+  static constexpr int kQScale = kKvDec + (kFp4 ? kPgMathWgs * kTileKv * kD : 0);  // [kQRows] f32
+  static constexpr int kRowScale = kQScale + (kFp4 ? kQRows * 4 : 0);      // [WGs][2][64] f32
+  static constexpr int kLut = kRowScale + (kFp4 ? kPgMathWgs * 2 * kTileKv * 4 : 0);  // [16] uint2
+  static constexpr int kBar = kLut + (kFp4 ? kE2m1LutSize * 8 : 0);
   // q_full[2], q_empty[2], kv_full[WGs][stages], kv_empty[WGs][stages]
   static constexpr int kBytes = kBar + (2 * kPgQStages + 2 * kPgMathWgs * kPgKvStages) * 8 + 1024;
-  static_assert(kKv % 1024 == 0 && kTileBytes % 1024 == 0 && kW % 128 == 0 && kScale % 128 == 0,
+  static_assert(kKv % 128 == 0 && kTileBytes % 128 == 0 && kW % 128 == 0 && kScale % 128 == 0 &&
+                    kQsf % 128 == 0 && (!kFp4 || kKvDec % 1024 == 0),
                 "swizzle-atom aligned operand tiles, 128-B aligned TMA destinations");
+  static_assert(kFp4 || kKv % 1024 == 0, "FP8 rows are the WGMMA operands: swizzle-atom aligned");
+  static_assert(kBytes <= 227 * 1024, "shared memory per CTA");
 };
 
 // Physical cache block of logical token t of batch row b (clamped: never out of bounds).
@@ -138,14 +150,14 @@ __device__ __forceinline__ PagedUnitCursor FirstPagedUnit(const Params& p, bool&
   return c;
 }
 
-template <int kD, int kH, int kNC>
+template <int kD, int kH, int kNC, bool kFp4>
 __global__ void __launch_bounds__(kPgThreads, 1)
     PagedMqaLogitsWgmmaKernel(const __grid_constant__ CUtensorMap tma_q, const __grid_constant__ CUtensorMap tma_kv,
                               const __grid_constant__ CUtensorMap tma_scale, const __grid_constant__ CUtensorMap tma_w,
-                              const __grid_constant__ Params p) {
+                              const __grid_constant__ CUtensorMap tma_qsf, const __grid_constant__ Params p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
-  using L = PagedWgSmem<kD, kH>;
+  using L = PagedWgSmem<kD, kH, kFp4>;
   using Op = typename PagedWgmmaOp<kNC>::Op;
   constexpr int kAcc = kNC / 2;
   constexpr int kTokPerChunk = kNC / kH;
@@ -165,6 +177,10 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     for (int s = 0; s < kPgMathWgs * kPgKvStages; ++s) kv_full[s].init(1), kv_empty[s].init(4);
     cutlass::arch::fence_barrier_init();
   }
+  uint2* lut = reinterpret_cast<uint2*>(smem + L::kLut);
+  if constexpr (kFp4) {
+    if (threadIdx.x < kE2m1LutSize) lut[threadIdx.x] = make_uint2(kE2m1Lut[threadIdx.x][0], kE2m1Lut[threadIdx.x][1]);
+  }
   __syncthreads();
 
   const int box_rows = min(p.block_kv, kTileKv);
@@ -180,6 +196,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       cute::prefetch_tma_descriptor(&tma_kv);
       cute::prefetch_tma_descriptor(&tma_scale);
       if (wg == 0) cute::prefetch_tma_descriptor(&tma_q), cute::prefetch_tma_descriptor(&tma_w);
+      if (kFp4 && wg == 0) cute::prefetch_tma_descriptor(&tma_qsf);
     }
     constexpr uint64_t kEvictFirst = 0x12F0000000000000ull;  // CacheHintSm90::EVICT_FIRST: streamed once
     constexpr uint64_t kEvictNormal = 0x1000000000000000ull;
@@ -203,13 +220,16 @@ __global__ void __launch_bounds__(kPgThreads, 1)
         ++q_it;
         if (lane == 0) {
           q_empty[s].wait(phase ^ 1);
-          q_full[s].arrive_and_expect_tx(q_boxes * kNC * kD + p.atom_size * kH * 4);
+          q_full[s].arrive_and_expect_tx(q_boxes * kNC * L::kRowBytes + p.atom_size * kH * 4 * (kFp4 ? 2 : 1));
           auto* mbar = reinterpret_cast<uint64_t*>(&q_full[s]);
           const int tok0 = cur.b * p.next_n + cur.j0;
           for (int c = 0; c < q_boxes; ++c)
-            cute::SM90_TMA_LOAD_2D::copy(&tma_q, mbar, kEvictNormal, smem + L::kQ + s * L::kQBytes + c * kNC * kD, 0,
+            cute::SM90_TMA_LOAD_2D::copy(&tma_q, mbar, kEvictNormal,
+                                         smem + L::kQ + s * L::kQBytes + c * kNC * L::kRowBytes, 0,
                                          tok0 * kH + c * kNC);
           cute::SM90_TMA_LOAD_2D::copy(&tma_w, mbar, kEvictNormal, s_w + s * L::kQRows, 0, tok0);
+          if constexpr (kFp4)
+            cute::SM90_TMA_LOAD_2D::copy(&tma_qsf, mbar, kEvictNormal, smem + L::kQsf + s * L::kQRows * 4, 0, tok0);
         }
       }
       const int cur_blk = blk;
@@ -225,14 +245,15 @@ __global__ void __launch_bounds__(kPgThreads, 1)
         auto* mbar = reinterpret_cast<uint64_t*>(&full[s]);
         if (lane == 0) {
           empty[s].wait(phase ^ 1);
-          full[s].arrive_and_expect_tx(kTileKv * (kD + 4));
+          full[s].arrive_and_expect_tx(kTileKv * (L::kRowBytes + 4));
         }
 #pragma unroll
         for (int i = 0; i < kTileKv / 16; ++i) {
           const int block = __shfl_sync(0xffffffffu, cur_blk, i);
           if (lane == 0 && i < n_boxes) {
             const int in_block = (cur_t0 + i * box_rows) & (p.block_kv - 1);  // block_kv: a power of two
-            cute::SM90_TMA_LOAD_3D::copy(&tma_kv, mbar, kEvictFirst, dst + i * box_rows * kD, 0, in_block, block);
+            cute::SM90_TMA_LOAD_3D::copy(&tma_kv, mbar, kEvictFirst, dst + i * box_rows * L::kRowBytes, 0, in_block,
+                                         block);
             cute::SM90_TMA_LOAD_2D::copy(&tma_scale, mbar, kEvictFirst, dst_scale + i * scale_stride, in_block,
                                          block);
           }
@@ -245,10 +266,14 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   // ---------------- math warpgroups: tile `warpgroup` of each split ----------------
   cutlass::arch::warpgroup_reg_alloc<kPgMathRegs>();
   const int t4 = lane % 4;
+  const int tid = threadIdx.x % 128;
   const int r0 = (warp % 4) * 16 + lane / 4;  // this thread's first row of the tile
   const uint8_t* kv_ring = smem + L::kKv + warpgroup * kPgKvStages * L::kTileBytes;
   const float* scale_ring = reinterpret_cast<const float*>(smem + L::kScale) + warpgroup * kPgKvStages * L::kScaleSlot;
-  auto scale_at = [&](int s, int r) { return scale_ring[s * L::kScaleSlot + (r >> box_shift) * scale_stride + (r & (box_rows - 1))]; };
+  auto scale_slot = [&](int r) { return (r >> box_shift) * scale_stride + (r & (box_rows - 1)); };
+  uint8_t* kv_dec = smem + L::kKvDec + warpgroup * kTileKv * kD;  // FP4: this WG's decoded tile
+  float* row_scale = reinterpret_cast<float*>(smem + L::kRowScale) + warpgroup * 2 * kTileKv;
+  const float* q_scale = reinterpret_cast<const float*>(smem + L::kQScale);
   Barrier* full = kv_full + warpgroup * kPgKvStages;
   Barrier* empty = kv_empty + warpgroup * kPgKvStages;
   float acc[kAcc], w[kTokPerChunk][kH / 4];
@@ -259,7 +284,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   for (; have; have = cur.Next(p)) {
     const int b = cur.b, j0 = cur.j0, count = cur.count, ctx = cur.ctx;
     if (cur.atom != loaded_atom) {
-      if (q_it > 0) {
+      if (q_it > 0) {  // the previous atom's stage (its weights are read until now)
         __syncwarp();
         if (lane == 0) q_empty[qs].arrive();
       }
@@ -270,22 +295,56 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       for (int i = 0; i < 2; ++i)
         ctx_tok[i] = i < count ? min(max(__ldg(p.context_lens + b * p.next_n + j0 + i), 0), ctx) : 0;
       q_full[qs].wait(q_phase);
+      if constexpr (kFp4) {
+        // All 4 math WGs decode the atom's query rows into the one decoded Q buffer: first every WG
+        // is past its WGMMAs on the previous atom, then the decoded rows are visible to all of them.
+        cutlass::arch::NamedBarrier::sync(kPgMathWgs * 128, 1);
+        DecodeFp4Rows<kD>(smem + L::kQ + qs * L::kQBytes,
+                          reinterpret_cast<const uint32_t*>(smem + L::kQsf + qs * L::kQRows * 4),
+                          [](int r) { return r; }, q_boxes * kNC, q_boxes * kNC, lut, smem + L::kQDec,
+                          reinterpret_cast<float*>(smem + L::kQScale), threadIdx.x, kPgMathWgs * 128);
+        cutlass::arch::NamedBarrier::sync(kPgMathWgs * 128, 1);
+      }
       loaded_atom = cur.atom, loaded_chunk = -1;
     }
     const int t0 = cur.split * kSplitKv + warpgroup * kTileKv;
     if (t0 >= ctx) continue;  // this split's tile `warpgroup` is past the context
     const int s = kv_it % kPgKvStages, phase = (kv_it / kPgKvStages) & 1;
+    const int parity = kv_it & 1;
     ++kv_it;
     full[s].wait(phase);
     const uint8_t* a_tile = kv_ring + s * L::kTileBytes;
     const uint8_t* q_stage = smem + L::kQ + qs * L::kQBytes;
-    // rows past the context read other blocks' data: scale 0, as the mma.sync kernel's zero-filled rows
-    const float sc0 = t0 + r0 < ctx ? scale_at(s, r0) : 0.f;
-    const float sc1 = t0 + r0 + 8 < ctx ? scale_at(s, r0 + 8) : 0.f;
+    float sc0, sc1;
+    if constexpr (kFp4) {
+      // decode the tile into this WG's operand buffer (its previous WGMMA has completed: every warp
+      // waited for it) and each row's power of two (0 past the context), then free the stage
+      DecodeFp4Rows<kD>(a_tile, reinterpret_cast<const uint32_t*>(scale_ring + s * L::kScaleSlot), scale_slot, kTileKv,
+                        ctx - t0, lut, kv_dec, row_scale + parity * kTileKv, tid, 128);
+      cutlass::arch::NamedBarrier::sync(128, 2 + warpgroup);
+      __syncwarp();
+      if (lane == 0) empty[s].arrive();
+      a_tile = kv_dec;
+      q_stage = smem + L::kQDec;
+      sc0 = row_scale[parity * kTileKv + r0], sc1 = row_scale[parity * kTileKv + r0 + 8];
+    } else {
+      // rows past the context read other blocks' data: scale 0, as the mma.sync kernel's zero-filled rows
+      sc0 = t0 + r0 < ctx ? scale_ring[s * L::kScaleSlot + scale_slot(r0)] : 0.f;
+      sc1 = t0 + r0 + 8 < ctx ? scale_ring[s * L::kScaleSlot + scale_slot(r0 + 8)] : 0.f;
+    }
     const int chunks = (count * kH + kNC - 1) / kNC;
     for (int c = 0; c < chunks; ++c) {
       if (c != loaded_chunk) {  // once per atom, unless the atom has two column chunks
         HeadWeights<kH, kTokPerChunk>(s_w + qs * L::kQRows + c * kNC, lane, w);
+        if constexpr (kFp4) {  // the query rows' powers of two go with their heads' weights
+          float qsc[kTokPerChunk][kH / 4];
+          HeadWeights<kH, kTokPerChunk>(q_scale + c * kNC, lane, qsc);
+#pragma unroll
+          for (int i = 0; i < kTokPerChunk; ++i) {
+#pragma unroll
+            for (int j = 0; j < kH / 4; ++j) w[i][j] *= qsc[i][j];
+          }
+        }
         loaded_chunk = c;
       }
 #pragma unroll
@@ -299,7 +358,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       cute::warpgroup_wait<0>();
 #pragma unroll
       for (int i = 0; i < kAcc; ++i) cute::warpgroup_fence_operand(acc[i]);
-      if (c == chunks - 1) {
+      if (!kFp4 && c == chunks - 1) {
         __syncwarp();
         if (lane == 0) empty[s].arrive();
       }

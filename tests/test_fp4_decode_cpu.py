@@ -1,0 +1,98 @@
+"""The FP4 -> e4m3 decode of the WGMMA indexer kernels, checked on CPU: the byte-permute table in
+ffi/kernels/sm90_mqa_logits_wgmma.cuh against ml_dtypes' e4m3 rounding, a bit-exact model of
+DecodeE2m1Word (PRMT semantics), and the claim that a row decoded against its reference exponent
+reproduces every value times its group's scale exactly when the group exponents span <= 14 binades."""
+
+import pathlib
+import re
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+HEADER = pathlib.Path(__file__).resolve().parents[1] / "ffi" / "kernels" / "sm90_mqa_logits_wgmma.cuh"
+MAGNITUDES = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6], np.float64)
+E2M1 = np.concatenate([MAGNITUDES, -MAGNITUDES])  # code 8 + m: the negative of magnitude m
+
+
+def _lut():
+    text = HEADER.read_text()
+    body = text[text.index("kE2m1Lut[kE2m1LutSize][2] = {"):]
+    body = body[: body.index("};")]
+    words = [int(w, 16) for w in re.findall(r"0x([0-9a-fA-F]{8})u", body)]
+    size = int(re.search(r"constexpr int kE2m1LutSize = (\d+);", text).group(1))
+    assert len(words) == 2 * size
+    return [(words[2 * i], words[2 * i + 1]) for i in range(size)]
+
+
+def _e4m3_bytes(values):
+    return np.asarray(values, np.float64).astype(ml_dtypes.float8_e4m3fn).view(np.uint8)
+
+
+def _byte_perm(x, y, sel):  # PTX prmt.b32, default mode
+    src = [(x >> (8 * i)) & 0xFF for i in range(4)] + [(y >> (8 * i)) & 0xFF for i in range(4)]
+    out = 0
+    for i in range(4):
+        s = (sel >> (4 * i)) & 0xF
+        b = src[s & 7]
+        if s & 8:
+            b = 0xFF if b & 0x80 else 0
+        out |= b << (8 * i)
+    return out
+
+
+def _decode_word(x, lut):  # DecodeE2m1Word
+    x4 = x >> 4
+    mag_lo = _byte_perm(lut[0], lut[1], x & 0x7777)
+    mag_hi = _byte_perm(lut[0], lut[1], (x >> 16) & 0x7777)
+    nib_lo = _byte_perm(x, x4, 0x5140)
+    nib_hi = _byte_perm(x, x4, 0x7362)
+    lo = (mag_lo | ((nib_lo << 4) & 0x80808080)) & 0xFFFFFFFF
+    hi = (mag_hi | ((nib_hi << 4) & 0x80808080)) & 0xFFFFFFFF
+    return np.array([(lo >> (8 * i)) & 0xFF for i in range(4)] + [(hi >> (8 * i)) & 0xFF for i in range(4)], np.uint8)
+
+
+def _row_ref_exponent(exps):  # RowRefExponent
+    e_max, e_min = max(exps), min(exps)
+    return e_max - max(0, min(min(e_max - e_min - 8, 6), e_max - 1))
+
+
+def test_table_is_e4m3_of_the_scaled_magnitudes():
+    lut = _lut()
+    for i, (lo, hi) in enumerate(lut):
+        k = i - 6
+        want = _e4m3_bytes(MAGNITUDES * 2.0 ** -k)
+        got = np.array([(lo >> (8 * j)) & 0xFF for j in range(4)] + [(hi >> (8 * j)) & 0xFF for j in range(4)],
+                       np.uint8)
+        np.testing.assert_array_equal(got, want, err_msg=f"kE2m1Lut[{i}] (2^{-k})")
+        if -6 <= k <= 8:  # the exact range the kernels rely on
+            np.testing.assert_array_equal(got.view(ml_dtypes.float8_e4m3fn).astype(np.float64),
+                                          MAGNITUDES * 2.0 ** -k)
+
+
+@pytest.mark.parametrize("shift", [-6, -1, 0, 3, 8, 9, 15])
+def test_decode_word_matches_e4m3_conversion(shift):
+    lut = _lut()[shift + 6]
+    rng = np.random.default_rng(shift + 100)
+    for x in rng.integers(0, 2**32, 500, dtype=np.uint64):
+        x = int(x)
+        codes = [(x >> (4 * i)) & 0xF for i in range(8)]
+        got = _decode_word(x, lut).view(ml_dtypes.float8_e4m3fn).astype(np.float64)
+        want = _e4m3_bytes(E2M1[codes] * 2.0 ** -shift).view(ml_dtypes.float8_e4m3fn).astype(np.float64)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+def test_row_decode_is_exact_within_fourteen_binades():
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        groups = int(rng.choice([1, 2, 4]))
+        base, spread = int(rng.integers(1, 240)), int(rng.integers(0, 15))
+        exps = [min(base + int(rng.integers(0, spread + 1)), 254) for _ in range(groups)]
+        e_ref = _row_ref_exponent(exps)
+        for e in exps:
+            values = E2M1[rng.integers(0, 16, 32)]
+            k = min(max(e_ref - e, -6), 15)
+            decoded = _e4m3_bytes(values * 2.0 ** -k).view(ml_dtypes.float8_e4m3fn).astype(np.float64)
+            if max(exps) - min(exps) <= 14:
+                np.testing.assert_array_equal(decoded * 2.0 ** (e_ref - 127), values * 2.0 ** (e - 127))
