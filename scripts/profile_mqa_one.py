@@ -1,22 +1,53 @@
-"""Runs one ranged FP8 MQA-logits call (after a warm-up) for `ncu`:
-python scripts/profile_mqa_one.py S S_KV H D [cp]  (cp: DeepGEMM's context-parallel ks/ke pattern)."""
+"""Runs one MQA-logits call (after a warm-up) for `ncu`:
+
+    python scripts/profile_mqa_one.py ranged S S_KV H D [cp] [fp4]   (cp: DeepGEMM's context-parallel ks/ke)
+    python scripts/profile_mqa_one.py paged B NEXT_N H L [fp4]       (D 128, block_kv 64, lengths ~L)
+"""
 
 import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jax_deepgemm as dg
 from jax_deepgemm import fp4 as F
-from jax_deepgemm.bench_mqa import cp_ranges
+from jax_deepgemm.bench_mqa import PAGED_BLOCK_KV, PAGED_D, _paged_make, cp_ranges
 
-s, s_kv, h, d = (int(v) for v in sys.argv[1:5])
-cp = len(sys.argv) > 5 and sys.argv[5] == "cp"
+mode, *rest = sys.argv[1:]
+flags = {a for a in rest if not a.isdigit()}
+dims = [int(a) for a in rest if a.isdigit()]
+fp4 = "fp4" in flags
 k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
-q = jax.random.normal(k1, (s, h, d), jnp.float32).astype(jnp.float8_e4m3fn)
-kv, sc = F.per_token_cast_to_fp8_e4m3(jax.random.normal(k2, (s_kv, d), jnp.float32))
-w = jax.random.normal(k3, (s, h), jnp.float32)
-ks, ke = (jnp.asarray(x) for x in cp_ranges(s, s_kv, cp))
-f = jax.jit(lambda q, kv, sc, w: dg.fp8_mqa_logits(q, (kv, sc), w, ks, ke))
+
+
+def quantize(x):
+    return F.per_token_cast_to_fp4(x) if fp4 else F.per_token_cast_to_fp8_e4m3(x)
+
+
+if mode == "ranged":
+    s, s_kv, h, d = dims
+    q = jax.random.normal(k1, (s, h, d), jnp.float32)
+    q = quantize(q) if fp4 else q.astype(jnp.float8_e4m3fn)
+    kv = quantize(jax.random.normal(k2, (s_kv, d), jnp.float32))
+    w = jax.random.normal(k3, (s, h), jnp.float32)
+    ks, ke = (jnp.asarray(x) for x in cp_ranges(s, s_kv, "cp" in flags))
+    op = dg.fp4_mqa_logits if fp4 else dg.fp8_mqa_logits
+    f = jax.jit(lambda q, kv, w: op(q, kv, w, ks, ke))
+    args = (q, kv, w)
+else:
+    b, next_n, h, l_avg = dims
+    lens, table, max_ctx, nb = _paged_make(b, next_n, h, l_avg, fp4, 0)
+    tok = jax.random.normal(k2, (nb * PAGED_BLOCK_KV, PAGED_D), jnp.float32)
+    build = F.build_fp4_paged_kv_cache if fp4 else F.build_fp8_paged_kv_cache
+    cache = build(*quantize(tok), PAGED_BLOCK_KV)
+    q = jax.random.normal(k1, (b, next_n, h, PAGED_D), jnp.float32)
+    q = quantize(q) if fp4 else q.astype(jnp.float8_e4m3fn)
+    w = jax.random.normal(k3, (b * next_n, h), jnp.float32)
+    lens_d, table_d = jnp.asarray(lens), jnp.asarray(np.asarray(table))
+    meta = dg.get_paged_mqa_logits_metadata(lens_d, PAGED_BLOCK_KV, int(jax.devices()[0].core_count or 132))
+    op = dg.fp4_paged_mqa_logits if fp4 else dg.fp8_paged_mqa_logits
+    f = jax.jit(lambda q, cache, w: op(q, cache, w, lens_d, table_d, meta, max_ctx, clean_logits=False))
+    args = (q, cache, w)
 for _ in range(4):  # ncu: --launch-skip 2 profiles a call after compilation and warm-up
-    jax.block_until_ready(f(q, kv, sc, w))
+    jax.block_until_ready(f(*args))
