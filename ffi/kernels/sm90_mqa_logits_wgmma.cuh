@@ -1,7 +1,7 @@
-// FP8 lightning-indexer logits with WGMMA + TMA, D in {32, 64, 128}: the shared WGMMA pieces (K-major
-// swizzled descriptors, the m64n128k32 FP8 WGMMA, the relu * weight head-sum on accumulator
-// registers) and the ranged kernel (the fast path of the ranged FP8 op; the mma.sync kernel of
-// sm90_mqa_logits.cuh covers FP4 and is the fallback when JAX_DEEPGEMM_MQA_MMA_SYNC=1 is set). Rows
+// FP8 and FP4 lightning-indexer logits with WGMMA + TMA, D in {32, 64, 128}: the shared WGMMA pieces
+// (K-major swizzled descriptors, the m64n128k32 FP8 WGMMAs, the relu * weight head-sum on accumulator
+// registers, the FP4 decode) and the ranged kernel (the fast path of the ranged ops; the mma.sync
+// kernel of sm90_mqa_logits.cuh is the fallback when JAX_DEEPGEMM_MQA_MMA_SYNC=1 is set). FP8 rows
 // of D bytes are K-major with a D-byte TMA swizzle (128B / 64B / 32B), matched by the descriptors'
 // layout type.
 //
@@ -52,6 +52,15 @@ __device__ __forceinline__ void WgMma64x128(uint64_t desc_a, uint64_t desc_b, fl
                                             std::index_sequence<I...>) {
   cute::SM90::GMMA::MMA_64x128x32_F32E4M3E4M3_SS_TN<>::fma(
       desc_a, desc_b, d[I]..., accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
+}
+
+// The same with A (the KV rows) from registers: FP4 rows decoded into WGMMA fragments.
+template <size_t... I>
+__device__ __forceinline__ void WgMma64x128Rs(const uint32_t (&a)[4], uint64_t desc_b, float* d, bool accumulate,
+                                              std::index_sequence<I...>) {
+  cute::SM90::GMMA::MMA_64x128x32_F32E4M3E4M3_RS_TN<>::fma(
+      a[0], a[1], a[2], a[3], desc_b, d[I]...,
+      accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
 }
 
 // mbarrier wait / arrive and shared loads on 32-bit shared-window addresses computed once per
@@ -170,25 +179,25 @@ __device__ __forceinline__ uint2 DecodeE2m1Word(uint32_t x, uint2 lut) {
   return make_uint2(mag_lo | ((nib_lo << 4) & 0x80808080u), mag_hi | ((nib_hi << 4) & 0x80808080u));
 }
 
+// K order of the FP4 operands. The KV rows are decoded straight into WGMMA A fragments (register
+// operand, no shared-memory round trip): lane t (= lane % 4) of a quad holds, in k step kk (32
+// columns), bytes 4t..4t+3 and 16+4t..16+4t+3 of its two rows, and takes them from its own run of
+// kD/8 packed bytes (kD/4 values, one 32-element scale group or part of one): packed word kk of the
+// run (8 values) fills both halves. The dot product does not depend on the order of K, so the query
+// rows (the shared-memory B operand) are decoded into the same order: packed word wi of a row lands
+// at column Fp4KColumn(wi) (values 0-3) and 16 columns on (values 4-7).
+template <int kD>
+__device__ __forceinline__ int Fp4KColumn(int wi) {
+  constexpr int kWordsPerLane = kD / 32;
+  return (wi % kWordsPerLane) * 32 + 4 * (wi / kWordsPerLane);
+}
+
 // Byte offset of (row, byte) in a K-major tile of kD-byte rows under the D-byte TMA swizzle (16-byte
 // units XORed with address bits 7+: Swizzle<log2(kD/16), 4, 3>), as the WGMMA descriptors expect.
 template <int kD>
 __device__ __forceinline__ int SwizzledOffset(int row, int byte) {
   const int o = row * kD + byte;
   return o ^ (((o >> 7) & (kD / 16 - 1)) << 4);
-}
-
-// Decodes one 32-element group (16 packed bytes at `src`, exponent e_g) of a row with reference
-// exponent e_ref into 32 e4m3 bytes at (row, 32 g) of the swizzled tile `dst`.
-template <int kD>
-__device__ __forceinline__ void DecodeE2m1Group(const uint8_t* src, int e_g, int e_ref, const uint2* lut,
-                                                uint8_t* dst, int row, int g) {
-  const uint4 packed = *reinterpret_cast<const uint4*>(src);
-  const uint2 table = lut[min(max(e_ref - e_g, -6), 15) + 6];
-  const uint2 a = DecodeE2m1Word(packed.x, table), b = DecodeE2m1Word(packed.y, table);
-  const uint2 c = DecodeE2m1Word(packed.z, table), d = DecodeE2m1Word(packed.w, table);
-  *reinterpret_cast<uint4*>(dst + SwizzledOffset<kD>(row, 32 * g)) = make_uint4(a.x, a.y, b.x, b.y);
-  *reinterpret_cast<uint4*>(dst + SwizzledOffset<kD>(row, 32 * g + 16)) = make_uint4(c.x, c.y, d.x, d.y);
 }
 
 // The reference exponent of a packed UE8M0 word's kGroups exponents (see above): the largest, lowered
@@ -205,27 +214,72 @@ __device__ __forceinline__ int RowRefExponent(uint32_t sf) {
   return e_max - max(0, min(min(e_max - e_min - 8, 6), e_max - 1));
 }
 
-__device__ __forceinline__ void FenceSmemForWgmma() {  // generic-proxy smem writes -> async proxy (WGMMA)
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+// The byte-permute table of group `g` of a row with UE8M0 word `sf` and reference exponent e_ref.
+__device__ __forceinline__ uint2 GroupTable(const uint2* lut, uint32_t sf, int g, int e_ref) {
+  return lut[min(max(e_ref - int((sf >> (8 * g)) & 0xFF), -6), 15) + 6];
 }
 
-// Decodes `rows` packed FP4 rows (row r: kD / 2 bytes at src + r * kD / 2, its packed UE8M0 word at
-// sf[sf_index(r)]) into the swizzled e4m3 tile `dst` and each row's power of two into row_scale[r] (0
-// for rows >= valid_rows); threads first, first + stride, ... take one 32-element group each, then
-// fence the writes for the WGMMAs (the caller's barrier makes them visible to its warpgroups).
-template <int kD, class SfIndex>
-__device__ __forceinline__ void DecodeFp4Rows(const uint8_t* src, const uint32_t* sf, SfIndex sf_index, int rows,
-                                              int valid_rows, const uint2* lut, uint8_t* dst, float* row_scale,
-                                              int first, int stride) {
+// Decodes the query rows [0, rows) of a packed FP4 tile (row r: kD / 2 bytes at src + r * kD / 2, its
+// UE8M0 word sf[r]) into the swizzled e4m3 B operand `dst` in the fragment K order, and writes each
+// row's (query token, head) weight times the row's power of two to weight_out[r] (relu commutes with
+// the positive scale); threads first, first + stride, ... take one 32-element group each, then fence
+// the writes for the WGMMAs (the caller's barrier makes them visible to its warpgroups).
+template <int kD>
+__device__ __forceinline__ void DecodeFp4QRows(const uint8_t* src, const uint32_t* sf, int rows, const uint2* lut,
+                                               uint8_t* dst, const float* weight_in, float* weight_out, int first,
+                                               int stride) {
   constexpr int kGroups = kD / 32;
   for (int u = first; u < rows * kGroups; u += stride) {
     const int r = u / kGroups, g = u % kGroups;
-    const uint32_t word = sf[sf_index(r)];
+    const uint32_t word = sf[r];
     const int e_ref = RowRefExponent<kGroups>(word);
-    DecodeE2m1Group<kD>(src + r * (kD / 2) + 16 * g, int((word >> (8 * g)) & 0xFF), e_ref, lut, dst, r, g);
-    if (g == 0) row_scale[r] = r < valid_rows ? Ue8m0ToFloat(uint32_t(e_ref)) : 0.f;
+    const uint2 table = GroupTable(lut, word, g, e_ref);
+    const uint4 packed = *reinterpret_cast<const uint4*>(src + r * (kD / 2) + 16 * g);
+    const uint32_t w[4] = {packed.x, packed.y, packed.z, packed.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint2 v = DecodeE2m1Word(w[i], table);
+      const int col = Fp4KColumn<kD>(4 * g + i);
+      *reinterpret_cast<uint32_t*>(dst + SwizzledOffset<kD>(r, col)) = v.x;
+      *reinterpret_cast<uint32_t*>(dst + SwizzledOffset<kD>(r, col + 16)) = v.y;
+    }
+    if (g == 0) weight_out[r] = weight_in[r] * Ue8m0ToFloat(uint32_t(e_ref));
   }
-  FenceSmemForWgmma();
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // generic-proxy writes -> WGMMA reads
+}
+
+// This lane's WGMMA A fragments (a[kk]: k step kk, registers {row r, row r + 8} x {columns 4t.., 16 + 4t..})
+// of two packed FP4 rows (row_r / row_r8: kD / 2 bytes, UE8M0 words sf_r / sf_r8), decoded relative to
+// each row's reference exponent; returns the rows' powers of two (scale their logits).
+template <int kD>
+__device__ __forceinline__ float2 DecodeFp4Fragment(const uint8_t* row_r, const uint8_t* row_r8, uint32_t sf_r,
+                                                    uint32_t sf_r8, int t, const uint2* lut, uint32_t (&a)[kD / 32][4]) {
+  constexpr int kWords = kD / 32;  // packed words of this lane's run = k steps
+  constexpr int kGroups = kD / 32;
+  const int g = t * kD / 128;  // the scale group of this lane's run
+  const int e_r = RowRefExponent<kGroups>(sf_r), e_r8 = RowRefExponent<kGroups>(sf_r8);
+  const uint2 table_r = GroupTable(lut, sf_r, g, e_r), table_r8 = GroupTable(lut, sf_r8, g, e_r8);
+  uint32_t w[2][kWords];
+  const uint8_t* rows[2] = {row_r, row_r8};
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* run = rows[h] + t * (kD / 8);
+    if constexpr (kWords == 4) {
+      const uint4 v = *reinterpret_cast<const uint4*>(run);
+      w[h][0] = v.x, w[h][1] = v.y, w[h][2] = v.z, w[h][3] = v.w;
+    } else if constexpr (kWords == 2) {
+      const uint2 v = *reinterpret_cast<const uint2*>(run);
+      w[h][0] = v.x, w[h][1] = v.y;
+    } else {
+      w[h][0] = *reinterpret_cast<const uint32_t*>(run);
+    }
+  }
+#pragma unroll
+  for (int kk = 0; kk < kWords; ++kk) {
+    const uint2 v0 = DecodeE2m1Word(w[0][kk], table_r), v1 = DecodeE2m1Word(w[1][kk], table_r8);
+    a[kk][0] = v0.x, a[kk][1] = v1.x, a[kk][2] = v0.y, a[kk][3] = v1.y;
+  }
+  return make_float2(Ue8m0ToFloat(uint32_t(e_r)), Ue8m0ToFloat(uint32_t(e_r8)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -259,17 +313,16 @@ struct RangedSmem {
   static constexpr int kScale = kW + kRgQStages * 128 * 4;               // [kv stages][256] f32 (FP4: int32 sf)
   static constexpr int kRange = kScale + kRgKvStages * kRgBlockKv * 4;   // [q stages][8] int: ks[4], ke[4]
   static constexpr int kFp4Area = kRange + kRgQStages * 8 * 4;
-  // FP4 only: the rows decoded to e4m3 (the WGMMA operands, D-byte swizzled) and their powers of two
+  // FP4 only: the query rows decoded to e4m3 (the B operand, D-byte swizzled) and their weights times
+  // their powers of two
   static constexpr int kQsf = kFp4 ? (kFp4Area + 127) / 128 * 128 : kFp4Area;       // [q stages][128] int32
   static constexpr int kQDec = kFp4 ? (kQsf + kRgQStages * 128 * 4 + 1023) / 1024 * 1024 : kQsf;  // [128][kD]
-  static constexpr int kKvDec = kQDec + (kFp4 ? 128 * kD : 0);                      // [WGs][64][kD]
-  static constexpr int kQScale = kKvDec + (kFp4 ? kRgBlockKv * kD : 0);             // [128] f32
-  static constexpr int kRowScale = kQScale + (kFp4 ? 128 * 4 : 0);                 // [WGs][2][64] f32
-  static constexpr int kLut = kRowScale + (kFp4 ? kRgMathWgs * 2 * kTileKv * 4 : 0);  // [16] uint2
+  static constexpr int kQWeight = kQDec + (kFp4 ? 128 * kD : 0);                    // [128] f32
+  static constexpr int kLut = kQWeight + (kFp4 ? 128 * 4 : 0);                      // [22] uint2
   static constexpr int kBar = kLut + (kFp4 ? kE2m1LutSize * 8 : 0);
   static constexpr int kBytes = kBar + 2 * (kRgQStages + kRgKvStages) * 8 + 1024;  // + 1024-B alignment slack
   static_assert(kKv % 128 == 0 && kKvBytes % 128 == 0 && kW % 128 == 0 && kScale % 128 == 0 &&
-                    (!kFp4 || kKvDec % 1024 == 0),
+                    (!kFp4 || kQDec % 1024 == 0),
                 "swizzle-atom aligned operand tiles, 128-B aligned TMA destinations");
   static_assert(kFp4 || (kKv % 1024 == 0 && kKvBytes % 1024 == 0), "FP8 rows are the WGMMA operands");
   static_assert(kBytes <= 227 * 1024, "shared memory per CTA");
@@ -445,56 +498,50 @@ __global__ void __launch_bounds__(kRgThreads, 1)
     const int qs = q_it % kRgQStages, q_phase = (q_it / kRgQStages) & 1;
     ++q_it;
     q_full[qs].wait(q_phase);
-    HeadWeights<kH, kNQ>(s_w + qs * 128, lane, w);
     const uint32_t range_u32 = smem_u32 + L::kRange + qs * 32;
     uint64_t desc_q = desc_q0 + uint64_t((qs * L::kQBytes) >> 4);
+    const float* q_weight = reinterpret_cast<const float*>(smem + L::kQWeight);
     if constexpr (kFp4) {
       // The 4 math WGs decode the unit's 128 query rows into the one decoded Q buffer (after every WG
-      // is past its WGMMAs on the previous unit), and each head's power of two joins its weight.
+      // is past its WGMMAs on the previous unit), with each row's power of two joining its weight.
       cutlass::arch::NamedBarrier::sync(kRgMathWgs * 128, 1);
-      float* q_scale = reinterpret_cast<float*>(smem + L::kQScale);
-      const uint32_t* q_sf = reinterpret_cast<const uint32_t*>(smem + L::kQsf + qs * 128 * 4);
-      DecodeFp4Rows<kD>(smem + L::kQ + qs * L::kQBytes, q_sf, [](int r) { return r; }, 128, 128, lut,
-                        smem + L::kQDec, q_scale, threadIdx.x, kRgMathWgs * 128);
+      DecodeFp4QRows<kD>(smem + L::kQ + qs * L::kQBytes,
+                         reinterpret_cast<const uint32_t*>(smem + L::kQsf + qs * 128 * 4), 128, lut,
+                         smem + L::kQDec, s_w + qs * 128, reinterpret_cast<float*>(smem + L::kQWeight), threadIdx.x,
+                         kRgMathWgs * 128);
       cutlass::arch::NamedBarrier::sync(kRgMathWgs * 128, 1);
-      float qsc[kNQ][kH / 4];
-      HeadWeights<kH, kNQ>(q_scale, lane, qsc);
-#pragma unroll
-      for (int i = 0; i < kNQ; ++i) {
-#pragma unroll
-        for (int j = 0; j < kH / 4; ++j) w[i][j] *= qsc[i][j];
-      }
       desc_q = WgDescK<kD>(smem + L::kQDec);
+    } else {
+      HeadWeights<kH, kNQ>(s_w + qs * 128, lane, w);  // held for the unit (FP4: read per block, see below)
     }
     for (int c = 0; c < work.count; ++c) {
       const int kv0 = work.start + (work.part + c * splits) * kRgBlockKv;
       const int s = kv_it % kRgKvStages, phase = (kv_it / kRgKvStages) & 1;
-      const int parity = kv_it & 1;
       ++kv_it;
       MbarWait(kv_full_u32 + 8 * s, phase);
       uint64_t desc_kv = desc_kv0 + uint64_t((s * L::kKvBytes) >> 4);
       float sc0, sc1;
+      uint32_t a_frag[kFp4 ? kD / 32 : 1][4];
       if constexpr (kFp4) {
-        // decode this WG's 64 rows of the stage (its previous WGMMA has completed: every warp waited for
-        // it) and their powers of two, then free the stage
-        const int wg_row0 = warpgroup * kTileKv;
-        uint8_t* kv_dec = smem + L::kKvDec + wg_row0 * kD;
-        float* row_scale = reinterpret_cast<float*>(smem + L::kRowScale) + (warpgroup * 2 + parity) * kTileKv;
-        DecodeFp4Rows<kD>(smem + L::kKv + s * L::kKvBytes + wg_row0 * L::kRowBytes,
-                          reinterpret_cast<const uint32_t*>(smem + L::kScale) + s * kRgBlockKv + wg_row0,
-                          [](int r) { return r; }, kTileKv, kTileKv, lut, kv_dec, row_scale, threadIdx.x % 128, 128);
-        cutlass::arch::NamedBarrier::sync(128, 2 + warpgroup);
+        // this thread's rows of the stage, decoded into A fragments, then the stage is free
+        const uint8_t* block = smem + L::kKv + s * L::kKvBytes;
+        const uint32_t* sf = reinterpret_cast<const uint32_t*>(smem + L::kScale) + s * kRgBlockKv;
+        const float2 pw = DecodeFp4Fragment<kD>(block + row * L::kRowBytes, block + (row + 8) * L::kRowBytes,
+                                                sf[row], sf[row + 8], t, lut, a_frag);
+        sc0 = pw.x, sc1 = pw.y;
         __syncwarp();
         if (lane == 0) MbarArrive(kv_empty_u32 + 8 * s);
-        desc_kv = WgDescK<kD>(kv_dec);
-        sc0 = row_scale[row - wg_row0], sc1 = row_scale[row - wg_row0 + 8];
       }
 #pragma unroll
       for (int i = 0; i < 64; ++i) cute::warpgroup_fence_operand(acc[i]);
       cute::warpgroup_arrive();
 #pragma unroll
-      for (int k = 0; k < kD / 32; ++k)
-        WgMma64x128(desc_kv + 2 * k, desc_q + 2 * k, acc, k > 0, std::make_index_sequence<64>{});
+      for (int k = 0; k < kD / 32; ++k) {
+        if constexpr (kFp4)
+          WgMma64x128Rs(a_frag[k], desc_q + 2 * k, acc, k > 0, std::make_index_sequence<64>{});
+        else
+          WgMma64x128(desc_kv + 2 * k, desc_q + 2 * k, acc, k > 0, std::make_index_sequence<64>{});
+      }
       cute::warpgroup_commit_batch();
       if constexpr (!kFp4) {
         const uint32_t scale_u32 = smem_u32 + L::kScale + (s * kRgBlockKv + row) * 4;
@@ -503,11 +550,19 @@ __global__ void __launch_bounds__(kRgThreads, 1)
       cute::warpgroup_wait<0>();
 #pragma unroll
       for (int i = 0; i < 64; ++i) cute::warpgroup_fence_operand(acc[i]);
-      if constexpr (!kFp4) {
+      if constexpr (kFp4) {  // the WGMMAs read the fragments until here
+#pragma unroll
+        for (int k = 0; k < kD / 32; ++k) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) cute::warpgroup_fence_operand(a_frag[k][j]);
+        }
+      } else {
         __syncwarp();
         if (lane == 0) MbarArrive(kv_empty_u32 + 8 * s);
       }
 
+      // FP4: the weights are read here, not held: the A fragments leave no registers for them
+      if constexpr (kFp4) HeadWeights<kH, kNQ>(q_weight, lane, w);
       float vals[2 * kNQ];
       TokenLogits<kH, kNQ>(acc, w, sc0, sc1, vals);
       StoreQuadValues(vals, t, [&](int i, int h, float v) {

@@ -1,5 +1,5 @@
-// Paged FP8 lightning-indexer logits with WGMMA + TMA (the FP8 fast path; the mma.sync kernel of
-// sm90_paged_mqa_logits.cuh covers FP4 and is the fallback under JAX_DEEPGEMM_MQA_MMA_SYNC=1).
+// Paged FP8 and FP4 lightning-indexer logits with WGMMA + TMA (the fast path; the mma.sync kernel of
+// sm90_paged_mqa_logits.cuh is the fallback under JAX_DEEPGEMM_MQA_MMA_SYNC=1).
 //
 // The DeepGEMM SM90 design on our schedule metadata. A CTA (one per SM, or ctas_per_row sharing a
 // schedule row) walks its (atom, 256-token split) units: an atom is 1-2 query tokens of one batch
@@ -48,6 +48,28 @@ struct PagedWgmmaOp<128> {
   using Op = cute::SM90::GMMA::MMA_64x128x32_F32E4M3E4M3_SS_TN<>;
 };
 
+template <int kN>
+struct PagedWgmmaRsOp;  // A (the KV tile) from registers: FP4 rows decoded into WGMMA fragments
+template <>
+struct PagedWgmmaRsOp<32> {
+  using Op = cute::SM90::GMMA::MMA_64x32x32_F32E4M3E4M3_RS_TN<>;
+};
+template <>
+struct PagedWgmmaRsOp<64> {
+  using Op = cute::SM90::GMMA::MMA_64x64x32_F32E4M3E4M3_RS_TN<>;
+};
+template <>
+struct PagedWgmmaRsOp<128> {
+  using Op = cute::SM90::GMMA::MMA_64x128x32_F32E4M3E4M3_RS_TN<>;
+};
+
+template <class Op, size_t... I>
+__device__ __forceinline__ void PagedWgmmaFmaRs(const uint32_t (&a)[4], uint64_t desc_b, float* d, bool accumulate,
+                                                std::index_sequence<I...>) {
+  Op::fma(a[0], a[1], a[2], a[3], desc_b, d[I]...,
+          accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
+}
+
 template <class Op, size_t... I>
 __device__ __forceinline__ void PagedWgmmaFma(uint64_t desc_a, uint64_t desc_b, float* d, bool accumulate,
                                               std::index_sequence<I...>) {
@@ -74,18 +96,17 @@ struct PagedWgSmem {
   // a tile's scale slot: one 128-byte aligned run per box (32 floats apart for 16-row boxes)
   static constexpr int kScaleSlot = 2 * kTileKv;
   static constexpr int kFp4Area = kScale + kPgMathWgs * kPgKvStages * kScaleSlot * 4;
-  // FP4 only: the rows decoded to e4m3 (the WGMMA operands, D-byte swizzled) and their powers of two
+  // FP4 only: the query rows decoded to e4m3 (the B operand, D-byte swizzled) and their weights times
+  // their powers of two
   static constexpr int kQsf = kFp4Area;                                     // [q stages][kQRows] int32
   static constexpr int kQDec = kFp4 ? (kQsf + kPgQStages * kQRows * 4 + 1023) / 1024 * 1024 : kQsf;  // [kQRows][kD]
-  static constexpr int kKvDec = kQDec + (kFp4 ? kQRows * kD : 0);           // [WGs][64][kD]
-  static constexpr int kQScale = kKvDec + (kFp4 ? kPgMathWgs * kTileKv * kD : 0);  // [kQRows] f32
-  static constexpr int kRowScale = kQScale + (kFp4 ? kQRows * 4 : 0);      // [WGs][2][64] f32
-  static constexpr int kLut = kRowScale + (kFp4 ? kPgMathWgs * 2 * kTileKv * 4 : 0);  // [16] uint2
+  static constexpr int kQWeight = kQDec + (kFp4 ? kQRows * kD : 0);        // [kQRows] f32
+  static constexpr int kLut = kQWeight + (kFp4 ? kQRows * 4 : 0);          // [22] uint2
   static constexpr int kBar = kLut + (kFp4 ? kE2m1LutSize * 8 : 0);
   // q_full[2], q_empty[2], kv_full[WGs][stages], kv_empty[WGs][stages]
   static constexpr int kBytes = kBar + (2 * kPgQStages + 2 * kPgMathWgs * kPgKvStages) * 8 + 1024;
   static_assert(kKv % 128 == 0 && kTileBytes % 128 == 0 && kW % 128 == 0 && kScale % 128 == 0 &&
-                    kQsf % 128 == 0 && (!kFp4 || kKvDec % 1024 == 0),
+                    kQsf % 128 == 0 && (!kFp4 || kQDec % 1024 == 0),
                 "swizzle-atom aligned operand tiles, 128-B aligned TMA destinations");
   static_assert(kFp4 || kKv % 1024 == 0, "FP8 rows are the WGMMA operands: swizzle-atom aligned");
   static_assert(kBytes <= 227 * 1024, "shared memory per CTA");
@@ -159,6 +180,9 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
   using L = PagedWgSmem<kD, kH, kFp4>;
   using Op = typename PagedWgmmaOp<kNC>::Op;
+  using RsOp = typename PagedWgmmaRsOp<kNC>::Op;
+  // FP4 with 128 columns: the weights are read per tile, not held (the A fragments leave no registers)
+  constexpr bool kWeightsPerTile = kFp4 && kNC == 128;
   constexpr int kAcc = kNC / 2;
   constexpr int kTokPerChunk = kNC / kH;
   static_assert(kNC % kH == 0 && kNC <= L::kQRows, "tile columns hold whole tokens");
@@ -266,14 +290,11 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   // ---------------- math warpgroups: tile `warpgroup` of each split ----------------
   cutlass::arch::warpgroup_reg_alloc<kPgMathRegs>();
   const int t4 = lane % 4;
-  const int tid = threadIdx.x % 128;
   const int r0 = (warp % 4) * 16 + lane / 4;  // this thread's first row of the tile
   const uint8_t* kv_ring = smem + L::kKv + warpgroup * kPgKvStages * L::kTileBytes;
   const float* scale_ring = reinterpret_cast<const float*>(smem + L::kScale) + warpgroup * kPgKvStages * L::kScaleSlot;
   auto scale_slot = [&](int r) { return (r >> box_shift) * scale_stride + (r & (box_rows - 1)); };
-  uint8_t* kv_dec = smem + L::kKvDec + warpgroup * kTileKv * kD;  // FP4: this WG's decoded tile
-  float* row_scale = reinterpret_cast<float*>(smem + L::kRowScale) + warpgroup * 2 * kTileKv;
-  const float* q_scale = reinterpret_cast<const float*>(smem + L::kQScale);
+  const float* q_weight = reinterpret_cast<const float*>(smem + L::kQWeight);  // FP4: weights x powers of two
   Barrier* full = kv_full + warpgroup * kPgKvStages;
   Barrier* empty = kv_empty + warpgroup * kPgKvStages;
   float acc[kAcc], w[kTokPerChunk][kH / 4];
@@ -299,10 +320,10 @@ __global__ void __launch_bounds__(kPgThreads, 1)
         // All 4 math WGs decode the atom's query rows into the one decoded Q buffer: first every WG
         // is past its WGMMAs on the previous atom, then the decoded rows are visible to all of them.
         cutlass::arch::NamedBarrier::sync(kPgMathWgs * 128, 1);
-        DecodeFp4Rows<kD>(smem + L::kQ + qs * L::kQBytes,
-                          reinterpret_cast<const uint32_t*>(smem + L::kQsf + qs * L::kQRows * 4),
-                          [](int r) { return r; }, q_boxes * kNC, q_boxes * kNC, lut, smem + L::kQDec,
-                          reinterpret_cast<float*>(smem + L::kQScale), threadIdx.x, kPgMathWgs * 128);
+        DecodeFp4QRows<kD>(smem + L::kQ + qs * L::kQBytes,
+                           reinterpret_cast<const uint32_t*>(smem + L::kQsf + qs * L::kQRows * 4), q_boxes * kNC, lut,
+                           smem + L::kQDec, s_w + qs * L::kQRows, reinterpret_cast<float*>(smem + L::kQWeight),
+                           threadIdx.x, kPgMathWgs * 128);
         cutlass::arch::NamedBarrier::sync(kPgMathWgs * 128, 1);
       }
       loaded_atom = cur.atom, loaded_chunk = -1;
@@ -310,23 +331,22 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     const int t0 = cur.split * kSplitKv + warpgroup * kTileKv;
     if (t0 >= ctx) continue;  // this split's tile `warpgroup` is past the context
     const int s = kv_it % kPgKvStages, phase = (kv_it / kPgKvStages) & 1;
-    const int parity = kv_it & 1;
     ++kv_it;
     full[s].wait(phase);
     const uint8_t* a_tile = kv_ring + s * L::kTileBytes;
-    const uint8_t* q_stage = smem + L::kQ + qs * L::kQBytes;
+    const uint8_t* q_stage = smem + (kFp4 ? L::kQDec : L::kQ + qs * L::kQBytes);
     float sc0, sc1;
+    uint32_t a_frag[kFp4 ? kD / 32 : 1][4];
     if constexpr (kFp4) {
-      // decode the tile into this WG's operand buffer (its previous WGMMA has completed: every warp
-      // waited for it) and each row's power of two (0 past the context), then free the stage
-      DecodeFp4Rows<kD>(a_tile, reinterpret_cast<const uint32_t*>(scale_ring + s * L::kScaleSlot), scale_slot, kTileKv,
-                        ctx - t0, lut, kv_dec, row_scale + parity * kTileKv, tid, 128);
-      cutlass::arch::NamedBarrier::sync(128, 2 + warpgroup);
+      // this thread's rows of the tile, decoded into A fragments (rows past the context: scale 0),
+      // then the stage is free
+      const uint32_t* sf = reinterpret_cast<const uint32_t*>(scale_ring + s * L::kScaleSlot);
+      const float2 pw = DecodeFp4Fragment<kD>(a_tile + r0 * L::kRowBytes, a_tile + (r0 + 8) * L::kRowBytes,
+                                              sf[scale_slot(r0)], sf[scale_slot(r0 + 8)], t4, lut, a_frag);
+      sc0 = t0 + r0 < ctx ? pw.x : 0.f;
+      sc1 = t0 + r0 + 8 < ctx ? pw.y : 0.f;
       __syncwarp();
       if (lane == 0) empty[s].arrive();
-      a_tile = kv_dec;
-      q_stage = smem + L::kQDec;
-      sc0 = row_scale[parity * kTileKv + r0], sc1 = row_scale[parity * kTileKv + r0 + 8];
     } else {
       // rows past the context read other blocks' data: scale 0, as the mma.sync kernel's zero-filled rows
       sc0 = t0 + r0 < ctx ? scale_ring[s * L::kScaleSlot + scale_slot(r0)] : 0.f;
@@ -334,34 +354,38 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     }
     const int chunks = (count * kH + kNC - 1) / kNC;
     for (int c = 0; c < chunks; ++c) {
-      if (c != loaded_chunk) {  // once per atom, unless the atom has two column chunks
-        HeadWeights<kH, kTokPerChunk>(s_w + qs * L::kQRows + c * kNC, lane, w);
-        if constexpr (kFp4) {  // the query rows' powers of two go with their heads' weights
-          float qsc[kTokPerChunk][kH / 4];
-          HeadWeights<kH, kTokPerChunk>(q_scale + c * kNC, lane, qsc);
-#pragma unroll
-          for (int i = 0; i < kTokPerChunk; ++i) {
-#pragma unroll
-            for (int j = 0; j < kH / 4; ++j) w[i][j] *= qsc[i][j];
-          }
-        }
+      if (!kWeightsPerTile && c != loaded_chunk) {  // once per atom, unless the atom has two column chunks
+        HeadWeights<kH, kTokPerChunk>((kFp4 ? q_weight : s_w + qs * L::kQRows) + c * kNC, lane, w);
         loaded_chunk = c;
       }
 #pragma unroll
       for (int i = 0; i < kAcc; ++i) cute::warpgroup_fence_operand(acc[i]);
       cute::warpgroup_arrive();
 #pragma unroll
-      for (int kk = 0; kk < kD / 32; ++kk)
-        PagedWgmmaFma<Op>(WgDescK<kD>(a_tile + kk * 32), WgDescK<kD>(q_stage + c * kNC * kD + kk * 32), acc, kk > 0,
-                          std::make_index_sequence<kAcc>{});
+      for (int kk = 0; kk < kD / 32; ++kk) {
+        if constexpr (kFp4)
+          PagedWgmmaFmaRs<RsOp>(a_frag[kk], WgDescK<kD>(q_stage + c * kNC * kD + kk * 32), acc, kk > 0,
+                                std::make_index_sequence<kAcc>{});
+        else
+          PagedWgmmaFma<Op>(WgDescK<kD>(a_tile + kk * 32), WgDescK<kD>(q_stage + c * kNC * kD + kk * 32), acc,
+                            kk > 0, std::make_index_sequence<kAcc>{});
+      }
       cute::warpgroup_commit_batch();
       cute::warpgroup_wait<0>();
 #pragma unroll
       for (int i = 0; i < kAcc; ++i) cute::warpgroup_fence_operand(acc[i]);
+      if constexpr (kFp4) {  // the WGMMAs read the fragments until here
+#pragma unroll
+        for (int kk = 0; kk < kD / 32; ++kk) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) cute::warpgroup_fence_operand(a_frag[kk][j]);
+        }
+      }
       if (!kFp4 && c == chunks - 1) {
         __syncwarp();
         if (lane == 0) empty[s].arrive();
       }
+      if constexpr (kWeightsPerTile) HeadWeights<kH, kTokPerChunk>(q_weight + c * kNC, lane, w);
       float vals[2 * kTokPerChunk];
       TokenLogits<kH, kTokPerChunk>(acc, w, sc0, sc1, vals);
       StoreQuadValues(vals, t4, [&](int tok, int h, float v) {
