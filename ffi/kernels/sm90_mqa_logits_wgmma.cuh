@@ -87,6 +87,19 @@ __device__ __forceinline__ int LdsS32(uint32_t addr) {
   asm volatile("ld.shared.s32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
   return v;
 }
+__device__ __forceinline__ uint2 LdsV2(uint32_t addr) {
+  uint2 v;
+  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(addr) : "memory");
+  return v;
+}
+__device__ __forceinline__ uint4 LdsV4(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(addr)
+               : "memory");
+  return v;
+}
 
 // relu(q.k) * w summed over one query token's kH heads, for this thread's two accumulator rows (r and
 // r + 8), completed across the 4 lanes of the quad: `acc` holds the token's kH / 2 accumulators of
@@ -249,31 +262,35 @@ __device__ __forceinline__ void DecodeFp4QRows(const uint8_t* src, const uint32_
 }
 
 // This lane's WGMMA A fragments (a[kk]: k step kk, registers {row r, row r + 8} x {columns 4t.., 16 + 4t..})
-// of two packed FP4 rows (row_r / row_r8: kD / 2 bytes, UE8M0 words sf_r / sf_r8), decoded relative to
-// each row's reference exponent; returns the rows' powers of two (scale their logits).
+// of two packed FP4 rows (kD / 2 bytes at shared addresses row_r / row_r8, their UE8M0 words at sf_r /
+// sf_r8), decoded relative to each row's reference exponent (tables at shared address lut); returns
+// the rows' powers of two (scale their logits). 32-bit shared addresses: no generic-address math.
 template <int kD>
-__device__ __forceinline__ float2 DecodeFp4Fragment(const uint8_t* row_r, const uint8_t* row_r8, uint32_t sf_r,
-                                                    uint32_t sf_r8, int t, const uint2* lut, uint32_t (&a)[kD / 32][4]) {
+__device__ __forceinline__ float2 DecodeFp4Fragment(uint32_t row_r, uint32_t row_r8, uint32_t sf_r, uint32_t sf_r8,
+                                                    int t, uint32_t lut, uint32_t (&a)[kD / 32][4]) {
   constexpr int kWords = kD / 32;  // packed words of this lane's run = k steps
   constexpr int kGroups = kD / 32;
-  const int g = t * kD / 128;  // the scale group of this lane's run
-  const int e_r = RowRefExponent<kGroups>(sf_r), e_r8 = RowRefExponent<kGroups>(sf_r8);
-  const uint2 table_r = GroupTable(lut, sf_r, g, e_r), table_r8 = GroupTable(lut, sf_r8, g, e_r8);
+  const uint32_t word_r = uint32_t(LdsS32(sf_r)), word_r8 = uint32_t(LdsS32(sf_r8));
   uint32_t w[2][kWords];
-  const uint8_t* rows[2] = {row_r, row_r8};
+  const uint32_t rows[2] = {row_r + t * (kD / 8), row_r8 + t * (kD / 8)};
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const uint8_t* run = rows[h] + t * (kD / 8);
     if constexpr (kWords == 4) {
-      const uint4 v = *reinterpret_cast<const uint4*>(run);
+      const uint4 v = LdsV4(rows[h]);
       w[h][0] = v.x, w[h][1] = v.y, w[h][2] = v.z, w[h][3] = v.w;
     } else if constexpr (kWords == 2) {
-      const uint2 v = *reinterpret_cast<const uint2*>(run);
+      const uint2 v = LdsV2(rows[h]);
       w[h][0] = v.x, w[h][1] = v.y;
     } else {
-      w[h][0] = *reinterpret_cast<const uint32_t*>(run);
+      w[h][0] = uint32_t(LdsS32(rows[h]));
     }
   }
+  const int g = t * kD / 128;  // the scale group of this lane's run
+  const int e_r = RowRefExponent<kGroups>(word_r), e_r8 = RowRefExponent<kGroups>(word_r8);
+  const auto table = [&](uint32_t word, int e_ref) {
+    return LdsV2(lut + 8 * (min(max(e_ref - int((word >> (8 * g)) & 0xFF), -6), 15) + 6));
+  };
+  const uint2 table_r = table(word_r, e_r), table_r8 = table(word_r8, e_r8);
 #pragma unroll
   for (int kk = 0; kk < kWords; ++kk) {
     const uint2 v0 = DecodeE2m1Word(w[0][kk], table_r), v1 = DecodeE2m1Word(w[1][kk], table_r8);
@@ -524,10 +541,10 @@ __global__ void __launch_bounds__(kRgThreads, 1)
       uint32_t a_frag[kFp4 ? kD / 32 : 1][4];
       if constexpr (kFp4) {
         // this thread's rows of the stage, decoded into A fragments, then the stage is free
-        const uint8_t* block = smem + L::kKv + s * L::kKvBytes;
-        const uint32_t* sf = reinterpret_cast<const uint32_t*>(smem + L::kScale) + s * kRgBlockKv;
-        const float2 pw = DecodeFp4Fragment<kD>(block + row * L::kRowBytes, block + (row + 8) * L::kRowBytes,
-                                                sf[row], sf[row + 8], t, lut, a_frag);
+        const uint32_t block = smem_u32 + L::kKv + s * L::kKvBytes;
+        const uint32_t sf = smem_u32 + L::kScale + 4 * (s * kRgBlockKv + row);
+        const float2 pw = DecodeFp4Fragment<kD>(block + row * L::kRowBytes, block + (row + 8) * L::kRowBytes, sf,
+                                                sf + 32, t, smem_u32 + L::kLut, a_frag);
         sc0 = pw.x, sc1 = pw.y;
         __syncwarp();
         if (lane == 0) MbarArrive(kv_empty_u32 + 8 * s);

@@ -295,8 +295,16 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   const float* scale_ring = reinterpret_cast<const float*>(smem + L::kScale) + warpgroup * kPgKvStages * L::kScaleSlot;
   auto scale_slot = [&](int r) { return (r >> box_shift) * scale_stride + (r & (box_rows - 1)); };
   const float* q_weight = reinterpret_cast<const float*>(smem + L::kQWeight);  // FP4: weights x powers of two
-  Barrier* full = kv_full + warpgroup * kPgKvStages;
-  Barrier* empty = kv_empty + warpgroup * kPgKvStages;
+  // 32-bit shared addresses of this WG's barriers and stage-0 descriptors, computed once (a stage, a
+  // column chunk or a k step adds its byte offset / 16 to the descriptor's start address, as in the
+  // ranged kernel): building them per tile cost ~70 uniform-datapath instructions per warp per tile.
+  const uint32_t full_u32 = cute::cast_smem_ptr_to_uint(kv_full + warpgroup * kPgKvStages);
+  const uint32_t empty_u32 = cute::cast_smem_ptr_to_uint(kv_empty + warpgroup * kPgKvStages);
+  const uint64_t desc_kv0 = WgDescK<kD>(kv_ring);
+  const uint32_t kv_ring_u32 = cute::cast_smem_ptr_to_uint(kv_ring);
+  const uint32_t scale_ring_u32 = cute::cast_smem_ptr_to_uint(scale_ring);
+  const uint32_t lut_u32 = cute::cast_smem_ptr_to_uint(lut);
+  const uint64_t desc_q0 = WgDescK<kD>(smem + (kFp4 ? L::kQDec : L::kQ));
   float acc[kAcc], w[kTokPerChunk][kH / 4];
   int loaded_atom = -1, loaded_chunk = -1, q_it = 0, kv_it = 0, qs = 0;
   int ctx_tok[2] = {0, 0};  // context length of each token of the atom
@@ -332,21 +340,22 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     if (t0 >= ctx) continue;  // this split's tile `warpgroup` is past the context
     const int s = kv_it % kPgKvStages, phase = (kv_it / kPgKvStages) & 1;
     ++kv_it;
-    full[s].wait(phase);
-    const uint8_t* a_tile = kv_ring + s * L::kTileBytes;
-    const uint8_t* q_stage = smem + (kFp4 ? L::kQDec : L::kQ + qs * L::kQBytes);
+    MbarWait(full_u32 + 8 * s, phase);
+    const uint64_t desc_a = desc_kv0 + uint64_t((s * L::kTileBytes) >> 4);
+    const uint64_t desc_b = desc_q0 + uint64_t(((kFp4 ? 0 : qs * L::kQBytes)) >> 4);
     float sc0, sc1;
     uint32_t a_frag[kFp4 ? kD / 32 : 1][4];
     if constexpr (kFp4) {
       // this thread's rows of the tile, decoded into A fragments (rows past the context: scale 0),
       // then the stage is free
-      const uint32_t* sf = reinterpret_cast<const uint32_t*>(scale_ring + s * L::kScaleSlot);
-      const float2 pw = DecodeFp4Fragment<kD>(a_tile + r0 * L::kRowBytes, a_tile + (r0 + 8) * L::kRowBytes,
-                                              sf[scale_slot(r0)], sf[scale_slot(r0 + 8)], t4, lut, a_frag);
+      const uint32_t tile = kv_ring_u32 + s * L::kTileBytes;
+      const uint32_t sf = scale_ring_u32 + 4 * (s * L::kScaleSlot);
+      const float2 pw = DecodeFp4Fragment<kD>(tile + r0 * L::kRowBytes, tile + (r0 + 8) * L::kRowBytes,
+                                              sf + 4 * scale_slot(r0), sf + 4 * scale_slot(r0 + 8), t4, lut_u32, a_frag);
       sc0 = t0 + r0 < ctx ? pw.x : 0.f;
       sc1 = t0 + r0 + 8 < ctx ? pw.y : 0.f;
       __syncwarp();
-      if (lane == 0) empty[s].arrive();
+      if (lane == 0) MbarArrive(empty_u32 + 8 * s);
     } else {
       // rows past the context read other blocks' data: scale 0, as the mma.sync kernel's zero-filled rows
       sc0 = t0 + r0 < ctx ? scale_ring[s * L::kScaleSlot + scale_slot(r0)] : 0.f;
@@ -363,12 +372,11 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       cute::warpgroup_arrive();
 #pragma unroll
       for (int kk = 0; kk < kD / 32; ++kk) {
+        const uint64_t desc_b_k = desc_b + uint64_t((c * kNC * kD) >> 4) + 2 * kk;
         if constexpr (kFp4)
-          PagedWgmmaFmaRs<RsOp>(a_frag[kk], WgDescK<kD>(q_stage + c * kNC * kD + kk * 32), acc, kk > 0,
-                                std::make_index_sequence<kAcc>{});
+          PagedWgmmaFmaRs<RsOp>(a_frag[kk], desc_b_k, acc, kk > 0, std::make_index_sequence<kAcc>{});
         else
-          PagedWgmmaFma<Op>(WgDescK<kD>(a_tile + kk * 32), WgDescK<kD>(q_stage + c * kNC * kD + kk * 32), acc,
-                            kk > 0, std::make_index_sequence<kAcc>{});
+          PagedWgmmaFma<Op>(desc_a + 2 * kk, desc_b_k, acc, kk > 0, std::make_index_sequence<kAcc>{});
       }
       cute::warpgroup_commit_batch();
       cute::warpgroup_wait<0>();
@@ -383,7 +391,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       }
       if (!kFp4 && c == chunks - 1) {
         __syncwarp();
-        if (lane == 0) empty[s].arrive();
+        if (lane == 0) MbarArrive(empty_u32 + 8 * s);
       }
       if constexpr (kWeightsPerTile) HeadWeights<kH, kTokPerChunk>(q_weight + c * kNC, lane, w);
       float vals[2 * kTokPerChunk];
