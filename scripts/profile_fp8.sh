@@ -5,8 +5,8 @@
 #
 #   OUT=/tmp/out bash scripts/profile_fp8.sh 4096 4096 7168 256 128 1 2
 #
-# Writes: sass_<tile>.txt (the instance's SASS), ncu_<tile>.ncu-rep, ncu_<tile>_source.csv,
-# ncu_<tile>_details.txt, and prints the top stalled instructions (scripts/ncu_top_stalls.py).
+# Writes: sass_<tile>.txt (the instance's SASS), ncu_<tile>.ncu-rep, ncu_<tile>_source.csv.gz,
+# ncu_<tile>_details.txt, and prints the top stalled instructions (scripts/ncu_summary.sh).
 set -euo pipefail
 OUT=${OUT:-/tmp/out}
 PY=${PY:-python3}
@@ -25,8 +25,4 @@ echo "sass_$tag.txt: $(wc -l < "$OUT/sass_$tag.txt") lines, QGMMA $(grep -c QGMM
 ncu --set full --import-source no -k "regex:Sm90Fp8GemmKernel" --launch-skip 2 --launch-count 1 -f \
   -o "$OUT/ncu_$tag" $PY -P scripts/profile_one.py "$M" "$N" "$K" "$BM" "$BN" "$CM" "$CN" > "$OUT/ncu_$tag.log" 2>&1 \
   || { tail -n 20 "$OUT/ncu_$tag.log"; exit 1; }
-ncu --import "$OUT/ncu_$tag.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_${tag}_source.csv"
-ncu --import "$OUT/ncu_$tag.ncu-rep" --page details > "$OUT/ncu_${tag}_details.txt"
-grep -E "Duration|SM Frequency|Tensor|Issue Slots Busy|Executed Ipc|L2 Cache Throughput|Registers Per|Achieved Occupancy" \
-  "$OUT/ncu_${tag}_details.txt" | head -n 20 || true
-$PY scripts/ncu_top_stalls.py "$OUT/ncu_${tag}_source.csv" 25
+bash scripts/ncu_summary.sh "$OUT/ncu_$tag"

@@ -22,11 +22,6 @@ cuobjdump -sass "$so" | awk -v fn="$kernel" -v mode="$MODE" \
 ncu --set full --import-source no -k "regex:^.*${kernel}" --launch-skip 2 --launch-count 1 -f \
   -o "$OUT/ncu_$tag" $PY -P scripts/profile_mqa_one.py "$MODE" "$@" > "$OUT/ncu_$tag.log" 2>&1 \
   || { tail -n 20 "$OUT/ncu_$tag.log"; exit 1; }
-ncu --import "$OUT/ncu_$tag.ncu-rep" --page source --csv --print-source sass | gzip > "$OUT/ncu_${tag}_source.csv.gz"
-ncu --import "$OUT/ncu_$tag.ncu-rep" --page details > "$OUT/ncu_${tag}_details.txt"
-rm -f "$OUT/ncu_$tag.ncu-rep"
 echo "== $tag"
-grep -E "Duration|SM Frequency|DRAM Throughput|Tensor|Issue Slots Busy|Executed Ipc A|Registers Per|No Eligible|Active Warps Per" \
-  "$OUT/ncu_${tag}_details.txt" | head -n 14 || true
-zcat "$OUT/ncu_${tag}_source.csv.gz" > /tmp/src.csv
-$PY scripts/ncu_top_stalls.py /tmp/src.csv 25
+bash scripts/ncu_summary.sh "$OUT/ncu_$tag"
+rm -f "$OUT/ncu_$tag.ncu-rep"

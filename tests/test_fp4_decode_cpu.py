@@ -1,7 +1,8 @@
 """The FP4 -> e4m3 decode of the WGMMA indexer kernels, checked on CPU: the byte-permute table in
 ffi/kernels/sm90_mqa_logits_wgmma.cuh against ml_dtypes' e4m3 rounding, a bit-exact model of
 DecodeE2m1Word (PRMT semantics), and the claim that a row decoded against its reference exponent
-reproduces every value times its group's scale exactly when the group exponents span <= 14 binades."""
+reproduces every value times its group's scale exactly when the group exponents span <= 14 binades, and
+the one K order shared by the register-decoded KV fragments and the decoded query rows."""
 
 import pathlib
 import re
@@ -96,3 +97,30 @@ def test_row_decode_is_exact_within_fourteen_binades():
             decoded = _e4m3_bytes(values * 2.0 ** -k).view(ml_dtypes.float8_e4m3fn).astype(np.float64)
             if max(exps) - min(exps) <= 14:
                 np.testing.assert_array_equal(decoded * 2.0 ** (e_ref - 127), values * 2.0 ** (e - 127))
+
+
+def _fp4_k_column(d, wi):  # Fp4KColumn<kD>
+    words_per_lane = d // 32
+    return (wi % words_per_lane) * 32 + 4 * (wi // words_per_lane)
+
+
+@pytest.mark.parametrize("d", [32, 64, 128])
+def test_register_fragments_and_query_rows_share_one_k_order(d):
+    """KV rows go into WGMMA A fragments (DecodeFp4Fragment), query rows into the B tile (DecodeFp4QRows):
+    the logical element at every physical K column must be the same on both sides, each column used once,
+    and each lane's run must sit inside one 32-element scale group (the lane applies one group's table)."""
+    from_a, from_q = {}, {}
+    for t in range(4):  # lane % 4
+        run = t * d // 4  # first logical element of the lane's run of d / 8 packed bytes
+        assert run // 32 == (run + d // 4 - 1) // 32 == t * d // 128
+        for kk in range(d // 32):  # packed word kk of the run -> registers 0/1 (cols 4t..) and 2/3 (16 + 4t..)
+            for j in range(4):
+                from_a[kk * 32 + 4 * t + j] = run + 8 * kk + j
+                from_a[kk * 32 + 16 + 4 * t + j] = run + 8 * kk + 4 + j
+    for wi in range(d // 8):  # packed word wi of a query row: elements 8 wi .. 8 wi + 7
+        for j in range(4):
+            from_q[_fp4_k_column(d, wi) + j] = 8 * wi + j
+            from_q[_fp4_k_column(d, wi) + 16 + j] = 8 * wi + 4 + j
+    assert sorted(from_a) == sorted(from_q) == list(range(d))
+    assert sorted(from_a.values()) == list(range(d))
+    assert from_a == from_q
