@@ -33,34 +33,24 @@
 namespace jdg {
 namespace mqa {
 
+// The m64nNk32 FP8 WGMMAs of a column chunk: Ss with both operands in shared memory (FP8 KV tiles), Rs
+// with A (the KV tile) from registers (FP4 rows decoded into WGMMA fragments).
 template <int kN>
 struct PagedWgmmaOp;
 template <>
 struct PagedWgmmaOp<32> {
-  using Op = cute::SM90::GMMA::MMA_64x32x32_F32E4M3E4M3_SS_TN<>;
+  using Ss = cute::SM90::GMMA::MMA_64x32x32_F32E4M3E4M3_SS_TN<>;
+  using Rs = cute::SM90::GMMA::MMA_64x32x32_F32E4M3E4M3_RS_TN<>;
 };
 template <>
 struct PagedWgmmaOp<64> {
-  using Op = cute::SM90::GMMA::MMA_64x64x32_F32E4M3E4M3_SS_TN<>;
+  using Ss = cute::SM90::GMMA::MMA_64x64x32_F32E4M3E4M3_SS_TN<>;
+  using Rs = cute::SM90::GMMA::MMA_64x64x32_F32E4M3E4M3_RS_TN<>;
 };
 template <>
 struct PagedWgmmaOp<128> {
-  using Op = cute::SM90::GMMA::MMA_64x128x32_F32E4M3E4M3_SS_TN<>;
-};
-
-template <int kN>
-struct PagedWgmmaRsOp;  // A (the KV tile) from registers: FP4 rows decoded into WGMMA fragments
-template <>
-struct PagedWgmmaRsOp<32> {
-  using Op = cute::SM90::GMMA::MMA_64x32x32_F32E4M3E4M3_RS_TN<>;
-};
-template <>
-struct PagedWgmmaRsOp<64> {
-  using Op = cute::SM90::GMMA::MMA_64x64x32_F32E4M3E4M3_RS_TN<>;
-};
-template <>
-struct PagedWgmmaRsOp<128> {
-  using Op = cute::SM90::GMMA::MMA_64x128x32_F32E4M3E4M3_RS_TN<>;
+  using Ss = cute::SM90::GMMA::MMA_64x128x32_F32E4M3E4M3_SS_TN<>;
+  using Rs = cute::SM90::GMMA::MMA_64x128x32_F32E4M3E4M3_RS_TN<>;
 };
 
 template <class Op, size_t... I>
@@ -179,8 +169,8 @@ __global__ void __launch_bounds__(kPgThreads, 1)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
   using L = PagedWgSmem<kD, kH, kFp4>;
-  using Op = typename PagedWgmmaOp<kNC>::Op;
-  using RsOp = typename PagedWgmmaRsOp<kNC>::Op;
+  using Op = typename PagedWgmmaOp<kNC>::Ss;
+  using RsOp = typename PagedWgmmaOp<kNC>::Rs;
   // FP4 with 128 columns: the weights are read per tile, not held (the A fragments leave no registers)
   constexpr bool kWeightsPerTile = kFp4 && kNC == 128;
   constexpr int kAcc = kNC / 2;
