@@ -236,7 +236,10 @@ def fp4_mqa_logits(
       kv: ``(kv [S_kv, D/2] uint8/int8, kv_sf [S_kv] int32)``.
       weights, ks, ke, clean_logits, max_seqlen_k, logits_dtype: as :func:`fp8_mqa_logits`.
 
-    ``q.k = sum_g 2**(eq[g] + ek[g]) * sum_{d in group g} q_d k_d`` (exact group sums).
+    Math: ``q.k = sum_g 2**(eq[g] + ek[g]) * sum_{d in group g} q_d k_d``. Hopper has no FP4 MMA: the
+    GPU kernel decodes each row to e4m3 relative to the row's largest group exponent, which is exact
+    while a row's group exponents span at most 14 binades (per-token quantized data sits well inside
+    that); a group further below rounds toward zero. Products accumulate in FP32 on the tensor cores.
     """
     op = "fp4_mqa_logits"
     q_p, q_sf = _check_fp4_pair(op, "q", q, (0, 0))
@@ -466,7 +469,8 @@ def fp4_paged_mqa_logits(
 ) -> jax.Array:
     """:func:`fp8_paged_mqa_logits` with FP4 operands: ``q = (q [B, next_n, H, D/2] packed E2M1,
     q_sf [B, next_n, H] int32 packed UE8M0)`` and the FP4 fused cache ``[num_blocks, block_kv, 1,
-    D/2 + 4]`` uint8 (``fp4.build_fp4_paged_kv_cache``)."""
+    D/2 + 4]`` uint8 (``fp4.build_fp4_paged_kv_cache``). Decoded on the GPU as :func:`fp4_mqa_logits`
+    describes."""
     op = "fp4_paged_mqa_logits"
     q_p, q_sf = _check_fp4_pair(op, "q", q, (0, 0, 0))
     b, next_n, h, half = q_p.shape
