@@ -216,7 +216,8 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     constexpr uint64_t kEvictNormal = 0x1000000000000000ull;
     Barrier* full = kv_full + wg * kPgKvStages;
     Barrier* empty = kv_empty + wg * kPgKvStages;
-    int q_atom = -1, q_it = 0, kv_it = 0;
+    int q_atom = -1, q_it = 0;
+    uint32_t kv_it = 0;  // unsigned: stage and phase by mask and shift
     // Block-table lookups one tile ahead: lane i holds the physical block of the tile's box i.
     bool have;
     PagedUnitCursor cur = FirstPagedUnit(p, have);
@@ -251,7 +252,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       have = cur.Next(p);
       blk = tile_block(have);  // next tile's lookups fly while this one waits for its stage
       if (has_tile) {
-        const int s = kv_it % kPgKvStages, phase = (kv_it / kPgKvStages) & 1;
+        const int s = int(kv_it % kPgKvStages), phase = int(kv_it / kPgKvStages) & 1;
         ++kv_it;
         const int n_boxes = kTileKv / box_rows;
         uint8_t* dst = smem + L::kKv + (wg * kPgKvStages + s) * L::kTileBytes;
@@ -296,7 +297,8 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   const uint32_t lut_u32 = cute::cast_smem_ptr_to_uint(lut);
   const uint64_t desc_q0 = WgDescK<kD>(smem + (kFp4 ? L::kQDec : L::kQ));
   float acc[kAcc], w[kTokPerChunk][kH / 4];
-  int loaded_atom = -1, loaded_chunk = -1, q_it = 0, kv_it = 0, qs = 0;
+  int loaded_atom = -1, loaded_chunk = -1, q_it = 0, qs = 0;
+  uint32_t kv_it = 0;  // unsigned: stage and phase by mask and shift
   int ctx_tok[2] = {0, 0};  // context length of each token of the atom
   bool have;
   PagedUnitCursor cur = FirstPagedUnit(p, have);
@@ -328,7 +330,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     }
     const int t0 = cur.split * kSplitKv + warpgroup * kTileKv;
     if (t0 >= ctx) continue;  // this split's tile `warpgroup` is past the context
-    const int s = kv_it % kPgKvStages, phase = (kv_it / kPgKvStages) & 1;
+    const int s = int(kv_it % kPgKvStages), phase = int(kv_it / kPgKvStages) & 1;
     ++kv_it;
     MbarWait(full_u32 + 8 * s, phase);
     const uint64_t desc_a = desc_kv0 + uint64_t((s * L::kTileBytes) >> 4);
@@ -384,9 +386,9 @@ __global__ void __launch_bounds__(kPgThreads, 1)
         if (lane == 0) MbarArrive(empty_u32 + 8 * s);
       }
       if constexpr (kWeightsPerTile) HeadWeights<kH, kTokPerChunk>(q_weight + c * kNC, lane, w);
-      float vals[2 * kTokPerChunk];
-      TokenLogits<kH, kTokPerChunk>(acc, w, sc0, sc1, vals);
-      StoreQuadValues(vals, t4, [&](int tok, int h, float v) {
+      float vals[(2 * kTokPerChunk + 3) / 4];
+      TokenLogits<kH, kTokPerChunk>(acc, w, sc0, sc1, t4, vals);
+      StoreLaneValues<2 * kTokPerChunk>(vals, t4, [&](int tok, int h, float v) {
         const int jt = c * kTokPerChunk + tok;  // token of the atom
         const int t = t0 + r0 + 8 * h;
         if (jt >= count || t >= p.out_cols) return;
