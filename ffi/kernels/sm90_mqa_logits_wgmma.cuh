@@ -196,15 +196,18 @@ __constant__ const uint32_t kE2m1Lut[kE2m1LutSize][2] = {
     {0x00000000u, 0x01000000u}, {0x00000000u, 0x00000000u}, {0x00000000u, 0x00000000u},
     {0x00000000u, 0x00000000u}};
 
-// 8 E2M1 codes (one word, element i in nibble i) -> 8 e4m3 bytes: magnitudes through the byte-permute
-// table `lut`, signs (bit 3 of each nibble) moved to bit 7 of each byte.
+// 8 E2M1 codes (one word, element i in nibble i) -> 8 e4m3 bytes (elements 0-3, 4-7): magnitudes through
+// the byte-permute table `lut`; signs by PRMT's sign-replicate mode (a selector nibble with bit 3 set
+// yields 0xFF or 0x00 by the selected byte's top bit): x's bytes carry the odd elements' signs in their
+// top bits, (x << 4)'s the even elements'. 9 instructions per word.
 __device__ __forceinline__ uint2 DecodeE2m1Word(uint32_t x, uint2 lut) {
-  const uint32_t x4 = x >> 4;
-  const uint32_t mag_lo = __byte_perm(lut.x, lut.y, x & 0x7777u);
-  const uint32_t mag_hi = __byte_perm(lut.x, lut.y, (x >> 16) & 0x7777u);
-  const uint32_t nib_lo = __byte_perm(x, x4, 0x5140u);  // byte i: nibble i in its low half (i = 0..3)
-  const uint32_t nib_hi = __byte_perm(x, x4, 0x7362u);  // nibbles 4..7
-  return make_uint2(mag_lo | ((nib_lo << 4) & 0x80808080u), mag_hi | ((nib_hi << 4) & 0x80808080u));
+  const uint32_t sel = x & 0x77777777u;
+  const uint32_t mag_lo = __byte_perm(lut.x, lut.y, sel);
+  const uint32_t mag_hi = __byte_perm(lut.x, lut.y, sel >> 16);
+  const uint32_t x4 = x << 4;
+  const uint32_t sign_lo = __byte_perm(x, x4, 0x9D8Cu);  // elements 0, 1, 2, 3: x4.b0, x.b0, x4.b1, x.b1
+  const uint32_t sign_hi = __byte_perm(x, x4, 0xBFAEu);  // elements 4, 5, 6, 7: x4.b2, x.b2, x4.b3, x.b3
+  return make_uint2(mag_lo | (sign_lo & 0x80808080u), mag_hi | (sign_hi & 0x80808080u));
 }
 
 // K order of the FP4 operands. The KV rows are decoded straight into WGMMA A fragments (register
