@@ -225,10 +225,21 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       if (!valid || lane >= kTileKv / box_rows) return 0;
       return PagedBlock(p, cur.b, cur.split * kSplitKv + wg * kTileKv + lane * box_rows);
     };
+    // The block-table lookups run one tile ahead, so a lookup that misses L2 (each entry is read once)
+    // stalls this warp's loads: pull the first batch row's table into L2 now, and each next row's
+    // when a row starts (a lane per 128 bytes, addresses inside the row).
+    auto prefetch_table_row = [&](int r) {
+      if (r >= p.batch) return;
+      const int32_t* row = p.block_table + int64_t(r) * p.max_blocks;
+      for (int i = lane; i <= p.max_blocks / 32; i += 32)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(row + min(32 * i, p.max_blocks - 1)));
+    };
+    if (have) prefetch_table_row(cur.b);
     int blk = tile_block(have);
     while (have) {
       const int t0 = cur.split * kSplitKv + wg * kTileKv;
       const bool has_tile = t0 < cur.ctx;
+      if (cur.split == 0 && cur.j0 == 0) prefetch_table_row(cur.b + 1);
       if (wg == 0 && cur.atom != q_atom) {
         q_atom = cur.atom;
         const int s = q_it % kPgQStages, phase = (q_it / kPgQStages) & 1;
