@@ -245,9 +245,10 @@ __device__ __forceinline__ int RowRefExponent(uint32_t sf) {
   return e_max - max(0, min(min(e_max - e_min - 8, 6), e_max - 1));
 }
 
-// The byte-permute table of group `g` of a row with UE8M0 word `sf` and reference exponent e_ref.
-__device__ __forceinline__ uint2 GroupTable(const uint2* lut, uint32_t sf, int g, int e_ref) {
-  return lut[min(max(e_ref - int((sf >> (8 * g)) & 0xFF), -6), 15) + 6];
+// The byte-permute table (kE2m1Lut row) of group `g` of a row with UE8M0 word `sf` and reference
+// exponent e_ref.
+__device__ __forceinline__ int GroupTableIndex(uint32_t sf, int g, int e_ref) {
+  return min(max(e_ref - int((sf >> (8 * g)) & 0xFF), -6), 15) + 6;
 }
 
 // Decodes the query rows [0, rows) of a packed FP4 tile (row r: kD / 2 bytes at src + r * kD / 2, its
@@ -264,7 +265,7 @@ __device__ __forceinline__ void DecodeFp4QRows(const uint8_t* src, const uint32_
     const int r = u / kGroups, g = u % kGroups;
     const uint32_t word = sf[r];
     const int e_ref = RowRefExponent<kGroups>(word);
-    const uint2 table = GroupTable(lut, word, g, e_ref);
+    const uint2 table = lut[GroupTableIndex(word, g, e_ref)];
     const uint4 packed = *reinterpret_cast<const uint4*>(src + r * (kD / 2) + 16 * g);
     const uint32_t w[4] = {packed.x, packed.y, packed.z, packed.w};
 #pragma unroll
@@ -305,10 +306,8 @@ __device__ __forceinline__ float2 DecodeFp4Fragment(uint32_t row_r, uint32_t row
   }
   const int g = t * kD / 128;  // the scale group of this lane's run
   const int e_r = RowRefExponent<kGroups>(word_r), e_r8 = RowRefExponent<kGroups>(word_r8);
-  const auto table = [&](uint32_t word, int e_ref) {
-    return LdsV2(lut + 8 * (min(max(e_ref - int((word >> (8 * g)) & 0xFF), -6), 15) + 6));
-  };
-  const uint2 table_r = table(word_r, e_r), table_r8 = table(word_r8, e_r8);
+  const uint2 table_r = LdsV2(lut + 8 * GroupTableIndex(word_r, g, e_r));
+  const uint2 table_r8 = LdsV2(lut + 8 * GroupTableIndex(word_r8, g, e_r8));
 #pragma unroll
   for (int kk = 0; kk < kWords; ++kk) {
     const uint2 v0 = DecodeE2m1Word(w[0][kk], table_r), v1 = DecodeE2m1Word(w[1][kk], table_r8);
