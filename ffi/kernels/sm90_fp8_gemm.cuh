@@ -125,7 +125,8 @@ struct Fp8GemmTraits {
                 "BLOCK_M = 256 (BF16 out only) keeps two promoted copies: BLOCK_N <= 128, one B scale row");
   static_assert(kClusterM * kClusterN <= 2, "clusters of one or two CTAs (along M or N)");
   static_assert(kClusterM == 1 || kBlockN % 16 == 0, "B multicast: each CTA loads a 1024-byte-aligned half");
-  static_assert(kClusterN == 1 || kBlockM >= 128, "A multicast: each CTA loads a 1024-byte-aligned half");
+  static_assert(kClusterN == 1 || (kBlockM / kClusterN) * kFp8BlockK % 1024 == 0,
+                "A multicast: each CTA loads a 1024-byte-aligned half");
   static constexpr int kClusterSize = kClusterM * kClusterN;
   static constexpr int kBRowsPerCta = kBlockN / kClusterM;  // rows of the B tile each CTA of a cluster loads
   static constexpr int kARowsPerCta = kBlockM / kClusterN;  // rows of the A tile each CTA of a cluster loads
