@@ -74,6 +74,9 @@ __device__ __forceinline__ void MbarWait(uint32_t addr, uint32_t phase) {
       "r"(phase)
       : "memory");
 }
+__device__ __forceinline__ void MbarArriveExpectTx(uint32_t addr, uint32_t tx_bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(addr), "r"(tx_bytes) : "memory");
+}
 __device__ __forceinline__ void MbarArrive(uint32_t addr) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(addr) : "memory");
 }

@@ -102,9 +102,10 @@ struct PagedWgSmem {
   static_assert(kBytes <= 227 * 1024, "shared memory per CTA");
 };
 
-// Physical cache block of logical token t of batch row b (clamped: never out of bounds).
-__device__ __forceinline__ int PagedBlock(const Params& p, int b, int t) {
-  const int idx = min(t / p.block_kv, p.max_blocks - 1);
+// Physical cache block of logical token t >= 0 of batch row b (clamped: never out of bounds);
+// block_shift = log2(block_kv), a power of two.
+__device__ __forceinline__ int PagedBlock(const Params& p, int b, int t, int block_shift) {
+  const int idx = min(t >> block_shift, p.max_blocks - 1);
   return min(max(__ldg(p.block_table + int64_t(b) * p.max_blocks + idx), 0), p.num_blocks - 1);
 }
 
@@ -199,6 +200,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
 
   const int box_rows = min(p.block_kv, kTileKv);
   const int box_shift = __ffs(box_rows) - 1;
+  const int block_shift = __ffs(p.block_kv) - 1;  // block_kv: a power of two (checked in Python)
   const int scale_stride = max(box_rows, 32);  // floats between boxes' scales: 128-B aligned TMA destinations
   const int q_boxes = (p.atom_size * kH + kNC - 1) / kNC;
 
@@ -215,7 +217,8 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     constexpr uint64_t kEvictFirst = 0x12F0000000000000ull;  // CacheHintSm90::EVICT_FIRST: streamed once
     constexpr uint64_t kEvictNormal = 0x1000000000000000ull;
     Barrier* full = kv_full + wg * kPgKvStages;
-    Barrier* empty = kv_empty + wg * kPgKvStages;
+    const uint32_t full_u32 = cute::cast_smem_ptr_to_uint(full);
+    const uint32_t empty_u32 = cute::cast_smem_ptr_to_uint(kv_empty + wg * kPgKvStages);
     int q_atom = -1, q_it = 0;
     uint32_t kv_it = 0;  // unsigned: stage and phase by mask and shift
     // Block-table lookups one tile ahead: lane i holds the physical block of the tile's box i.
@@ -223,7 +226,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     PagedUnitCursor cur = FirstPagedUnit(p, have);
     auto tile_block = [&](bool valid) {
       if (!valid || lane >= kTileKv / box_rows) return 0;
-      return PagedBlock(p, cur.b, cur.split * kSplitKv + wg * kTileKv + lane * box_rows);
+      return PagedBlock(p, cur.b, cur.split * kSplitKv + wg * kTileKv + lane * box_rows, block_shift);
     };
     // The block-table lookups run one tile ahead, so a lookup that misses L2 (each entry is read once)
     // stalls this warp's loads: pull the first batch row's table into L2 now, and each next row's
@@ -270,8 +273,8 @@ __global__ void __launch_bounds__(kPgThreads, 1)
         float* dst_scale = reinterpret_cast<float*>(smem + L::kScale) + (wg * kPgKvStages + s) * L::kScaleSlot;
         auto* mbar = reinterpret_cast<uint64_t*>(&full[s]);
         if (lane == 0) {
-          empty[s].wait(phase ^ 1);
-          full[s].arrive_and_expect_tx(kTileKv * (L::kRowBytes + 4));
+          MbarWait(empty_u32 + 8 * s, phase ^ 1);
+          MbarArriveExpectTx(full_u32 + 8 * s, kTileKv * (L::kRowBytes + 4));
         }
 #pragma unroll
         for (int i = 0; i < kTileKv / 16; ++i) {
