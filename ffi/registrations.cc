@@ -31,7 +31,7 @@ nb::capsule EncapsulateFfi(Fn* fn) {
 nb::dict Registrations() {
   nb::dict targets;
 #if JAX_DEEPGEMM_WITH_CUDA
-  targets["jax_deepgemm_fp8_gemm_nt_1d2d_v2"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d2d);
+  targets["jax_deepgemm_fp8_gemm_nt_1d2d_v3"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d2d);
   targets["jax_deepgemm_fp8_gemm_nt_1d1d_v2"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d1d);
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtContiguous);
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_masked_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtMasked);

@@ -162,7 +162,7 @@ def test_export_round_trip_in_fresh_process(tmp_path):
     a, b, _, _ = fp8_gemm_operands(seed=12, m=128, n=576, k=512)
     f = jax.jit(dg.fp8_gemm_nt)
     exported = jax.export.export(f, platforms=["cuda"], disabled_checks=dg.export_disabled_checks())(a, b)
-    assert "jax_deepgemm_fp8_gemm_nt_1d2d_v2" in exported.mlir_module()
+    assert "jax_deepgemm_fp8_gemm_nt_1d2d_v3" in exported.mlir_module()
     (tmp_path / "fn.bin").write_bytes(exported.serialize())
     arrays = {"a": a[0], "sa": a[1], "b": b[0], "sb": b[1]}
     for name, arr in arrays.items():

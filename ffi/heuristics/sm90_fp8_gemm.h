@@ -83,6 +83,14 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
     // A 128-row tile over M <= 64 would run half its tensor-core work on padding.
     if (force_block_m <= 0 && s.m == 128 && m <= 64) continue;
     if (force_block_m <= 0 && s.m == 256 && m <= 128) continue;
+    // 64-row pairs share A, which pays when most SMs run one tile each and would all re-read A from L2
+    // (64 x 2112 x 7168: 13.4 us paired 64 x 32 vs 15.5 us for any unpaired tile). Over more than one
+    // wave a wider unpaired tile wins (64 x 7168 x 16384: 39.5 us 64 x 64 vs 54.8 us paired 64 x 32), and
+    // with few CTAs each CTA's own feed rate is the limit, which pairing does not raise.
+    if (force_cluster_n <= 0 && s.m == 64 && s.cluster_n > 1) {
+      const int64_t ctas = int64_t(m + 63) / 64 * ((n + s.n - 1) / s.n);
+      if (ctas > num_sms || 2 * ctas < num_sms) continue;
+    }
     const double cost = Fp8GemmCost(m, n, k, s, scale, num_sms, out_bytes);
     // Within 2 %, prefer a tile whose width divides 128 (one B scale row, a 128-byte-multiple TMA
     // store: measured 10 % faster at 4096x32768x512 than the modelled-equal 128x192), then the larger.
