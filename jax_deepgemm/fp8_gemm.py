@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jax_deepgemm import _checks
+from jax_deepgemm import _checks, _ffi
 from jax_deepgemm._primitive import OpSpec, batch_size, int32_attrs, make_primitive, move_batch_dim_to_front
 from jax_deepgemm.reference import fp8_gemm_nt_reference
 
@@ -36,10 +36,20 @@ _F32 = (jnp.float32,)
 # a_scale is given MN-major, [ceil(K/128), align(M, 4)]).
 # Operands: a, a_scale, b, b_scale (1D1D: transposed per-row scales) [, out: aliased to D].
 
-# From this M on, the 1D2D kernel gets its A scales MN-major: its 256-row tiles (chosen only for large M) then
-# stream each stage's 256 scales with one TMA load instead of 256 4-byte copies through L1. The transpose is one
-# small XLA kernel (0.9 MB at M = 4096, K = 7168), not worth its launch at small M.
+# The 1D2D kernel's 256-row tiles stream each stage's 256 A scales with one TMA load when the scales are
+# MN-major, instead of 256 4-byte copies through L1: 10-18 % faster at M = 4096 (H200, session 9), while
+# smaller tiles read MN-major scales slower. So from this M on, fp8_gemm_nt asks the kernel's heuristic
+# whether it would run a 256-row tile and, if so, transposes the scales: one small XLA kernel (0.9 MB at
+# M = 4096, K = 7168), not worth its launch below.
 _SFA_MN_MAJOR_MIN_M = 1024
+
+
+def _wants_mn_major_sfa(m: int, n: int, k: int, params: dict[str, int]) -> bool:
+    if m < _SFA_MN_MAJOR_MIN_M:
+        return False
+    num_sms = params["num_sms"] or _ffi.device_sm_count()
+    return _ffi.fp8_gemm_prefers_mn_major_sfa(m, n, k, num_sms, params["block_m"], params["block_n"],
+                                              params["cluster_m"], params["cluster_n"])
 
 
 def _sfa_mn_major(a_scale: jax.Array) -> jax.Array:
@@ -221,7 +231,7 @@ def _fp8_gemm(op: str, a, b, *, out_dtype, c, num_sms, tile) -> jax.Array:
     a2 = a_fp8.reshape(-1, k)
     sa2 = a_scale.reshape(a2.shape[0], -1)
     if kind == "block" and c is None and out_dtype == jnp.bfloat16:
-        mn_major = a2.shape[0] >= _SFA_MN_MAJOR_MIN_M
+        mn_major = _wants_mn_major_sfa(a2.shape[0], n, k, params)
         sa = _sfa_mn_major(sa2) if mn_major else sa2
         (d,) = _fp8_gemm_nt_1d2d_p.bind(a2, sa, b_fp8, b_scale, sfa_mn_major=int(mn_major), **params)
         return d.reshape(out_shape)
@@ -250,7 +260,7 @@ def _fp8_gemm_nt_into(a, b, out: jax.Array, *, tile: tuple[int, int] | None = No
     params = _tile_params(tile, 0)
     if out.dtype == jnp.bfloat16:
         if sfa_mn_major is None:
-            sfa_mn_major = a_fp8.shape[0] >= _SFA_MN_MAJOR_MIN_M
+            sfa_mn_major = _wants_mn_major_sfa(a_fp8.shape[0], b_fp8.shape[0], a_fp8.shape[1], params)
         sa = _sfa_mn_major(a_scale) if sfa_mn_major else a_scale
         return _fp8_gemm_nt_1d2d_p.bind(a_fp8, sa, b_fp8, b_scale, out, sfa_mn_major=int(sfa_mn_major), **params)[0]
     n = b_fp8.shape[0]
