@@ -87,7 +87,9 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
     // (64 x 2112 x 7168: 13.4 us paired 64 x 32 vs 15.5 us for any unpaired tile). Over more than one
     // wave a wider unpaired tile wins (64 x 7168 x 16384: 39.5 us 64 x 64 vs 54.8 us paired 64 x 32), and
     // with few CTAs each CTA's own feed rate is the limit, which pairing does not raise.
+    // (Dense GEMMs only: the M-grouped callers, which pass max_block_m, have not had them measured.)
     if (force_cluster_n <= 0 && s.m == 64 && s.cluster_n > 1) {
+      if (max_block_m > 0) continue;
       const int64_t ctas = int64_t(m + 63) / 64 * ((n + s.n - 1) / s.n);
       if (ctas > num_sms || 2 * ctas < num_sms) continue;
     }
