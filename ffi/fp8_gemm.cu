@@ -32,11 +32,18 @@ cudaError_t DispatchFp8Gemm(BScale scale, const Fp8GemmOperands& op, const Fp8Ge
   return cudaErrorInvalidConfiguration;
 }
 
+bool Fp8GemmPrefersMnMajorSfa(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m,
+                              int cluster_n) {
+  return PickFp8GemmConfig(m, n, k, BScale::kBlock128, num_sms, block_m, block_n, cluster_m, cluster_n, 0, 0, true)
+             .block_m == 256;
+}
+
 namespace {
 
 ffi::Error Fp8GemmNt(cudaStream_t stream, int32_t device, BScale scale, const ffi::AnyBuffer& a, const ffi::AnyBuffer& sfa,
                      const ffi::AnyBuffer& b, const ffi::AnyBuffer& sfb, const ffi::AnyBuffer* c, ffi::AnyBuffer d,
-                     int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t cluster_n, int32_t num_sms) {
+                     int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t cluster_n, int32_t num_sms,
+                     bool sfa_mn_major = false) {
   // decode
   if (a.dimensions().size() != 2 || b.dimensions().size() != 2)
     return ffi::Error::InvalidArgument("fp8_gemm: a and b must be rank 2 (batch dims are folded in Python)");
@@ -45,7 +52,11 @@ ffi::Error Fp8GemmNt(cudaStream_t stream, int32_t device, BScale scale, const ff
   // check
   JDG_RETURN_IF_ERROR(ExpectBuffer(a, "a", ffi::DataType::F8E4M3FN, {m, k}));
   JDG_RETURN_IF_ERROR(ExpectBuffer(b, "b", ffi::DataType::F8E4M3FN, {n, k}));
-  JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale", ffi::DataType::F32, {m, k_blocks}));
+  const int64_t sfa_mn_stride = sfa_mn_major ? (m + 3) / 4 * 4 : 0;
+  if (sfa_mn_major)
+    JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale (MN-major)", ffi::DataType::F32, {k_blocks, sfa_mn_stride}));
+  else
+    JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale", ffi::DataType::F32, {m, k_blocks}));
   const int64_t sfb_row_stride = (n + 3) / 4 * 4;
   if (scale == BScale::kBlock128) {
     JDG_RETURN_IF_ERROR(ExpectBuffer(sfb, "b_scale", ffi::DataType::F32, {CeilDiv(n, 128), k_blocks}));
@@ -62,22 +73,32 @@ ffi::Error Fp8GemmNt(cudaStream_t stream, int32_t device, BScale scale, const ff
   int sms = 0;
   JDG_RETURN_IF_ERROR(UsableSm90Sms("fp8_gemm", device, num_sms, sms));
   // decide
-  const Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), int(k), scale, sms, block_m, block_n, cluster_m, cluster_n);
+  const Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), int(k), scale, sms, block_m, block_n, cluster_m, cluster_n,
+                                              0, 0, sfa_mn_major);
   if (cfg.block_m == 0)
     return ffi::Error::InvalidArgument("fp8_gemm: requested block_m/block_n/cluster_m/cluster_n is not a compiled kernel");
   // launch
   Fp8GemmOperands op = MakeFp8GemmOperands(device, m, n, k, a, sfa, b, sfb, d);
   op.sfb_row_stride = int(sfb_row_stride);
+  op.sfa_mn_stride = int(sfa_mn_stride);
   op.c = c != nullptr ? static_cast<const float*>(c->untyped_data()) : nullptr;
   return CudaStatus(DispatchFp8Gemm(scale, op, cfg, stream), "fp8_gemm kernel launch");
 }
 
 ffi::Error Fp8GemmNt1d2d(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa, ffi::AnyBuffer b,
                          ffi::AnyBuffer sfb, ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d,
-                         int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t cluster_n, int32_t num_sms) {
+                         int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t cluster_n, int32_t num_sms,
+                         int32_t sfa_mn_major) {
   JDG_RETURN_IF_ERROR(CheckAliasedOutput("fp8_gemm", aliased_d, *d, false));
   return Fp8GemmNt(stream, device, BScale::kBlock128, a, sfa, b, sfb, nullptr, *d, block_m, block_n, cluster_m,
-                   cluster_n, num_sms);
+                   cluster_n, num_sms, sfa_mn_major != 0);
+}
+
+// _v2 (exported programs from before MN-major A scales): K-major a_scale only.
+ffi::Error Fp8GemmNt1d2dV2(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa, ffi::AnyBuffer b,
+                           ffi::AnyBuffer sfb, ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d,
+                           int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t cluster_n, int32_t num_sms) {
+  return Fp8GemmNt1d2d(stream, device, a, sfa, b, sfb, aliased_d, d, block_m, block_n, cluster_m, cluster_n, num_sms, 0);
 }
 
 ffi::Error Fp8GemmNt1d1d(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa, ffi::AnyBuffer b,
@@ -98,7 +119,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d2d, jdg::Fp8GemmNt1d2d,
                                   .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
                                   .Ctx<xla::ffi::DeviceOrdinal>()
                                   .Arg<xla::ffi::AnyBuffer>()  // a       e4m3 [M, K]
-                                  .Arg<xla::ffi::AnyBuffer>()  // a_scale f32  [M, ceil(K/128)]
+                                  .Arg<xla::ffi::AnyBuffer>()  // a_scale f32  [M, ceil(K/128)] or MN-major
                                   .Arg<xla::ffi::AnyBuffer>()  // b       e4m3 [N, K]
                                   .Arg<xla::ffi::AnyBuffer>()  // b_scale f32  [ceil(N/128), ceil(K/128)]
                                   .RemainingArgs()             // optional: d itself (aliased)
@@ -107,7 +128,25 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d2d, jdg::Fp8GemmNt1d2d,
                                   .Attr<int32_t>("block_n")    // 0: heuristic
                                   .Attr<int32_t>("cluster_m")  // 0: heuristic; 2: CTA pairs sharing B
                                   .Attr<int32_t>("cluster_n")  // 0: heuristic; 2: CTA pairs sharing A
-                                  .Attr<int32_t>("num_sms"),   // 0: all SMs of the device
+                                  .Attr<int32_t>("num_sms")    // 0: all SMs of the device
+                                  .Attr<int32_t>("sfa_mn_major"),  // 1: a_scale is [ceil(K/128), align(M, 4)]
+                              {xla::ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d2dV2, jdg::Fp8GemmNt1d2dV2,
+                              xla::ffi::Ffi::Bind()
+                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<xla::ffi::DeviceOrdinal>()
+                                  .Arg<xla::ffi::AnyBuffer>()  // a       e4m3 [M, K]
+                                  .Arg<xla::ffi::AnyBuffer>()  // a_scale f32  [M, ceil(K/128)]
+                                  .Arg<xla::ffi::AnyBuffer>()  // b       e4m3 [N, K]
+                                  .Arg<xla::ffi::AnyBuffer>()  // b_scale f32  [ceil(N/128), ceil(K/128)]
+                                  .RemainingArgs()             // optional: d itself (aliased)
+                                  .Ret<xla::ffi::AnyBuffer>()  // d       bf16 [M, N]
+                                  .Attr<int32_t>("block_m")
+                                  .Attr<int32_t>("block_n")
+                                  .Attr<int32_t>("cluster_m")
+                                  .Attr<int32_t>("cluster_n")
+                                  .Attr<int32_t>("num_sms"),
                               {xla::ffi::Traits::kCmdBufferCompatible});
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d1d, jdg::Fp8GemmNt1d1d,

@@ -5,5 +5,13 @@
 
 // D[M,N] (BF16) = A[M,K] . B[N,K]^T with 1x128 A scales and 128x128 B scales.
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d2d);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d2dV2);  // before MN-major A scales
 // D[M,N] (FP32) = A . B^T (+ C) with 1x128 A scales and per-row (1x128) B scales.
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d1d);
+
+namespace jdg {
+// Whether the 1D2D heuristic (or the forced tile) runs a 256-row tile for this problem given MN-major A
+// scales, the only tiles that read those faster than K-major ones (by TMA); fp8_gemm_nt asks at trace time.
+bool Fp8GemmPrefersMnMajorSfa(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m,
+                              int cluster_n);
+}  // namespace jdg

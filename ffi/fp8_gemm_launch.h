@@ -32,8 +32,9 @@ constexpr int Fp8GemmSmemDBytes(int block_m, int block_n, BScale scale) {
 constexpr int Fp8GemmSfbStageBytes(int block_n, BScale scale) {
   return scale == BScale::kPerChannel ? (block_n * 4 + 127) / 128 * 128 : 0;
 }
-// BLOCK_M = 256 stages its A scales (and up to 4 B scales) in shared memory (see sm90_fp8_gemm.cuh).
-constexpr int Fp8GemmScaleStageBytes(int block_m) { return block_m == 256 ? block_m * 4 + 16 : 0; }
+// BLOCK_M = 256 stages its A scales (and up to 4 B scales) in shared memory (see sm90_fp8_gemm.cuh);
+// 128-byte aligned per stage: the A scales may arrive by TMA.
+constexpr int Fp8GemmScaleStageBytes(int block_m) { return block_m == 256 ? (block_m * 4 + 16 + 127) / 128 * 128 : 0; }
 constexpr int kFp8GemmBarrierBytesPerStage = 16;
 constexpr int Fp8GemmStageBytes(int block_m, int block_n, BScale scale) {
   return block_m * 128 + block_n * 128 + Fp8GemmSfbStageBytes(block_n, scale) + Fp8GemmScaleStageBytes(block_m) +
@@ -44,7 +45,8 @@ struct Fp8GemmOperands {
   int device = 0;               // CUDA device ordinal of the call
   int m = 0, n = 0, k = 0, num_k_blocks = 0;
   const void* a = nullptr;      // e4m3 [m, k]
-  const float* sfa = nullptr;   // [m, num_k_blocks]
+  const float* sfa = nullptr;   // K-major [m, num_k_blocks], or MN-major [num_k_blocks, sfa_mn_stride]
+  int sfa_mn_stride = 0;        // 0: sfa is K-major; else MN-major with this row stride (align(m, 4))
   const void* b = nullptr;      // e4m3 [n, k]
   const float* sfb = nullptr;   // 1D2D: [ceil(n/128), num_k_blocks]; 1D1D: transposed [num_k_blocks, sfb_row_stride]
   int sfb_row_stride = 0;       // 1D1D only: align(n, 4)

@@ -31,7 +31,8 @@ nb::capsule EncapsulateFfi(Fn* fn) {
 nb::dict Registrations() {
   nb::dict targets;
 #if JAX_DEEPGEMM_WITH_CUDA
-  targets["jax_deepgemm_fp8_gemm_nt_1d2d_v2"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d2d);
+  targets["jax_deepgemm_fp8_gemm_nt_1d2d_v2"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d2dV2);  // exported programs
+  targets["jax_deepgemm_fp8_gemm_nt_1d2d_v3"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d2d);
   targets["jax_deepgemm_fp8_gemm_nt_1d1d_v2"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d1d);
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtContiguous);
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_masked_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtMasked);
@@ -81,6 +82,17 @@ nb::list Bf16GemmTiles() {
   return tiles;
 }
 
+// Whether the dense 1D2D kernel would run a 256-row tile given MN-major A scales (the only tiles that
+// read them faster than K-major ones): fp8_gemm_nt asks at trace time and transposes the scales if so.
+bool Fp8GemmPrefersMnMajorSfa(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m,
+                              int cluster_n) {
+#if JAX_DEEPGEMM_WITH_CUDA
+  return jdg::Fp8GemmPrefersMnMajorSfa(m, n, k, num_sms, block_m, block_n, cluster_m, cluster_n);
+#else
+  return false;
+#endif
+}
+
 }  // namespace
 
 NB_MODULE(_C, m) {
@@ -88,5 +100,7 @@ NB_MODULE(_C, m) {
   m.def("registrations", &Registrations, "FFI target name -> handler capsule (empty without CUDA kernels)");
   m.def("fp8_gemm_tiles", &Fp8GemmTiles, "compiled (block_m, block_n) shapes per FP8 GEMM kernel");
   m.def("bf16_gemm_tiles", &Bf16GemmTiles, "compiled (block_m, block_n, cluster_m, major) shapes of the BF16 GEMM kernel");
+  m.def("fp8_gemm_prefers_mn_major_sfa", &Fp8GemmPrefersMnMajorSfa,
+        "whether the 1D2D heuristic picks a 256-row tile (which streams MN-major A scales by TMA)");
   m.def("has_cuda_kernels", [] { return bool(JAX_DEEPGEMM_WITH_CUDA); });
 }

@@ -67,3 +67,22 @@ def fp8_gemm_tiles() -> dict[str, list[tuple[int, int]]]:
     if _C is None:
         return {"1d2d": [], "1d1d": []}
     return {kind: [tuple(t) for t in tiles] for kind, tiles in _C.fp8_gemm_tiles().items()}
+
+
+def fp8_gemm_prefers_mn_major_sfa(m: int, n: int, k: int, num_sms: int, block_m: int = 0, block_n: int = 0,
+                                  cluster_m: int = 0, cluster_n: int = 0) -> bool:
+    """Whether the dense 1D2D FP8 GEMM heuristic (or the forced tile) runs a 256-row tile for this problem given
+    MN-major A scales: the tiles that stream those by TMA. False without the CUDA kernels."""
+    if _C is None or not _C.has_cuda_kernels():
+        return False
+    return bool(_C.fp8_gemm_prefers_mn_major_sfa(m, n, k, num_sms, block_m, block_n, cluster_m, cluster_n))
+
+
+def device_sm_count(default: int = 132) -> int:
+    """SM count of the first GPU (what the kernels' heuristics size their grids for); ``default`` (H100/H200) when
+    there is no GPU, e.g. when tracing on a CPU machine for export."""
+    try:
+        gpus = jax.devices("gpu")
+    except RuntimeError:
+        return default
+    return int(getattr(gpus[0], "core_count", 0) or default) if gpus else default

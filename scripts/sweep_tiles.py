@@ -4,6 +4,7 @@ For fitting `ffi/heuristics/sm90_fp8_gemm.h` on the GPU in one device call:
 
     python3 -P scripts/sweep_tiles.py 4096x7168x16384 64x2112x7168 ...   (default: the 18 bench shapes)
     SWEEP_TILES=128x128x1x0,128x128x1x1 python3 -P scripts/sweep_tiles.py ...  (only these tiles)
+    SWEEP_SFA_MN_MAJOR_MIN_M=1000000 python3 -P scripts/sweep_tiles.py ...  (A scales K-major at any M)
 
 Times with the CUDA profiler (testing.timing.time_with_profiler: rotating input sets larger than L2).
 Prints one block per shape: tile, µs, TFLOPS, calc_diff against the reference on the first and last
@@ -53,6 +54,10 @@ def _verdict(diff: float) -> str:
 
 
 def main(argv) -> int:
+    if os.environ.get("SWEEP_SFA_MN_MAJOR_MIN_M"):
+        from jax_deepgemm import fp8_gemm
+
+        fp8_gemm._SFA_MN_MAJOR_MIN_M = int(os.environ["SWEEP_SFA_MN_MAJOR_MIN_M"])
     tiles = _ffi.fp8_gemm_tiles()["1d2d"]
     if os.environ.get("SWEEP_TILES"):
         wanted = {tuple(int(v) for v in t.split("x")) for t in os.environ["SWEEP_TILES"].split(",")}

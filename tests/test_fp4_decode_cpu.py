@@ -43,13 +43,12 @@ def _byte_perm(x, y, sel):  # PTX prmt.b32, default mode
 
 
 def _decode_word(x, lut):  # DecodeE2m1Word
-    x4 = x >> 4
-    mag_lo = _byte_perm(lut[0], lut[1], x & 0x7777)
-    mag_hi = _byte_perm(lut[0], lut[1], (x >> 16) & 0x7777)
-    nib_lo = _byte_perm(x, x4, 0x5140)
-    nib_hi = _byte_perm(x, x4, 0x7362)
-    lo = (mag_lo | ((nib_lo << 4) & 0x80808080)) & 0xFFFFFFFF
-    hi = (mag_hi | ((nib_hi << 4) & 0x80808080)) & 0xFFFFFFFF
+    sel = x & 0x77777777
+    mag_lo = _byte_perm(lut[0], lut[1], sel & 0xFFFF)
+    mag_hi = _byte_perm(lut[0], lut[1], sel >> 16)
+    x4 = (x << 4) & 0xFFFFFFFF
+    lo = mag_lo | (_byte_perm(x, x4, 0x9D8C) & 0x80808080)
+    hi = mag_hi | (_byte_perm(x, x4, 0xBFAE) & 0x80808080)
     return np.array([(lo >> (8 * i)) & 0xFF for i in range(4)] + [(hi >> (8 * i)) & 0xFF for i in range(4)], np.uint8)
 
 

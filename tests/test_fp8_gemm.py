@@ -104,8 +104,10 @@ def test_every_compiled_tile_shape():
         a, b, x, w = fp8_gemm_operands(seed=11, m=m, n=n, k=k, b_recipe=recipe)
         ref = _reference(a, b, b_kind=recipe)
         for tile in tiles[kind]:
-            out = jax.jit(_fp8_gemm_nt_into, static_argnames="tile")(a, b, _poisoned(m, n, dtype), tile=tile)
-            _assert_close(out, ref, x, w)
+            for mn_major in (False, True) if kind == "1d2d" else (None,):  # both A-scale layouts
+                out = jax.jit(_fp8_gemm_nt_into, static_argnames=("tile", "sfa_mn_major"))(
+                    a, b, _poisoned(m, n, dtype), tile=tile, sfa_mn_major=mn_major)
+                _assert_close(out, ref, x, w)
 
 
 @pytest.mark.parametrize("m,n,k", [(520, 1002, 512), (1000, 2112, 7168), (1000, 2112, 640)])
@@ -119,8 +121,10 @@ def test_multicast_and_two_wave_tiles(m, n, k):
     a, b, x, w = fp8_gemm_operands(seed=m + n, m=m, n=n, k=k)
     ref = _reference(a, b, b_kind="block")
     for tile in tiles:
-        out = jax.jit(_fp8_gemm_nt_into, static_argnames="tile")(a, b, _poisoned(m, n, jnp.bfloat16), tile=tile)
-        _assert_close(out, ref, x, w)
+        for mn_major in (False, True):  # 256-row tiles: A scales by cp.async (K-major) or TMA (MN-major)
+            out = jax.jit(_fp8_gemm_nt_into, static_argnames=("tile", "sfa_mn_major"))(
+                a, b, _poisoned(m, n, jnp.bfloat16), tile=tile, sfa_mn_major=mn_major)
+            _assert_close(out, ref, x, w)
 
 
 def test_transposed_variants_equal_nt_bitwise():
@@ -162,7 +166,7 @@ def test_export_round_trip_in_fresh_process(tmp_path):
     a, b, _, _ = fp8_gemm_operands(seed=12, m=128, n=576, k=512)
     f = jax.jit(dg.fp8_gemm_nt)
     exported = jax.export.export(f, platforms=["cuda"], disabled_checks=dg.export_disabled_checks())(a, b)
-    assert "jax_deepgemm_fp8_gemm_nt_1d2d_v2" in exported.mlir_module()
+    assert "jax_deepgemm_fp8_gemm_nt_1d2d_v3" in exported.mlir_module()
     (tmp_path / "fn.bin").write_bytes(exported.serialize())
     arrays = {"a": a[0], "sa": a[1], "b": b[0], "sb": b[1]}
     for name, arr in arrays.items():
@@ -198,3 +202,9 @@ def test_sanitizer_small():
         a, b, x, w = fp8_gemm_operands(seed=m + k, m=m, n=n, k=k, b_recipe=recipe)
         out = _fp8_gemm_nt_into(a, b, _poisoned(m, n, dtype))
         _assert_close(out, _reference(a, b, b_kind=recipe), x, w)
+    # 256-row A-multicast pairs with TMA-loaded MN-major A scales, M past the last tile's rows
+    m, n, k = 300, 576, 384
+    a, b, x, w = fp8_gemm_operands(seed=5, m=m, n=n, k=k)
+    for tile in ((256, 128, 1, 2), (256, 128, 1, 1)):
+        out = _fp8_gemm_nt_into(a, b, _poisoned(m, n, jnp.bfloat16), tile=tile, sfa_mn_major=True)
+        _assert_close(out, _reference(a, b, b_kind="block"), x, w)

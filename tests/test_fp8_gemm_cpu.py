@@ -196,6 +196,33 @@ def test_nt_jit_and_tuning_params_do_not_change_cpu_results():
     assert_bitwise_equal(np.asarray(tuned), np.asarray(base))
 
 
+@pytest.mark.parametrize("tile", [(256, 128, 1, 2), (128, 128, 1, 2)])
+def test_mn_major_a_scales_for_256_row_tiles_and_under_vmap(tile):
+    """From M = 1024, when the kernel runs a 256-row tile (forced here), the 1D2D primitive takes its A scales
+    MN-major ([ceil(K/128), align(M, 4)]; M = 1030 is not a multiple of 4), else K-major; both give the exact
+    product, and vmap (which folds the batch into M, MN-major scales going back to K-major) equals the
+    per-slice calls bit for bit."""
+    from jax_deepgemm import _ffi
+    from jax_deepgemm import fp8_gemm as fp8_gemm_module
+
+    m, n, k = 1030, 256, 384
+    assert m >= fp8_gemm_module._SFA_MN_MAJOR_MIN_M
+    a, sa, b, sb, _ = np_operands(m, n, k, "block", lead=(2,))
+    args = [jnp.asarray(x) for x in (a, sa, b, sb)]
+    f = lambda a, sa: fp8_gemm_nt((a, sa), (args[2], args[3]), tile=tile)  # noqa: E731
+    eqns = jax.make_jaxpr(f)(args[0][0], args[1][0]).eqns
+    (gemm,) = [e for e in eqns if e.primitive.name == "jax_deepgemm_fp8_gemm_nt_1d2d"]
+    want_mn_major = tile[0] == 256 and _ffi.has_cuda_kernels()  # (a CPU-only install has no heuristic to ask)
+    assert gemm.params["sfa_mn_major"] == int(want_mn_major)
+    assert gemm.invars[1].aval.shape == ((3, 1032) if want_mn_major else (m, 3))
+    batched = jax.jit(jax.vmap(f))(args[0], args[1])
+    for i in range(2):
+        one = f(args[0][i], args[1][i])
+        exact, bound = np_expected(a[i], sa[i], b, sb, None)
+        assert_close(one, exact, bound, jnp.bfloat16)
+        assert_bitwise_equal(np.asarray(batched[i]), np.asarray(one))
+
+
 # ---------------------------------------------------------------------------------------------
 # nn / tn / tt: transposed storage, same result as nt bit for bit
 # ---------------------------------------------------------------------------------------------

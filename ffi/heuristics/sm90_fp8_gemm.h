@@ -64,7 +64,7 @@ inline double Fp8GemmCost(int m, int n, int k, BlockShape s, BScale scale, int n
 // excludes wider tiles (e.g. those not compiled with the ragged walk).
 inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int num_sms, int force_block_m,
                                        int force_block_n, int force_cluster_m, int force_cluster_n,
-                                       int max_block_n = 0, int max_block_m = 0) {
+                                       int max_block_n = 0, int max_block_m = 0, bool sfa_mn_major = false) {
   const BlockShape* shapes = scale == BScale::kBlock128 ? kFp8Block128Shapes : kFp8PerChannelShapes;
   const int num_shapes = scale == BScale::kBlock128 ? int(std::size(kFp8Block128Shapes))
                                                     : int(std::size(kFp8PerChannelShapes));
@@ -83,7 +83,21 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
     // A 128-row tile over M <= 64 would run half its tensor-core work on padding.
     if (force_block_m <= 0 && s.m == 128 && m <= 64) continue;
     if (force_block_m <= 0 && s.m == 256 && m <= 128) continue;
-    const double cost = Fp8GemmCost(m, n, k, s, scale, num_sms, out_bytes);
+    // 64-row pairs share A, which pays when most SMs run one tile each and would all re-read A from L2
+    // (64 x 2112 x 7168: 13.4 us paired 64 x 32 vs 15.5 us for any unpaired tile). Over more than one
+    // wave a wider unpaired tile wins (64 x 7168 x 16384: 39.5 us 64 x 64 vs 54.8 us paired 64 x 32), and
+    // with few CTAs each CTA's own feed rate is the limit, which pairing does not raise.
+    // (Dense GEMMs only: the M-grouped callers, which pass max_block_m, have not had them measured.)
+    if (force_cluster_n <= 0 && s.m == 64 && s.cluster_n > 1) {
+      if (max_block_m > 0) continue;
+      const int64_t ctas = int64_t(m + 63) / 64 * ((n + s.n - 1) / s.n);
+      if (ctas > num_sms || 2 * ctas < num_sms) continue;
+    }
+    double cost = Fp8GemmCost(m, n, k, s, scale, num_sms, out_bytes);
+    // MN-major A scales (4096 x N x K, session 9): 256-row tiles take them by TMA, 10-18 % faster than
+    // with K-major scales; smaller tiles read them from registers one K-block ahead, now one cache line
+    // per K-block instead of one per row, ~17 % slower (4096 x 2112 x 7168, 128 x 128 pairs).
+    if (sfa_mn_major) cost *= s.m == 256 ? 0.87 : 1.15;
     // Within 2 %, prefer a tile whose width divides 128 (one B scale row, a 128-byte-multiple TMA
     // store: measured 10 % faster at 4096x32768x512 than the modelled-equal 128x192), then the larger.
     // Among clusters, A multicast (pairs along N) measured 1-3 % faster than B multicast at M = 4096.

@@ -13,13 +13,16 @@
 #define JDG_FP8_1D2D_BM64(X) X(64, 16, 1, 1) X(64, 32, 1, 1) X(64, 64, 1, 1) X(64, 128, 1, 1)  // M <= 64
 #define JDG_FP8_1D2D_BM128(X) X(128, 16, 1, 1) X(128, 32, 1, 1) X(128, 64, 1, 1) X(128, 128, 1, 1)  // small/medium M
 #define JDG_FP8_1D2D_BM128_WIDE(X) X(128, 144, 1, 1) X(128, 160, 1, 1) X(128, 176, 1, 1) X(128, 192, 1, 1)  // wave fit
+// Small M with few N-tiles (64 x 2112 x 7168: 132 tiles of 64 x 16, each re-reading the whole A from L2):
+// pairs share one A tile.
+#define JDG_FP8_1D2D_BM64_CLUSTER(X) X(64, 32, 1, 2)  // (64 x 16 pairs: slower than unpaired, measured)
 // Large M (128x192 in a cluster spills, never faster).
 #define JDG_FP8_1D2D_BM128_CLUSTER(X) X(128, 128, 2, 1) X(128, 176, 2, 1) X(128, 128, 1, 2)
 // Large M, dense only: two 128-row waves per tile halve B's reads per FLOP.
 #define JDG_FP8_1D2D_BM256(X) X(256, 128, 1, 1) X(256, 128, 2, 1) X(256, 128, 1, 2)
 #define JDG_FP8_1D2D_ALL(X) \
-  JDG_FP8_1D2D_BM64(X) JDG_FP8_1D2D_BM128(X) JDG_FP8_1D2D_BM128_WIDE(X) JDG_FP8_1D2D_BM128_CLUSTER(X) \
-      JDG_FP8_1D2D_BM256(X)
+  JDG_FP8_1D2D_BM64(X) JDG_FP8_1D2D_BM64_CLUSTER(X) JDG_FP8_1D2D_BM128(X) JDG_FP8_1D2D_BM128_WIDE(X) \
+      JDG_FP8_1D2D_BM128_CLUSTER(X) JDG_FP8_1D2D_BM256(X)
 
 // FP32-output 1D1D kernels (per-channel weight scales, optional accumulate into C).
 #define JDG_FP8_1D1D_ALL(X) X(64, 64, 1, 1) X(128, 128, 1, 1) X(128, 128, 2, 1)

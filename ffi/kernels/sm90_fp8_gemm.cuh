@@ -1,7 +1,8 @@
 // SM90 FP8 block-scaled GEMM: D[M,N] = A[M,K] . B[N,K]^T with DeepSeek's scaling recipes.
 //
-//   A: e4m3, 1x128 scales  sfa[M, ceil(K/128)] (row-major; read by the math threads, or, for
-//      BLOCK_M = 256, staged per stage in shared memory by a scale-loader warp)
+//   A: e4m3, 1x128 scales, K-major sfa[M, ceil(K/128)] or MN-major sfa_t[ceil(K/128), align(M, 4)]
+//      (read by the math threads, or, for BLOCK_M = 256, staged per stage in shared memory: MN-major
+//      ones by one TMA load per stage, K-major ones by a scale-loader warp's 4-byte copies)
 //   B: e4m3, either 128x128 block scales sfb[ceil(N/128), ceil(K/128)]   (kBlock128,  BF16 out)
 //              or   1x128 per-row scales, given transposed sfb_t[ceil(K/128), align(N,4)] and
 //                   streamed per stage through TMA                         (kPerChannel, FP32 out (+C))
@@ -52,7 +53,8 @@ constexpr int kFp8BlockK = 128;  // one 128-byte swizzled row of FP8 per operand
 struct Fp8GemmParams {
   int m, n, k;
   int num_k_blocks;         // ceil(k / 128)
-  const float* sfa;         // [m, num_k_blocks]
+  const float* sfa;         // K-major [m, num_k_blocks], or MN-major [num_k_blocks, sfa_mn_stride]
+  int sfa_mn_stride;        // 0: K-major sfa
   const float* sfb;         // kBlock128: [ceil(n/128), num_k_blocks]; kPerChannel: unused (TMA)
   const float* c;           // kPerChannel: optional FP32 [m, n] added to the product (aliases d)
   void* d;                  // kBlock128: BF16 [m, n]; kPerChannel: FP32 [m, n]
@@ -125,7 +127,8 @@ struct Fp8GemmTraits {
                 "BLOCK_M = 256 (BF16 out only) keeps two promoted copies: BLOCK_N <= 128, one B scale row");
   static_assert(kClusterM * kClusterN <= 2, "clusters of one or two CTAs (along M or N)");
   static_assert(kClusterM == 1 || kBlockN % 16 == 0, "B multicast: each CTA loads a 1024-byte-aligned half");
-  static_assert(kClusterN == 1 || kBlockM >= 128, "A multicast: each CTA loads a 1024-byte-aligned half");
+  static_assert(kClusterN == 1 || (kBlockM / kClusterN) * kFp8BlockK % 1024 == 0,
+                "A multicast: each CTA loads a 1024-byte-aligned half");
   static constexpr int kClusterSize = kClusterM * kClusterN;
   static constexpr int kBRowsPerCta = kBlockN / kClusterM;  // rows of the B tile each CTA of a cluster loads
   static constexpr int kARowsPerCta = kBlockM / kClusterN;  // rows of the A tile each CTA of a cluster loads
@@ -167,7 +170,8 @@ struct Fp8GemmTraits {
 template <int kBlockM, int kBlockN, BScale kBScale, int kClusterM, int kClusterN>
 __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClusterM, kClusterN>::kNumThreads, 1)
     Sm90Fp8GemmKernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_b,
-                      const __grid_constant__ CUtensorMap tma_sfb, const __grid_constant__ CUtensorMap tma_d,
+                      const __grid_constant__ CUtensorMap tma_sfb, const __grid_constant__ CUtensorMap tma_sfa,
+                      const __grid_constant__ CUtensorMap tma_d,
                       const Fp8GemmParams p, const int num_stages) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Traits = Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClusterM, kClusterN>;
@@ -190,6 +194,9 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
   // WGMMA descriptors above all) then lives in uniform registers, with no R2UR before each WGMMA.
   const int warpgroup = __shfl_sync(0xffffffffu, int(threadIdx.x / 128), 0);
   const int lane = threadIdx.x % 32;
+  // BLOCK_M = 256 with MN-major A scales: each stage's [BLOCK_M] scales arrive by TMA with the
+  // operands (one 1 KB box instead of 256 4-byte copies through L1, 8 sectors per 32 bytes used).
+  const bool sfa_by_tma = Traits::kScalesInSmem && p.sfa_mn_stride != 0;
 
   // In a cluster the two CTAs work on adjacent tiles that share one operand tile (B for M-blocks 2i
   // and 2i+1, A for N-blocks 2j and 2j+1): each loads half of it and multicasts it to both, so a
@@ -245,6 +252,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       cute::prefetch_tma_descriptor(&tma_a);
       cute::prefetch_tma_descriptor(&tma_b);
       if constexpr (kBScale == BScale::kPerChannel) cute::prefetch_tma_descriptor(&tma_sfb);
+      if (sfa_by_tma) cute::prefetch_tma_descriptor(&tma_sfa);
+      const uint32_t tx_bytes = Traits::kTxBytes + (sfa_by_tma ? kBlockM * 4 : 0);
       int stage = 0, phase = 0;
       int m_block, n_block, group, kb_begin, kb_end;
       bool poisoned;
@@ -256,7 +265,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         const int a_row0 = m_block * kBlockM;
         for (int kb = kb_begin; kb < kb_end; ++kb) {
           empty[stage].wait(phase ^ 1);
-          full[stage].arrive_and_expect_tx(Traits::kTxBytes);
+          full[stage].arrive_and_expect_tx(tx_bytes);
           auto* mbar = reinterpret_cast<uint64_t*>(&full[stage]);
           LoadOperandSlice<(kClusterN > 1), Traits::kARowsPerCta>(&tma_a, mbar, smem_a + stage * Traits::kSmemA,
                                                                   kb * kFp8BlockK, a_row0, cta_rank);
@@ -265,6 +274,10 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           if constexpr (kBScale == BScale::kPerChannel)
             cute::SM90_TMA_LOAD_2D::copy(&tma_sfb, mbar, kEvictNormal, smem_sfb + stage * (Traits::kSmemSfb / 4),
                                          n_block * kBlockN, kb);
+          if constexpr (Traits::kScalesInSmem) {
+            if (sfa_by_tma)  // rows past M read as zero (never stored)
+              cute::SM90_TMA_LOAD_2D::copy(&tma_sfa, mbar, kEvictNormal, smem_scales + stage * kScaleFloats, a_row0, kb);
+          }
           if (++stage == num_stages) stage = 0, phase ^= 1;
         }
       }
@@ -282,10 +295,12 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         for (int kb = kb_begin; kb < kb_end; ++kb) {
           empty[stage].wait(phase ^ 1);
           const uint32_t scales = cute::cast_smem_ptr_to_uint(smem_scales + stage * kScaleFloats);
+          if (!sfa_by_tma) {
 #pragma unroll 1
-          for (int i = 0; i < kBlockM / 32; ++i)
-            CopyAsync4(scales + 4 * (32 * i + lane),
-                       p.sfa + static_cast<int64_t>(min(row + 32 * i, p.m - 1)) * p.num_k_blocks + kb);
+            for (int i = 0; i < kBlockM / 32; ++i)
+              CopyAsync4(scales + 4 * (32 * i + lane),
+                         p.sfa + static_cast<int64_t>(min(row + 32 * i, p.m - 1)) * p.num_k_blocks + kb);
+          }
           if (lane < Traits::kScaleRows) CopyAsync4(scales + 4 * (kBlockM + lane), sfb_row + kb);
           ArriveWhenCopiesLand(full[stage]);
           if (++stage == num_stages) stage = 0, phase ^= 1;
@@ -324,8 +339,10 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       // Register-loaded scales (BLOCK_M <= 128): rows past M are clamped (never stored). A BLOCK_N-wide
       // tile may overlap up to kScaleRows of the 128-column B scale blocks (e.g. 3 for BLOCK_N = 176
       // starting at column 112).
-      const float* sfa0 = p.sfa + static_cast<int64_t>(min(row0, p.m - 1)) * p.num_k_blocks + kb_begin;
-      const float* sfa1 = p.sfa + static_cast<int64_t>(min(row1, p.m - 1)) * p.num_k_blocks + kb_begin;
+      const int64_t sfa_kb_step = p.sfa_mn_stride != 0 ? p.sfa_mn_stride : 1;
+      const int64_t sfa_row_step = p.sfa_mn_stride != 0 ? 1 : p.num_k_blocks;
+      const float* sfa0 = p.sfa + min(row0, p.m - 1) * sfa_row_step + kb_begin * sfa_kb_step;
+      const float* sfa1 = p.sfa + min(row1, p.m - 1) * sfa_row_step + kb_begin * sfa_kb_step;
       const float* sfb_rows[Traits::kScaleRows];
       const int col_offset = n0 % 128;  // this tile's first column inside its first scale block
       if constexpr (kBScale == BScale::kBlock128) {
@@ -380,7 +397,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           if constexpr (!Traits::kScalesInSmem) {
             // Fetch the next slice's scales while the tensor cores work (L1-resident after the first).
             const int kb_next = min(kb + 1, num_k_blocks - 1);
-            next_sa0 = __ldg(sfa0 + kb_next), next_sa1 = __ldg(sfa1 + kb_next);
+            next_sa0 = __ldg(sfa0 + kb_next * sfa_kb_step), next_sa1 = __ldg(sfa1 + kb_next * sfa_kb_step);
             if constexpr (kBScale == BScale::kBlock128) {
 #pragma unroll
               for (int r = 0; r < Traits::kScaleRows; ++r) next_sb[r] = __ldg(sfb_rows[r] + kb_next);

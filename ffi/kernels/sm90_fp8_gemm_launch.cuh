@@ -25,7 +25,7 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   });
   if (opt_in != cudaSuccess) return opt_in;
 
-  CUtensorMap tma_a, tma_b, tma_sfb, tma_d;
+  CUtensorMap tma_a, tma_b, tma_sfb, tma_sfa, tma_d;
   bool ok = MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, op.m, op.k, op.k, Traits::kARowsPerCta, kFp8BlockK,
                             CU_TENSOR_MAP_SWIZZLE_128B) &&
             MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(op.n) * (op.group_k != nullptr ? 1 : op.num_groups), op.k, op.k, Traits::kBRowsPerCta,
@@ -35,6 +35,13 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
                                op.sfb_row_stride, op.sfb_row_stride, 1, kBlockN, CU_TENSOR_MAP_SWIZZLE_NONE);
   } else {
     tma_sfb = tma_a;  // unused
+  }
+  // MN-major A scales of 256-row tiles: one [1, BLOCK_M] box per stage (rows past M read as zero).
+  if (Traits::kScalesInSmem && op.sfa_mn_stride != 0) {
+    ok = ok && MakeTensorMap2D(&tma_sfa, op.sfa, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, op.num_k_blocks, op.m,
+                               op.sfa_mn_stride, 1, kBlockM, CU_TENSOR_MAP_SWIZZLE_NONE);
+  } else {
+    tma_sfa = tma_a;  // unused
   }
   // TMA stores need a 16-byte aligned row pitch of D.
   const bool use_tma_store = Traits::kTmaStoreD && op.n % 8 == 0;
@@ -62,6 +69,7 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   params.k = op.k;
   params.num_k_blocks = op.num_k_blocks;
   params.sfa = op.sfa;
+  params.sfa_mn_stride = op.sfa_mn_stride;
   params.sfb = op.sfb;
   params.c = op.c;
   params.d = op.d;
@@ -76,7 +84,7 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   struct MaxClusters {};  // one occupancy query per instance and device
   const PersistentLaunch launch(MaxClusters{}, op.device, kernel, cfg.grid, Traits::kNumThreads, Traits::SmemBytes(cfg.num_stages), Traits::kClusterSize,
                                 kSm90SmemCapacity, stream, "fp8_gemm");
-  return cudaLaunchKernelEx(launch.config(), kernel, tma_a, tma_b, tma_sfb, tma_d, params, cfg.num_stages);
+  return cudaLaunchKernelEx(launch.config(), kernel, tma_a, tma_b, tma_sfb, tma_sfa, tma_d, params, cfg.num_stages);
 }
 
 }  // namespace jdg

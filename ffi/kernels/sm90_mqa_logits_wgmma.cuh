@@ -74,6 +74,9 @@ __device__ __forceinline__ void MbarWait(uint32_t addr, uint32_t phase) {
       "r"(phase)
       : "memory");
 }
+__device__ __forceinline__ void MbarArriveExpectTx(uint32_t addr, uint32_t tx_bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(addr), "r"(tx_bytes) : "memory");
+}
 __device__ __forceinline__ void MbarArrive(uint32_t addr) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(addr) : "memory");
 }
@@ -101,51 +104,66 @@ __device__ __forceinline__ uint4 LdsV4(uint32_t addr) {
   return v;
 }
 
-// relu(q.k) * w summed over one query token's kH heads, for this thread's two accumulator rows (r and
-// r + 8), completed across the 4 lanes of the quad: `acc` holds the token's kH / 2 accumulators of
-// an m64nNk32 WGMMA (acc[n * 4 + c]: column n * 8 + 2 * (lane % 4) + (c & 1), row + 8 * (c >> 1)),
-// `w` the weights of exactly those columns (HeadWeights).
+// This lane's part of relu(q.k) * w summed over one query token's kH heads, for its two accumulator
+// rows (r and r + 8; the quad's 4 lanes hold the other columns): `acc` holds the token's kH / 2
+// accumulators of an m64nNk32 WGMMA (acc[n * 4 + c]: column n * 8 + 2 * (lane % 4) + (c & 1), row + 8 *
+// (c >> 1)), `w` the weights of exactly those columns (HeadWeights).
 template <int kH>
-__device__ __forceinline__ float2 ReluHeadSum(const float* acc, const float* w) {
+__device__ __forceinline__ float2 ReluHeadPartial(const float* acc, const float* w) {
   float s[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
   for (int n = 0; n < kH / 8; ++n) {
 #pragma unroll
     for (int c = 0; c < 4; ++c) s[c] = fmaf(fmaxf(acc[n * 4 + c], 0.f), w[n * 2 + (c & 1)], s[c]);
   }
-  float v0 = s[0] + s[1], v1 = s[2] + s[3];
-  v0 += __shfl_xor_sync(0xffffffffu, v0, 1);
-  v1 += __shfl_xor_sync(0xffffffffu, v1, 1);
-  v0 += __shfl_xor_sync(0xffffffffu, v0, 2);
-  v1 += __shfl_xor_sync(0xffffffffu, v1, 2);
-  return make_float2(v0, v1);
+  return make_float2(s[0] + s[1], s[2] + s[3]);
 }
 
-// The logits of this thread's two rows for kTok query tokens (value 2i + h: token i, row h): the
-// accumulators' relu * weight head-sums times the rows' KV scales.
-template <int kH, int kTok>
-__device__ __forceinline__ void TokenLogits(const float* acc, const float (&w)[kTok][kH / 4], float sc0, float sc1,
-                                            float (&vals)[2 * kTok]) {
+// Quad reduce-scatter of kNV per-lane values: on return lane t holds in out[g] the sum over the quad
+// of value 4 g + t (garbage where 4 g + t >= kNV). Two butterfly steps that halve what is exchanged
+// (lanes t, t ^ 2 keep one pair of each 4 and swap the other, then t, t ^ 1 one value): 3 shuffles
+// per 4 values instead of the 8 of an all-reduce of each value.
+template <int kNV>
+__device__ __forceinline__ void QuadReduceScatter(const float (&v)[kNV], int t, float (&out)[(kNV + 3) / 4]) {
+  constexpr int kGroups = (kNV + 3) / 4;
+  const bool hi2 = (t & 2) != 0, hi1 = (t & 1) != 0;
 #pragma unroll
-  for (int i = 0; i < kTok; ++i) {
-    const float2 v = ReluHeadSum<kH>(acc + i * (kH / 2), w[i]);
-    vals[2 * i] = v.x * sc0, vals[2 * i + 1] = v.y * sc1;
+  for (int g = 0; g < kGroups; ++g) {
+    float pair[2];
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const float lo = 4 * g + j < kNV ? v[4 * g + j] : 0.f, hi = 4 * g + 2 + j < kNV ? v[4 * g + 2 + j] : 0.f;
+      pair[j] = (hi2 ? hi : lo) + __shfl_xor_sync(0xffffffffu, hi2 ? lo : hi, 2);
+    }
+    out[g] = (hi1 ? pair[1] : pair[0]) + __shfl_xor_sync(0xffffffffu, hi1 ? pair[0] : pair[1], 1);
   }
 }
 
-// The 4 lanes of a quad hold the same kNV = 2 x tokens sums after ReluHeadSum (value 2i + h: token i,
-// row h); lane t stores values t, t + 4, ...: one store per lane per 4 values, no divergent branch.
-// store(token, h, value) is called with runtime token and h.
+// The logits of kTok query tokens at this thread's two rows, scattered over the quad (value 2 i + h:
+// token i, row h; lane t gets values t, t + 4, ... in out[0], out[1], ...): the accumulators' relu *
+// weight head-sums times the rows' KV scales (lane t's values are all of row t & 1).
+template <int kH, int kTok>
+__device__ __forceinline__ void TokenLogits(const float* acc, const float (&w)[kTok][kH / 4], float sc0, float sc1,
+                                            int t, float (&out)[(2 * kTok + 3) / 4]) {
+  float v[2 * kTok];
+#pragma unroll
+  for (int i = 0; i < kTok; ++i) {
+    const float2 p = ReluHeadPartial<kH>(acc + i * (kH / 2), w[i]);
+    v[2 * i] = p.x, v[2 * i + 1] = p.y;
+  }
+  QuadReduceScatter<2 * kTok>(v, t, out);
+  const float sc = (t & 1) ? sc1 : sc0;
+#pragma unroll
+  for (int g = 0; g < (2 * kTok + 3) / 4; ++g) out[g] *= sc;
+}
+
+// Stores lane t's values from TokenLogits (kNV = 2 x tokens): store(token, h, value), one store per lane
+// per 4 values, called with runtime token and h.
 template <int kNV, class Store>
-__device__ __forceinline__ void StoreQuadValues(const float (&vals)[kNV], int t, Store&& store) {
+__device__ __forceinline__ void StoreLaneValues(const float (&out)[(kNV + 3) / 4], int t, Store&& store) {
 #pragma unroll
-  for (int e = 0; e < kNV; e += 4) {
-    float v = vals[e];
-#pragma unroll
-    for (int k = 1; k < 4; ++k) {
-      if (e + k < kNV) v = t == k ? vals[e + k] : v;
-    }
-    if (e + t < kNV) store((e + t) >> 1, (e + t) & 1, v);
+  for (int g = 0; g < (kNV + 3) / 4; ++g) {
+    if (4 * g + t < kNV) store((4 * g + t) >> 1, t & 1, out[g]);
   }
 }
 
@@ -181,15 +199,18 @@ __constant__ const uint32_t kE2m1Lut[kE2m1LutSize][2] = {
     {0x00000000u, 0x01000000u}, {0x00000000u, 0x00000000u}, {0x00000000u, 0x00000000u},
     {0x00000000u, 0x00000000u}};
 
-// 8 E2M1 codes (one word, element i in nibble i) -> 8 e4m3 bytes: magnitudes through the byte-permute
-// table `lut`, signs (bit 3 of each nibble) moved to bit 7 of each byte.
+// 8 E2M1 codes (one word, element i in nibble i) -> 8 e4m3 bytes (elements 0-3, 4-7): magnitudes through
+// the byte-permute table `lut`; signs by PRMT's sign-replicate mode (a selector nibble with bit 3 set
+// yields 0xFF or 0x00 by the selected byte's top bit): x's bytes carry the odd elements' signs in their
+// top bits, (x << 4)'s the even elements'. 9 instructions per word.
 __device__ __forceinline__ uint2 DecodeE2m1Word(uint32_t x, uint2 lut) {
-  const uint32_t x4 = x >> 4;
-  const uint32_t mag_lo = __byte_perm(lut.x, lut.y, x & 0x7777u);
-  const uint32_t mag_hi = __byte_perm(lut.x, lut.y, (x >> 16) & 0x7777u);
-  const uint32_t nib_lo = __byte_perm(x, x4, 0x5140u);  // byte i: nibble i in its low half (i = 0..3)
-  const uint32_t nib_hi = __byte_perm(x, x4, 0x7362u);  // nibbles 4..7
-  return make_uint2(mag_lo | ((nib_lo << 4) & 0x80808080u), mag_hi | ((nib_hi << 4) & 0x80808080u));
+  const uint32_t sel = x & 0x77777777u;
+  const uint32_t mag_lo = __byte_perm(lut.x, lut.y, sel);
+  const uint32_t mag_hi = __byte_perm(lut.x, lut.y, sel >> 16);
+  const uint32_t x4 = x << 4;
+  const uint32_t sign_lo = __byte_perm(x, x4, 0x9D8Cu);  // elements 0, 1, 2, 3: x4.b0, x.b0, x4.b1, x.b1
+  const uint32_t sign_hi = __byte_perm(x, x4, 0xBFAEu);  // elements 4, 5, 6, 7: x4.b2, x.b2, x4.b3, x.b3
+  return make_uint2(mag_lo | (sign_lo & 0x80808080u), mag_hi | (sign_hi & 0x80808080u));
 }
 
 // K order of the FP4 operands. The KV rows are decoded straight into WGMMA A fragments (register
@@ -438,7 +459,8 @@ __global__ void __launch_bounds__(kRgThreads, 1)
         }
         return false;
       };
-      int q_it = 0, kv_it = 0;
+      int q_it = 0;
+      uint32_t kv_it = 0;  // unsigned: stage and phase by mask and shift
       auto issue_q = [&](const RangedWork& w) {
         const int s = q_it % kRgQStages, phase = (q_it / kRgQStages) & 1;
         ++q_it;
@@ -466,7 +488,7 @@ __global__ void __launch_bounds__(kRgThreads, 1)
         if (have_next) issue_q(next);  // 3 Q stages: waits only for the unit before this one
         for (int c = 0; c < w.count; ++c) {
           const int kv0 = w.start + (w.part + c * splits) * kRgBlockKv;
-          const int s = kv_it % kRgKvStages, phase = (kv_it / kRgKvStages) & 1;
+          const int s = int(kv_it % kRgKvStages), phase = int(kv_it / kRgKvStages) & 1;
           ++kv_it;
           kv_empty[s].wait(phase ^ 1);
           kv_full[s].arrive_and_expect_tx(L::kKvBytes + kRgBlockKv * 4);
@@ -507,7 +529,8 @@ __global__ void __launch_bounds__(kRgThreads, 1)
   const uint64_t desc_kv0 = WgDescK<kD>(smem + L::kKv + warpgroup * kTileKv * kD);
   const uint64_t desc_q0 = WgDescK<kD>(smem + L::kQ);
   float acc[64], w[kNQ][kH / 4];
-  int q_it = 0, kv_it = 0;
+  int q_it = 0;
+  uint32_t kv_it = 0;  // unsigned: stage and phase by mask and shift
   for (int unit = blockIdx.x; unit < num_units; unit += gridDim.x) {
     const RangedWork work = RangedWorkOf<kNQ>(p, splits, unit);
     if (work.count == 0) continue;
@@ -532,7 +555,7 @@ __global__ void __launch_bounds__(kRgThreads, 1)
     }
     for (int c = 0; c < work.count; ++c) {
       const int kv0 = work.start + (work.part + c * splits) * kRgBlockKv;
-      const int s = kv_it % kRgKvStages, phase = (kv_it / kRgKvStages) & 1;
+      const int s = int(kv_it % kRgKvStages), phase = int(kv_it / kRgKvStages) & 1;
       ++kv_it;
       MbarWait(kv_full_u32 + 8 * s, phase);
       uint64_t desc_kv = desc_kv0 + uint64_t((s * L::kKvBytes) >> 4);
@@ -579,9 +602,9 @@ __global__ void __launch_bounds__(kRgThreads, 1)
 
       // FP4: the weights are read here, not held: the A fragments leave no registers for them
       if constexpr (kFp4) HeadWeights<kH, kNQ>(q_weight, lane, w);
-      float vals[2 * kNQ];
-      TokenLogits<kH, kNQ>(acc, w, sc0, sc1, vals);
-      StoreQuadValues(vals, t, [&](int i, int h, float v) {
+      float vals[(2 * kNQ + 3) / 4];
+      TokenLogits<kH, kNQ>(acc, w, sc0, sc1, t, vals);
+      StoreLaneValues<2 * kNQ>(vals, t, [&](int i, int h, float v) {
         const int q = work.q_block * kNQ + i;
         if (q < p.num_q)
           StoreRangedLogit(p, int64_t(q) * p.out_cols, kv0 + row + 8 * h, LdsS32(range_u32 + 4 * i),

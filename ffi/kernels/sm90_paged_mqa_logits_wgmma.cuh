@@ -102,9 +102,10 @@ struct PagedWgSmem {
   static_assert(kBytes <= 227 * 1024, "shared memory per CTA");
 };
 
-// Physical cache block of logical token t of batch row b (clamped: never out of bounds).
-__device__ __forceinline__ int PagedBlock(const Params& p, int b, int t) {
-  const int idx = min(t / p.block_kv, p.max_blocks - 1);
+// Physical cache block of logical token t >= 0 of batch row b (clamped: never out of bounds);
+// block_shift = log2(block_kv), a power of two.
+__device__ __forceinline__ int PagedBlock(const Params& p, int b, int t, int block_shift) {
+  const int idx = min(t >> block_shift, p.max_blocks - 1);
   return min(max(__ldg(p.block_table + int64_t(b) * p.max_blocks + idx), 0), p.num_blocks - 1);
 }
 
@@ -199,6 +200,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
 
   const int box_rows = min(p.block_kv, kTileKv);
   const int box_shift = __ffs(box_rows) - 1;
+  const int block_shift = __ffs(p.block_kv) - 1;  // block_kv: a power of two (checked in Python)
   const int scale_stride = max(box_rows, 32);  // floats between boxes' scales: 128-B aligned TMA destinations
   const int q_boxes = (p.atom_size * kH + kNC - 1) / kNC;
 
@@ -215,19 +217,32 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     constexpr uint64_t kEvictFirst = 0x12F0000000000000ull;  // CacheHintSm90::EVICT_FIRST: streamed once
     constexpr uint64_t kEvictNormal = 0x1000000000000000ull;
     Barrier* full = kv_full + wg * kPgKvStages;
-    Barrier* empty = kv_empty + wg * kPgKvStages;
-    int q_atom = -1, q_it = 0, kv_it = 0;
+    const uint32_t full_u32 = cute::cast_smem_ptr_to_uint(full);
+    const uint32_t empty_u32 = cute::cast_smem_ptr_to_uint(kv_empty + wg * kPgKvStages);
+    int q_atom = -1, q_it = 0;
+    uint32_t kv_it = 0;  // unsigned: stage and phase by mask and shift
     // Block-table lookups one tile ahead: lane i holds the physical block of the tile's box i.
     bool have;
     PagedUnitCursor cur = FirstPagedUnit(p, have);
     auto tile_block = [&](bool valid) {
       if (!valid || lane >= kTileKv / box_rows) return 0;
-      return PagedBlock(p, cur.b, cur.split * kSplitKv + wg * kTileKv + lane * box_rows);
+      return PagedBlock(p, cur.b, cur.split * kSplitKv + wg * kTileKv + lane * box_rows, block_shift);
     };
+    // The block-table lookups run one tile ahead, so a lookup that misses L2 (each entry is read once)
+    // stalls this warp's loads: pull the first batch row's table into L2 now, and each next row's
+    // when a row starts (a lane per 128 bytes, addresses inside the row).
+    auto prefetch_table_row = [&](int r) {
+      if (r >= p.batch) return;
+      const int32_t* row = p.block_table + int64_t(r) * p.max_blocks;
+      for (int i = lane; i <= p.max_blocks / 32; i += 32)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(row + min(32 * i, p.max_blocks - 1)));
+    };
+    if (have) prefetch_table_row(cur.b);
     int blk = tile_block(have);
     while (have) {
       const int t0 = cur.split * kSplitKv + wg * kTileKv;
       const bool has_tile = t0 < cur.ctx;
+      if (cur.split == 0 && cur.j0 == 0) prefetch_table_row(cur.b + 1);
       if (wg == 0 && cur.atom != q_atom) {
         q_atom = cur.atom;
         const int s = q_it % kPgQStages, phase = (q_it / kPgQStages) & 1;
@@ -251,15 +266,15 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       have = cur.Next(p);
       blk = tile_block(have);  // next tile's lookups fly while this one waits for its stage
       if (has_tile) {
-        const int s = kv_it % kPgKvStages, phase = (kv_it / kPgKvStages) & 1;
+        const int s = int(kv_it % kPgKvStages), phase = int(kv_it / kPgKvStages) & 1;
         ++kv_it;
         const int n_boxes = kTileKv / box_rows;
         uint8_t* dst = smem + L::kKv + (wg * kPgKvStages + s) * L::kTileBytes;
         float* dst_scale = reinterpret_cast<float*>(smem + L::kScale) + (wg * kPgKvStages + s) * L::kScaleSlot;
         auto* mbar = reinterpret_cast<uint64_t*>(&full[s]);
         if (lane == 0) {
-          empty[s].wait(phase ^ 1);
-          full[s].arrive_and_expect_tx(kTileKv * (L::kRowBytes + 4));
+          MbarWait(empty_u32 + 8 * s, phase ^ 1);
+          MbarArriveExpectTx(full_u32 + 8 * s, kTileKv * (L::kRowBytes + 4));
         }
 #pragma unroll
         for (int i = 0; i < kTileKv / 16; ++i) {
@@ -296,103 +311,197 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   const uint32_t lut_u32 = cute::cast_smem_ptr_to_uint(lut);
   const uint64_t desc_q0 = WgDescK<kD>(smem + (kFp4 ? L::kQDec : L::kQ));
   float acc[kAcc], w[kTokPerChunk][kH / 4];
-  int loaded_atom = -1, loaded_chunk = -1, q_it = 0, kv_it = 0, qs = 0;
+  int loaded_atom = -1, loaded_chunk = -1, q_it = 0, qs = 0;
+  uint32_t kv_it = 0;  // unsigned: stage and phase by mask and shift
   int ctx_tok[2] = {0, 0};  // context length of each token of the atom
   bool have;
   PagedUnitCursor cur = FirstPagedUnit(p, have);
-  for (; have; have = cur.Next(p)) {
-    const int b = cur.b, j0 = cur.j0, count = cur.count, ctx = cur.ctx;
-    if (cur.atom != loaded_atom) {
-      if (q_it > 0) {  // the previous atom's stage (its weights are read until now)
-        __syncwarp();
-        if (lane == 0) q_empty[qs].arrive();
-      }
-      qs = q_it % kPgQStages;
-      const int q_phase = (q_it / kPgQStages) & 1;
-      ++q_it;
-#pragma unroll
-      for (int i = 0; i < 2; ++i)
-        ctx_tok[i] = i < count ? min(max(__ldg(p.context_lens + b * p.next_n + j0 + i), 0), ctx) : 0;
-      q_full[qs].wait(q_phase);
-      if constexpr (kFp4) {
-        // All 4 math WGs decode the atom's query rows into the one decoded Q buffer: first every WG
-        // is past its WGMMAs on the previous atom, then the decoded rows are visible to all of them.
-        cutlass::arch::NamedBarrier::sync(kPgMathWgs * 128, 1);
-        DecodeFp4QRows<kD>(smem + L::kQ + qs * L::kQBytes,
-                           reinterpret_cast<const uint32_t*>(smem + L::kQsf + qs * L::kQRows * 4), q_boxes * kNC, lut,
-                           smem + L::kQDec, s_w + qs * L::kQRows, reinterpret_cast<float*>(smem + L::kQWeight),
-                           threadIdx.x, kPgMathWgs * 128);
-        cutlass::arch::NamedBarrier::sync(kPgMathWgs * 128, 1);
-      }
-      loaded_atom = cur.atom, loaded_chunk = -1;
+
+  // The next atom's query stage: release the previous one (its weights are read until now), wait for
+  // the new one, and (FP4) decode its query rows with all 4 math WGs: first every WG is past its
+  // WGMMAs on the previous atom, then the decoded rows are visible to all of them.
+  auto next_q_stage = [&]() {
+    if (q_it > 0) {
+      __syncwarp();
+      if (lane == 0) q_empty[qs].arrive();
     }
-    const int t0 = cur.split * kSplitKv + warpgroup * kTileKv;
-    if (t0 >= ctx) continue;  // this split's tile `warpgroup` is past the context
-    const int s = kv_it % kPgKvStages, phase = (kv_it / kPgKvStages) & 1;
+    qs = q_it % kPgQStages;
+    const int q_phase = (q_it / kPgQStages) & 1;
+    ++q_it;
+    q_full[qs].wait(q_phase);
+    if constexpr (kFp4) {
+      cutlass::arch::NamedBarrier::sync(kPgMathWgs * 128, 1);
+      DecodeFp4QRows<kD>(smem + L::kQ + qs * L::kQBytes,
+                         reinterpret_cast<const uint32_t*>(smem + L::kQsf + qs * L::kQRows * 4), q_boxes * kNC, lut,
+                         smem + L::kQDec, s_w + qs * L::kQRows, reinterpret_cast<float*>(smem + L::kQWeight),
+                         threadIdx.x, kPgMathWgs * 128);
+      cutlass::arch::NamedBarrier::sync(kPgMathWgs * 128, 1);
+    }
+  };
+  auto load_ctx_tok = [&](int (&out)[2], const PagedUnitCursor& u) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+      out[i] = i < u.count ? min(max(__ldg(p.context_lens + u.b * p.next_n + u.j0 + i), 0), u.ctx) : 0;
+  };
+  // FP4: this thread's rows of the next stage's tile (first row t0, context ctx), decoded into A
+  // fragments with their scales (rows past the context: 0), then the stage is free.
+  auto decode_fp4_tile = [&](int t0, int ctx, uint32_t (&frag)[kD / 32][4], float& sc0, float& sc1) {
+    const int s = int(kv_it % kPgKvStages), phase = int(kv_it / kPgKvStages) & 1;
     ++kv_it;
     MbarWait(full_u32 + 8 * s, phase);
-    const uint64_t desc_a = desc_kv0 + uint64_t((s * L::kTileBytes) >> 4);
-    const uint64_t desc_b = desc_q0 + uint64_t(((kFp4 ? 0 : qs * L::kQBytes)) >> 4);
-    float sc0, sc1;
-    uint32_t a_frag[kFp4 ? kD / 32 : 1][4];
-    if constexpr (kFp4) {
-      // this thread's rows of the tile, decoded into A fragments (rows past the context: scale 0),
-      // then the stage is free
-      const uint32_t tile = kv_ring_u32 + s * L::kTileBytes;
-      const uint32_t sf = scale_ring_u32 + 4 * (s * L::kScaleSlot);
-      const float2 pw = DecodeFp4Fragment<kD>(tile + r0 * L::kRowBytes, tile + (r0 + 8) * L::kRowBytes,
-                                              sf + 4 * scale_slot(r0), sf + 4 * scale_slot(r0 + 8), t4, lut_u32, a_frag);
-      sc0 = t0 + r0 < ctx ? pw.x : 0.f;
-      sc1 = t0 + r0 + 8 < ctx ? pw.y : 0.f;
-      __syncwarp();
-      if (lane == 0) MbarArrive(empty_u32 + 8 * s);
-    } else {
-      // rows past the context read other blocks' data: scale 0, as the mma.sync kernel's zero-filled rows
-      sc0 = t0 + r0 < ctx ? scale_ring[s * L::kScaleSlot + scale_slot(r0)] : 0.f;
-      sc1 = t0 + r0 + 8 < ctx ? scale_ring[s * L::kScaleSlot + scale_slot(r0 + 8)] : 0.f;
+    const uint32_t tile = kv_ring_u32 + s * L::kTileBytes;
+    const uint32_t sf = scale_ring_u32 + 4 * (s * L::kScaleSlot);
+    const float2 pw = DecodeFp4Fragment<kD>(tile + r0 * L::kRowBytes, tile + (r0 + 8) * L::kRowBytes,
+                                            sf + 4 * scale_slot(r0), sf + 4 * scale_slot(r0 + 8), t4, lut_u32, frag);
+    sc0 = t0 + r0 < ctx ? pw.x : 0.f;
+    sc1 = t0 + r0 + 8 < ctx ? pw.y : 0.f;
+    __syncwarp();
+    if (lane == 0) MbarArrive(empty_u32 + 8 * s);
+  };
+  // The logits of column chunk c of a tile (first row t0) of batch row b, tokens j0.. (count), from the
+  // accumulators; -inf past each token's context length when cleaning.
+  auto store_tile = [&](int c, int b, int j0, int count, int t0, const int (&ctx_of)[2], float sc0, float sc1) {
+    float vals[(2 * kTokPerChunk + 3) / 4];
+    TokenLogits<kH, kTokPerChunk>(acc, w, sc0, sc1, t4, vals);
+    StoreLaneValues<2 * kTokPerChunk>(vals, t4, [&](int tok, int h, float v) {
+      const int jt = c * kTokPerChunk + tok;  // token of the atom
+      const int t = t0 + r0 + 8 * h;
+      if (jt >= count || t >= p.out_cols) return;
+      const int ctx_j = jt == 0 ? ctx_of[0] : ctx_of[1];
+      StoreLogit(p, int64_t(b * p.next_n + j0 + jt) * p.out_cols + t, (p.clean && t >= ctx_j) ? -INFINITY : v);
+    });
+  };
+  auto fence_fragments = [&](uint32_t (&frag)[kD / 32][4]) {  // the WGMMAs read the fragments until here
+#pragma unroll
+    for (int kk = 0; kk < kD / 32; ++kk) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) cute::warpgroup_fence_operand(frag[kk][j]);
     }
-    const int chunks = (count * kH + kNC - 1) / kNC;
-    for (int c = 0; c < chunks; ++c) {
-      if (!kWeightsPerTile && c != loaded_chunk) {  // once per atom, unless the atom has two column chunks
-        HeadWeights<kH, kTokPerChunk>((kFp4 ? q_weight : s_w + qs * L::kQRows) + c * kNC, lane, w);
-        loaded_chunk = c;
+  };
+
+  // FP4 with one column chunk (kNC <= 64: the atom's query-head rows fit one WGMMA N): the next tile's
+  // KV rows are decoded while this tile's WGMMAs run, and the atom switches (query decode) wait until
+  // this tile's logits are stored. Deadlock-free with one tile of lookahead: a WG's KV ring is fed by
+  // its own producer warp, and warp 0's query loads need only stages that every WG released when it
+  // switched to the current atom.
+  constexpr bool kLookahead = kFp4 && kNC <= 64;
+  if constexpr (kLookahead) {
+    struct Tile {
+      int b, j0, count, t0;
+      int ctx_tok[2];
+      float sc0, sc1;
+    };
+    int walk_atom = -1, walk_ctx_tok[2] = {0, 0};
+    // Advances the walk to the next unit holding a tile of this WG (the current unit first), counting
+    // the atoms entered on the way (each needs its query switch); false past the last unit.
+    auto find_tile = [&](int& switches) {
+      for (; have; have = cur.Next(p)) {
+        if (cur.atom != walk_atom) {
+          walk_atom = cur.atom, ++switches;
+          load_ctx_tok(walk_ctx_tok, cur);
+        }
+        if (cur.split * kSplitKv + warpgroup * kTileKv < cur.ctx) return true;
       }
+      return false;
+    };
+    auto take_tile = [&](uint32_t (&frag)[kD / 32][4], Tile& tile) {
+      tile.b = cur.b, tile.j0 = cur.j0, tile.count = cur.count;
+      tile.t0 = cur.split * kSplitKv + warpgroup * kTileKv;
+      tile.ctx_tok[0] = walk_ctx_tok[0], tile.ctx_tok[1] = walk_ctx_tok[1];
+      decode_fp4_tile(tile.t0, cur.ctx, frag, tile.sc0, tile.sc1);
+      have = cur.Next(p);
+    };
+    auto switch_atoms = [&](int switches) {
+      for (int k = 0; k < switches; ++k) next_q_stage();
+      if (switches > 0) HeadWeights<kH, kTokPerChunk>(q_weight, lane, w);
+    };
+    // One tile: WGMMAs on `frag` (this tile), the next tile decoded into `next` meanwhile, logits.
+    auto step = [&](uint32_t (&frag)[kD / 32][4], Tile& tile, uint32_t (&next)[kD / 32][4], Tile& next_tile) {
 #pragma unroll
       for (int i = 0; i < kAcc; ++i) cute::warpgroup_fence_operand(acc[i]);
       cute::warpgroup_arrive();
 #pragma unroll
-      for (int kk = 0; kk < kD / 32; ++kk) {
-        const uint64_t desc_b_k = desc_b + uint64_t((c * kNC * kD) >> 4) + 2 * kk;
-        if constexpr (kFp4)
-          PagedWgmmaFmaRs<RsOp>(a_frag[kk], desc_b_k, acc, kk > 0, std::make_index_sequence<kAcc>{});
-        else
-          PagedWgmmaFma<Op>(desc_a + 2 * kk, desc_b_k, acc, kk > 0, std::make_index_sequence<kAcc>{});
-      }
+      for (int kk = 0; kk < kD / 32; ++kk)
+        PagedWgmmaFmaRs<RsOp>(frag[kk], desc_q0 + 2 * kk, acc, kk > 0, std::make_index_sequence<kAcc>{});
       cute::warpgroup_commit_batch();
+      int switches = 0;
+      const bool more = find_tile(switches);
+      if (more) take_tile(next, next_tile);
       cute::warpgroup_wait<0>();
 #pragma unroll
       for (int i = 0; i < kAcc; ++i) cute::warpgroup_fence_operand(acc[i]);
-      if constexpr (kFp4) {  // the WGMMAs read the fragments until here
+      fence_fragments(frag);
+      store_tile(0, tile.b, tile.j0, tile.count, tile.t0, tile.ctx_tok, tile.sc0, tile.sc1);
+      switch_atoms(switches);
+      return more;
+    };
+    uint32_t frag_a[kD / 32][4], frag_b[kD / 32][4];
+    Tile tile_a, tile_b;
+    int switches = 0;
+    bool more = find_tile(switches);
+    if (more) take_tile(frag_a, tile_a);
+    switch_atoms(switches);
+    // two steps per iteration, the fragment buffers swapping roles (static register indexing)
+    while (more) {
+      more = step(frag_a, tile_a, frag_b, tile_b);
+      if (!more) break;
+      more = step(frag_b, tile_b, frag_a, tile_a);
+    }
+  } else {
+    for (; have; have = cur.Next(p)) {
+      const int b = cur.b, j0 = cur.j0, count = cur.count, ctx = cur.ctx;
+      if (cur.atom != loaded_atom) {
+        load_ctx_tok(ctx_tok, cur);  // in flight during the stage wait
+        next_q_stage();
+        loaded_atom = cur.atom, loaded_chunk = -1;
+      }
+      const int t0 = cur.split * kSplitKv + warpgroup * kTileKv;
+      if (t0 >= ctx) continue;  // this split's tile `warpgroup` is past the context
+      float sc0, sc1;
+      uint32_t a_frag[kD / 32][4];
+      int s = 0;
+      if constexpr (kFp4) {
+        decode_fp4_tile(t0, ctx, a_frag, sc0, sc1);
+      } else {
+        const int phase = int(kv_it / kPgKvStages) & 1;
+        s = int(kv_it % kPgKvStages);
+        ++kv_it;
+        MbarWait(full_u32 + 8 * s, phase);
+        // rows past the context read other blocks' data: scale 0, as the mma.sync kernel's zero-filled rows
+        sc0 = t0 + r0 < ctx ? scale_ring[s * L::kScaleSlot + scale_slot(r0)] : 0.f;
+        sc1 = t0 + r0 + 8 < ctx ? scale_ring[s * L::kScaleSlot + scale_slot(r0 + 8)] : 0.f;
+      }
+      const uint64_t desc_a = desc_kv0 + uint64_t((s * L::kTileBytes) >> 4);
+      const uint64_t desc_b = desc_q0 + uint64_t(((kFp4 ? 0 : qs * L::kQBytes)) >> 4);
+      const int chunks = (count * kH + kNC - 1) / kNC;
+      for (int c = 0; c < chunks; ++c) {
+        if (!kWeightsPerTile && c != loaded_chunk) {  // once per atom, unless the atom has two column chunks
+          HeadWeights<kH, kTokPerChunk>((kFp4 ? q_weight : s_w + qs * L::kQRows) + c * kNC, lane, w);
+          loaded_chunk = c;
+        }
+#pragma unroll
+        for (int i = 0; i < kAcc; ++i) cute::warpgroup_fence_operand(acc[i]);
+        cute::warpgroup_arrive();
 #pragma unroll
         for (int kk = 0; kk < kD / 32; ++kk) {
-#pragma unroll
-          for (int j = 0; j < 4; ++j) cute::warpgroup_fence_operand(a_frag[kk][j]);
+          const uint64_t desc_b_k = desc_b + uint64_t((c * kNC * kD) >> 4) + 2 * kk;
+          if constexpr (kFp4)
+            PagedWgmmaFmaRs<RsOp>(a_frag[kk], desc_b_k, acc, kk > 0, std::make_index_sequence<kAcc>{});
+          else
+            PagedWgmmaFma<Op>(desc_a + 2 * kk, desc_b_k, acc, kk > 0, std::make_index_sequence<kAcc>{});
         }
+        cute::warpgroup_commit_batch();
+        cute::warpgroup_wait<0>();
+#pragma unroll
+        for (int i = 0; i < kAcc; ++i) cute::warpgroup_fence_operand(acc[i]);
+        if constexpr (kFp4) fence_fragments(a_frag);
+        if (!kFp4 && c == chunks - 1) {
+          __syncwarp();
+          if (lane == 0) MbarArrive(empty_u32 + 8 * s);
+        }
+        if constexpr (kWeightsPerTile) HeadWeights<kH, kTokPerChunk>(q_weight + c * kNC, lane, w);
+        store_tile(c, b, j0, count, t0, ctx_tok, sc0, sc1);
       }
-      if (!kFp4 && c == chunks - 1) {
-        __syncwarp();
-        if (lane == 0) MbarArrive(empty_u32 + 8 * s);
-      }
-      if constexpr (kWeightsPerTile) HeadWeights<kH, kTokPerChunk>(q_weight + c * kNC, lane, w);
-      float vals[2 * kTokPerChunk];
-      TokenLogits<kH, kTokPerChunk>(acc, w, sc0, sc1, vals);
-      StoreQuadValues(vals, t4, [&](int tok, int h, float v) {
-        const int jt = c * kTokPerChunk + tok;  // token of the atom
-        const int t = t0 + r0 + 8 * h;
-        if (jt >= count || t >= p.out_cols) return;
-        const int ctx_j = jt == 0 ? ctx_tok[0] : ctx_tok[1];
-        StoreLogit(p, int64_t(b * p.next_n + j0 + jt) * p.out_cols + t, (p.clean && t >= ctx_j) ? -INFINITY : v);
-      });
     }
   }
 #endif
