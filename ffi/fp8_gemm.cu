@@ -35,7 +35,7 @@ cudaError_t DispatchFp8Gemm(BScale scale, const Fp8GemmOperands& op, const Fp8Ge
 bool Fp8GemmPrefersMnMajorSfa(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m,
                               int cluster_n) {
   return PickFp8GemmConfig(m, n, k, BScale::kBlock128, num_sms, block_m, block_n, cluster_m, cluster_n, 0, 0, true)
-             .block_m == 256;
+             .block_m >= 128;
 }
 
 namespace {

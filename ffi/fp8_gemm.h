@@ -10,7 +10,7 @@ XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d2dV2);  // before MN-major 
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d1d);
 
 namespace jdg {
-// Whether the 1D2D heuristic (or the forced tile) runs a 256-row tile for this problem given MN-major A
+// Whether the 1D2D heuristic (or the forced tile) runs a 128- or 256-row tile for this problem given MN-major A
 // scales, the only tiles that read those faster than K-major ones (by TMA); fp8_gemm_nt asks at trace time.
 bool Fp8GemmPrefersMnMajorSfa(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m,
                               int cluster_n);

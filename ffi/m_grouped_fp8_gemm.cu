@@ -30,7 +30,7 @@ struct RowGroupedShape {
 ffi::Error DecodeRowGrouped(const std::string& op, const ffi::AnyBuffer& a, const ffi::AnyBuffer& sfa,
                             const ffi::AnyBuffer& b, const ffi::AnyBuffer& sfb, const ffi::AnyBuffer& layout,
                             const char* layout_name, bool layout_per_row, const ffi::AnyBuffer& d,
-                            RowGroupedShape& shape) {
+                            RowGroupedShape& shape, bool sfa_mn_major = false) {
   if (a.dimensions().size() != 2 || b.dimensions().size() != 3)
     return ffi::Error::InvalidArgument(op + ": a must be rank 2 and b rank 3");
   const int64_t m = a.dimensions()[0], k = a.dimensions()[1];
@@ -38,7 +38,10 @@ ffi::Error DecodeRowGrouped(const std::string& op, const ffi::AnyBuffer& a, cons
   const int64_t k_blocks = CeilDiv(k, 128);
   JDG_RETURN_IF_ERROR(ExpectBuffer(a, "a", ffi::DataType::F8E4M3FN, {m, k}));
   JDG_RETURN_IF_ERROR(ExpectBuffer(b, "b", ffi::DataType::F8E4M3FN, {groups, n, k}));
-  JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale", ffi::DataType::F32, {m, k_blocks}));
+  if (sfa_mn_major)
+    JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale (MN-major)", ffi::DataType::F32, {k_blocks, (m + 3) / 4 * 4}));
+  else
+    JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale", ffi::DataType::F32, {m, k_blocks}));
   JDG_RETURN_IF_ERROR(ExpectBuffer(sfb, "b_scale", ffi::DataType::F32, {groups, CeilDiv(n, 128), k_blocks}));
   JDG_RETURN_IF_ERROR(ExpectBuffer(layout, layout_name, ffi::DataType::S32, {layout_per_row ? m : groups}));
   JDG_RETURN_IF_ERROR(ExpectBuffer(d, "d", ffi::DataType::BF16, {m, n}));
@@ -52,12 +55,13 @@ ffi::Error DecodeRowGrouped(const std::string& op, const ffi::AnyBuffer& a, cons
 ffi::Error MGroupedFp8GemmNtContiguous(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa,
                                        ffi::AnyBuffer b, ffi::AnyBuffer sfb, ffi::AnyBuffer row_group,
                                        ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, int32_t block_n,
-                                       int32_t num_sms) {
+                                       int32_t num_sms, int32_t sfa_mn_major) {
   constexpr const char* kOp = "m_grouped_fp8_gemm_nt_contiguous";
   JDG_RETURN_IF_ERROR(CheckAliasedOutput(kOp, aliased_d, *d, false));
   // decode, check
   RowGroupedShape shape;
-  JDG_RETURN_IF_ERROR(DecodeRowGrouped(kOp, a, sfa, b, sfb, row_group, "grouped_layout", true, *d, shape));
+  JDG_RETURN_IF_ERROR(
+      DecodeRowGrouped(kOp, a, sfa, b, sfb, row_group, "grouped_layout", true, *d, shape, sfa_mn_major != 0));
   const auto [m, k, groups, n] = shape;
   if (m == 0 || n == 0) return ffi::Error::Success();
   int sms = 0;
@@ -65,14 +69,23 @@ ffi::Error MGroupedFp8GemmNtContiguous(cudaStream_t stream, int32_t device, ffi:
   // decide: 128-row tiles (the layout's alignment); clusters only along N (tiles paired along M may
   // differ in expert, along N they share it and its A tile)
   const Fp8GemmConfig cfg =
-      PickFp8GemmConfig(int(m), int(n), int(k), BScale::kBlock128, sms, kContiguousBlockM, block_n, 1, 0);
+      PickFp8GemmConfig(int(m), int(n), int(k), BScale::kBlock128, sms, kContiguousBlockM, block_n, 1, 0, 0, 0,
+                        sfa_mn_major != 0);  // (MN-major A scales: the 128-row tiles stage them by TMA)
   if (cfg.block_m == 0)
     return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_contiguous: requested block_n is not a compiled kernel");
   // launch
   Fp8GemmOperands op = MakeFp8GemmOperands(device, m, n, k, a, sfa, b, sfb, *d);
+  op.sfa_mn_stride = sfa_mn_major != 0 ? int((m + 3) / 4 * 4) : 0;
   op.row_group = static_cast<const int*>(row_group.untyped_data());
   op.num_groups = int(groups);
   return CudaStatus(DispatchFp8Gemm(BScale::kBlock128, op, cfg, stream), "m_grouped_fp8_gemm_nt_contiguous launch");
+}
+
+ffi::Error MGroupedFp8GemmNtContiguousV1(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa,
+                                         ffi::AnyBuffer b, ffi::AnyBuffer sfb, ffi::AnyBuffer row_group,
+                                         ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, int32_t block_n,
+                                         int32_t num_sms) {
+  return MGroupedFp8GemmNtContiguous(stream, device, a, sfa, b, sfb, row_group, aliased_d, d, block_n, num_sms, 0);
 }
 
 // D[g, :masked_m[g]] = A[g, :masked_m[g]] . B[g]^T; A, D viewed as [G * max_m, ...] rows.
@@ -165,7 +178,24 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtContiguous, jdg::MGrou
                                   .RemainingArgs()             // optional: d itself (aliased)
                                   .Ret<xla::ffi::AnyBuffer>()  // d              bf16 [M, N]
                                   .Attr<int32_t>("block_n")    // 0: heuristic
-                                  .Attr<int32_t>("num_sms"),   // 0: all SMs of the device
+                                  .Attr<int32_t>("num_sms")    // 0: all SMs of the device
+                                  .Attr<int32_t>("sfa_mn_major"),  // 1: a_scale is [ceil(K/128), align(M, 4)]
+                              {xla::ffi::Traits::kCmdBufferCompatible});
+
+// _v1 (exported programs from before MN-major A scales): K-major a_scale only.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtContiguousV1, jdg::MGroupedFp8GemmNtContiguousV1,
+                              xla::ffi::Ffi::Bind()
+                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<xla::ffi::DeviceOrdinal>()
+                                  .Arg<xla::ffi::AnyBuffer>()  // a
+                                  .Arg<xla::ffi::AnyBuffer>()  // a_scale [M, ceil(K/128)]
+                                  .Arg<xla::ffi::AnyBuffer>()  // b
+                                  .Arg<xla::ffi::AnyBuffer>()  // b_scale
+                                  .Arg<xla::ffi::AnyBuffer>()  // grouped_layout
+                                  .RemainingArgs()             // optional: d itself (aliased)
+                                  .Ret<xla::ffi::AnyBuffer>()  // d
+                                  .Attr<int32_t>("block_n")
+                                  .Attr<int32_t>("num_sms"),
                               {xla::ffi::Traits::kCmdBufferCompatible});
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtMasked, jdg::MGroupedFp8GemmNtMasked,

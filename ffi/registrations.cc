@@ -34,7 +34,8 @@ nb::dict Registrations() {
   targets["jax_deepgemm_fp8_gemm_nt_1d2d_v2"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d2dV2);  // exported programs
   targets["jax_deepgemm_fp8_gemm_nt_1d2d_v3"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d2d);
   targets["jax_deepgemm_fp8_gemm_nt_1d1d_v2"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d1d);
-  targets["jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtContiguous);
+  targets["jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtContiguousV1);
+  targets["jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v2"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtContiguous);
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_masked_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtMasked);
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_ragged_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtRagged);
   targets["jax_deepgemm_fp8_mqa_logits_v1"] = EncapsulateFfi(JaxDeepgemmFp8MqaLogits);
@@ -82,7 +83,7 @@ nb::list Bf16GemmTiles() {
   return tiles;
 }
 
-// Whether the dense 1D2D kernel would run a 256-row tile given MN-major A scales (the only tiles that
+// Whether the dense 1D2D kernel would run a 128- or 256-row tile given MN-major A scales (the tiles that
 // read them faster than K-major ones): fp8_gemm_nt asks at trace time and transposes the scales if so.
 bool Fp8GemmPrefersMnMajorSfa(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m,
                               int cluster_n) {
@@ -101,6 +102,6 @@ NB_MODULE(_C, m) {
   m.def("fp8_gemm_tiles", &Fp8GemmTiles, "compiled (block_m, block_n) shapes per FP8 GEMM kernel");
   m.def("bf16_gemm_tiles", &Bf16GemmTiles, "compiled (block_m, block_n, cluster_m, major) shapes of the BF16 GEMM kernel");
   m.def("fp8_gemm_prefers_mn_major_sfa", &Fp8GemmPrefersMnMajorSfa,
-        "whether the 1D2D heuristic picks a 256-row tile (which streams MN-major A scales by TMA)");
+        "whether the 1D2D heuristic picks a 128- or 256-row tile (which stream MN-major A scales by TMA)");
   m.def("has_cuda_kernels", [] { return bool(JAX_DEEPGEMM_WITH_CUDA); });
 }

@@ -71,7 +71,7 @@ def fp8_gemm_tiles() -> dict[str, list[tuple[int, int]]]:
 
 def fp8_gemm_prefers_mn_major_sfa(m: int, n: int, k: int, num_sms: int, block_m: int = 0, block_n: int = 0,
                                   cluster_m: int = 0, cluster_n: int = 0) -> bool:
-    """Whether the dense 1D2D FP8 GEMM heuristic (or the forced tile) runs a 256-row tile for this problem given
+    """Whether the dense 1D2D FP8 GEMM heuristic (or the forced tile) runs a 128- or 256-row tile for this problem given
     MN-major A scales: the tiles that stream those by TMA. False without the CUDA kernels."""
     if _C is None or not _C.has_cuda_kernels():
         return False

@@ -19,7 +19,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jax_deepgemm import _checks
+from jax_deepgemm import _checks, _ffi
+from jax_deepgemm.fp8_gemm import _SFA_MN_MAJOR_MIN_M, _sfa_k_major, _sfa_mn_major
 from jax_deepgemm import grouped_layout as _gl
 from jax_deepgemm import reference as _ref
 from jax_deepgemm._primitive import OpSpec, batch_by_map, int32_attrs, make_primitive, tile_attrs
@@ -31,11 +32,12 @@ _FP8 = (jnp.float8_e4m3fn,)
 _F32 = (jnp.float32,)
 
 
-def _contiguous_rows(a, a_scale, b, b_scale, row_ids, *out, **_):
+def _contiguous_rows(a, a_scale, b, b_scale, row_ids, *out, sfa_mn_major: int = 0, **_):
     """What the kernel computes, in jnp: each 128-row tile uses the expert of its first row; rows of
     that expert get ``A[r] @ B[g]^T``, padding rows (-1, or an id outside [0, G)) get 0, and a row of
     another expert (a misaligned segment) gets NaN."""
     m, num_groups = a.shape[0], b.shape[0]
+    a_scale = _sfa_k_major(a_scale, sfa_mn_major, m)
     ids = jnp.where((row_ids >= 0) & (row_ids < num_groups), row_ids, -1)
     tile_group = ids[(jnp.arange(m) // CONTIGUOUS_ALIGNMENT) * CONTIGUOUS_ALIGNMENT]
     valid = _ref._m_grouped_rows(a, a_scale, b, b_scale, jnp.where(ids == tile_group, ids, -1))
@@ -46,7 +48,7 @@ def _contiguous_rows(a, a_scale, b, b_scale, row_ids, *out, **_):
 _contiguous_p = make_primitive(
     OpSpec(
         name="jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous",
-        target="jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v1",
+        target="jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v2",
         out_shapes=lambda a, sa, b, sb, ids, *out, **_: [((a.shape[0], b.shape[1]), jnp.bfloat16)],
         reference=_contiguous_rows,
         attrs=int32_attrs,
@@ -123,8 +125,17 @@ def m_grouped_fp8_gemm_nt_contiguous(
     m, n = a_fp8.shape[0], b_fp8.shape[1]
     if m == 0 or n == 0:
         return jnp.zeros((m, n), jnp.bfloat16)
-    (d,) = _contiguous_p.bind(a_fp8, a_scale, b_fp8, b_scale, row_ids, block_n=int(block_n), num_sms=int(num_sms))
+    mn_major = _contiguous_wants_mn_major_sfa(m)
+    sa = _sfa_mn_major(a_scale) if mn_major else a_scale
+    (d,) = _contiguous_p.bind(a_fp8, sa, b_fp8, b_scale, row_ids, block_n=int(block_n), num_sms=int(num_sms),
+                              sfa_mn_major=int(mn_major))
     return d
+
+
+def _contiguous_wants_mn_major_sfa(m: int) -> bool:
+    """The contiguous kernel's 128-row tiles stage MN-major A scales by TMA (instead of register loads); the
+    transpose is one small XLA kernel, not worth its launch for few rows."""
+    return m >= _SFA_MN_MAJOR_MIN_M and _ffi.has_cuda_kernels()
 
 
 def _group_ends(sizes: jax.Array, m: int) -> jax.Array:
@@ -199,10 +210,14 @@ def _m_grouped_ragged_into(a, b, group_sizes, out: jax.Array, *, tile=None) -> j
                           num_sms=0)[0]
 
 
-def _m_grouped_contiguous_into(a, b, row_ids, out: jax.Array) -> jax.Array:
-    """Test hook: the kernel writing into (an XLA-aliased copy of) a pre-filled ``out``."""
+def _m_grouped_contiguous_into(a, b, row_ids, out: jax.Array, sfa_mn_major: bool | None = None) -> jax.Array:
+    """Test hook: the kernel writing into (an XLA-aliased copy of) a pre-filled ``out``; ``sfa_mn_major`` forces
+    the A-scale layout (None: as ``m_grouped_fp8_gemm_nt_contiguous`` picks it)."""
     (a_fp8, a_scale), (b_fp8, b_scale) = a, b
-    return _contiguous_p.bind(a_fp8, a_scale, b_fp8, b_scale, row_ids, out, block_n=0, num_sms=0)[0]
+    mn_major = _contiguous_wants_mn_major_sfa(a_fp8.shape[0]) if sfa_mn_major is None else sfa_mn_major
+    sa = _sfa_mn_major(a_scale) if mn_major else a_scale
+    return _contiguous_p.bind(a_fp8, sa, b_fp8, b_scale, row_ids, out, block_n=0, num_sms=0,
+                              sfa_mn_major=int(mn_major))[0]
 
 
 # ---------------------------------------------------------------------------------------------

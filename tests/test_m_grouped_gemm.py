@@ -53,8 +53,10 @@ def test_deepgemm_shapes(num_groups, expected_m, n, k):
 )
 def test_awkward_layouts(sizes, n, k):
     a, b, x, w, row_ids, psum = m_grouped_operands(sum(sizes) + n, sizes, n, k, extra_rows=70)
-    out = _m_grouped_contiguous_into(a, b, jnp.asarray(row_ids), jnp.full((len(row_ids), n), jnp.nan, jnp.bfloat16))
-    _check(a, b, x, w, row_ids, out)
+    for mn_major in (True, False):  # A scales staged by TMA / loaded into registers (the last is checked below)
+        out = _m_grouped_contiguous_into(a, b, jnp.asarray(row_ids), jnp.full((len(row_ids), n), jnp.nan, jnp.bfloat16),
+                                         sfa_mn_major=mn_major)
+        _check(a, b, x, w, row_ids, out)
     via_psum = dg.m_grouped_fp8_gemm_nt_contiguous(a, b, jnp.asarray(psum), use_psum_layout=True)
     assert_bitwise_equal(via_psum, out)
 
@@ -78,8 +80,10 @@ def test_twenty_repeats_bitwise_equal():
 def test_sanitizer_small_grouped():
     """Small case for compute-sanitizer runs."""
     a, b, x, w, row_ids, _ = m_grouped_operands(11, [70, 0, 130], 576, 384, extra_rows=5)
-    out = _m_grouped_contiguous_into(a, b, jnp.asarray(row_ids), jnp.full((len(row_ids), 576), jnp.nan, jnp.bfloat16))
-    _check(a, b, x, w, row_ids, out)
+    for mn_major in (False, True):
+        out = _m_grouped_contiguous_into(a, b, jnp.asarray(row_ids), jnp.full((len(row_ids), 576), jnp.nan, jnp.bfloat16),
+                                         sfa_mn_major=mn_major)
+        _check(a, b, x, w, row_ids, out)
 
 
 # --------------------------------------------------------------------------- masked

@@ -27,8 +27,9 @@ inline constexpr BlockShape kFp8Block128Shapes[] = {JDG_FP8_1D2D_ALL(JDG_BLOCK_S
 inline constexpr BlockShape kFp8PerChannelShapes[] = {JDG_FP8_1D1D_ALL(JDG_BLOCK_SHAPE)};
 #undef JDG_BLOCK_SHAPE
 
-inline int Fp8GemmStages(BlockShape s, BScale scale) {
-  const int per_stage = Fp8GemmStageBytes(s.m, s.n, scale);
+inline int Fp8GemmStages(BlockShape s, BScale scale, bool sfa_mn_major = false) {
+  const int per_stage =
+      Fp8GemmStageBytes(s.m, s.n, scale) + (sfa_mn_major && scale == BScale::kBlock128 ? Fp8GemmOptionalSfaStageBytes(s.m) : 0);
   // More stages keep more bytes in flight (what small-M, memory-bound shapes need); beyond ~24
   // nothing improves and the barrier bookkeeping grows.
   return std::min(24, (kSm90SmemCapacity - Fp8GemmSmemDBytes(s.m, s.n, scale)) / per_stage);
@@ -96,9 +97,10 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
     }
     double cost = Fp8GemmCost(m, n, k, s, scale, num_sms, out_bytes);
     // MN-major A scales (4096 x N x K, session 9): 256-row tiles take them by TMA, 10-18 % faster than
-    // with K-major scales; smaller tiles read them from registers one K-block ahead, now one cache line
-    // per K-block instead of one per row, ~17 % slower (4096 x 2112 x 7168, 128 x 128 pairs).
-    if (sfa_mn_major) cost *= s.m == 256 ? 0.87 : 1.15;
+    // with K-major scales; 64-row tiles read them from registers one K-block ahead, now one cache line
+    // per K-block instead of one per row (128 x 128 pairs did so: ~17 % slower). 128-row tiles now take
+    // them by TMA too (UNMEASURED: assumed like 256).
+    if (sfa_mn_major) cost *= s.m >= 128 ? 0.87 : 1.15;
     // Within 2 %, prefer a tile whose width divides 128 (one B scale row, a 128-byte-multiple TMA
     // store: measured 10 % faster at 4096x32768x512 than the modelled-equal 128x192), then the larger.
     // Among clusters, A multicast (pairs along N) measured 1-3 % faster than B multicast at M = 4096.
@@ -122,7 +124,7 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
   const int cluster_tiles = ((m + best.block_m * best.cluster_m - 1) / (best.block_m * best.cluster_m)) *
                             ((n + best.block_n * best.cluster_n - 1) / (best.block_n * best.cluster_n));
   best.grid = std::max(1, std::min(cluster_tiles, num_sms / cluster_size)) * cluster_size;
-  best.num_stages = Fp8GemmStages({best.block_m, best.block_n}, scale);
+  best.num_stages = Fp8GemmStages({best.block_m, best.block_n}, scale, sfa_mn_major);
   best.raster_band = 8;
 
   static const bool print = std::getenv("JAX_DEEPGEMM_PRINT_CONFIGS") != nullptr;

@@ -141,6 +141,9 @@ struct Fp8GemmTraits {
   // per thread, with L1 almost all given to shared memory). Smaller tiles keep their register loads:
   // the scale area would cost them a pipeline stage (measured: -8 %).
   static constexpr bool kScalesInSmem = kBlockM == 256;
+  // 128-row 1D2D tiles given MN-major A scales take them into shared memory by TMA as well (decided at run
+  // time: the scale area, kBlockM floats per stage, exists only then; their B scales stay in registers).
+  static constexpr bool kSfaMaySmem = kBlockM == 128 && kBScale == BScale::kBlock128;
   static constexpr int kSmemA = kBlockM * kFp8BlockK;        // bytes per stage, multiple of 1024
   static constexpr int kSmemB = kBlockN * kFp8BlockK;
   static constexpr int kSmemSfb = Fp8GemmSfbStageBytes(kBlockN, kBScale);
@@ -186,8 +189,11 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
   uint8_t* smem_a = smem + Traits::kSmemD;
   uint8_t* smem_b = smem_a + num_stages * Traits::kSmemA;
   float* smem_sfb = reinterpret_cast<float*>(smem_b + num_stages * Traits::kSmemB);
+  // A scales of a 128-row tile in shared memory (MN-major, by TMA) instead of registers.
+  const bool sfa_smem_128 = Traits::kSfaMaySmem && p.sfa_mn_stride != 0;
+  const int scale_floats = Traits::kScalesInSmem ? kScaleFloats : (sfa_smem_128 ? kBlockM : 0);  // per stage
   float* smem_scales = smem_sfb + num_stages * (Traits::kSmemSfb / 4);
-  Barrier* full = reinterpret_cast<Barrier*>(smem_scales + num_stages * kScaleFloats);
+  Barrier* full = reinterpret_cast<Barrier*>(smem_scales + num_stages * scale_floats);
   Barrier* empty = full + num_stages;
 
   // Read through a shuffle so the compiler knows it is warp-uniform: everything derived from it (the
@@ -196,7 +202,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
   const int lane = threadIdx.x % 32;
   // BLOCK_M = 256 with MN-major A scales: each stage's [BLOCK_M] scales arrive by TMA with the
   // operands (one 1 KB box instead of 256 4-byte copies through L1, 8 sectors per 32 bytes used).
-  const bool sfa_by_tma = Traits::kScalesInSmem && p.sfa_mn_stride != 0;
+  const bool sfa_by_tma = (Traits::kScalesInSmem || Traits::kSfaMaySmem) && p.sfa_mn_stride != 0;
 
   // In a cluster the two CTAs work on adjacent tiles that share one operand tile (B for M-blocks 2i
   // and 2i+1, A for N-blocks 2j and 2j+1): each loads half of it and multicasts it to both, so a
@@ -274,9 +280,9 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           if constexpr (kBScale == BScale::kPerChannel)
             cute::SM90_TMA_LOAD_2D::copy(&tma_sfb, mbar, kEvictNormal, smem_sfb + stage * (Traits::kSmemSfb / 4),
                                          n_block * kBlockN, kb);
-          if constexpr (Traits::kScalesInSmem) {
+          if constexpr (Traits::kScalesInSmem || Traits::kSfaMaySmem) {
             if (sfa_by_tma)  // rows past M read as zero (never stored)
-              cute::SM90_TMA_LOAD_2D::copy(&tma_sfa, mbar, kEvictNormal, smem_scales + stage * kScaleFloats, a_row0, kb);
+              cute::SM90_TMA_LOAD_2D::copy(&tma_sfa, mbar, kEvictNormal, smem_scales + stage * scale_floats, a_row0, kb);
           }
           if (++stage == num_stages) stage = 0, phase ^= 1;
         }
@@ -357,7 +363,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
 
       float sa[kWaves][2], sb[Traits::kScaleRows];
       if constexpr (!Traits::kScalesInSmem) {
-        sa[0][0] = __ldg(sfa0), sa[0][1] = __ldg(sfa1);
+        if (!sfa_smem_128) sa[0][0] = __ldg(sfa0), sa[0][1] = __ldg(sfa1);
         if constexpr (kBScale == BScale::kBlock128) {
 #pragma unroll
           for (int r = 0; r < Traits::kScaleRows; ++r) sb[r] = __ldg(sfb_rows[r]);
@@ -397,7 +403,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           if constexpr (!Traits::kScalesInSmem) {
             // Fetch the next slice's scales while the tensor cores work (L1-resident after the first).
             const int kb_next = min(kb + 1, num_k_blocks - 1);
-            next_sa0 = __ldg(sfa0 + kb_next * sfa_kb_step), next_sa1 = __ldg(sfa1 + kb_next * sfa_kb_step);
+            if (!sfa_smem_128)
+              next_sa0 = __ldg(sfa0 + kb_next * sfa_kb_step), next_sa1 = __ldg(sfa1 + kb_next * sfa_kb_step);
             if constexpr (kBScale == BScale::kBlock128) {
 #pragma unroll
               for (int r = 0; r < Traits::kScaleRows; ++r) next_sb[r] = __ldg(sfb_rows[r] + kb_next);
@@ -409,6 +416,9 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
             sa[w][0] = scales[w * 128 + wg_row_in_tile], sa[w][1] = scales[w * 128 + wg_row_in_tile + 8];
 #pragma unroll
             for (int r = 0; r < Traits::kScaleRows; ++r) sb[r] = scales[kBlockM + r];
+          } else if (sfa_smem_128) {
+            const float* scales = smem_scales + stage * kBlockM;
+            sa[0][0] = scales[wg_row_in_tile], sa[0][1] = scales[wg_row_in_tile + 8];
           }
           cute::warpgroup_wait<0>();
 #pragma unroll
@@ -451,7 +461,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           }
         }
         if constexpr (!Traits::kScalesInSmem) {
-          sa[0][0] = next_sa0, sa[0][1] = next_sa1;
+          if (!sfa_smem_128) sa[0][0] = next_sa0, sa[0][1] = next_sa1;
           if constexpr (kBScale == BScale::kBlock128) {
 #pragma unroll
             for (int r = 0; r < Traits::kScaleRows; ++r) sb[r] = next_sb[r];

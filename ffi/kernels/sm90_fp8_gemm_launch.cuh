@@ -36,8 +36,9 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   } else {
     tma_sfb = tma_a;  // unused
   }
-  // MN-major A scales of 256-row tiles: one [1, BLOCK_M] box per stage (rows past M read as zero).
-  if (Traits::kScalesInSmem && op.sfa_mn_stride != 0) {
+  // MN-major A scales of 128/256-row tiles: one [1, BLOCK_M] box per stage (rows past M read as zero).
+  const bool sfa_smem = (Traits::kScalesInSmem || Traits::kSfaMaySmem) && op.sfa_mn_stride != 0;
+  if (sfa_smem) {
     ok = ok && MakeTensorMap2D(&tma_sfa, op.sfa, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, op.num_k_blocks, op.m,
                                op.sfa_mn_stride, 1, kBlockM, CU_TENSOR_MAP_SWIZZLE_NONE);
   } else {
@@ -82,7 +83,11 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   params.raster_band = cfg.raster_band;
   params.use_tma_store = use_tma_store ? 1 : 0;
   struct MaxClusters {};  // one occupancy query per instance and device
-  const PersistentLaunch launch(MaxClusters{}, op.device, kernel, cfg.grid, Traits::kNumThreads, Traits::SmemBytes(cfg.num_stages), Traits::kClusterSize,
+  // The 128-row tiles' optional A-scale area (the heuristic counted it in cfg.num_stages).
+  const int smem_bytes = Traits::SmemBytes(cfg.num_stages) +
+                         (Traits::kSfaMaySmem && sfa_smem ? cfg.num_stages * Fp8GemmOptionalSfaStageBytes(kBlockM) : 0);
+  if (smem_bytes > kSm90SmemCapacity) return cudaErrorInvalidConfiguration;
+  const PersistentLaunch launch(MaxClusters{}, op.device, kernel, cfg.grid, Traits::kNumThreads, smem_bytes, Traits::kClusterSize,
                                 kSm90SmemCapacity, stream, "fp8_gemm");
   return cudaLaunchKernelEx(launch.config(), kernel, tma_a, tma_b, tma_sfb, tma_sfa, tma_d, params, cfg.num_stages);
 }
