@@ -114,55 +114,38 @@ ffi::Error Fp8GemmNt1d1d(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, 
 }  // namespace
 }  // namespace jdg
 
+namespace {
+// What every dense FP8 GEMM target binds: a (e4m3 [M, K]), a_scale (f32, 1x128), b (e4m3 [N, K]), b_scale
+// (f32: see each target) [, d itself, aliased] -> d, and the tile attributes (0: the heuristic's choice).
+auto DenseFp8GemmBinding() {
+  return xla::ffi::Ffi::Bind()
+      .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+      .Ctx<xla::ffi::DeviceOrdinal>()
+      .Arg<xla::ffi::AnyBuffer>()  // a
+      .Arg<xla::ffi::AnyBuffer>()  // a_scale
+      .Arg<xla::ffi::AnyBuffer>()  // b
+      .Arg<xla::ffi::AnyBuffer>()  // b_scale
+      .RemainingArgs()             // optional: d itself (aliased)
+      .Ret<xla::ffi::AnyBuffer>()  // d
+      .Attr<int32_t>("block_m")
+      .Attr<int32_t>("block_n")
+      .Attr<int32_t>("cluster_m")  // 2: CTA pairs sharing B
+      .Attr<int32_t>("cluster_n")  // 2: CTA pairs sharing A
+      .Attr<int32_t>("num_sms");   // 0: all SMs of the device
+}
+}  // namespace
+
+// bf16 d [M, N]; b_scale [ceil(N/128), ceil(K/128)]; a_scale [M, ceil(K/128)] or, with sfa_mn_major = 1,
+// [ceil(K/128), align(M, 4)].
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d2d, jdg::Fp8GemmNt1d2d,
-                              xla::ffi::Ffi::Bind()
-                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
-                                  .Ctx<xla::ffi::DeviceOrdinal>()
-                                  .Arg<xla::ffi::AnyBuffer>()  // a       e4m3 [M, K]
-                                  .Arg<xla::ffi::AnyBuffer>()  // a_scale f32  [M, ceil(K/128)] or MN-major
-                                  .Arg<xla::ffi::AnyBuffer>()  // b       e4m3 [N, K]
-                                  .Arg<xla::ffi::AnyBuffer>()  // b_scale f32  [ceil(N/128), ceil(K/128)]
-                                  .RemainingArgs()             // optional: d itself (aliased)
-                                  .Ret<xla::ffi::AnyBuffer>()  // d       bf16 [M, N]
-                                  .Attr<int32_t>("block_m")    // 0: heuristic
-                                  .Attr<int32_t>("block_n")    // 0: heuristic
-                                  .Attr<int32_t>("cluster_m")  // 0: heuristic; 2: CTA pairs sharing B
-                                  .Attr<int32_t>("cluster_n")  // 0: heuristic; 2: CTA pairs sharing A
-                                  .Attr<int32_t>("num_sms")    // 0: all SMs of the device
-                                  .Attr<int32_t>("sfa_mn_major"),  // 1: a_scale is [ceil(K/128), align(M, 4)]
+                              DenseFp8GemmBinding().Attr<int32_t>("sfa_mn_major"),
                               {xla::ffi::Traits::kCmdBufferCompatible});
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d2dV2, jdg::Fp8GemmNt1d2dV2,
-                              xla::ffi::Ffi::Bind()
-                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
-                                  .Ctx<xla::ffi::DeviceOrdinal>()
-                                  .Arg<xla::ffi::AnyBuffer>()  // a       e4m3 [M, K]
-                                  .Arg<xla::ffi::AnyBuffer>()  // a_scale f32  [M, ceil(K/128)]
-                                  .Arg<xla::ffi::AnyBuffer>()  // b       e4m3 [N, K]
-                                  .Arg<xla::ffi::AnyBuffer>()  // b_scale f32  [ceil(N/128), ceil(K/128)]
-                                  .RemainingArgs()             // optional: d itself (aliased)
-                                  .Ret<xla::ffi::AnyBuffer>()  // d       bf16 [M, N]
-                                  .Attr<int32_t>("block_m")
-                                  .Attr<int32_t>("block_n")
-                                  .Attr<int32_t>("cluster_m")
-                                  .Attr<int32_t>("cluster_n")
-                                  .Attr<int32_t>("num_sms"),
+// _v2 (before MN-major A scales): a_scale [M, ceil(K/128)] only.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d2dV2, jdg::Fp8GemmNt1d2dV2, DenseFp8GemmBinding(),
                               {xla::ffi::Traits::kCmdBufferCompatible});
 
+// f32 d [M, N]; b_scale^T [ceil(K/128), align(N, 4)] (per-row B scales, transposed); accumulate = 1: d += a.b^T.
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d1d, jdg::Fp8GemmNt1d1d,
-                              xla::ffi::Ffi::Bind()
-                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
-                                  .Ctx<xla::ffi::DeviceOrdinal>()
-                                  .Arg<xla::ffi::AnyBuffer>()  // a         e4m3 [M, K]
-                                  .Arg<xla::ffi::AnyBuffer>()  // a_scale   f32  [M, ceil(K/128)]
-                                  .Arg<xla::ffi::AnyBuffer>()  // b         e4m3 [N, K]
-                                  .Arg<xla::ffi::AnyBuffer>()  // b_scale^T f32  [ceil(K/128), align(N, 4)]
-                                  .RemainingArgs()             // optional: d itself (aliased)
-                                  .Ret<xla::ffi::AnyBuffer>()  // d         f32  [M, N]
-                                  .Attr<int32_t>("block_m")
-                                  .Attr<int32_t>("block_n")
-                                  .Attr<int32_t>("cluster_m")
-                                  .Attr<int32_t>("cluster_n")
-                                  .Attr<int32_t>("num_sms")
-                                  .Attr<int32_t>("accumulate"),  // 1: d += a.b^T (d aliased)
+                              DenseFp8GemmBinding().Attr<int32_t>("accumulate"),
                               {xla::ffi::Traits::kCmdBufferCompatible});
