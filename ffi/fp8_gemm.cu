@@ -118,13 +118,7 @@ namespace {
 // What every dense FP8 GEMM target binds: a (e4m3 [M, K]), a_scale (f32, 1x128), b (e4m3 [N, K]), b_scale
 // (f32: see each target) [, d itself, aliased] -> d, and the tile attributes (0: the heuristic's choice).
 auto DenseFp8GemmBinding() {
-  return xla::ffi::Ffi::Bind()
-      .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
-      .Ctx<xla::ffi::DeviceOrdinal>()
-      .Arg<xla::ffi::AnyBuffer>()  // a
-      .Arg<xla::ffi::AnyBuffer>()  // a_scale
-      .Arg<xla::ffi::AnyBuffer>()  // b
-      .Arg<xla::ffi::AnyBuffer>()  // b_scale
+  return jdg::ScaledGemmOperandsBinding()
       .RemainingArgs()             // optional: d itself (aliased)
       .Ret<xla::ffi::AnyBuffer>()  // d
       .Attr<int32_t>("block_m")

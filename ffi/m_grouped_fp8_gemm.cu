@@ -166,37 +166,28 @@ ffi::Error MGroupedFp8GemmNtRagged(cudaStream_t stream, int32_t device, ffi::Any
 }  // namespace
 }  // namespace jdg
 
+namespace {
+// Both contiguous targets: a (e4m3 [M, K]), a_scale (f32: see each target), b (e4m3 [G, N, K]), b_scale
+// (f32 [G, ceil(N/128), ceil(K/128)]), grouped_layout (s32 [M]: expert per row, -1 padding) [, d itself,
+// aliased] -> d (bf16 [M, N]); block_n (0: heuristic), num_sms (0: all SMs of the device).
+auto ContiguousFp8GemmBinding() {
+  return jdg::ScaledGemmOperandsBinding()
+      .Arg<xla::ffi::AnyBuffer>()  // grouped_layout
+      .RemainingArgs()             // optional: d itself (aliased)
+      .Ret<xla::ffi::AnyBuffer>()  // d
+      .Attr<int32_t>("block_n")
+      .Attr<int32_t>("num_sms");
+}
+}  // namespace
+
+// a_scale [M, ceil(K/128)] or, with sfa_mn_major = 1, [ceil(K/128), align(M, 4)].
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtContiguous, jdg::MGroupedFp8GemmNtContiguous,
-                              xla::ffi::Ffi::Bind()
-                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
-                                  .Ctx<xla::ffi::DeviceOrdinal>()
-                                  .Arg<xla::ffi::AnyBuffer>()  // a              e4m3 [M, K]
-                                  .Arg<xla::ffi::AnyBuffer>()  // a_scale        f32  [M, ceil(K/128)]
-                                  .Arg<xla::ffi::AnyBuffer>()  // b              e4m3 [G, N, K]
-                                  .Arg<xla::ffi::AnyBuffer>()  // b_scale        f32  [G, ceil(N/128), ceil(K/128)]
-                                  .Arg<xla::ffi::AnyBuffer>()  // grouped_layout s32  [M] expert per row, -1 padding
-                                  .RemainingArgs()             // optional: d itself (aliased)
-                                  .Ret<xla::ffi::AnyBuffer>()  // d              bf16 [M, N]
-                                  .Attr<int32_t>("block_n")    // 0: heuristic
-                                  .Attr<int32_t>("num_sms")    // 0: all SMs of the device
-                                  .Attr<int32_t>("sfa_mn_major"),  // 1: a_scale is [ceil(K/128), align(M, 4)]
+                              ContiguousFp8GemmBinding().Attr<int32_t>("sfa_mn_major"),
                               {xla::ffi::Traits::kCmdBufferCompatible});
 
-// _v1 (exported programs from before MN-major A scales): K-major a_scale only.
+// _v1 (exported programs from before MN-major A scales): a_scale [M, ceil(K/128)] only.
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtContiguousV1, jdg::MGroupedFp8GemmNtContiguousV1,
-                              xla::ffi::Ffi::Bind()
-                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
-                                  .Ctx<xla::ffi::DeviceOrdinal>()
-                                  .Arg<xla::ffi::AnyBuffer>()  // a
-                                  .Arg<xla::ffi::AnyBuffer>()  // a_scale [M, ceil(K/128)]
-                                  .Arg<xla::ffi::AnyBuffer>()  // b
-                                  .Arg<xla::ffi::AnyBuffer>()  // b_scale
-                                  .Arg<xla::ffi::AnyBuffer>()  // grouped_layout
-                                  .RemainingArgs()             // optional: d itself (aliased)
-                                  .Ret<xla::ffi::AnyBuffer>()  // d
-                                  .Attr<int32_t>("block_n")
-                                  .Attr<int32_t>("num_sms"),
-                              {xla::ffi::Traits::kCmdBufferCompatible});
+                              ContiguousFp8GemmBinding(), {xla::ffi::Traits::kCmdBufferCompatible});
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtMasked, jdg::MGroupedFp8GemmNtMasked,
                               xla::ffi::Ffi::Bind()

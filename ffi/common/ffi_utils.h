@@ -80,4 +80,16 @@ inline int PersistentGrid(int64_t units, int sms, int cluster) {
   return int(std::clamp<int64_t>(units, 1, std::max(sms / cluster, 1))) * cluster;
 }
 
+// The leading part of every GEMM target's binding: stream, device, then a, a_scale, b, b_scale (the FP8 GEMM
+// handlers add their own operands, result and attributes after it).
+inline auto ScaledGemmOperandsBinding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::PlatformStream<cudaStream_t>>()
+      .Ctx<ffi::DeviceOrdinal>()
+      .Arg<ffi::AnyBuffer>()   // a
+      .Arg<ffi::AnyBuffer>()   // a_scale
+      .Arg<ffi::AnyBuffer>()   // b
+      .Arg<ffi::AnyBuffer>();  // b_scale
+}
+
 }  // namespace jdg
