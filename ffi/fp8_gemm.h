@@ -1,10 +1,13 @@
 // XLA FFI handler symbols of the dense FP8 GEMM family (defined in fp8_gemm.cu).
 #pragma once
 
+#include <cstdint>
+
 #include "xla/ffi/api/api.h"
 
 // D[M,N] (BF16) = A[M,K] . B[N,K]^T with 1x128 A scales and 128x128 B scales.
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d2d);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d2dV3);  // before split-K (no workspace)
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d2dV2);  // before MN-major A scales
 // D[M,N] (FP32) = A . B^T (+ C) with 1x128 A scales and per-row (1x128) B scales.
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d1d);
@@ -14,4 +17,8 @@ namespace jdg {
 // scales, the only tiles that read those faster than K-major ones (by TMA); fp8_gemm_nt asks at trace time.
 bool Fp8GemmPrefersMnMajorSfa(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m,
                               int cluster_n);
+// Bytes of split-K scratch the 1D2D kernel needs for this problem and config (0: no split-K); fp8_gemm_nt sizes
+// the target's workspace output with it at trace time.
+int64_t Fp8GemmWorkspaceBytes(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m, int cluster_n,
+                              int split_k, bool sfa_mn_major);
 }  // namespace jdg

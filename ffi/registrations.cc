@@ -32,7 +32,8 @@ nb::dict Registrations() {
   nb::dict targets;
 #if JAX_DEEPGEMM_WITH_CUDA
   targets["jax_deepgemm_fp8_gemm_nt_1d2d_v2"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d2dV2);  // exported programs
-  targets["jax_deepgemm_fp8_gemm_nt_1d2d_v3"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d2d);
+  targets["jax_deepgemm_fp8_gemm_nt_1d2d_v3"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d2dV3);  // exported programs
+  targets["jax_deepgemm_fp8_gemm_nt_1d2d_v4"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d2d);
   targets["jax_deepgemm_fp8_gemm_nt_1d1d_v2"] = EncapsulateFfi(JaxDeepgemmFp8GemmNt1d1d);
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtContiguousV1);
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v2"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtContiguous);
@@ -94,6 +95,16 @@ bool Fp8GemmPrefersMnMajorSfa(int m, int n, int k, int num_sms, int block_m, int
 #endif
 }
 
+// Bytes of split-K scratch the dense 1D2D kernel takes for this problem (0: none, or no CUDA kernels).
+int64_t Fp8GemmWorkspaceBytes(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m, int cluster_n,
+                              int split_k, bool sfa_mn_major) {
+#if JAX_DEEPGEMM_WITH_CUDA
+  return jdg::Fp8GemmWorkspaceBytes(m, n, k, num_sms, block_m, block_n, cluster_m, cluster_n, split_k, sfa_mn_major);
+#else
+  return 0;
+#endif
+}
+
 }  // namespace
 
 NB_MODULE(_C, m) {
@@ -103,5 +114,7 @@ NB_MODULE(_C, m) {
   m.def("bf16_gemm_tiles", &Bf16GemmTiles, "compiled (block_m, block_n, cluster_m, major) shapes of the BF16 GEMM kernel");
   m.def("fp8_gemm_prefers_mn_major_sfa", &Fp8GemmPrefersMnMajorSfa,
         "whether the 1D2D heuristic picks a 128- or 256-row tile (which stream MN-major A scales by TMA)");
+  m.def("fp8_gemm_workspace_bytes", &Fp8GemmWorkspaceBytes,
+        "bytes of split-K scratch the 1D2D kernel takes for this problem (0: none)");
   m.def("has_cuda_kernels", [] { return bool(JAX_DEEPGEMM_WITH_CUDA); });
 }

@@ -63,26 +63,54 @@ def _sfa_k_major(a_scale: jax.Array, sfa_mn_major: int, m: int) -> jax.Array:
 
 
 def _tile_params(tile, num_sms: int) -> dict[str, int]:
-    """``tile`` = None (heuristic) or (block_m, block_n[, cluster_m[, cluster_n]]) (0 = heuristic's choice)."""
+    """``tile`` = None (heuristic) or (block_m, block_n[, cluster_m[, cluster_n[, split_k]]]) (0 = heuristic's choice;
+    split_k 1 = no split-K)."""
     tile = tuple(tile) if tile is not None else ()
-    if len(tile) not in (0, 2, 3, 4):
-        raise ValueError(f"tile must be (block_m, block_n[, cluster_m[, cluster_n]]), got {tile!r}")
-    block_m, block_n, cluster_m, cluster_n = (*tile, 0, 0, 0, 0)[:4]
+    if len(tile) not in (0, 2, 3, 4, 5):
+        raise ValueError(f"tile must be (block_m, block_n[, cluster_m[, cluster_n[, split_k]]]), got {tile!r}")
+    block_m, block_n, cluster_m, cluster_n, split_k = (*tile, 0, 0, 0, 0, 0)[:5]
+    if int(split_k) < 0:
+        raise ValueError(f"tile: split_k must be >= 0 (0 = heuristic, 1 = none), got {split_k}")
     return dict(block_m=int(block_m), block_n=int(block_n), cluster_m=int(cluster_m), cluster_n=int(cluster_n),
-                num_sms=int(num_sms))
+                num_sms=int(num_sms), split_k=int(split_k))
 
 
-def _out_shape_1d2d(a, a_scale, b, b_scale, *out, **_):
-    return [((a.shape[0], b.shape[0]), jnp.bfloat16)]
+def _params_1d1d(params: dict[str, int]) -> dict[str, int]:
+    """The 1D1D kernel has no split-K (its FP32 output may accumulate into C)."""
+    params = dict(params)
+    if params.pop("split_k") > 1:
+        raise ValueError("tile: split_k applies to the BF16-output (128x128 block-scaled B) kernel only")
+    return params
+
+
+def _params_1d2d(m: int, n: int, k: int, params: dict[str, int], sfa_mn_major: bool) -> dict[str, int]:
+    """The 1D2D primitive's params: the tile attributes, the A-scale layout and the size of its split-K workspace
+    output (asked of the kernel's heuristic, as the handler will decide)."""
+    num_sms = params["num_sms"] or _ffi.device_sm_count()
+    workspace = _ffi.fp8_gemm_workspace_bytes(m, n, k, num_sms, params["block_m"], params["block_n"],
+                                              params["cluster_m"], params["cluster_n"], params["split_k"],
+                                              sfa_mn_major)
+    return dict(params, sfa_mn_major=int(sfa_mn_major), workspace_bytes=int(workspace))
+
+
+def _out_shape_1d2d(a, a_scale, b, b_scale, *out, workspace_bytes: int, **_):
+    # D, and the split-K scratch (at least one byte: an XLA buffer either way)
+    return [((a.shape[0], b.shape[0]), jnp.bfloat16), ((max(workspace_bytes, 1),), jnp.uint8)]
 
 
 def _out_shape_1d1d(a, a_scale, b, b_scale_t, *out, **_):
     return [((a.shape[0], b.shape[0]), jnp.float32)]
 
 
-def _reference_1d2d(a, a_scale, b, b_scale, *out, sfa_mn_major: int = 0, **_):
+def _reference_1d2d(a, a_scale, b, b_scale, *out, sfa_mn_major: int = 0, workspace_bytes: int, **_):
     a_scale = _sfa_k_major(a_scale, sfa_mn_major, a.shape[0])
-    return (fp8_gemm_nt_reference(a, a_scale, b, b_scale, out_dtype=jnp.bfloat16, b_scale_kind="block"),)
+    return (fp8_gemm_nt_reference(a, a_scale, b, b_scale, out_dtype=jnp.bfloat16, b_scale_kind="block"),
+            jnp.zeros((max(workspace_bytes, 1),), jnp.uint8))
+
+
+def _attrs_1d2d(workspace_bytes: int, **params) -> dict:
+    """The workspace size is the shape of an output, not an attribute."""
+    return int32_attrs(**params)
 
 
 def _reference_1d1d(a, a_scale, b, b_scale_t, *out, accumulate: int, **_):
@@ -107,8 +135,11 @@ def _batch_gemm(prim, args, dims, **params):
         for i in a_side:
             x = move_batch_dim_to_front(args[i], dims[i], size)
             flat[i] = x.reshape(size * x.shape[1], *x.shape[2:])
-        (out,) = prim.bind(*flat, **params)
-        return (out.reshape(size, -1, out.shape[-1]),), (0,)
+        if "workspace_bytes" in params:  # the folded M may split K differently
+            tile = {key: params[key] for key in ("block_m", "block_n", "cluster_m", "cluster_n", "num_sms", "split_k")}
+            params = _params_1d2d(flat[0].shape[0], flat[2].shape[0], flat[0].shape[1], tile, False)
+        out, *rest = prim.bind(*flat, **params)
+        return (out.reshape(size, -1, out.shape[-1]), *rest), (0,) + (None,) * len(rest)
     moved = [move_batch_dim_to_front(x, d, size) for x, d in zip(args, dims)]
     outs = jax.lax.map(lambda xs: tuple(prim.bind(*xs, **params)), tuple(moved))
     return outs, (0,) * len(outs)
@@ -117,10 +148,10 @@ def _batch_gemm(prim, args, dims, **params):
 _fp8_gemm_nt_1d2d_p = make_primitive(
     OpSpec(
         name="jax_deepgemm_fp8_gemm_nt_1d2d",
-        target="jax_deepgemm_fp8_gemm_nt_1d2d_v3",
+        target="jax_deepgemm_fp8_gemm_nt_1d2d_v4",
         out_shapes=_out_shape_1d2d,
         reference=_reference_1d2d,
-        attrs=int32_attrs,
+        attrs=_attrs_1d2d,
         batch=_batch_gemm,
         aliased_output_operand=4,
     )
@@ -233,11 +264,12 @@ def _fp8_gemm(op: str, a, b, *, out_dtype, c, num_sms, tile) -> jax.Array:
     if kind == "block" and c is None and out_dtype == jnp.bfloat16:
         mn_major = _wants_mn_major_sfa(a2.shape[0], n, k, params)
         sa = _sfa_mn_major(sa2) if mn_major else sa2
-        (d,) = _fp8_gemm_nt_1d2d_p.bind(a2, sa, b_fp8, b_scale, sfa_mn_major=int(mn_major), **params)
+        d, _ = _fp8_gemm_nt_1d2d_p.bind(a2, sa, b_fp8, b_scale, **_params_1d2d(a2.shape[0], n, k, params, mn_major))
         return d.reshape(out_shape)
     b_scale_t = _per_row_scales_transposed(b_scale, n, kind)
     extra = () if c is None else (c.reshape(a2.shape[0], n),)
-    (d,) = _fp8_gemm_nt_1d1d_p.bind(a2, sa2, b_fp8, b_scale_t, *extra, accumulate=int(c is not None), **params)
+    (d,) = _fp8_gemm_nt_1d1d_p.bind(a2, sa2, b_fp8, b_scale_t, *extra, accumulate=int(c is not None),
+                                    **_params_1d1d(params))
     return d.reshape(out_shape).astype(out_dtype)
 
 
@@ -262,10 +294,12 @@ def _fp8_gemm_nt_into(a, b, out: jax.Array, *, tile: tuple[int, int] | None = No
         if sfa_mn_major is None:
             sfa_mn_major = _wants_mn_major_sfa(a_fp8.shape[0], b_fp8.shape[0], a_fp8.shape[1], params)
         sa = _sfa_mn_major(a_scale) if sfa_mn_major else a_scale
-        return _fp8_gemm_nt_1d2d_p.bind(a_fp8, sa, b_fp8, b_scale, out, sfa_mn_major=int(sfa_mn_major), **params)[0]
+        m, k = a_fp8.shape
+        return _fp8_gemm_nt_1d2d_p.bind(a_fp8, sa, b_fp8, b_scale, out,
+                                        **_params_1d2d(m, b_fp8.shape[0], k, params, bool(sfa_mn_major)))[0]
     n = b_fp8.shape[0]
     b_scale_t = _per_row_scales_transposed(b_scale, n, "channel" if b_scale.shape[0] == n else "block")
-    return _fp8_gemm_nt_1d1d_p.bind(a_fp8, a_scale, b_fp8, b_scale_t, out, accumulate=0, **params)[0]
+    return _fp8_gemm_nt_1d1d_p.bind(a_fp8, a_scale, b_fp8, b_scale_t, out, accumulate=0, **_params_1d1d(params))[0]
 
 
 def _defaults(kwargs: dict[str, Any]) -> dict[str, Any]:

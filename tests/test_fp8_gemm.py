@@ -127,6 +127,37 @@ def test_multicast_and_two_wave_tiles(m, n, k):
             _assert_close(out, ref, x, w)
 
 
+@pytest.mark.parametrize("m,n,k", [(64, 2112, 7168), (200, 576, 7168), (1, 1002, 1664)])
+def test_split_k_forced(m, n, k):
+    """Split-K forced on one-wave tiles: unpaired, A-multicast and B-multicast pairs (the second CTA of an M pair is
+    past M), 64 and 128 rows, both A-scale layouts of the 128-row tiles, N % 8 != 0 (register epilogue), split counts
+    that do not divide the K-blocks and more splits than K-blocks (clamped)."""
+    a, b, x, w = fp8_gemm_operands(seed=m + n + 3, m=m, n=n, k=k)
+    ref = _reference(a, b, b_kind="block")
+    cases = [((64, 32, 1, 2), 2), ((64, 64, 1, 1), 7), ((128, 64, 1, 1), 3), ((128, 128, 2, 1), 2),
+             ((128, 176, 1, 1), 5), ((64, 16, 1, 1), 64)]
+    for tile, split in cases:
+        for mn_major in (False, True) if tile[0] == 128 else (False,):
+            out = jax.jit(_fp8_gemm_nt_into, static_argnames=("tile", "sfa_mn_major"))(
+                a, b, _poisoned(m, n, jnp.bfloat16), tile=(*tile, split), sfa_mn_major=mn_major)
+            _assert_close(out, ref, x, w)
+
+
+def test_split_k_default_is_deterministic():
+    """The heuristic splits K at 64 x 576 x 7168 (36 tiles of 64 x 16 on 132 SMs); the result does not depend on which
+    split arrives last (20 calls bitwise equal) and equals the unsplit kernel's to FP32 reassociation."""
+    m, n, k = 64, 576, 7168
+    assert _ffi.fp8_gemm_workspace_bytes(m, n, k, _ffi.device_sm_count()) > 0
+    a, b, x, w = fp8_gemm_operands(seed=21, m=m, n=n, k=k)
+    f = jax.jit(dg.fp8_gemm_nt)
+    first = f(a, b)
+    _assert_close(first, _reference(a, b), x, w)
+    for _ in range(19):
+        assert_bitwise_equal(f(a, b), first)
+    unsplit = dg.fp8_gemm_nt(a, b, tile=(0, 0, 0, 0, 1))
+    _assert_close(unsplit, _reference(a, b), x, w)
+
+
 def test_transposed_variants_equal_nt_bitwise():
     m, n, k = 256, 576, 1536
     a, b, _, _ = fp8_gemm_operands(seed=5, m=m, n=n, k=k)
@@ -166,7 +197,7 @@ def test_export_round_trip_in_fresh_process(tmp_path):
     a, b, _, _ = fp8_gemm_operands(seed=12, m=128, n=576, k=512)
     f = jax.jit(dg.fp8_gemm_nt)
     exported = jax.export.export(f, platforms=["cuda"], disabled_checks=dg.export_disabled_checks())(a, b)
-    assert "jax_deepgemm_fp8_gemm_nt_1d2d_v3" in exported.mlir_module()
+    assert "jax_deepgemm_fp8_gemm_nt_1d2d_v4" in exported.mlir_module()
     (tmp_path / "fn.bin").write_bytes(exported.serialize())
     arrays = {"a": a[0], "sa": a[1], "b": b[0], "sb": b[1]}
     for name, arr in arrays.items():
@@ -207,4 +238,8 @@ def test_sanitizer_small():
     a, b, x, w = fp8_gemm_operands(seed=5, m=m, n=n, k=k)
     for tile in ((256, 128, 1, 2), (256, 128, 1, 1)):
         out = _fp8_gemm_nt_into(a, b, _poisoned(m, n, jnp.bfloat16), tile=tile, sfa_mn_major=True)
+        _assert_close(out, _reference(a, b, b_kind="block"), x, w)
+    # split-K (3 K-blocks over 3 CTAs per tile): partial stores, counters, the last CTA's reads
+    for tile in ((64, 64, 1, 1, 3), (128, 64, 1, 1, 2), (64, 32, 1, 2, 3)):
+        out = _fp8_gemm_nt_into(a, b, _poisoned(m, n, jnp.bfloat16), tile=tile)
         _assert_close(out, _reference(a, b, b_kind="block"), x, w)

@@ -31,7 +31,7 @@ from jax_deepgemm.testing.numeric import assert_bitwise_equal
 E4M3 = ml_dtypes.float8_e4m3fn
 VARIANTS = ["1d2d", "1d1d", "1d1d_acc"]
 TARGETS = {
-    "1d2d": "jax_deepgemm_fp8_gemm_nt_1d2d_v3",
+    "1d2d": "jax_deepgemm_fp8_gemm_nt_1d2d_v4",
     "1d1d": "jax_deepgemm_fp8_gemm_nt_1d1d_v2",
     "1d1d_acc": "jax_deepgemm_fp8_gemm_nt_1d1d_v2",
 }

@@ -65,7 +65,8 @@ inline double Fp8GemmCost(int m, int n, int k, BlockShape s, BScale scale, int n
 // excludes wider tiles (e.g. those not compiled with the ragged walk).
 inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int num_sms, int force_block_m,
                                        int force_block_n, int force_cluster_m, int force_cluster_n,
-                                       int max_block_n = 0, int max_block_m = 0, bool sfa_mn_major = false) {
+                                       int max_block_n = 0, int max_block_m = 0, bool sfa_mn_major = false,
+                                       int force_split_k = 0) {
   const BlockShape* shapes = scale == BScale::kBlock128 ? kFp8Block128Shapes : kFp8PerChannelShapes;
   const int num_shapes = scale == BScale::kBlock128 ? int(std::size(kFp8Block128Shapes))
                                                     : int(std::size(kFp8PerChannelShapes));
@@ -119,11 +120,25 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
     }
   }
   if (best.block_m == 0) return best;  // forced shape not compiled: caller reports it
-  // Persistent grid: one CTA per SM at most, a whole number of clusters.
   const int cluster_size = best.cluster_m * best.cluster_n;
   const int cluster_tiles = ((m + best.block_m * best.cluster_m - 1) / (best.block_m * best.cluster_m)) *
                             ((n + best.block_n * best.cluster_n - 1) / (best.block_n * best.cluster_n));
-  best.grid = std::max(1, std::min(cluster_tiles, num_sms / cluster_size)) * cluster_size;
+  // Split-K (dense 1D2D tiles of one 128-row wave; force_split_k: 0 = decide, 1 = never, > 1 = forced).
+  // With few tiles and long K each CTA runs one long chain of dependent WGMMA slices (~480 cycles per
+  // 128-K slice at 64 x 32: 64 x 2112 x 7168 took 13.7 us on 66 SMs) while half the SMs idle. So when the
+  // tiles fill at most half the SMs, each tile's K-blocks are shared by up to num_sms / CTAs CTAs, at
+  // least 8 K-blocks each; the last CTA of a tile sums the FP32 partials (see Fp8GemmSplitKWorkspaceBytes).
+  const int num_k_blocks = (k + 127) / 128;
+  const bool may_split = scale == BScale::kBlock128 && max_block_m == 0 && best.block_m <= 128;
+  if (force_split_k > 1) {
+    if (!may_split) return Fp8GemmConfig{};  // no such compiled kernel: caller reports it
+    best.split_k = std::min(force_split_k, num_k_blocks);
+  } else if (force_split_k == 0 && may_split) {
+    const int ctas = cluster_tiles * cluster_size;
+    if (2 * ctas <= num_sms && num_k_blocks >= 16) best.split_k = std::max(1, std::min(num_sms / ctas, num_k_blocks / 8));
+  }
+  // Persistent grid: one CTA per SM at most, a whole number of clusters.
+  best.grid = std::max(1, std::min(cluster_tiles * best.split_k, num_sms / cluster_size)) * cluster_size;
   best.num_stages = Fp8GemmStages({best.block_m, best.block_n}, scale, sfa_mn_major);
   best.raster_band = 8;
 
@@ -134,8 +149,8 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
     std::lock_guard<std::mutex> lock(mu);
     if (seen.insert({m, n, k, int(scale)}).second)
       std::fprintf(stderr, "jax_deepgemm fp8_gemm m=%d n=%d k=%d scale=%d -> block %dx%d cluster %dx%d "
-                   "stages=%d grid=%d\n", m, n, k, int(scale), best.block_m, best.block_n, best.cluster_m,
-                   best.cluster_n, best.num_stages, best.grid);
+                   "stages=%d grid=%d split_k=%d\n", m, n, k, int(scale), best.block_m, best.block_n, best.cluster_m,
+                   best.cluster_n, best.num_stages, best.grid, best.split_k);
   }
   return best;
 }

@@ -61,7 +61,27 @@ struct Fp8GemmParams {
   int raster_band;          // tiles per band of the L2 rasterisation
   int use_tma_store;        // BF16 D through swizzled shared memory + TMA store (needs n % 8 == 0)
   GemmGrouping grouping;    // M-grouped MoE layouts (B is [num_groups * n, k]); default: dense
+  // Split-K (dense 1D2D, BLOCK_M <= 128; Fp8GemmSplitKWorkspaceBytes): split_k CTAs share each output tile's
+  // K-blocks; each stores its FP32 partial, the last to arrive sums them in split order and stores D.
+  int split_k = 1;
+  int* split_counters = nullptr;    // [tiles], zero at launch
+  float* split_partials = nullptr;  // [tiles][split_k][kNumMathThreads * accumulators per thread]
 };
+
+// Named barrier of the split-K hand-over among the math threads (raw PTX id: above the CUTLASS
+// NamedBarrier ids the turn and epilogue barriers use).
+constexpr uint32_t kSplitKBarrier = 14;
+
+// Among the `num_threads` math threads: true on all of them if `pred` is true on any (bar.red.or).
+__device__ __forceinline__ bool MathThreadsAny(bool pred, int num_threads) {
+  uint32_t any;
+  asm volatile(
+      "{\n.reg .pred p, q;\nsetp.ne.u32 q, %1, 0;\nbar.red.or.pred p, %2, %3, q;\nselp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(any)
+      : "r"(uint32_t(pred)), "n"(kSplitKBarrier), "r"(num_threads)
+      : "memory");
+  return any != 0;
+}
 
 template <int N>
 struct Fp8Wgmma;
@@ -164,6 +184,8 @@ struct Fp8GemmTraits {
   // BLOCK_M <= 128 (contiguous segments are 128-aligned).
   static constexpr bool kMGrouped = kBScale == BScale::kBlock128 && kBlockM <= 128;
   static constexpr bool kRaggedWalk = kMGrouped && kBlockN <= kMaxRaggedBlockN;
+  // Split-K is compiled into the dense 1D2D tiles of one 128-row wave (few tiles, long K: small M).
+  static constexpr bool kMaySplitK = kBScale == BScale::kBlock128 && kBlockM <= 128;
 
   static_assert(kStageBytes + kBarrierBytes == Fp8GemmStageBytes(kBlockM, kBlockN, kBScale),
                 "stage layout and the heuristic's stage budget must agree");
@@ -237,10 +259,17 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       if constexpr (kClusterN > 1) n_block = n_block * kClusterN + cta_rank;
       return true;
     }
+    // Split-K: consecutive walk entries are the splits of one (cluster) tile.
+    const int split = Traits::kMaySplitK && p.split_k > 1 ? tile % p.split_k : 0;
+    if (Traits::kMaySplitK && p.split_k > 1) tile /= p.split_k;
     if (!NextGemmTile<kBlockM, kBlockN, kClusterM, kClusterN>(sched, p.grouping, p.m, p.n, tile, cta_rank, m_block,
                                                               n_block, group))
       return false;
     kb_end = group < 0 ? 0 : p.num_k_blocks;
+    if (Traits::kMaySplitK && p.split_k > 1) {
+      kb_begin = split * p.num_k_blocks / p.split_k;
+      kb_end = group < 0 ? kb_begin : (split + 1) * p.num_k_blocks / p.split_k;
+    }
     return true;
   };
   // Index of the first B scale row (of kScaleRows) covering tile column n0, for 128x128 B scales.
@@ -470,6 +499,40 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         if (++stage == num_stages) stage = 0, phase ^= 1;
       }
 
+      if constexpr (Traits::kMaySplitK) {
+        if (p.split_k > 1) {
+          // Split-K hand-over. Each thread stores its partial accumulators (coalesced: the i-th of all
+          // math threads are adjacent) and fences them; one thread counts the arrival. The tile's last
+          // split sums all partials in split order (its own from registers: the same values) and goes on
+          // to the epilogue; the others are done with this tile.
+          const int split = tile % p.split_k;
+          const int n_units = (p.n + kBlockN * kClusterN - 1) / (kBlockN * kClusterN) * kClusterN;
+          const int64_t unit = int64_t(m_block) * n_units + n_block;
+          constexpr int kTileFloats = Traits::kNumMathThreads * kAccums;
+          float* partials = p.split_partials + unit * p.split_k * kTileFloats + threadIdx.x;
+#pragma unroll
+          for (int i = 0; i < kAccums; ++i) __stcg(partials + split * kTileFloats + i * Traits::kNumMathThreads, final_acc[0][i]);
+          __threadfence();
+          asm volatile("bar.sync %0, %1;\n" ::"n"(kSplitKBarrier), "n"(Traits::kNumMathThreads) : "memory");
+          bool last = false;
+          if (threadIdx.x == 0) last = atomicAdd(p.split_counters + unit, 1) == p.split_k - 1;
+          if (!MathThreadsAny(last, Traits::kNumMathThreads)) continue;
+          __threadfence();
+#pragma unroll
+          for (int i = 0; i < kAccums; ++i) accum[i] = 0.0f;
+          for (int s = 0; s < p.split_k; ++s) {
+            if (s == split) {
+#pragma unroll
+              for (int i = 0; i < kAccums; ++i) accum[i] += final_acc[0][i];
+            } else {
+#pragma unroll
+              for (int i = 0; i < kAccums; ++i) accum[i] += __ldcg(partials + s * kTileFloats + i * Traits::kNumMathThreads);
+            }
+          }
+#pragma unroll
+          for (int i = 0; i < kAccums; ++i) final_acc[0][i] = accum[i];
+        }
+      }
       if (kBScale == BScale::kPerChannel && poisoned) {
 #pragma unroll
         for (int i = 0; i < kAccums; ++i) final_acc[0][i] = __int_as_float(0x7fc00000);  // broken K layout: NaN

@@ -82,6 +82,19 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   params.grouping.group_ends = op.group_ends;
   params.raster_band = cfg.raster_band;
   params.use_tma_store = use_tma_store ? 1 : 0;
+  if (cfg.split_k > 1) {
+    if (!Traits::kMaySplitK || m_grouped || op.workspace == nullptr ||
+        op.workspace_bytes < Fp8GemmSplitKWorkspaceBytes(cfg, op.m, op.n))
+      return cudaErrorInvalidValue;
+    params.split_k = cfg.split_k;
+    params.split_counters = static_cast<int*>(op.workspace);
+    params.split_partials =
+        reinterpret_cast<float*>(static_cast<char*>(op.workspace) + Fp8GemmSplitKCounterBytes(cfg, op.m, op.n));
+    // The counters must start at zero in every call (XLA hands out uninitialised buffers); an async
+    // memset is a stream op, so CUDA-graph capture keeps it.
+    const cudaError_t zeroed = cudaMemsetAsync(params.split_counters, 0, Fp8GemmSplitKCounterBytes(cfg, op.m, op.n), stream);
+    if (zeroed != cudaSuccess) return zeroed;
+  }
   struct MaxClusters {};  // one occupancy query per instance and device
   // The 128-row tiles' optional A-scale area (the heuristic counted it in cfg.num_stages).
   const int smem_bytes = Traits::SmemBytes(cfg.num_stages) +
