@@ -3,7 +3,7 @@
 For fitting `ffi/heuristics/sm90_fp8_gemm.h` on the GPU in one device call:
 
     python3 -P scripts/sweep_tiles.py 4096x7168x16384 64x2112x7168 ...   (default: the 18 bench shapes)
-    SWEEP_TILES=128x128x1x0,128x128x1x1 python3 -P scripts/sweep_tiles.py ...  (only these tiles)
+    SWEEP_TILES=128x128x1x2,64x64x1x1x4 python3 -P scripts/sweep_tiles.py ...  (only these; 5th entry: split-K)
     SWEEP_SFA_MN_MAJOR_MIN_M=1000000 python3 -P scripts/sweep_tiles.py ...  (A scales K-major at any M)
 
 Times with the CUDA profiler (testing.timing.time_with_profiler: rotating input sets larger than L2).
@@ -60,8 +60,9 @@ def main(argv) -> int:
         fp8_gemm._SFA_MN_MAJOR_MIN_M = int(os.environ["SWEEP_SFA_MN_MAJOR_MIN_M"])
     tiles = _ffi.fp8_gemm_tiles()["1d2d"]
     if os.environ.get("SWEEP_TILES"):
-        wanted = {tuple(int(v) for v in t.split("x")) for t in os.environ["SWEEP_TILES"].split(",")}
-        tiles = [t for t in tiles if tuple(t) in wanted]
+        # a fifth entry forces split-K (e.g. 64x64x1x1x4); 4-entry tiles leave it to the heuristic
+        wanted = [tuple(int(v) for v in t.split("x")) for t in os.environ["SWEEP_TILES"].split(",")]
+        tiles = [w for w in wanted if tuple(w[:4]) in {tuple(t) for t in tiles}]
     if not tiles or jax.devices()[0].platform != "gpu":
         print("needs a GPU and the CUDA kernels")
         return 0
@@ -71,7 +72,7 @@ def main(argv) -> int:
         print(f"\n{m}x{n}x{k}: heuristic {default_us:8.2f} us {flops / default_us / 1e6:7.0f} TFLOPS"
               f"  {_verdict(_diff(m, n, k, None))}")
         for tile in tiles:
-            if (tile[0] == 128 and m <= 64) or (tile[0] == 64 and m >= 1024):
+            if not os.environ.get("SWEEP_TILES") and ((tile[0] == 128 and m <= 64) or (tile[0] == 64 and m >= 1024)):
                 continue
             us = _kernel_us(m, n, k, tile)
             mark = "  <- heuristic?" if abs(us - default_us) < 0.01 * default_us else ""
