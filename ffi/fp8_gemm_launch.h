@@ -96,6 +96,9 @@ struct Fp8GemmConfig {
   int split_k = 1;
 };
 
+// Widest tile compiled with split-K (see sm90_fp8_gemm.cuh).
+constexpr int kFp8SplitKMaxBlockN = 128;
+
 // Split-K scratch of a config: one arrival counter per output tile (zeroed before each launch), then
 // each split's FP32 partial tile, [tiles][split_k][BLOCK_M * BLOCK_N]. The last CTA of a tile to arrive
 // sums the partials in split order (deterministic) and stores D. Tiles count clusters' padding tiles.

@@ -184,8 +184,9 @@ struct Fp8GemmTraits {
   // BLOCK_M <= 128 (contiguous segments are 128-aligned).
   static constexpr bool kMGrouped = kBScale == BScale::kBlock128 && kBlockM <= 128;
   static constexpr bool kRaggedWalk = kMGrouped && kBlockN <= kMaxRaggedBlockN;
-  // Split-K is compiled into the dense 1D2D tiles of one 128-row wave (few tiles, long K: small M).
-  static constexpr bool kMaySplitK = kBScale == BScale::kBlock128 && kBlockM <= 128;
+  // Split-K is compiled into the dense 1D2D tiles of one 128-row wave up to 128 wide (few tiles, long K: small M;
+  // beside the wider tiles' accumulators its code spills: measured).
+  static constexpr bool kMaySplitK = kBScale == BScale::kBlock128 && kBlockM <= 128 && kBlockN <= kFp8SplitKMaxBlockN;
 
   static_assert(kStageBytes + kBarrierBytes == Fp8GemmStageBytes(kBlockM, kBlockN, kBScale),
                 "stage layout and the heuristic's stage budget must agree");
