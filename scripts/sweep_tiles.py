@@ -70,13 +70,13 @@ def main(argv) -> int:
         flops = 2.0 * m * n * k
         default_us = _kernel_us(m, n, k, None)
         print(f"\n{m}x{n}x{k}: heuristic {default_us:8.2f} us {flops / default_us / 1e6:7.0f} TFLOPS"
-              f"  {_verdict(_diff(m, n, k, None))}")
+              f"  {_verdict(_diff(m, n, k, None))}", flush=True)  # (a timeout must not lose the lines)
         for tile in tiles:
             if not os.environ.get("SWEEP_TILES") and ((tile[0] == 128 and m <= 64) or (tile[0] == 64 and m >= 1024)):
                 continue
             us = _kernel_us(m, n, k, tile)
             mark = "  <- heuristic?" if abs(us - default_us) < 0.01 * default_us else ""
-            print(f"  {str(tile):>14} {us:8.2f} us {flops / us / 1e6:7.0f} TFLOPS  {_verdict(_diff(m, n, k, tile))}{mark}")
+            print(f"  {str(tile):>14} {us:8.2f} us {flops / us / 1e6:7.0f} TFLOPS  {_verdict(_diff(m, n, k, tile))}{mark}", flush=True)
     return 0
 
 
