@@ -83,9 +83,15 @@ def _params_1d1d(params: dict[str, int]) -> dict[str, int]:
     return params
 
 
+_SPLIT_K_MAX_BLOCK = 128  # kFp8SplitKMaxBlockN and the one-wave BLOCK_M limit (ffi/fp8_gemm_launch.h)
+
+
 def _params_1d2d(m: int, n: int, k: int, params: dict[str, int], sfa_mn_major: bool) -> dict[str, int]:
     """The 1D2D primitive's params: the tile attributes, the A-scale layout and the size of its split-K workspace
     output (asked of the kernel's heuristic, as the handler will decide)."""
+    if params["split_k"] > 1 and (params["block_m"] > _SPLIT_K_MAX_BLOCK or params["block_n"] > _SPLIT_K_MAX_BLOCK):
+        raise ValueError(f"tile: split_k is compiled into tiles up to {_SPLIT_K_MAX_BLOCK} x {_SPLIT_K_MAX_BLOCK} only, "
+                         f"got block_m={params['block_m']}, block_n={params['block_n']}")
     num_sms = params["num_sms"] or _ffi.device_sm_count()
     workspace = _ffi.fp8_gemm_workspace_bytes(m, n, k, num_sms, params["block_m"], params["block_n"],
                                               params["cluster_m"], params["cluster_n"], params["split_k"],
@@ -234,9 +240,10 @@ def fp8_gemm_nt(
         else float32.
       c: optional float32 ``[..., M, N]`` accumulator: ``D = C + A @ B.T`` (computed in FP32).
       num_sms: use at most this many SMs (0 = all), e.g. to leave SMs to overlapping communication.
-      tile: ``(block_m, block_n[, cluster_m[, cluster_n]])`` forces a compiled kernel shape (tuning and tests;
-        see ``jax_deepgemm._ffi.fp8_gemm_tiles()``; cluster_m/cluster_n = 2: CTA pairs multicasting B/A);
-        None = heuristic.
+      tile: ``(block_m, block_n[, cluster_m[, cluster_n[, split_k]]])`` forces a compiled kernel shape (tuning and
+        tests; see ``jax_deepgemm._ffi.fp8_gemm_tiles()``; cluster_m/cluster_n = 2: CTA pairs multicasting B/A;
+        split_k > 1 shares each tile's K-blocks among that many CTAs, 1 = never, BF16-output kernel with tiles
+        up to 128 x 128 only); 0 entries and None = heuristic.
 
     Returns:
       ``[..., M, N]`` in ``out_dtype``. M = 0 or N = 0 give an empty result; K = 0 gives ``C`` (or zeros).

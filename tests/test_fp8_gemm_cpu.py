@@ -261,6 +261,9 @@ def test_split_k_errors():
     with pytest.raises(ValueError, match="split_k applies to the BF16-output"):
         fp8_gemm_nt((jnp.asarray(a), jnp.asarray(sa)), (jnp.asarray(b), jnp.asarray(sb)), tile=(64, 64, 1, 1, 2))
     a, sa, b, sb, _ = np_operands(64, 256, 512, "block")
+    for tile in ((128, 176, 1, 1, 2), (256, 128, 1, 2, 2)):
+        with pytest.raises(ValueError, match="split_k is compiled into tiles up to 128 x 128"):
+            fp8_gemm_nt((jnp.asarray(a), jnp.asarray(sa)), (jnp.asarray(b), jnp.asarray(sb)), tile=tile)
     with pytest.raises(ValueError, match="split_k must be >= 0"):
         fp8_gemm_nt((jnp.asarray(a), jnp.asarray(sa)), (jnp.asarray(b), jnp.asarray(sb)), tile=(64, 64, 1, 1, -1))
 
