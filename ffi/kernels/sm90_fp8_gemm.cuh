@@ -20,7 +20,9 @@
 //   * 2-CTA clusters share one operand tile through TMA multicast: along M (two M-blocks, one B
 //     tile) or along N (two N-blocks, one A tile); each CTA loads half and multicasts it;
 //   * the epilogue writes the tile straight from registers (any M, any even/odd N), or (BF16, BLOCK_N
-//     a multiple of 64) through swizzled shared memory and TMA stores.
+//     a multiple of 64) through swizzled shared memory and TMA stores;
+//   * split-K (dense, small M, long K): several CTAs share one tile's K-blocks, store FP32 partials to a
+//     workspace and count their arrival; the last sums the partials in split order and runs the epilogue.
 // Grouped forms (GemmGrouping, gemm_tile_walk.cuh): M-grouped contiguous/masked (1D2D: a per-tile
 // expert selects B's rows) and K-grouped (1D1D: each group owns a K range of A and B and an [m, n]
 // slice of D; the K loop simply starts and ends at the group's K-blocks).
@@ -61,7 +63,7 @@ struct Fp8GemmParams {
   int raster_band;          // tiles per band of the L2 rasterisation
   int use_tma_store;        // BF16 D through swizzled shared memory + TMA store (needs n % 8 == 0)
   GemmGrouping grouping;    // M-grouped MoE layouts (B is [num_groups * n, k]); default: dense
-  // Split-K (dense 1D2D, BLOCK_M <= 128; Fp8GemmSplitKWorkspaceBytes): split_k CTAs share each output tile's
+  // Split-K (dense 1D2D, tiles up to 128 x 128; Fp8GemmSplitKWorkspaceBytes): split_k CTAs share each output tile's
   // K-blocks; each stores its FP32 partial, the last to arrive sums them in split order and stores D.
   int split_k = 1;
   int* split_counters = nullptr;    // [tiles], zero at launch
