@@ -4,14 +4,15 @@
 # hot loop can be read offline (the CPU machines have no cuobjdump/ncu).
 #
 #   OUT=/tmp/out bash scripts/profile_fp8.sh 4096 4096 7168 256 128 1 2
+#   OUT=/tmp/out bash scripts/profile_fp8.sh 64 2112 7168 64 64 1 1 4   (8th: split-K)
 #
 # Writes: sass_<tile>.txt (the instance's SASS), ncu_<tile>.ncu-rep, ncu_<tile>_source.csv.gz,
 # ncu_<tile>_details.txt, and prints the top stalled instructions (scripts/ncu_summary.sh).
 set -euo pipefail
 OUT=${OUT:-/tmp/out}
 PY=${PY:-python3}
-M=$1 N=$2 K=$3 BM=$4 BN=$5 CM=$6 CN=$7
-tag="${BM}x${BN}x${CM}x${CN}"
+M=$1 N=$2 K=$3 BM=$4 BN=$5 CM=$6 CN=$7 SPLIT=${8:-0}
+tag="${BM}x${BN}x${CM}x${CN}x${SPLIT}"
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
 
@@ -23,6 +24,6 @@ cuobjdump -sass "$so" | awk -v fn="$fn" '/Function :/ {keep = index($0, fn) > 0}
 echo "sass_$tag.txt: $(wc -l < "$OUT/sass_$tag.txt") lines, QGMMA $(grep -c QGMMA "$OUT/sass_$tag.txt" || true)"
 
 ncu --set full --import-source no -k "regex:Sm90Fp8GemmKernel" --launch-skip 2 --launch-count 1 -f \
-  -o "$OUT/ncu_$tag" $PY -P scripts/profile_one.py "$M" "$N" "$K" "$BM" "$BN" "$CM" "$CN" > "$OUT/ncu_$tag.log" 2>&1 \
+  -o "$OUT/ncu_$tag" $PY -P scripts/profile_one.py "$M" "$N" "$K" "$BM" "$BN" "$CM" "$CN" "$SPLIT" > "$OUT/ncu_$tag.log" 2>&1 \
   || { tail -n 20 "$OUT/ncu_$tag.log"; exit 1; }
 bash scripts/ncu_summary.sh "$OUT/ncu_$tag"
