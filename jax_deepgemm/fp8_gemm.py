@@ -125,6 +125,15 @@ def _reference_1d1d(a, a_scale, b, b_scale_t, *out, accumulate: int, **_):
     return (fp8_gemm_nt_reference(a, a_scale, b, b_scale, c=acc, out_dtype=jnp.float32, b_scale_kind="channel"),)
 
 
+def _with_workspace_for(params: dict[str, int], a: jax.Array, b: jax.Array) -> dict[str, int]:
+    """1D2D params re-sized for operands ``a [..., M, K]``, ``b [..., N, K]``: vmap folds batches into M or hands the
+    A scales over K-major, either of which may change the split-K workspace. Other params pass through."""
+    if "workspace_bytes" not in params:
+        return params
+    tile = {key: params[key] for key in ("block_m", "block_n", "cluster_m", "cluster_n", "num_sms", "split_k")}
+    return _params_1d2d(a.shape[-2], b.shape[-2], a.shape[-1], tile, bool(params["sfa_mn_major"]))
+
+
 def _batch_gemm(prim, args, dims, **params):
     """vmap rule: batched A-side operands (a, a_scale, c) fold into M; a batched B loops (lax.map)."""
     size = batch_size(args, dims)
@@ -141,12 +150,10 @@ def _batch_gemm(prim, args, dims, **params):
         for i in a_side:
             x = move_batch_dim_to_front(args[i], dims[i], size)
             flat[i] = x.reshape(size * x.shape[1], *x.shape[2:])
-        if "workspace_bytes" in params:  # the folded M may split K differently
-            tile = {key: params[key] for key in ("block_m", "block_n", "cluster_m", "cluster_n", "num_sms", "split_k")}
-            params = _params_1d2d(flat[0].shape[0], flat[2].shape[0], flat[0].shape[1], tile, False)
-        out, *rest = prim.bind(*flat, **params)
+        out, *rest = prim.bind(*flat, **_with_workspace_for(params, flat[0], flat[2]))
         return (out.reshape(size, -1, out.shape[-1]), *rest), (0,) + (None,) * len(rest)
     moved = [move_batch_dim_to_front(x, d, size) for x, d in zip(args, dims)]
+    params = _with_workspace_for(params, moved[0], moved[2])
     outs = jax.lax.map(lambda xs: tuple(prim.bind(*xs, **params)), tuple(moved))
     return outs, (0,) * len(outs)
 
