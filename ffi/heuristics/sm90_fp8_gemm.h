@@ -66,7 +66,7 @@ inline double Fp8GemmCost(int m, int n, int k, BlockShape s, BScale scale, int n
 inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int num_sms, int force_block_m,
                                        int force_block_n, int force_cluster_m, int force_cluster_n,
                                        int max_block_n = 0, int max_block_m = 0, bool sfa_mn_major = false,
-                                       int force_split_k = 0) {
+                                       int force_split_k = 1) {
   const BlockShape* shapes = scale == BScale::kBlock128 ? kFp8Block128Shapes : kFp8PerChannelShapes;
   const int num_shapes = scale == BScale::kBlock128 ? int(std::size(kFp8Block128Shapes))
                                                     : int(std::size(kFp8PerChannelShapes));
@@ -120,8 +120,8 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
     }
   }
   if (best.block_m == 0) return best;  // forced shape not compiled: caller reports it
-  // Split-K (dense 1D2D tiles of one 128-row wave, up to 128 wide; force_split_k: 0 = decide, 1 = never, > 1 =
-  // forced). With few tiles and long K each CTA runs one long chain of 128-K slices while SMs idle. So when the
+  // Split-K (dense 1D2D tiles of one 128-row wave, up to 128 wide; force_split_k: 0 = decide, 1 = never (the
+  // default: only the dense handler, which passes a workspace, asks for it), > 1 = forced). With few tiles and long K each CTA runs one long chain of 128-K slices while SMs idle. So when the
   // tiles fill at most half the SMs, each tile's K-blocks are shared by up to num_sms / CTAs CTAs, at least 8
   // K-blocks each; the last CTA of a tile sums the FP32 partials (see Fp8GemmSplitKWorkspaceBytes).
   const int num_k_blocks = (k + 127) / 128;
