@@ -121,9 +121,10 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
   }
   if (best.block_m == 0) return best;  // forced shape not compiled: caller reports it
   // Split-K (dense 1D2D tiles of one 128-row wave, up to 128 wide; force_split_k: 0 = decide, 1 = never (the
-  // default: only the dense handler, which passes a workspace, asks for it), > 1 = forced). With few tiles and long K each CTA runs one long chain of 128-K slices while SMs idle. So when the
-  // tiles fill at most half the SMs, each tile's K-blocks are shared by up to num_sms / CTAs CTAs, at least 8
-  // K-blocks each; the last CTA of a tile sums the FP32 partials (see Fp8GemmSplitKWorkspaceBytes).
+  // default: only the dense handler, which passes a workspace, asks for it), > 1 = forced). With few tiles and
+  // long K each CTA runs one long chain of 128-K slices while SMs idle. So when the tiles fill at most half the
+  // SMs, each tile's K-blocks are shared by up to num_sms / CTAs CTAs, at least 8 K-blocks each; the last CTA of a
+  // tile sums the FP32 partials (see Fp8GemmSplitKWorkspaceBytes).
   const int num_k_blocks = (k + 127) / 128;
   const bool dense_1d2d = scale == BScale::kBlock128 && max_block_m == 0;
   auto split_for = [&](int ctas) { return 2 * ctas <= num_sms ? std::max(1, std::min(num_sms / ctas, num_k_blocks / 8)) : 1; };
