@@ -59,7 +59,7 @@ ffi::Error Fp8GemmNt(cudaStream_t stream, int32_t device, BScale scale, const ff
   // check
   JDG_RETURN_IF_ERROR(ExpectBuffer(a, "a", ffi::DataType::F8E4M3FN, {m, k}));
   JDG_RETURN_IF_ERROR(ExpectBuffer(b, "b", ffi::DataType::F8E4M3FN, {n, k}));
-  const int64_t sfa_mn_stride = sfa_mn_major ? (m + 3) / 4 * 4 : 0;
+  const int64_t sfa_mn_stride = sfa_mn_major ? Fp8GemmSfaMnStride(m) : 0;
   if (sfa_mn_major)
     JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale (MN-major)", ffi::DataType::F32, {k_blocks, sfa_mn_stride}));
   else

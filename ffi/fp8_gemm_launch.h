@@ -43,6 +43,9 @@ constexpr int Fp8GemmStageBytes(int block_m, int block_n, BScale scale) {
          kFp8GemmBarrierBytesPerStage;
 }
 
+// Row stride (floats) of MN-major A scales [ceil(K/128), align(M, 4)]: 16-byte rows, as TMA needs.
+constexpr int64_t Fp8GemmSfaMnStride(int64_t m) { return (m + 3) / 4 * 4; }
+
 struct Fp8GemmOperands {
   int device = 0;               // CUDA device ordinal of the call
   int m = 0, n = 0, k = 0, num_k_blocks = 0;

@@ -39,7 +39,7 @@ ffi::Error DecodeRowGrouped(const std::string& op, const ffi::AnyBuffer& a, cons
   JDG_RETURN_IF_ERROR(ExpectBuffer(a, "a", ffi::DataType::F8E4M3FN, {m, k}));
   JDG_RETURN_IF_ERROR(ExpectBuffer(b, "b", ffi::DataType::F8E4M3FN, {groups, n, k}));
   if (sfa_mn_major)
-    JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale (MN-major)", ffi::DataType::F32, {k_blocks, (m + 3) / 4 * 4}));
+    JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale (MN-major)", ffi::DataType::F32, {k_blocks, Fp8GemmSfaMnStride(m)}));
   else
     JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale", ffi::DataType::F32, {m, k_blocks}));
   JDG_RETURN_IF_ERROR(ExpectBuffer(sfb, "b_scale", ffi::DataType::F32, {groups, CeilDiv(n, 128), k_blocks}));
@@ -75,7 +75,7 @@ ffi::Error MGroupedFp8GemmNtContiguous(cudaStream_t stream, int32_t device, ffi:
     return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_contiguous: requested block_n is not a compiled kernel");
   // launch
   Fp8GemmOperands op = MakeFp8GemmOperands(device, m, n, k, a, sfa, b, sfb, *d);
-  op.sfa_mn_stride = sfa_mn_major != 0 ? int((m + 3) / 4 * 4) : 0;
+  op.sfa_mn_stride = sfa_mn_major != 0 ? int(Fp8GemmSfaMnStride(m)) : 0;
   op.row_group = static_cast<const int*>(row_group.untyped_data());
   op.num_groups = int(groups);
   return CudaStatus(DispatchFp8Gemm(BScale::kBlock128, op, cfg, stream), "m_grouped_fp8_gemm_nt_contiguous launch");
