@@ -17,7 +17,7 @@ constexpr int kSm90SmemCapacity = 232448;  // opt-in dynamic shared memory per b
 
 // Widest tile compiled with the ragged M-grouped tile walk (see sm90_fp8_gemm.cuh).
 constexpr int kMaxRaggedBlockN = 176;
-// Tallest tile of M-grouped GEMMs (contiguous segments are 128-row aligned; BLOCK_M = 256 is dense only).
+// Tallest tile of the masked and ragged M-grouped GEMMs (the contiguous one also runs 256-row tiles).
 constexpr int kMGroupedMaxBlockM = 128;
 
 // BF16 (1D2D) tiles whose width is a multiple of 64 stage D in shared memory for TMA stores.

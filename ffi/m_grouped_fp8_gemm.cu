@@ -18,8 +18,14 @@
 namespace jdg {
 namespace {
 
-// The group alignment of the contiguous layout: one tile, one expert.
+// The group alignment of the contiguous layout: one 128-row block, one expert.
 constexpr int kContiguousBlockM = 128;
+// Contiguous tiles are 256 rows (two 128-row waves sharing each B tile: the dense kernel's fastest tile at
+// M = 4096, 13-17 % faster than 128-row pairs at N >= 4096) when the experts average at least this many
+// rows, else 128. A 256-row tile whose two blocks belong to two experts runs its K range once per wave
+// (ContiguousSecondWaveGroup), ~1.5x a tile's time; there is at most one such tile per expert boundary,
+// i.e. <= 1 in 8 tiles here.
+constexpr int64_t kContiguousTallTileMinRowsPerGroup = 2048;
 
 // The operands shared by the contiguous and ragged forms: A [M, K] rows of all experts, B [G, N, K],
 // their scales, a per-row or per-group int32 layout of `layout_len` entries and D [M, N] BF16.
@@ -54,10 +60,12 @@ ffi::Error DecodeRowGrouped(const std::string& op, const ffi::AnyBuffer& a, cons
 
 ffi::Error MGroupedFp8GemmNtContiguous(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa,
                                        ffi::AnyBuffer b, ffi::AnyBuffer sfb, ffi::AnyBuffer row_group,
-                                       ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, int32_t block_n,
-                                       int32_t num_sms, int32_t sfa_mn_major) {
+                                       ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, int32_t block_m,
+                                       int32_t block_n, int32_t num_sms, int32_t sfa_mn_major) {
   constexpr const char* kOp = "m_grouped_fp8_gemm_nt_contiguous";
   JDG_RETURN_IF_ERROR(CheckAliasedOutput(kOp, aliased_d, *d, false));
+  if (block_m != 0 && block_m != kContiguousBlockM && block_m != 2 * kContiguousBlockM)
+    return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_contiguous: block_m must be 0, 128 or 256");
   // decode, check
   RowGroupedShape shape;
   JDG_RETURN_IF_ERROR(
@@ -66,11 +74,13 @@ ffi::Error MGroupedFp8GemmNtContiguous(cudaStream_t stream, int32_t device, ffi:
   if (m == 0 || n == 0) return ffi::Error::Success();
   int sms = 0;
   JDG_RETURN_IF_ERROR(UsableSm90Sms(kOp, device, num_sms, sms));
-  // decide: 128-row tiles (the layout's alignment); clusters only along N (tiles paired along M may
-  // differ in expert, along N they share it and its A tile)
-  const Fp8GemmConfig cfg =
-      PickFp8GemmConfig(int(m), int(n), int(k), BScale::kBlock128, sms, kContiguousBlockM, block_n, 1, 0, 0, 0,
-                        sfa_mn_major != 0);  // (MN-major A scales: the 128-row tiles stage them by TMA)
+  // decide: 128- or 256-row tiles (never 64: a 128-row block is computed with its first row's expert);
+  // clusters only along N (tiles paired along M may differ in expert, along N they share it and its A tile)
+  const int tile_m = block_m != 0 ? block_m
+                                  : (m >= kContiguousTallTileMinRowsPerGroup * groups ? 2 * kContiguousBlockM
+                                                                                      : kContiguousBlockM);
+  const Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), int(k), BScale::kBlock128, sms, tile_m, block_n, 1, 0,
+                                              0, 0, sfa_mn_major != 0);  // (MN-major A scales: staged by TMA)
   if (cfg.block_m == 0)
     return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_contiguous: requested block_n is not a compiled kernel");
   // launch
@@ -81,11 +91,19 @@ ffi::Error MGroupedFp8GemmNtContiguous(cudaStream_t stream, int32_t device, ffi:
   return CudaStatus(DispatchFp8Gemm(BScale::kBlock128, op, cfg, stream), "m_grouped_fp8_gemm_nt_contiguous launch");
 }
 
+// The earlier targets: _v2 without block_m (heuristic), _v1 also without MN-major A scales.
+ffi::Error MGroupedFp8GemmNtContiguousV2(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa,
+                                         ffi::AnyBuffer b, ffi::AnyBuffer sfb, ffi::AnyBuffer row_group,
+                                         ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, int32_t block_n,
+                                         int32_t num_sms, int32_t sfa_mn_major) {
+  return MGroupedFp8GemmNtContiguous(stream, device, a, sfa, b, sfb, row_group, aliased_d, d, 0, block_n, num_sms,
+                                     sfa_mn_major);
+}
 ffi::Error MGroupedFp8GemmNtContiguousV1(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa,
                                          ffi::AnyBuffer b, ffi::AnyBuffer sfb, ffi::AnyBuffer row_group,
                                          ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, int32_t block_n,
                                          int32_t num_sms) {
-  return MGroupedFp8GemmNtContiguous(stream, device, a, sfa, b, sfb, row_group, aliased_d, d, block_n, num_sms, 0);
+  return MGroupedFp8GemmNtContiguous(stream, device, a, sfa, b, sfb, row_group, aliased_d, d, 0, block_n, num_sms, 0);
 }
 
 // D[g, :masked_m[g]] = A[g, :masked_m[g]] . B[g]^T; A, D viewed as [G * max_m, ...] rows.
@@ -167,27 +185,39 @@ ffi::Error MGroupedFp8GemmNtRagged(cudaStream_t stream, int32_t device, ffi::Any
 }  // namespace jdg
 
 namespace {
-// Both contiguous targets: a (e4m3 [M, K]), a_scale (f32: see each target), b (e4m3 [G, N, K]), b_scale
+// The contiguous targets: a (e4m3 [M, K]), a_scale (f32: see each target), b (e4m3 [G, N, K]), b_scale
 // (f32 [G, ceil(N/128), ceil(K/128)]), grouped_layout (s32 [M]: expert per row, -1 padding) [, d itself,
-// aliased] -> d (bf16 [M, N]); block_n (0: heuristic), num_sms (0: all SMs of the device).
-auto ContiguousFp8GemmBinding() {
+// aliased] -> d (bf16 [M, N]); block_m (_v3: 0 heuristic, 128 or 256), block_n (0: heuristic), num_sms (0:
+// all SMs of the device).
+auto ContiguousFp8GemmOperands() {
   return jdg::ScaledGemmOperandsBinding()
-      .Arg<xla::ffi::AnyBuffer>()  // grouped_layout
-      .RemainingArgs()             // optional: d itself (aliased)
-      .Ret<xla::ffi::AnyBuffer>()  // d
-      .Attr<int32_t>("block_n")
-      .Attr<int32_t>("num_sms");
+      .Arg<xla::ffi::AnyBuffer>()   // grouped_layout
+      .RemainingArgs()              // optional: d itself (aliased)
+      .Ret<xla::ffi::AnyBuffer>();  // d
 }
 }  // namespace
 
 // a_scale [M, ceil(K/128)] or, with sfa_mn_major = 1, [ceil(K/128), align(M, 4)].
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtContiguous, jdg::MGroupedFp8GemmNtContiguous,
-                              ContiguousFp8GemmBinding().Attr<int32_t>("sfa_mn_major"),
+                              ContiguousFp8GemmOperands()
+                                  .Attr<int32_t>("block_m")
+                                  .Attr<int32_t>("block_n")
+                                  .Attr<int32_t>("num_sms")
+                                  .Attr<int32_t>("sfa_mn_major"),
+                              {xla::ffi::Traits::kCmdBufferCompatible});
+
+// _v2 (exported programs from before block_m): the heuristic's tile height.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtContiguousV2, jdg::MGroupedFp8GemmNtContiguousV2,
+                              ContiguousFp8GemmOperands()
+                                  .Attr<int32_t>("block_n")
+                                  .Attr<int32_t>("num_sms")
+                                  .Attr<int32_t>("sfa_mn_major"),
                               {xla::ffi::Traits::kCmdBufferCompatible});
 
 // _v1 (exported programs from before MN-major A scales): a_scale [M, ceil(K/128)] only.
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtContiguousV1, jdg::MGroupedFp8GemmNtContiguousV1,
-                              ContiguousFp8GemmBinding(), {xla::ffi::Traits::kCmdBufferCompatible});
+                              ContiguousFp8GemmOperands().Attr<int32_t>("block_n").Attr<int32_t>("num_sms"),
+                              {xla::ffi::Traits::kCmdBufferCompatible});
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtMasked, jdg::MGroupedFp8GemmNtMasked,
                               xla::ffi::Ffi::Bind()

@@ -5,6 +5,7 @@
 
 // D[M,N] (BF16) = A[r] . B[group(r)]^T per row r, groups given per row, segments BLOCK_M-aligned.
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtContiguous);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtContiguousV2);  // before block_m
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtContiguousV1);  // before MN-major A scales
 // D[g, :masked_m[g]] (BF16) = A[g, :masked_m[g]] . B[g]^T; the rest of D[g] is unspecified.
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtMasked);

@@ -48,7 +48,7 @@ def _contiguous_rows(a, a_scale, b, b_scale, row_ids, *out, sfa_mn_major: int = 
 _contiguous_p = make_primitive(
     OpSpec(
         name="jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous",
-        target="jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v2",
+        target="jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v3",
         out_shapes=lambda a, sa, b, sb, ids, *out, **_: [((a.shape[0], b.shape[1]), jnp.bfloat16)],
         reference=_contiguous_rows,
         attrs=int32_attrs,
@@ -96,6 +96,7 @@ def m_grouped_fp8_gemm_nt_contiguous(
     *,
     use_psum_layout: bool = False,
     num_sms: int = 0,
+    block_m: int = 0,
     block_n: int = 0,
 ) -> jax.Array:
     """MoE grouped GEMM over a contiguous row layout: ``D[r] = A[r] @ B[expert(r)]^T`` in BF16.
@@ -110,6 +111,9 @@ def m_grouped_fp8_gemm_nt_contiguous(
         ``[align(psum[g-1], 128), psum[g])``. Every expert segment starts at a multiple of 128 rows.
       use_psum_layout: static, selects the reading of ``grouped_layout``.
       num_sms: use at most this many SMs (0 = all).
+      block_m: force the tile height, 128 or 256 (tuning, tests); 0 = heuristic (256 when the experts
+        average at least 2048 rows). A 256-row tile whose two 128-row blocks belong to different experts
+        runs its K loop once per block, each with its own expert.
       block_n: force a compiled tile width (tuning, tests); 0 = heuristic.
 
     Returns:
@@ -122,14 +126,21 @@ def m_grouped_fp8_gemm_nt_contiguous(
     """
     op = "m_grouped_fp8_gemm_nt_contiguous"
     a_fp8, a_scale, b_fp8, b_scale, row_ids = _validate(op, a, b, grouped_layout, use_psum_layout)
+    _check_contiguous_block_m(op, block_m)
     m, n = a_fp8.shape[0], b_fp8.shape[1]
     if m == 0 or n == 0:
         return jnp.zeros((m, n), jnp.bfloat16)
     mn_major = _contiguous_wants_mn_major_sfa(m)
     sa = _sfa_mn_major(a_scale) if mn_major else a_scale
-    (d,) = _contiguous_p.bind(a_fp8, sa, b_fp8, b_scale, row_ids, block_n=int(block_n), num_sms=int(num_sms),
-                              sfa_mn_major=int(mn_major))
+    (d,) = _contiguous_p.bind(a_fp8, sa, b_fp8, b_scale, row_ids, block_m=int(block_m), block_n=int(block_n),
+                              num_sms=int(num_sms), sfa_mn_major=int(mn_major))
     return d
+
+
+def _check_contiguous_block_m(op: str, block_m) -> None:
+    if not isinstance(block_m, int) or block_m not in (0, CONTIGUOUS_ALIGNMENT, 2 * CONTIGUOUS_ALIGNMENT):
+        raise ValueError(f"{op}: block_m must be 0 (heuristic), {CONTIGUOUS_ALIGNMENT} or "
+                         f"{2 * CONTIGUOUS_ALIGNMENT}, got {block_m!r}")
 
 
 def _contiguous_wants_mn_major_sfa(m: int) -> bool:
@@ -210,14 +221,16 @@ def _m_grouped_ragged_into(a, b, group_sizes, out: jax.Array, *, tile=None) -> j
                           num_sms=0)[0]
 
 
-def _m_grouped_contiguous_into(a, b, row_ids, out: jax.Array, sfa_mn_major: bool | None = None) -> jax.Array:
+def _m_grouped_contiguous_into(a, b, row_ids, out: jax.Array, sfa_mn_major: bool | None = None,
+                               block_m: int = 0, block_n: int = 0) -> jax.Array:
     """Test hook: the kernel writing into (an XLA-aliased copy of) a pre-filled ``out``; ``sfa_mn_major`` forces
-    the A-scale layout (None: as ``m_grouped_fp8_gemm_nt_contiguous`` picks it)."""
+    the A-scale layout (None: as ``m_grouped_fp8_gemm_nt_contiguous`` picks it), ``block_m``/``block_n`` the tile."""
     (a_fp8, a_scale), (b_fp8, b_scale) = a, b
+    _check_contiguous_block_m("m_grouped_fp8_gemm_nt_contiguous", block_m)
     mn_major = _contiguous_wants_mn_major_sfa(a_fp8.shape[0]) if sfa_mn_major is None else sfa_mn_major
     sa = _sfa_mn_major(a_scale) if mn_major else a_scale
-    return _contiguous_p.bind(a_fp8, sa, b_fp8, b_scale, row_ids, out, block_n=0, num_sms=0,
-                              sfa_mn_major=int(mn_major))[0]
+    return _contiguous_p.bind(a_fp8, sa, b_fp8, b_scale, row_ids, out, block_m=int(block_m), block_n=int(block_n),
+                              num_sms=0, sfa_mn_major=int(mn_major))[0]
 
 
 # ---------------------------------------------------------------------------------------------

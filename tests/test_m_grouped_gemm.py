@@ -53,20 +53,44 @@ def test_deepgemm_shapes(num_groups, expected_m, n, k):
 )
 def test_awkward_layouts(sizes, n, k):
     a, b, x, w, row_ids, psum = m_grouped_operands(sum(sizes) + n, sizes, n, k, extra_rows=70)
-    for mn_major in (True, False):  # A scales staged by TMA / loaded into registers (the last is checked below)
-        out = _m_grouped_contiguous_into(a, b, jnp.asarray(row_ids), jnp.full((len(row_ids), n), jnp.nan, jnp.bfloat16),
-                                         sfa_mn_major=mn_major)
-        _check(a, b, x, w, row_ids, out)
-    via_psum = dg.m_grouped_fp8_gemm_nt_contiguous(a, b, jnp.asarray(psum), use_psum_layout=True)
+    for block_m in (256, 128):  # (the 128-row tiles with K-major scales are checked last, against psum)
+        for mn_major in (True, False):  # A scales staged by TMA / loaded into registers or by the scale warp
+            out = _m_grouped_contiguous_into(a, b, jnp.asarray(row_ids),
+                                             jnp.full((len(row_ids), n), jnp.nan, jnp.bfloat16), sfa_mn_major=mn_major,
+                                             block_m=block_m)
+            _check(a, b, x, w, row_ids, out)
+    via_psum = dg.m_grouped_fp8_gemm_nt_contiguous(a, b, jnp.asarray(psum), use_psum_layout=True, block_m=128)
     assert_bitwise_equal(via_psum, out)
 
 
-def test_matches_cpu_reference_semantics_on_misaligned_layout():
-    a, b, _, _, row_ids, _ = m_grouped_operands(9, [128, 128], 576, 512)
+@pytest.mark.parametrize("mn_major", [True, False])
+def test_tall_tiles_two_experts_and_padding_blocks(mn_major):
+    """256-row tiles over a layout whose 128-row blocks change expert inside them: tiles of two experts (one K
+    pass per wave, each with its expert's B), a leading all-padding block before an expert's block, an empty
+    expert and padding tail rows. Each row's sum runs in the same order as in a 128-row tile of the same width
+    (same WGMMAs, same promotion), so the two must agree bit for bit."""
+    n, k = 576, 1536
+    sizes = [130, 128, 1, 300, 0, 200, 128]
+    a, b, x, w, row_ids, _ = m_grouped_operands(13, sizes, n, k, extra_rows=70)
+    row_ids = np.concatenate([np.full(128, -1, np.int32), row_ids[:-128]])  # shift every segment by one block
+    ids = jnp.asarray(row_ids)
+    poisoned = jnp.full((len(row_ids), n), jnp.nan, jnp.bfloat16)
+    tall = _m_grouped_contiguous_into(a, b, ids, poisoned, sfa_mn_major=mn_major, block_m=256, block_n=128)
+    _check(a, b, x, w, row_ids, tall)
+    short = _m_grouped_contiguous_into(a, b, ids, poisoned, sfa_mn_major=mn_major, block_m=128, block_n=128)
+    assert_bitwise_equal(tall, short)
+
+
+@pytest.mark.parametrize("block_m", [128, 256])
+def test_matches_cpu_reference_semantics_on_misaligned_layout(block_m):
+    a, b, _, _, row_ids, _ = m_grouped_operands(9, [128, 128, 128], 576, 512)
     bad = row_ids.copy()
-    bad[100:128] = 1
-    out = np.asarray(dg.m_grouped_fp8_gemm_nt_contiguous(a, b, jnp.asarray(bad)), np.float32)
-    assert np.isnan(out[100:128]).all() and np.isfinite(out[:100]).all() and np.isfinite(out[128:]).all()
+    bad[100:128] = 1  # expert 1 inside expert 0's block
+    bad[300:310] = 0  # expert 0 inside expert 2's block (the second block of a 256-row tile)
+    out = np.asarray(dg.m_grouped_fp8_gemm_nt_contiguous(a, b, jnp.asarray(bad), block_m=block_m), np.float32)
+    nan = np.zeros(len(bad), bool)
+    nan[100:128] = nan[300:310] = True
+    assert np.isnan(out[nan]).all() and np.isfinite(out[~nan]).all()
 
 
 def test_twenty_repeats_bitwise_equal():

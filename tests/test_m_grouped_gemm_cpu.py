@@ -90,6 +90,21 @@ def test_bad_inputs_name_the_argument(mutate, match):
         dg.m_grouped_fp8_gemm_nt_contiguous(a, b, ids)
 
 
+@pytest.mark.parametrize("block_m", [64, 192, 512, -128, 128.0])
+def test_bad_contiguous_block_m_is_rejected(block_m):
+    a, b, _, _, row_ids, _ = m_grouped_operands(6, [128, 60], N, K)
+    with pytest.raises(ValueError, match="block_m"):
+        dg.m_grouped_fp8_gemm_nt_contiguous(a, b, jnp.asarray(row_ids), block_m=block_m)
+
+
+def test_contiguous_block_m_does_not_change_the_reference():
+    a, b, _, _, row_ids, _ = m_grouped_operands(6, [128, 60], N, K)
+    want = dg.m_grouped_fp8_gemm_nt_contiguous(a, b, jnp.asarray(row_ids))
+    for block_m in (128, 256):
+        got = dg.m_grouped_fp8_gemm_nt_contiguous(a, b, jnp.asarray(row_ids), block_m=block_m)
+        np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
+
+
 def test_bad_psum_is_rejected():
     a, b, _, _, _, psum = m_grouped_operands(7, [128, 60], N, K)
     with pytest.raises(ValueError, match="grouped_layout"):

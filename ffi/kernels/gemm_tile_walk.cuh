@@ -74,6 +74,21 @@ __device__ __forceinline__ void RaggedGroupRows(const GemmGrouping& grouping, in
   end = g < grouping.num_groups ? clamped_end(g) : m;
 }
 
+// A 256-row tile of a contiguous M-grouped GEMM covers two 128-row blocks of the layout (experts are
+// aligned to 128 rows), each with the expert of its first row. Given `group`, the first block's, this
+// returns the second block's expert when the two differ and both are experts: the tile then runs its K
+// range once per 128-row wave, each with its own expert's B (the whole A tile is loaded both times;
+// with thousands of rows per expert few tiles straddle). Otherwise it returns -1 and sets `group` to
+// the expert of the single pass (the second block's if the first is padding).
+__device__ __forceinline__ int ContiguousSecondWaveGroup(const GemmGrouping& grouping, int m, int tile_row0,
+                                                         int& group) {
+  if (grouping.row_group == nullptr) return -1;
+  const int second = tile_row0 + 128 < m ? GemmRowGroup(grouping, m, tile_row0 + 128) : -1;
+  if (group >= 0 && second >= 0 && second != group) return second;
+  if (group < 0) group = second;
+  return -1;
+}
+
 // The next tile of a ragged M-grouped GEMM: group g owns rows [end[g-1], end[g]) of A and D. A
 // BLOCK_M row tile that straddles groups is computed once per group in it, each unit storing only
 // its group's rows (RaggedTileRows). The units are walked group by group (N-blocks fastest), then

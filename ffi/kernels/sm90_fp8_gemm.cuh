@@ -181,11 +181,14 @@ struct Fp8GemmTraits {
   static constexpr int kScaleRows =
       kBScale != BScale::kBlock128 ? 1 : (128 % kBlockN == 0 ? 1 : (127 + kBlockN) / 128 + 1);
   static_assert(!kScalesInSmem || kScaleRows <= 4, "the stage's scale area holds 4 B scales");
-  // The ragged walk and its row-masked epilogue are compiled only into tiles with registers to spare
-  // (beside the 128 x 192 tile's 2 x 96 accumulators they spill: measured); M-grouped GEMMs run
-  // BLOCK_M <= 128 (contiguous segments are 128-aligned).
-  static constexpr bool kMGrouped = kBScale == BScale::kBlock128 && kBlockM <= 128;
-  static constexpr bool kRaggedWalk = kMGrouped && kBlockN <= kMaxRaggedBlockN;
+  // The ragged walk and its row-masked epilogue are compiled only into tiles of one wave with registers to
+  // spare (beside the 128 x 192 tile's 2 x 96 accumulators they spill: measured).
+  static constexpr bool kMGrouped = kBScale == BScale::kBlock128;
+  static constexpr bool kRaggedWalk = kMGrouped && kBlockM <= 128 && kBlockN <= kMaxRaggedBlockN;
+  // Contiguous M-grouped GEMMs align experts to 128 rows, so the two waves of a 256-row tile may belong to
+  // different experts: such a tile runs its K loop once per wave, each with its wave's expert
+  // (ContiguousSecondWaveGroup).
+  static constexpr bool kTwoPassTiles = kMGrouped && kBlockM == 256;
   // Split-K is compiled into the dense 1D2D tiles of one 128-row wave up to 128 wide (few tiles, long K: small M;
   // beside the wider tiles' accumulators its code spills: measured).
   static constexpr bool kMaySplitK = kBScale == BScale::kBlock128 && kBlockM <= 128 && kBlockN <= kFp8SplitKMaxBlockN;
@@ -242,10 +245,12 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
   const bool k_grouped = kBScale == BScale::kPerChannel && p.grouping.group_k != nullptr;
   const bool ragged = Traits::kRaggedWalk && p.grouping.group_ends != nullptr;
   // Tile `tile` of this CTA's walk: its M/N blocks, its group (expert), its K-block range (empty for a
-  // padding tile or an empty group) and whether its group's K layout is broken (K-grouped only).
-  auto next_tile = [&](int tile, int& m_block, int& n_block, int& group, int& kb_begin, int& kb_end,
-                       bool& poisoned) -> bool {
-    kb_begin = 0, poisoned = false;
+  // padding tile or an empty group), whether its group's K layout is broken (K-grouped only) and, for a
+  // 256-row contiguous tile whose waves belong to two experts, the second wave's expert (else -1): the
+  // K range then runs twice, wave 0 with `group`'s B, wave 1 with `second_group`'s.
+  auto next_tile = [&](int tile, int& m_block, int& n_block, int& group, int& second_group, int& kb_begin,
+                       int& kb_end, bool& poisoned) -> bool {
+    kb_begin = 0, poisoned = false, second_group = -1;
     if (ragged) {
       if (!NextRaggedTile<kBlockM, kBlockN, kClusterN>(p.grouping, p.m, p.n, tile, cta_rank, m_block, n_block,
                                                        group))
@@ -268,6 +273,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     if (!NextGemmTile<kBlockM, kBlockN, kClusterM, kClusterN>(sched, p.grouping, p.m, p.n, tile, cta_rank, m_block,
                                                               n_block, group))
       return false;
+    if constexpr (Traits::kTwoPassTiles)
+      second_group = ContiguousSecondWaveGroup(p.grouping, p.m, m_block * kBlockM, group);
     kb_end = group < 0 ? 0 : p.num_k_blocks;
     if (Traits::kMaySplitK && p.split_k > 1) {
       kb_begin = split * p.num_k_blocks / p.split_k;
@@ -293,56 +300,61 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       if (sfa_by_tma) cute::prefetch_tma_descriptor(&tma_sfa);
       const uint32_t tx_bytes = Traits::kTxBytes + (sfa_by_tma ? kBlockM * 4 : 0);
       int stage = 0, phase = 0;
-      int m_block, n_block, group, kb_begin, kb_end;
+      int m_block, n_block, group, second_group, kb_begin, kb_end;
       bool poisoned;
-      for (int tile = first_tile; next_tile(tile, m_block, n_block, group, kb_begin, kb_end, poisoned);
+      for (int tile = first_tile; next_tile(tile, m_block, n_block, group, second_group, kb_begin, kb_end, poisoned);
            tile += tile_stride) {
-        // M-grouped: B is [G * n, k] and the tile multiplies its expert's rows. (A padding tile or an
-        // empty K group has no K-blocks: nothing to load, the consumers write zeros or C.)
-        const int b_row0 = (k_grouped ? 0 : group * p.n) + n_block * kBlockN;
         const int a_row0 = m_block * kBlockM;
-        for (int kb = kb_begin; kb < kb_end; ++kb) {
-          empty[stage].wait(phase ^ 1);
-          full[stage].arrive_and_expect_tx(tx_bytes);
-          auto* mbar = reinterpret_cast<uint64_t*>(&full[stage]);
-          LoadOperandSlice<(kClusterN > 1), Traits::kARowsPerCta>(&tma_a, mbar, smem_a + stage * Traits::kSmemA,
-                                                                  kb * kFp8BlockK, a_row0, cta_rank);
-          LoadOperandSlice<(kClusterM > 1), Traits::kBRowsPerCta>(&tma_b, mbar, smem_b + stage * Traits::kSmemB,
-                                                                  kb * kFp8BlockK, b_row0, cta_rank);
-          if constexpr (kBScale == BScale::kPerChannel)
-            cute::SM90_TMA_LOAD_2D::copy(&tma_sfb, mbar, kEvictNormal, smem_sfb + stage * (Traits::kSmemSfb / 4),
-                                         n_block * kBlockN, kb);
-          if constexpr (Traits::kScalesInSmem || Traits::kSfaMaySmem) {
-            if (sfa_by_tma)  // rows past M read as zero (never stored)
-              cute::SM90_TMA_LOAD_2D::copy(&tma_sfa, mbar, kEvictNormal, smem_scales + stage * scale_floats, a_row0, kb);
+        for (int pass = 0; pass < (second_group >= 0 ? 2 : 1); ++pass) {
+          // M-grouped: B is [G * n, k] and the tile multiplies its expert's rows. (A padding tile or an
+          // empty K group has no K-blocks: nothing to load, the consumers write zeros or C.)
+          const int b_row0 = (k_grouped ? 0 : (pass == 0 ? group : second_group) * p.n) + n_block * kBlockN;
+          for (int kb = kb_begin; kb < kb_end; ++kb) {
+            empty[stage].wait(phase ^ 1);
+            full[stage].arrive_and_expect_tx(tx_bytes);
+            auto* mbar = reinterpret_cast<uint64_t*>(&full[stage]);
+            LoadOperandSlice<(kClusterN > 1), Traits::kARowsPerCta>(&tma_a, mbar, smem_a + stage * Traits::kSmemA,
+                                                                    kb * kFp8BlockK, a_row0, cta_rank);
+            LoadOperandSlice<(kClusterM > 1), Traits::kBRowsPerCta>(&tma_b, mbar, smem_b + stage * Traits::kSmemB,
+                                                                    kb * kFp8BlockK, b_row0, cta_rank);
+            if constexpr (kBScale == BScale::kPerChannel)
+              cute::SM90_TMA_LOAD_2D::copy(&tma_sfb, mbar, kEvictNormal, smem_sfb + stage * (Traits::kSmemSfb / 4),
+                                           n_block * kBlockN, kb);
+            if constexpr (Traits::kScalesInSmem || Traits::kSfaMaySmem) {
+              if (sfa_by_tma)  // rows past M read as zero (never stored)
+                cute::SM90_TMA_LOAD_2D::copy(&tma_sfa, mbar, kEvictNormal, smem_scales + stage * scale_floats, a_row0, kb);
+            }
+            if (++stage == num_stages) stage = 0, phase ^= 1;
           }
-          if (++stage == num_stages) stage = 0, phase ^= 1;
-        }
+        }  // pass
       }
     } else if (Traits::kScalesInSmem && producer_warp == 1) {
       // Scale loader: once a stage is free, cp.async copies its BLOCK_M A scales and kScaleRows B
       // scales into the stage's scale area and each lane's `full` arrival fires when its copies land
       // (no registers held: the producer warpgroup runs on 40).
       int stage = 0, phase = 0;
-      int m_block, n_block, group, kb_begin, kb_end;
+      int m_block, n_block, group, second_group, kb_begin, kb_end;
       bool poisoned;
-      for (int tile = first_tile; next_tile(tile, m_block, n_block, group, kb_begin, kb_end, poisoned);
+      for (int tile = first_tile; next_tile(tile, m_block, n_block, group, second_group, kb_begin, kb_end, poisoned);
            tile += tile_stride) {
         const int row = m_block * kBlockM + lane;
-        const float* sfb_row = p.sfb + sfb_row_index(group, n_block * kBlockN, min(lane, Traits::kScaleRows - 1));
-        for (int kb = kb_begin; kb < kb_end; ++kb) {
-          empty[stage].wait(phase ^ 1);
-          const uint32_t scales = cute::cast_smem_ptr_to_uint(smem_scales + stage * kScaleFloats);
-          if (!sfa_by_tma) {
-#pragma unroll 1
-            for (int i = 0; i < kBlockM / 32; ++i)
-              CopyAsync4(scales + 4 * (32 * i + lane),
-                         p.sfa + static_cast<int64_t>(min(row + 32 * i, p.m - 1)) * p.num_k_blocks + kb);
+        for (int pass = 0; pass < (second_group >= 0 ? 2 : 1); ++pass) {
+          const float* sfb_row = p.sfb + sfb_row_index(pass == 0 ? group : second_group, n_block * kBlockN,
+                                                       min(lane, Traits::kScaleRows - 1));
+          for (int kb = kb_begin; kb < kb_end; ++kb) {
+            empty[stage].wait(phase ^ 1);
+            const uint32_t scales = cute::cast_smem_ptr_to_uint(smem_scales + stage * kScaleFloats);
+            if (!sfa_by_tma) {
+  #pragma unroll 1
+              for (int i = 0; i < kBlockM / 32; ++i)
+                CopyAsync4(scales + 4 * (32 * i + lane),
+                           p.sfa + static_cast<int64_t>(min(row + 32 * i, p.m - 1)) * p.num_k_blocks + kb);
+            }
+            if (lane < Traits::kScaleRows) CopyAsync4(scales + 4 * (kBlockM + lane), sfb_row + kb);
+            ArriveWhenCopiesLand(full[stage]);
+            if (++stage == num_stages) stage = 0, phase ^= 1;
           }
-          if (lane < Traits::kScaleRows) CopyAsync4(scales + 4 * (kBlockM + lane), sfb_row + kb);
-          ArriveWhenCopiesLand(full[stage]);
-          if (++stage == num_stages) stage = 0, phase ^= 1;
-        }
+        }  // pass
       }
     }
   } else {
@@ -363,9 +375,9 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     constexpr uint32_t kTurnBarrier = 3;
     bool first_turn = warpgroup == 0;
     int stage = 0, phase = 0;
-    int m_block, n_block, group, kb_begin, kb_end;
+    int m_block, n_block, group, second_group, kb_begin, kb_end;
     bool poisoned;
-    for (int tile = first_tile; next_tile(tile, m_block, n_block, group, kb_begin, kb_end, poisoned);
+    for (int tile = first_tile; next_tile(tile, m_block, n_block, group, second_group, kb_begin, kb_end, poisoned);
          tile += tile_stride) {
       // m_block (n_block) may be past M (N) for the second CTA of a ragged last cluster pair: it
       // computes on zero-filled operands and stores nothing.
@@ -425,12 +437,17 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         if constexpr (kTakeTurns) cutlass::arch::NamedBarrier::arrive(256, kTurnBarrier + (warpgroup ^ 1));
       };
 
-      for (int kb = 0; kb < num_k_blocks; ++kb) {
+      // A two-expert 256-row tile runs the K range twice: wave 0 in the first pass, wave 1 in the second
+      // (the scales of each stage are in shared memory, written for the stage's pass).
+      const bool two_pass = Traits::kTwoPassTiles && second_group >= 0;
+      for (int kb = 0; kb < (two_pass ? 2 * num_k_blocks : num_k_blocks); ++kb) {
         full[stage].wait(phase);
+        const int only_wave = two_pass ? int(kb >= num_k_blocks) : -1;  // -1: every wave
 
         float next_sa0 = 0.0f, next_sa1 = 0.0f, next_sb[Traits::kScaleRows];
 #pragma unroll
         for (int w = 0; w < kWaves; ++w) {
+          if (Traits::kTwoPassTiles && only_wave >= 0 && w != only_wave) continue;
           issue(stage, w);
           if constexpr (!Traits::kScalesInSmem) {
             // Fetch the next slice's scales while the tensor cores work (L1-resident after the first).
@@ -458,7 +475,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
 
           float* fin = final_acc[w];
           if constexpr (kBScale == BScale::kBlock128) {
-            if (w == kWaves - 1) ReleaseStage<Traits::kClusterSize>(empty[stage], lane);
+            if (w == (only_wave >= 0 ? only_wave : kWaves - 1)) ReleaseStage<Traits::kClusterSize>(empty[stage], lane);
 #pragma unroll
             for (int g = 0; g < kBlockN / 8; ++g) {
               // Scale row of this 8-column group, selected without indexing registers at run time.
@@ -542,17 +559,23 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       }
       if constexpr (Traits::kMGrouped) {
         if (p.grouping.row_group != nullptr) {
-          // Rows of the tile's expert keep their values, padding rows (-1) store 0, and a row of
-          // another expert (a segment not aligned to BLOCK_M: the layout contract is broken) stores
-          // NaN, so a bad device-side layout is visible instead of silently using the wrong weights.
+          // Rows of their 128-row block's expert (the block's first row's) keep their values, padding rows
+          // (-1) store 0, and a row of another expert (a segment not aligned to 128 rows: the layout
+          // contract is broken) stores NaN, so a bad device-side layout is visible instead of silently
+          // using the wrong weights.
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int row_group = GemmRowGroup(p.grouping, p.m, h == 0 ? row0 : row1);
-            const float fill = row_group < 0 ? 0.0f : __int_as_float(0x7fc00000);
-            if (row_group != group || group < 0) {
+          for (int w = 0; w < kWaves; ++w) {
+            const int wave_group = w == 0 ? (kWaves == 1 ? group : GemmRowGroup(p.grouping, p.m, m_block * kBlockM))
+                                          : GemmRowGroup(p.grouping, p.m, m_block * kBlockM + 128 * w);
 #pragma unroll
-              for (int g = 0; g < kBlockN / 8; ++g)
-                final_acc[0][4 * g + 2 * h] = fill, final_acc[0][4 * g + 2 * h + 1] = fill;
+            for (int h = 0; h < 2; ++h) {
+              const int row_group = GemmRowGroup(p.grouping, p.m, (h == 0 ? row0 : row1) + 128 * w);
+              const float fill = row_group < 0 ? 0.0f : __int_as_float(0x7fc00000);
+              if (row_group != wave_group || wave_group < 0) {
+#pragma unroll
+                for (int g = 0; g < kBlockN / 8; ++g)
+                  final_acc[w][4 * g + 2 * h] = fill, final_acc[w][4 * g + 2 * h + 1] = fill;
+              }
             }
           }
         }

@@ -56,10 +56,11 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
 
   // A cluster along M shares one B tile between two M-blocks, which may belong to different experts
   // (a cluster along N shares A between two N-blocks of one expert: fine). M-grouped GEMMs are 1D2D
-  // (BF16 out) with BLOCK_M <= 128, K-grouped ones 1D1D (FP32 out, per-row scales on both sides).
+  // (BF16 out), ragged ones of one 128-row wave at most; K-grouped ones 1D1D (FP32 out, per-row scales
+  // on both sides).
   const bool m_grouped = op.row_group != nullptr || op.masked_m != nullptr || op.group_ends != nullptr;
   if (m_grouped && (kClusterM > 1 || !Traits::kMGrouped)) return cudaErrorInvalidConfiguration;
-  if (op.group_ends != nullptr && kBlockN > kMaxRaggedBlockN) return cudaErrorInvalidConfiguration;
+  if (op.group_ends != nullptr && !Traits::kRaggedWalk) return cudaErrorInvalidConfiguration;
   if (op.group_k != nullptr && (kBScale != BScale::kPerChannel || m_grouped))
     return cudaErrorInvalidConfiguration;
   if (op.masked_m != nullptr && (op.max_m % kBlockM != 0 || op.m != op.max_m * op.num_groups))
