@@ -25,7 +25,7 @@ constexpr int kContiguousBlockM = 128;
 // rows, else 128. A 256-row tile whose two blocks belong to two experts runs its K range once per wave
 // (ContiguousSecondWaveGroup), ~1.5x a tile's time; there is at most one such tile per expert boundary,
 // i.e. <= 1 in 8 tiles here.
-constexpr int64_t kContiguousTallTileMinRowsPerGroup = 2048;
+constexpr int64_t kTallTileMinRowsPerGroup = 2048;
 
 // The operands shared by the contiguous and ragged forms: A [M, K] rows of all experts, B [G, N, K],
 // their scales, a per-row or per-group int32 layout of `layout_len` entries and D [M, N] BF16.
@@ -77,7 +77,7 @@ ffi::Error MGroupedFp8GemmNtContiguous(cudaStream_t stream, int32_t device, ffi:
   // decide: 128- or 256-row tiles (never 64: a 128-row block is computed with its first row's expert);
   // clusters only along N (tiles paired along M may differ in expert, along N they share it and its A tile)
   const int tile_m = block_m != 0 ? block_m
-                                  : (m >= kContiguousTallTileMinRowsPerGroup * groups ? 2 * kContiguousBlockM
+                                  : (m >= kTallTileMinRowsPerGroup * groups ? 2 * kContiguousBlockM
                                                                                       : kContiguousBlockM);
   const Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), int(k), BScale::kBlock128, sms, tile_m, block_n, 1, 0,
                                               0, 0, sfa_mn_major != 0);  // (MN-major A scales: staged by TMA)
@@ -155,20 +155,24 @@ ffi::Error MGroupedFp8GemmNtMasked(cudaStream_t stream, int32_t device, ffi::Any
 ffi::Error MGroupedFp8GemmNtRagged(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa,
                                    ffi::AnyBuffer b, ffi::AnyBuffer sfb, ffi::AnyBuffer group_ends,
                                    ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, int32_t block_m,
-                                   int32_t block_n, int32_t num_sms) {
+                                   int32_t block_n, int32_t num_sms, int32_t sfa_mn_major) {
   constexpr const char* kOp = "m_grouped_fp8_gemm_nt_ragged";
   JDG_RETURN_IF_ERROR(CheckAliasedOutput(kOp, aliased_d, *d, false));
   RowGroupedShape shape;
-  JDG_RETURN_IF_ERROR(DecodeRowGrouped(kOp, a, sfa, b, sfb, group_ends, "group_ends", false, *d, shape));
+  JDG_RETURN_IF_ERROR(
+      DecodeRowGrouped(kOp, a, sfa, b, sfb, group_ends, "group_ends", false, *d, shape, sfa_mn_major != 0));
   const auto [m, k, groups, n] = shape;
   if (m == 0 || n == 0) return ffi::Error::Success();
   int sms = 0;
   JDG_RETURN_IF_ERROR(UsableSm90Sms(kOp, device, num_sms, sms));
   // decide: tiles for the whole M (clusters only along N: tiles paired along M may differ in
-  // expert); the tile count depends on the device sizes, so the persistent grid covers its bound,
-  // (M tiles + G) x N tile pairs.
-  Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), int(k), BScale::kBlock128, sms, block_m, block_n, 1, 0,
-                                        kMaxRaggedBlockN, kMGroupedMaxBlockM);
+  // expert), 256 rows when the groups average many rows (as the contiguous GEMM: a unit computes only the
+  // waves holding its group's rows); the tile count depends on the device sizes, so the persistent grid
+  // covers its bound, (M tiles + G) x N tile pairs.
+  const bool tall = block_m == 2 * kContiguousBlockM || (block_m == 0 && m >= kTallTileMinRowsPerGroup * groups);
+  Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), int(k), BScale::kBlock128, sms,
+                                        tall ? 2 * kContiguousBlockM : block_m, block_n, 1, 0, kMaxRaggedBlockN,
+                                        tall ? 2 * kContiguousBlockM : kMGroupedMaxBlockM, sfa_mn_major != 0);
   if (cfg.block_m == 0)
     return ffi::Error::InvalidArgument(
         "m_grouped_fp8_gemm_nt_ragged: requested block_m/block_n is not compiled for ragged GEMMs");
@@ -176,9 +180,19 @@ ffi::Error MGroupedFp8GemmNtRagged(cudaStream_t stream, int32_t device, ffi::Any
   const int64_t max_units = (CeilDiv(m, cfg.block_m) + groups) * CeilDiv(n, int64_t(cfg.block_n) * cluster);
   cfg.grid = PersistentGrid(max_units, sms, cluster);
   Fp8GemmOperands op = MakeFp8GemmOperands(device, m, n, k, a, sfa, b, sfb, *d);
+  op.sfa_mn_stride = sfa_mn_major != 0 ? int(Fp8GemmSfaMnStride(m)) : 0;
   op.group_ends = static_cast<const int*>(group_ends.untyped_data());
   op.num_groups = int(groups);
   return CudaStatus(DispatchFp8Gemm(BScale::kBlock128, op, cfg, stream), "m_grouped_fp8_gemm_nt_ragged launch");
+}
+
+// _v1 (exported programs from before MN-major A scales): a_scale [M, ceil(K/128)] only.
+ffi::Error MGroupedFp8GemmNtRaggedV1(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa,
+                                     ffi::AnyBuffer b, ffi::AnyBuffer sfb, ffi::AnyBuffer group_ends,
+                                     ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, int32_t block_m,
+                                     int32_t block_n, int32_t num_sms) {
+  return MGroupedFp8GemmNtRagged(stream, device, a, sfa, b, sfb, group_ends, aliased_d, d, block_m, block_n, num_sms,
+                                 0);
 }
 
 }  // namespace
@@ -236,18 +250,23 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtMasked, jdg::MGroupedF
                                   .Attr<int32_t>("num_sms"),    // 0: all SMs of the device
                               {xla::ffi::Traits::kCmdBufferCompatible});
 
+namespace {
+// a (e4m3 [M, K]), a_scale (f32 [M, ceil(K/128)]; _v2 with sfa_mn_major = 1: [ceil(K/128), align(M, 4)]), b (e4m3
+// [G, N, K]), b_scale (f32 [G, ceil(N/128), ceil(K/128)]), group_ends (s32 [G] cumulative row ends) [, d itself,
+// aliased] -> d (bf16 [M, N]); block_m, block_n (0: heuristic), num_sms (0: all SMs of the device).
+auto RaggedFp8GemmBinding() {
+  return jdg::ScaledGemmOperandsBinding()
+      .Arg<xla::ffi::AnyBuffer>()  // group_ends
+      .RemainingArgs()             // optional: d itself (aliased)
+      .Ret<xla::ffi::AnyBuffer>()  // d
+      .Attr<int32_t>("block_m")
+      .Attr<int32_t>("block_n")
+      .Attr<int32_t>("num_sms");
+}
+}  // namespace
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtRagged, jdg::MGroupedFp8GemmNtRagged,
-                              xla::ffi::Ffi::Bind()
-                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
-                                  .Ctx<xla::ffi::DeviceOrdinal>()
-                                  .Arg<xla::ffi::AnyBuffer>()  // a          e4m3 [M, K]
-                                  .Arg<xla::ffi::AnyBuffer>()  // a_scale    f32  [M, ceil(K/128)]
-                                  .Arg<xla::ffi::AnyBuffer>()  // b          e4m3 [G, N, K]
-                                  .Arg<xla::ffi::AnyBuffer>()  // b_scale    f32  [G, ceil(N/128), ceil(K/128)]
-                                  .Arg<xla::ffi::AnyBuffer>()  // group_ends s32  [G] cumulative row ends
-                                  .RemainingArgs()             // optional: d itself (aliased)
-                                  .Ret<xla::ffi::AnyBuffer>()  // d          bf16 [M, N]
-                                  .Attr<int32_t>("block_m")    // 0: heuristic
-                                  .Attr<int32_t>("block_n")    // 0: heuristic
-                                  .Attr<int32_t>("num_sms"),   // 0: all SMs of the device
+                              RaggedFp8GemmBinding().Attr<int32_t>("sfa_mn_major"),
                               {xla::ffi::Traits::kCmdBufferCompatible});
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtRaggedV1, jdg::MGroupedFp8GemmNtRaggedV1,
+                              RaggedFp8GemmBinding(), {xla::ffi::Traits::kCmdBufferCompatible});

@@ -11,3 +11,4 @@ XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtContiguousV1);  // be
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtMasked);
 // D[M,N] (BF16) = A[r] . B[g]^T for rows r of group g = [ends[g-1], ends[g]) (any sizes); rows past the last end 0.
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtRagged);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtRaggedV1);  // before MN-major A scales

@@ -130,7 +130,7 @@ def m_grouped_fp8_gemm_nt_contiguous(
     m, n = a_fp8.shape[0], b_fp8.shape[1]
     if m == 0 or n == 0:
         return jnp.zeros((m, n), jnp.bfloat16)
-    mn_major = _contiguous_wants_mn_major_sfa(m)
+    mn_major = _m_grouped_wants_mn_major_sfa(m)
     sa = _sfa_mn_major(a_scale) if mn_major else a_scale
     (d,) = _contiguous_p.bind(a_fp8, sa, b_fp8, b_scale, row_ids, block_m=int(block_m), block_n=int(block_n),
                               num_sms=int(num_sms), sfa_mn_major=int(mn_major))
@@ -143,9 +143,10 @@ def _check_contiguous_block_m(op: str, block_m) -> None:
                          f"{2 * CONTIGUOUS_ALIGNMENT}, got {block_m!r}")
 
 
-def _contiguous_wants_mn_major_sfa(m: int) -> bool:
-    """The contiguous kernel's 128-row tiles stage MN-major A scales by TMA (instead of register loads); the
-    transpose is one small XLA kernel, not worth its launch for few rows."""
+def _m_grouped_wants_mn_major_sfa(m: int) -> bool:
+    """The contiguous and ragged kernels' 128- and 256-row tiles stage MN-major A scales by TMA (instead of
+    register loads or the scale warp's copies); the transpose is one small XLA kernel, not worth its launch
+    for few rows."""
     return m >= _SFA_MN_MAJOR_MIN_M and _ffi.has_cuda_kernels()
 
 
@@ -155,14 +156,16 @@ def _group_ends(sizes: jax.Array, m: int) -> jax.Array:
     return jnp.minimum(jnp.cumsum(jnp.clip(sizes.astype(jnp.int32), 0, m), dtype=jnp.int32), m)
 
 
-def _ragged_reference(a, a_scale, b, b_scale, ends, *out, **_):
-    return (_ref._m_grouped_rows(a, a_scale, b, b_scale, _gl._rows_of_ends(ends, a.shape[0])),)
+def _ragged_reference(a, a_scale, b, b_scale, ends, *out, sfa_mn_major: int = 0, **_):
+    m = a.shape[0]
+    a_scale = _sfa_k_major(a_scale, sfa_mn_major, m)
+    return (_ref._m_grouped_rows(a, a_scale, b, b_scale, _gl._rows_of_ends(ends, m)),)
 
 
 _ragged_p = make_primitive(
     OpSpec(
         name="jax_deepgemm_m_grouped_fp8_gemm_nt_ragged",
-        target="jax_deepgemm_m_grouped_fp8_gemm_nt_ragged_v1",
+        target="jax_deepgemm_m_grouped_fp8_gemm_nt_ragged_v2",
         out_shapes=lambda a, sa, b, sb, ends, *out, **_: [((a.shape[0], b.shape[1]), jnp.bfloat16)],
         reference=_ragged_reference,
         attrs=int32_attrs,
@@ -195,9 +198,10 @@ def m_grouped_fp8_gemm_nt_ragged(
       num_sms: use at most this many SMs (0 = all).
       tile: ``(block_m, block_n)`` forces a compiled tile (tests, tuning); None = heuristic.
 
-    Implementation: one kernel over A and D in place. A row tile (128 rows) that straddles a group
-    boundary is computed once per group it holds, each pass storing only that group's rows, so
-    unaligned groups cost at most G extra row tiles over the same rows aligned.
+    Implementation: one kernel over A and D in place. A row tile (128 rows, or 256 when the groups average
+    at least 2048 rows) that straddles a group boundary is computed once per group it holds, each pass
+    computing only the 128-row waves that hold the group's rows and storing only those rows, so unaligned
+    groups cost at most G extra row tiles over the same rows aligned.
     """
     op = "m_grouped_fp8_gemm_nt_ragged"
     a_fp8, a_scale, b_fp8, b_scale = _fp8_pairs(op, a, b)
@@ -209,16 +213,21 @@ def m_grouped_fp8_gemm_nt_ragged(
     sizes = _gl.check_group_sizes(group_sizes, fn=op, num_rows=m, num_groups=num_groups, rows_name="M")
     if m == 0 or n == 0 or num_groups == 0:
         return jnp.zeros((m, n), jnp.bfloat16)
-    (d,) = _ragged_p.bind(a_fp8, a_scale, b_fp8, b_scale, _group_ends(sizes, m), **tile_attrs(tile), num_sms=int(num_sms))
+    mn_major = _m_grouped_wants_mn_major_sfa(m)
+    (d,) = _ragged_p.bind(a_fp8, _sfa_mn_major(a_scale) if mn_major else a_scale, b_fp8, b_scale,
+                          _group_ends(sizes, m), **tile_attrs(tile), num_sms=int(num_sms), sfa_mn_major=int(mn_major))
     return d
 
 
-def _m_grouped_ragged_into(a, b, group_sizes, out: jax.Array, *, tile=None) -> jax.Array:
-    """Test hook: the ragged kernel writing into (an XLA-aliased copy of) a pre-filled ``out``."""
+def _m_grouped_ragged_into(a, b, group_sizes, out: jax.Array, *, tile=None,
+                           sfa_mn_major: bool | None = None) -> jax.Array:
+    """Test hook: the ragged kernel writing into (an XLA-aliased copy of) a pre-filled ``out``; ``sfa_mn_major``
+    forces the A-scale layout (None: as ``m_grouped_fp8_gemm_nt_ragged`` picks it)."""
     (a_fp8, a_scale), (b_fp8, b_scale) = a, b
     ends = _group_ends(jnp.asarray(group_sizes, jnp.int32), a_fp8.shape[0])
-    return _ragged_p.bind(a_fp8, a_scale, b_fp8, b_scale, ends, out, **tile_attrs(tile),
-                          num_sms=0)[0]
+    mn_major = _m_grouped_wants_mn_major_sfa(a_fp8.shape[0]) if sfa_mn_major is None else sfa_mn_major
+    return _ragged_p.bind(a_fp8, _sfa_mn_major(a_scale) if mn_major else a_scale, b_fp8, b_scale, ends, out,
+                          **tile_attrs(tile), num_sms=0, sfa_mn_major=int(mn_major))[0]
 
 
 def _m_grouped_contiguous_into(a, b, row_ids, out: jax.Array, sfa_mn_major: bool | None = None,
@@ -227,7 +236,7 @@ def _m_grouped_contiguous_into(a, b, row_ids, out: jax.Array, sfa_mn_major: bool
     the A-scale layout (None: as ``m_grouped_fp8_gemm_nt_contiguous`` picks it), ``block_m``/``block_n`` the tile."""
     (a_fp8, a_scale), (b_fp8, b_scale) = a, b
     _check_contiguous_block_m("m_grouped_fp8_gemm_nt_contiguous", block_m)
-    mn_major = _contiguous_wants_mn_major_sfa(a_fp8.shape[0]) if sfa_mn_major is None else sfa_mn_major
+    mn_major = _m_grouped_wants_mn_major_sfa(a_fp8.shape[0]) if sfa_mn_major is None else sfa_mn_major
     sa = _sfa_mn_major(a_scale) if mn_major else a_scale
     return _contiguous_p.bind(a_fp8, sa, b_fp8, b_scale, row_ids, out, block_m=int(block_m), block_n=int(block_n),
                               num_sms=0, sfa_mn_major=int(mn_major))[0]

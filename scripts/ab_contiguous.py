@@ -34,7 +34,7 @@ def main(configs) -> None:
         first = None
         for config in configs:
             block_m, layout = config.split(":")
-            m_grouped_gemm._contiguous_wants_mn_major_sfa = lambda m, mn=(layout == "mn"): mn
+            m_grouped_gemm._m_grouped_wants_mn_major_sfa = lambda m, mn=(layout == "mn"): mn
             fn = jax.jit(lambda a, b, ids, bm=int(block_m): dg.m_grouped_fp8_gemm_nt_contiguous(a, b, ids, block_m=bm))
             us = timing.time_with_profiler(fn, make_inputs=make, n_reps=3).median_us
             out = np.asarray(fn(*make(0)).astype(jnp.float32))

@@ -204,6 +204,31 @@ def test_ragged_poisoned_every_row_written_once(tile):
     assert calc_diff(out[done], exact[done]) < FP8_TOLERANCE
 
 
+@pytest.mark.parametrize("mn_major", [True, False])
+def test_ragged_tall_tiles_match_128_row_tiles(mn_major):
+    """256-row ragged units compute only the 128-row waves that hold their group's rows (one wave, the other or
+    both; the zero tail too) and store only those rows: every row written, and bit for bit what 128-row tiles of
+    the same width give (same WGMMAs and promotion order per row)."""
+    sizes, m, n, k = [130, 0, 1, 126, 64, 0, 300], 700, 576, 1536
+    a, _, x, _, _, _ = m_grouped_operands(17, [m], n, k)
+    a, x = (a[0][:m], a[1][:m]), x[:m]
+    w = jax.random.normal(jax.random.key(18), (len(sizes), n, k)).astype(jnp.bfloat16)
+    b = dg.per_block_cast_to_fp8(w)
+    poisoned = jnp.full((m, n), jnp.nan, jnp.bfloat16)
+    run = jax.jit(_m_grouped_ragged_into, static_argnames=("tile", "sfa_mn_major"))
+    tall = run(a, b, jnp.asarray(sizes, jnp.int32), poisoned, tile=(256, 128), sfa_mn_major=mn_major)
+    got = np.asarray(tall, np.float64)
+    ids = np.full(m, -1, np.int32)
+    ids[: sum(sizes)] = np.repeat(np.arange(len(sizes)), sizes)
+    done = ids >= 0
+    assert (got[~done] == 0).all(), "rows past the groups must be 0 (and written)"
+    assert np.isfinite(got[done]).all(), "a row of a straddling tile was not written"
+    exact = np.asarray(_exact_device(x, w, jnp.asarray(ids)), np.float64)
+    assert calc_diff(got[done], exact[done]) < FP8_TOLERANCE
+    short = run(a, b, jnp.asarray(sizes, jnp.int32), poisoned, tile=(128, 128), sfa_mn_major=mn_major)
+    assert_bitwise_equal(tall, short)
+
+
 def test_sanitizer_small_ragged():
     """Small ragged case (straddling tiles, empty groups, zero tail) for compute-sanitizer runs."""
     sizes, m, n, k = [70, 0, 100, 3], 200, 256, 512

@@ -183,6 +183,19 @@ def test_ragged_matches_float64_product(sizes, m):
         assert calc_diff(out, np.asarray(ref, np.float64)) < 1e-6
 
 
+def test_ragged_mn_major_scales_reference_matches():
+    """The ragged primitive given MN-major A scales (what the kernel takes from M >= 1024) computes the same."""
+    from jax_deepgemm.m_grouped_gemm import _m_grouped_ragged_into
+    m = 300
+    a, b, _, _, _, _ = m_grouped_operands(19, [m], N, K)
+    a = (a[0][:m], a[1][:m])
+    sizes = jnp.asarray([100, 0, 150], jnp.int32)
+    out = jnp.zeros((m, N), jnp.bfloat16)
+    want = _m_grouped_ragged_into(a, b, sizes, out, sfa_mn_major=False)
+    got = _m_grouped_ragged_into(a, b, sizes, out, tile=(256, 128), sfa_mn_major=True)
+    np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
+
+
 def test_ragged_device_sizes_past_m_are_truncated():
     m = 64
     a, b, x, w, _, _ = m_grouped_operands(15, [m], N, K)

@@ -181,14 +181,15 @@ struct Fp8GemmTraits {
   static constexpr int kScaleRows =
       kBScale != BScale::kBlock128 ? 1 : (128 % kBlockN == 0 ? 1 : (127 + kBlockN) / 128 + 1);
   static_assert(!kScalesInSmem || kScaleRows <= 4, "the stage's scale area holds 4 B scales");
-  // The ragged walk and its row-masked epilogue are compiled only into tiles of one wave with registers to
-  // spare (beside the 128 x 192 tile's 2 x 96 accumulators they spill: measured).
+  // The ragged walk and its row-masked epilogue are compiled only into tiles with registers to spare
+  // (beside the 128 x 192 tile's 2 x 96 accumulators they spill: measured).
   static constexpr bool kMGrouped = kBScale == BScale::kBlock128;
-  static constexpr bool kRaggedWalk = kMGrouped && kBlockM <= 128 && kBlockN <= kMaxRaggedBlockN;
-  // Contiguous M-grouped GEMMs align experts to 128 rows, so the two waves of a 256-row tile may belong to
-  // different experts: such a tile runs its K loop once per wave, each with its wave's expert
-  // (ContiguousSecondWaveGroup).
-  static constexpr bool kTwoPassTiles = kMGrouped && kBlockM == 256;
+  static constexpr bool kRaggedWalk = kMGrouped && kBlockN <= kMaxRaggedBlockN;
+  // A 256-row M-grouped tile may compute only some of its two 128-row waves: contiguous GEMMs align experts
+  // to 128 rows, so the waves may belong to different experts (the tile then runs its K loop once per wave,
+  // each with its wave's expert: ContiguousSecondWaveGroup), and a ragged unit computes only the waves
+  // holding rows of its group.
+  static constexpr bool kPartialWaveTiles = kMGrouped && kBlockM == 256;
   // Split-K is compiled into the dense 1D2D tiles of one 128-row wave up to 128 wide (few tiles, long K: small M;
   // beside the wider tiles' accumulators its code spills: measured).
   static constexpr bool kMaySplitK = kBScale == BScale::kBlock128 && kBlockM <= 128 && kBlockN <= kFp8SplitKMaxBlockN;
@@ -273,7 +274,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     if (!NextGemmTile<kBlockM, kBlockN, kClusterM, kClusterN>(sched, p.grouping, p.m, p.n, tile, cta_rank, m_block,
                                                               n_block, group))
       return false;
-    if constexpr (Traits::kTwoPassTiles)
+    if constexpr (Traits::kPartialWaveTiles)
       second_group = ContiguousSecondWaveGroup(p.grouping, p.m, m_block * kBlockM, group);
     kb_end = group < 0 ? 0 : p.num_k_blocks;
     if (Traits::kMaySplitK && p.split_k > 1) {
@@ -521,11 +522,22 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         }
       };
       constexpr int kAllWaves = (1 << kWaves) - 1;
-      if constexpr (Traits::kTwoPassTiles) {
-        // A two-expert 256-row tile runs the K range twice: wave 0 in the first pass, wave 1 in the second
-        // (the scales of each stage are in shared memory, written for the stage's pass).
+      if constexpr (Traits::kPartialWaveTiles) {
+        int waves = kAllWaves;
+        if (ragged) {  // only the waves holding rows of the unit's group (or of the zero tail)
+          int lo, hi;
+          RaggedTileRows<kBlockM>(p.grouping, p.m, m_block, group, lo, hi);
+          const int mid = m_block * kBlockM + 128;
+          waves = (lo < mid ? 1 : 0) | (hi > mid ? 2 : 0);
+        }
         if (second_group >= 0) {
+          // A two-expert contiguous tile runs the K range twice: wave 0 in the first pass, wave 1 in the
+          // second (the scales of each stage are in shared memory, written for the stage's pass).
           k_loop.template operator()<1>();
+          k_loop.template operator()<2>();
+        } else if (waves == 1) {
+          k_loop.template operator()<1>();
+        } else if (waves == 2) {
           k_loop.template operator()<2>();
         } else {
           k_loop.template operator()<kAllWaves>();
@@ -598,14 +610,14 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
 
       // ---------------- epilogue ----------------
       // The rows this unit stores: the tile's rows below M, or (ragged) its group's rows in the tile.
-      // A warpgroup whose 64 rows all belong to the unit stores with TMA; a ragged tile straddling
-      // groups stores its group's rows through registers.
+      // A warpgroup whose rows (64 per wave) all belong to the unit stores with TMA; a ragged tile
+      // straddling groups stores its group's rows through registers.
       int row_lo = m_block * kBlockM, row_hi = min(p.m, row_lo + kBlockM);  // empty past M (2nd CTA of a pair)
       bool wg_rows_whole = true;
       if constexpr (Traits::kRaggedWalk) {
         if (ragged) RaggedTileRows<kBlockM>(p.grouping, p.m, m_block, group, row_lo, row_hi);
         const int wg_row0 = m_block * kBlockM + warpgroup * 64;
-        wg_rows_whole = row_lo <= wg_row0 && min(wg_row0 + 64, p.m) <= row_hi;
+        wg_rows_whole = row_lo <= wg_row0 && min(wg_row0 + 64 + 128 * (kWaves - 1), p.m) <= row_hi;
       }
       if constexpr (Traits::kTmaStoreD) {
         if (p.use_tma_store && wg_rows_whole) {
