@@ -183,25 +183,40 @@ def test_ragged_skewed_routing(sizes, m, n, k):
     assert calc_diff(out[done], exact[done]) < FP8_TOLERANCE
 
 
+def _straddling_ragged_case(seed):
+    """700 rows in groups [130, 0, 1, 126, 64, 0, 300] (tiles straddling boundaries, empty groups, a zero tail)."""
+    sizes, m, n, k = [130, 0, 1, 126, 64, 0, 300], 700, 576, 1536
+    a, _, x, _, _, _ = m_grouped_operands(seed, [m], n, k)
+    w = jax.random.normal(jax.random.key(seed + 1), (len(sizes), n, k)).astype(jnp.bfloat16)
+    return (a[0][:m], a[1][:m]), dg.per_block_cast_to_fp8(w), x[:m], w, sizes
+
+
+def _run_ragged(case, **kwargs):
+    """The kernel writing into a NaN-poisoned output (kwargs: tile, sfa_mn_major)."""
+    a, b, x, _, sizes = case
+    run = jax.jit(_m_grouped_ragged_into, static_argnames=("tile", "sfa_mn_major"))
+    return run(a, b, jnp.asarray(sizes, jnp.int32), jnp.full((x.shape[0], b[0].shape[1]), jnp.nan, jnp.bfloat16),
+               **kwargs)
+
+
+def _check_ragged(case, out):
+    _, _, x, w, sizes = case
+    got = np.asarray(out, np.float64)
+    ids = np.full(x.shape[0], -1, np.int32)
+    ids[: sum(sizes)] = np.repeat(np.arange(len(sizes)), sizes)
+    done = ids >= 0
+    assert (got[~done] == 0).all(), "rows past the groups must be 0 (and written)"
+    assert np.isfinite(got[done]).all(), "a row of a straddling tile was not written"
+    exact = np.asarray(_exact_device(x, w, jnp.asarray(ids)), np.float64)
+    assert calc_diff(got[done], exact[done]) < FP8_TOLERANCE
+
+
 @pytest.mark.parametrize("tile", [None, (64, 64), (128, 128), (128, 176), (128, 160)])
 def test_ragged_poisoned_every_row_written_once(tile):
     """Tiles straddling group boundaries run once per group and store only that group's rows: with
     a NaN-poisoned output every row must come out finite (rows past the total exactly 0)."""
-    sizes, m, n, k = [130, 0, 1, 126, 64, 0, 300], 700, 576, 1536
-    a, _, x, _, _, _ = m_grouped_operands(13, [m], n, k)
-    a, x = (a[0][:m], a[1][:m]), x[:m]
-    w = jax.random.normal(jax.random.key(14), (len(sizes), n, k)).astype(jnp.bfloat16)
-    b = dg.per_block_cast_to_fp8(w)
-    out = jax.jit(_m_grouped_ragged_into, static_argnames="tile")(
-        a, b, jnp.asarray(sizes, jnp.int32), jnp.full((m, n), jnp.nan, jnp.bfloat16), tile=tile)
-    out = np.asarray(out, np.float64)
-    ids = np.full(m, -1, np.int32)
-    ids[: sum(sizes)] = np.repeat(np.arange(len(sizes)), sizes)
-    done = ids >= 0
-    assert (out[~done] == 0).all(), "rows past the groups must be 0 (and written)"
-    assert np.isfinite(out[done]).all(), "a row of a straddling tile was not written"
-    exact = np.asarray(_exact_device(x, w, jnp.asarray(ids)), np.float64)
-    assert calc_diff(out[done], exact[done]) < FP8_TOLERANCE
+    case = _straddling_ragged_case(13)
+    _check_ragged(case, _run_ragged(case, tile=tile))
 
 
 @pytest.mark.parametrize("mn_major", [True, False])
@@ -209,24 +224,10 @@ def test_ragged_tall_tiles_match_128_row_tiles(mn_major):
     """256-row ragged units compute only the 128-row waves that hold their group's rows (one wave, the other or
     both; the zero tail too) and store only those rows: every row written, and bit for bit what 128-row tiles of
     the same width give (same WGMMAs and promotion order per row)."""
-    sizes, m, n, k = [130, 0, 1, 126, 64, 0, 300], 700, 576, 1536
-    a, _, x, _, _, _ = m_grouped_operands(17, [m], n, k)
-    a, x = (a[0][:m], a[1][:m]), x[:m]
-    w = jax.random.normal(jax.random.key(18), (len(sizes), n, k)).astype(jnp.bfloat16)
-    b = dg.per_block_cast_to_fp8(w)
-    poisoned = jnp.full((m, n), jnp.nan, jnp.bfloat16)
-    run = jax.jit(_m_grouped_ragged_into, static_argnames=("tile", "sfa_mn_major"))
-    tall = run(a, b, jnp.asarray(sizes, jnp.int32), poisoned, tile=(256, 128), sfa_mn_major=mn_major)
-    got = np.asarray(tall, np.float64)
-    ids = np.full(m, -1, np.int32)
-    ids[: sum(sizes)] = np.repeat(np.arange(len(sizes)), sizes)
-    done = ids >= 0
-    assert (got[~done] == 0).all(), "rows past the groups must be 0 (and written)"
-    assert np.isfinite(got[done]).all(), "a row of a straddling tile was not written"
-    exact = np.asarray(_exact_device(x, w, jnp.asarray(ids)), np.float64)
-    assert calc_diff(got[done], exact[done]) < FP8_TOLERANCE
-    short = run(a, b, jnp.asarray(sizes, jnp.int32), poisoned, tile=(128, 128), sfa_mn_major=mn_major)
-    assert_bitwise_equal(tall, short)
+    case = _straddling_ragged_case(17)
+    tall = _run_ragged(case, tile=(256, 128), sfa_mn_major=mn_major)
+    _check_ragged(case, tall)
+    assert_bitwise_equal(tall, _run_ragged(case, tile=(128, 128), sfa_mn_major=mn_major))
 
 
 def test_sanitizer_small_ragged():
