@@ -346,7 +346,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
             empty[stage].wait(phase ^ 1);
             const uint32_t scales = cute::cast_smem_ptr_to_uint(smem_scales + stage * kScaleFloats);
             if (!sfa_by_tma) {
-  #pragma unroll 1
+#pragma unroll 1
               for (int i = 0; i < kBlockM / 32; ++i)
                 CopyAsync4(scales + 4 * (32 * i + lane),
                            p.sfa + static_cast<int64_t>(min(row + 32 * i, p.m - 1)) * p.num_k_blocks + kb);
