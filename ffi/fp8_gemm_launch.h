@@ -36,7 +36,7 @@ constexpr int Fp8GemmSfbStageBytes(int block_n, BScale scale) {
 // 128-byte aligned per stage: the A scales may arrive by TMA.
 constexpr int Fp8GemmScaleStageBytes(int block_m) { return block_m == 256 ? (block_m * 4 + 16 + 127) / 128 * 128 : 0; }
 constexpr int kFp8GemmBarrierBytesPerStage = 16;
-// 128-row 1D2D tiles given MN-major A scales stage them in shared memory too (per stage, beyond the above).
+// 128-row tiles given MN-major A scales stage them in shared memory too (per stage, beyond the above).
 constexpr int Fp8GemmOptionalSfaStageBytes(int block_m) { return block_m == 128 ? block_m * 4 : 0; }
 constexpr int Fp8GemmStageBytes(int block_m, int block_n, BScale scale) {
   return block_m * 128 + block_n * 128 + Fp8GemmSfbStageBytes(block_n, scale) + Fp8GemmScaleStageBytes(block_m) +

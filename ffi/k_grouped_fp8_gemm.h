@@ -5,3 +5,4 @@
 
 // D[g] (FP32) = C[g] + A[:, K_g] . B[:, K_g]^T over consecutive K ranges whose sizes live on the device.
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmKGroupedFp8GemmNtContiguous);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmKGroupedFp8GemmNtContiguousV1);  // before MN-major A scales

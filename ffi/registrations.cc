@@ -52,7 +52,8 @@ nb::dict Registrations() {
   targets["jax_deepgemm_m_grouped_bf16_gemm_nt_ragged_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedBf16GemmNtRagged);
   targets["jax_deepgemm_m_grouped_bf16_gemm_nn_ragged_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedBf16GemmNnRagged);
   targets["jax_deepgemm_k_grouped_bf16_gemm_v1"] = EncapsulateFfi(JaxDeepgemmKGroupedBf16GemmContiguous);
-  targets["jax_deepgemm_k_grouped_fp8_gemm_nt_contiguous_v1"] = EncapsulateFfi(JaxDeepgemmKGroupedFp8GemmNtContiguous);
+  targets["jax_deepgemm_k_grouped_fp8_gemm_nt_contiguous_v1"] = EncapsulateFfi(JaxDeepgemmKGroupedFp8GemmNtContiguousV1);
+  targets["jax_deepgemm_k_grouped_fp8_gemm_nt_contiguous_v2"] = EncapsulateFfi(JaxDeepgemmKGroupedFp8GemmNtContiguous);
 #endif
   return targets;
 }

@@ -22,8 +22,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jax_deepgemm import _checks
+from jax_deepgemm import _checks, _ffi
 from jax_deepgemm import grouped_layout as _gl
+from jax_deepgemm.fp8_gemm import _SFA_MN_MAJOR_MIN_M, _sfa_k_major, _sfa_mn_major
 from jax_deepgemm import reference as _ref
 from jax_deepgemm._primitive import OpSpec, batch_by_map, int32_attrs, make_primitive, tile_attrs
 
@@ -45,9 +46,10 @@ def _poison_broken_groups(d: jax.Array, sizes: jax.Array) -> jax.Array:
     return jnp.where(broken[:, None, None], jnp.nan, d)
 
 
-def _reference_nt(a, a_scale, b, b_scale_t, sizes, *out, accumulate: int, **_):
+def _reference_nt(a, a_scale, b, b_scale_t, sizes, *out, accumulate: int, sfa_mn_major: int = 0, **_):
     """The kernel's operands (K-major, B scales transposed and padded) through the TN reference."""
     n = b.shape[0]
+    a_scale = _sfa_k_major(a_scale, sfa_mn_major, a.shape[0])
     c = out[0] if (out and accumulate) else None
     d = _ref._k_grouped_core(a.T, a_scale.T, b.T, b_scale_t[:, :n], sizes, c)
     return (_poison_broken_groups(d, sizes),)
@@ -56,7 +58,7 @@ def _reference_nt(a, a_scale, b, b_scale_t, sizes, *out, accumulate: int, **_):
 _k_grouped_p = make_primitive(
     OpSpec(
         name="jax_deepgemm_k_grouped_fp8_gemm_nt_contiguous",
-        target="jax_deepgemm_k_grouped_fp8_gemm_nt_contiguous_v1",
+        target="jax_deepgemm_k_grouped_fp8_gemm_nt_contiguous_v2",
         out_shapes=lambda a, sa, b, sbt, sizes, *out, **_: [((sizes.shape[0], a.shape[0], b.shape[0]), jnp.float32)],
         reference=_reference_nt,
         attrs=int32_attrs,
@@ -137,9 +139,17 @@ def k_grouped_fp8_gemm_nt_contiguous(
         return _poison_broken_groups(base, sizes) if num_groups else base
     b_scale_t = jnp.pad(b_scale.T, ((0, 0), (0, (-n) % 4)))  # [K/128, align(N, 4)]: one TMA box per K-block
     extra = () if c is None else (c,)
-    (d,) = _k_grouped_p.bind(a_fp8, a_scale, b_fp8, b_scale_t, sizes, *extra, accumulate=int(c is not None),
-                             **_tile_attrs(tile, num_sms))
+    mn_major = _k_grouped_wants_mn_major_sfa(m)
+    (d,) = _k_grouped_p.bind(a_fp8, _sfa_mn_major(a_scale) if mn_major else a_scale, b_fp8, b_scale_t, sizes, *extra,
+                             accumulate=int(c is not None), **_tile_attrs(tile, num_sms), sfa_mn_major=int(mn_major))
     return d
+
+
+def _k_grouped_wants_mn_major_sfa(m: int) -> bool:
+    """128-row tiles stage MN-major A scales (``[K/128, align(M, 4)]``, which the token-major TN form already
+    holds) per stage by TMA instead of loading them into registers; for few rows the heuristic runs 64-row
+    tiles, which read MN-major scales more slowly."""
+    return m >= _SFA_MN_MAJOR_MIN_M and _ffi.has_cuda_kernels()
 
 
 def k_grouped_fp8_gemm_tn_contiguous(
@@ -171,13 +181,16 @@ def k_grouped_fp8_gemm_tn_contiguous(
                                             num_sms=num_sms, tile=tile)
 
 
-def _k_grouped_into(a, b, k_group_sizes, out: jax.Array, *, tile=None) -> jax.Array:
-    """Test hook: the kernel (K-major operands) writing into (an XLA-aliased copy of) a pre-filled ``out``."""
+def _k_grouped_into(a, b, k_group_sizes, out: jax.Array, *, tile=None, sfa_mn_major: bool | None = None) -> jax.Array:
+    """Test hook: the kernel (K-major operands) writing into (an XLA-aliased copy of) a pre-filled ``out``;
+    ``sfa_mn_major`` forces the A-scale layout (None: as ``k_grouped_fp8_gemm_nt_contiguous`` picks it)."""
     (a_fp8, a_scale), (b_fp8, b_scale) = a, b
     n = b_fp8.shape[0]
     b_scale_t = jnp.pad(b_scale.T, ((0, 0), (0, (-n) % 4)))
     sizes = jnp.asarray(k_group_sizes, jnp.int32)
-    return _k_grouped_p.bind(a_fp8, a_scale, b_fp8, b_scale_t, sizes, out, accumulate=0, **_tile_attrs(tile, 0))[0]
+    mn_major = _k_grouped_wants_mn_major_sfa(a_fp8.shape[0]) if sfa_mn_major is None else sfa_mn_major
+    return _k_grouped_p.bind(a_fp8, _sfa_mn_major(a_scale) if mn_major else a_scale, b_fp8, b_scale_t, sizes, out,
+                             accumulate=0, **_tile_attrs(tile, 0), sfa_mn_major=int(mn_major))[0]
 
 
 # ---------------------------------------------------------------------------------------------

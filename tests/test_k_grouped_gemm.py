@@ -33,11 +33,11 @@ def _nt(x):
     return (x[0].T, x[1].T)
 
 
-def _run_poisoned(a, b, k_sizes, tile=None):
+def _run_poisoned(a, b, k_sizes, tile=None, sfa_mn_major=None):
     m, n = a[0].shape[1], b[0].shape[1]
     out = jnp.full((len(k_sizes), m, n), jnp.nan, jnp.float32)
-    f = jax.jit(_k_grouped_into, static_argnames="tile")
-    return np.asarray(f(_nt(a), _nt(b), jnp.asarray(k_sizes, jnp.int32), out, tile=tile))
+    f = jax.jit(_k_grouped_into, static_argnames=("tile", "sfa_mn_major"))
+    return np.asarray(f(_nt(a), _nt(b), jnp.asarray(k_sizes, jnp.int32), out, tile=tile, sfa_mn_major=sfa_mn_major))
 
 
 def _check(got, x, y, k_sizes, rows=None, cols=None, tolerance=FP8_TOLERANCE):
@@ -73,7 +73,8 @@ def test_deepgemm_shapes(num_groups, m, n, expected_k):
 @pytest.mark.parametrize("k_sizes,m,n", [([128, 0, 384], 200, 2112), ([256, 128], 1, 576), ([0, 0, 128], 96, 72)])
 def test_awkward_shapes_every_tile(k_sizes, m, n, tile):
     a, b, x, y = k_grouped_operands(m + n, k_sizes + [128], m, n)  # a trailing token block in no group
-    _check(_run_poisoned(a, b, k_sizes, tile), x, y, k_sizes)
+    for sfa_mn_major in (False, True):  # A scales loaded into registers / (128-row tiles) staged by TMA
+        _check(_run_poisoned(a, b, k_sizes, tile, sfa_mn_major), x, y, k_sizes)
 
 
 def test_accumulate_into_c_and_tn_entry():

@@ -53,6 +53,17 @@ def test_tn_and_nt_match_float64(k_sizes):
                 assert calc_diff(np.asarray(got[g], np.float64), want[g]) < 1e-9
 
 
+def test_mn_major_a_scales_reference_matches():
+    """The primitive given MN-major A scales (what 128-row tiles take from M >= 1024) computes the same."""
+    from jax_deepgemm.k_grouped_gemm import _k_grouped_into
+    k_sizes = [256, 0, 128]
+    a, b, _, _ = k_grouped_operands(4, k_sizes, 96, 72)
+    out = jnp.zeros((3, 96, 72), jnp.float32)
+    want = _k_grouped_into(_nt(a), _nt(b), k_sizes, out, sfa_mn_major=False)
+    got = _k_grouped_into(_nt(a), _nt(b), k_sizes, out, sfa_mn_major=True)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
 def test_accumulate_and_empty_group_returns_c():
     k_sizes = [128, 0, 256]
     a, b, _, _ = k_grouped_operands(2, k_sizes, 64, 40)

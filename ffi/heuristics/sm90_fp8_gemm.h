@@ -29,7 +29,7 @@ inline constexpr BlockShape kFp8PerChannelShapes[] = {JDG_FP8_1D1D_ALL(JDG_BLOCK
 
 inline int Fp8GemmStages(BlockShape s, BScale scale, bool sfa_mn_major = false) {
   const int per_stage =
-      Fp8GemmStageBytes(s.m, s.n, scale) + (sfa_mn_major && scale == BScale::kBlock128 ? Fp8GemmOptionalSfaStageBytes(s.m) : 0);
+      Fp8GemmStageBytes(s.m, s.n, scale) + (sfa_mn_major ? Fp8GemmOptionalSfaStageBytes(s.m) : 0);
   // More stages keep more bytes in flight (what small-M, memory-bound shapes need); beyond ~24
   // nothing improves and the barrier bookkeeping grows.
   return std::min(24, (kSm90SmemCapacity - Fp8GemmSmemDBytes(s.m, s.n, scale)) / per_stage);

@@ -163,9 +163,10 @@ struct Fp8GemmTraits {
   // per thread, with L1 almost all given to shared memory). Smaller tiles keep their register loads:
   // the scale area would cost them a pipeline stage (measured: -8 %).
   static constexpr bool kScalesInSmem = kBlockM == 256;
-  // 128-row 1D2D tiles given MN-major A scales take them into shared memory by TMA as well (decided at run
-  // time: the scale area, kBlockM floats per stage, exists only then; their B scales stay in registers).
-  static constexpr bool kSfaMaySmem = kBlockM == 128 && kBScale == BScale::kBlock128;
+  // 128-row tiles given MN-major A scales take them into shared memory by TMA as well (decided at run time:
+  // the scale area, kBlockM floats per stage, exists only then; 1D2D B scales stay in registers, 1D1D ones
+  // arrive by TMA anyway).
+  static constexpr bool kSfaMaySmem = kBlockM == 128;
   static constexpr int kSmemA = kBlockM * kFp8BlockK;        // bytes per stage, multiple of 1024
   static constexpr int kSmemB = kBlockN * kFp8BlockK;
   static constexpr int kSmemSfb = Fp8GemmSfbStageBytes(kBlockN, kBScale);
