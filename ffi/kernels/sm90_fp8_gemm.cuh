@@ -33,6 +33,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <numeric>
 #include <utility>
 
 #include <cute/arch/cluster_sm90.hpp>
@@ -441,8 +442,11 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
 
       // The K loop over the waves in kWaveMask (bit w: wave w). The mask is a template argument so that
       // after unrolling the skipped waves vanish: the loop of all waves compiles as if the two-pass path
-      // did not exist (a run-time wave test in it cost ~12 % at 4096 x 4096 x 7168: measured).
-      auto k_loop = [&]<int kWaveMask>() {
+      // did not exist (a run-time wave test in it cost ~12 % at 4096 x 4096 x 7168: measured). kColOffset is
+      // the tile's first column inside its first 128-column B scale block (col_offset), for tiles that
+      // straddle scale blocks: fixed at compile time, each 8-column group's scale row is too, and the
+      // promotion multiplies sa . sb once per scale row instead of once per group.
+      auto k_loop = [&]<int kWaveMask, int kColOffset>() {
         constexpr int kLastWave = kWaveMask >> 1 ? 1 : 0;
         for (int kb = 0; kb < num_k_blocks; ++kb) {
           full[stage].wait(phase);
@@ -482,7 +486,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
 #pragma unroll
               for (int g = 0; g < kBlockN / 8; ++g) {
                 // Scale row of this 8-column group, selected without indexing registers at run time.
-                const int row = (col_offset + 8 * g) >> 7;
+                const int row = (kColOffset + 8 * g) >> 7;
                 float b_scale = sb[0];
                 if constexpr (Traits::kScaleRows > 1) b_scale = row >= 1 ? sb[1] : b_scale;
                 if constexpr (Traits::kScaleRows > 2) b_scale = row >= 2 ? sb[2] : b_scale;
@@ -522,6 +526,18 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           if (++stage == num_stages) stage = 0, phase ^= 1;
         }
       };
+      // The K loop for this tile's column offset (one instance per offset a BLOCK_N-wide tile can have: the
+      // multiples of gcd(BLOCK_N, 128); one for tiles that never straddle).
+      auto k_loop_at_offset = [&]<int kWaveMask>() {
+        if constexpr (Traits::kScaleRows == 1) {
+          k_loop.template operator()<kWaveMask, 0>();
+        } else {
+          constexpr int kOffsetStep = std::gcd(kBlockN, 128);
+          [&]<int... kI>(std::integer_sequence<int, kI...>) {
+            ((col_offset == kI * kOffsetStep ? (k_loop.template operator()<kWaveMask, kI * kOffsetStep>(), 0) : 0), ...);
+          }(std::make_integer_sequence<int, 128 / kOffsetStep>{});
+        }
+      };
       constexpr int kAllWaves = (1 << kWaves) - 1;
       if constexpr (Traits::kPartialWaveTiles) {
         int waves = kAllWaves;
@@ -534,17 +550,17 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         if (second_group >= 0) {
           // A two-expert contiguous tile runs the K range twice: wave 0 in the first pass, wave 1 in the
           // second (the scales of each stage are in shared memory, written for the stage's pass).
-          k_loop.template operator()<1>();
-          k_loop.template operator()<2>();
+          k_loop_at_offset.template operator()<1>();
+          k_loop_at_offset.template operator()<2>();
         } else if (waves == 1) {
-          k_loop.template operator()<1>();
+          k_loop_at_offset.template operator()<1>();
         } else if (waves == 2) {
-          k_loop.template operator()<2>();
+          k_loop_at_offset.template operator()<2>();
         } else {
-          k_loop.template operator()<kAllWaves>();
+          k_loop_at_offset.template operator()<kAllWaves>();
         }
       } else {
-        k_loop.template operator()<kAllWaves>();
+        k_loop_at_offset.template operator()<kAllWaves>();
       }
 
       if constexpr (Traits::kMaySplitK) {
