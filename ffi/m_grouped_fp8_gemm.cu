@@ -20,11 +20,12 @@ namespace {
 
 // The group alignment of the contiguous layout: one 128-row block, one expert.
 constexpr int kContiguousBlockM = 128;
-// Contiguous tiles are 256 rows (two 128-row waves sharing each B tile: the dense kernel's fastest tile at
-// M = 4096, 13-17 % faster than 128-row pairs at N >= 4096) when the experts average at least this many
-// rows, else 128. A 256-row tile whose two blocks belong to two experts runs its K range once per wave
-// (ContiguousSecondWaveGroup), ~1.5x a tile's time; there is at most one such tile per expert boundary,
-// i.e. <= 1 in 8 tiles here.
+// Contiguous and ragged tiles are 256 rows (two 128-row waves sharing each B tile: the dense kernel's fastest
+// tile at M = 4096, 13-17 % faster than 128-row pairs at N >= 4096) when the experts average at least this
+// many rows, else 128. A contiguous 256-row tile whose two blocks belong to two experts runs its K range once
+// per wave (ContiguousSecondWaveGroup), ~1.5x a tile's time; a ragged one runs once per group, each unit
+// computing only the waves holding its rows. There is at most one such tile per expert boundary, i.e. <= 1
+// in 8 tiles here.
 constexpr int64_t kTallTileMinRowsPerGroup = 2048;
 
 // The operands shared by the contiguous and ragged forms: A [M, K] rows of all experts, B [G, N, K],

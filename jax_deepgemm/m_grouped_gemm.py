@@ -130,10 +130,9 @@ def m_grouped_fp8_gemm_nt_contiguous(
     m, n = a_fp8.shape[0], b_fp8.shape[1]
     if m == 0 or n == 0:
         return jnp.zeros((m, n), jnp.bfloat16)
-    mn_major = _m_grouped_wants_mn_major_sfa(m)
-    sa = _sfa_mn_major(a_scale) if mn_major else a_scale
+    sa, mn_major = _kernel_a_scales(a_scale)
     (d,) = _contiguous_p.bind(a_fp8, sa, b_fp8, b_scale, row_ids, block_m=int(block_m), block_n=int(block_n),
-                              num_sms=int(num_sms), sfa_mn_major=int(mn_major))
+                              num_sms=int(num_sms), sfa_mn_major=mn_major)
     return d
 
 
@@ -148,6 +147,14 @@ def _m_grouped_wants_mn_major_sfa(m: int) -> bool:
     register loads or the scale warp's copies); the transpose is one small XLA kernel, not worth its launch
     for few rows."""
     return m >= _SFA_MN_MAJOR_MIN_M and _ffi.has_cuda_kernels()
+
+
+def _kernel_a_scales(a_scale: jax.Array, mn_major: bool | None = None) -> tuple[jax.Array, int]:
+    """The ``[M, ceil(K/128)]`` A scales in the layout the contiguous/ragged kernels get, and the ``sfa_mn_major``
+    attribute saying which (``mn_major`` forces it; None: ``_m_grouped_wants_mn_major_sfa``)."""
+    if mn_major is None:
+        mn_major = _m_grouped_wants_mn_major_sfa(a_scale.shape[0])
+    return (_sfa_mn_major(a_scale) if mn_major else a_scale), int(mn_major)
 
 
 def _group_ends(sizes: jax.Array, m: int) -> jax.Array:
@@ -213,9 +220,9 @@ def m_grouped_fp8_gemm_nt_ragged(
     sizes = _gl.check_group_sizes(group_sizes, fn=op, num_rows=m, num_groups=num_groups, rows_name="M")
     if m == 0 or n == 0 or num_groups == 0:
         return jnp.zeros((m, n), jnp.bfloat16)
-    mn_major = _m_grouped_wants_mn_major_sfa(m)
-    (d,) = _ragged_p.bind(a_fp8, _sfa_mn_major(a_scale) if mn_major else a_scale, b_fp8, b_scale,
-                          _group_ends(sizes, m), **tile_attrs(tile), num_sms=int(num_sms), sfa_mn_major=int(mn_major))
+    sa, mn_major = _kernel_a_scales(a_scale)
+    (d,) = _ragged_p.bind(a_fp8, sa, b_fp8, b_scale, _group_ends(sizes, m), **tile_attrs(tile), num_sms=int(num_sms),
+                          sfa_mn_major=mn_major)
     return d
 
 
@@ -225,9 +232,9 @@ def _m_grouped_ragged_into(a, b, group_sizes, out: jax.Array, *, tile=None,
     forces the A-scale layout (None: as ``m_grouped_fp8_gemm_nt_ragged`` picks it)."""
     (a_fp8, a_scale), (b_fp8, b_scale) = a, b
     ends = _group_ends(jnp.asarray(group_sizes, jnp.int32), a_fp8.shape[0])
-    mn_major = _m_grouped_wants_mn_major_sfa(a_fp8.shape[0]) if sfa_mn_major is None else sfa_mn_major
-    return _ragged_p.bind(a_fp8, _sfa_mn_major(a_scale) if mn_major else a_scale, b_fp8, b_scale, ends, out,
-                          **tile_attrs(tile), num_sms=0, sfa_mn_major=int(mn_major))[0]
+    sa, mn_major = _kernel_a_scales(a_scale, sfa_mn_major)
+    return _ragged_p.bind(a_fp8, sa, b_fp8, b_scale, ends, out, **tile_attrs(tile), num_sms=0,
+                          sfa_mn_major=mn_major)[0]
 
 
 def _m_grouped_contiguous_into(a, b, row_ids, out: jax.Array, sfa_mn_major: bool | None = None,
@@ -236,10 +243,9 @@ def _m_grouped_contiguous_into(a, b, row_ids, out: jax.Array, sfa_mn_major: bool
     the A-scale layout (None: as ``m_grouped_fp8_gemm_nt_contiguous`` picks it), ``block_m``/``block_n`` the tile."""
     (a_fp8, a_scale), (b_fp8, b_scale) = a, b
     _check_contiguous_block_m("m_grouped_fp8_gemm_nt_contiguous", block_m)
-    mn_major = _m_grouped_wants_mn_major_sfa(a_fp8.shape[0]) if sfa_mn_major is None else sfa_mn_major
-    sa = _sfa_mn_major(a_scale) if mn_major else a_scale
+    sa, mn_major = _kernel_a_scales(a_scale, sfa_mn_major)
     return _contiguous_p.bind(a_fp8, sa, b_fp8, b_scale, row_ids, out, block_m=int(block_m), block_n=int(block_n),
-                              num_sms=0, sfa_mn_major=int(mn_major))[0]
+                              num_sms=0, sfa_mn_major=mn_major)[0]
 
 
 # ---------------------------------------------------------------------------------------------
