@@ -111,7 +111,7 @@ ffi::Error MGroupedFp8GemmNtContiguousV1(cudaStream_t stream, int32_t device, ff
 ffi::Error MGroupedFp8GemmNtMasked(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa,
                                    ffi::AnyBuffer b, ffi::AnyBuffer sfb, ffi::AnyBuffer masked_m,
                                    ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, int32_t expected_m,
-                                   int32_t block_m, int32_t block_n, int32_t num_sms) {
+                                   int32_t block_m, int32_t block_n, int32_t num_sms, int32_t sfa_mn_major) {
   constexpr const char* kOp = "m_grouped_fp8_gemm_nt_masked";
   JDG_RETURN_IF_ERROR(CheckAliasedOutput(kOp, aliased_d, *d, false));
   if (a.dimensions().size() != 3 || b.dimensions().size() != 3)
@@ -121,7 +121,11 @@ ffi::Error MGroupedFp8GemmNtMasked(cudaStream_t stream, int32_t device, ffi::Any
   const int64_t k_blocks = CeilDiv(k, 128);
   JDG_RETURN_IF_ERROR(ExpectBuffer(a, "a", ffi::DataType::F8E4M3FN, {groups, max_m, k}));
   JDG_RETURN_IF_ERROR(ExpectBuffer(b, "b", ffi::DataType::F8E4M3FN, {groups, n, k}));
-  JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale", ffi::DataType::F32, {groups, max_m, k_blocks}));
+  if (sfa_mn_major)  // the [G * max_m, ceil(K/128)] scales transposed, as the contiguous form takes them
+    JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale (MN-major)", ffi::DataType::F32,
+                                     {k_blocks, Fp8GemmSfaMnStride(groups * max_m)}));
+  else
+    JDG_RETURN_IF_ERROR(ExpectBuffer(sfa, "a_scale", ffi::DataType::F32, {groups, max_m, k_blocks}));
   JDG_RETURN_IF_ERROR(ExpectBuffer(sfb, "b_scale", ffi::DataType::F32, {groups, CeilDiv(n, 128), k_blocks}));
   JDG_RETURN_IF_ERROR(ExpectBuffer(masked_m, "masked_m", ffi::DataType::S32, {groups}));
   JDG_RETURN_IF_ERROR(ExpectBuffer(*d, "d", ffi::DataType::BF16, {groups, max_m, n}));
@@ -138,8 +142,8 @@ ffi::Error MGroupedFp8GemmNtMasked(cudaStream_t stream, int32_t device, ffi::Any
   // masked_m says), BLOCK_M <= 128, clusters only along N (one expert per pair); the persistent
   // grid covers every SM since the tile count is on the device.
   const int hint_m = int(std::clamp<int64_t>(expected_m > 0 ? expected_m : max_m, 1, max_m) * groups);
-  Fp8GemmConfig cfg =
-      PickFp8GemmConfig(hint_m, int(n), int(k), BScale::kBlock128, sms, block_m, block_n, 1, 0, 0, kMGroupedMaxBlockM);
+  Fp8GemmConfig cfg = PickFp8GemmConfig(hint_m, int(n), int(k), BScale::kBlock128, sms, block_m, block_n, 1, 0, 0,
+                                        kMGroupedMaxBlockM, sfa_mn_major != 0);
   if (cfg.block_m == 0)
     return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_masked: requested block_m/block_n is not compiled");
   cfg.grid = PersistentGrid(INT32_MAX, sms, cfg.cluster_m * cfg.cluster_n);  // the tile count is device data
@@ -147,7 +151,16 @@ ffi::Error MGroupedFp8GemmNtMasked(cudaStream_t stream, int32_t device, ffi::Any
   op.num_groups = int(groups);
   op.masked_m = static_cast<const int*>(masked_m.untyped_data());
   op.max_m = int(max_m);
+  op.sfa_mn_stride = sfa_mn_major != 0 ? int(Fp8GemmSfaMnStride(groups * max_m)) : 0;
   return CudaStatus(DispatchFp8Gemm(BScale::kBlock128, op, cfg, stream), "m_grouped_fp8_gemm_nt_masked launch");
+}
+// _v1: K-major A scales only.
+ffi::Error MGroupedFp8GemmNtMaskedV1(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa,
+                                     ffi::AnyBuffer b, ffi::AnyBuffer sfb, ffi::AnyBuffer masked_m,
+                                     ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, int32_t expected_m,
+                                     int32_t block_m, int32_t block_n, int32_t num_sms) {
+  return MGroupedFp8GemmNtMasked(stream, device, a, sfa, b, sfb, masked_m, aliased_d, d, expected_m, block_m, block_n,
+                                 num_sms, 0);
 }
 
 // D[r] = A[r] . B[g(r)]^T with group g owning rows [ends[g-1], ends[g]) of A (any sizes), rows past
@@ -234,22 +247,28 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtContiguousV1, jdg::MGr
                               ContiguousFp8GemmOperands().Attr<int32_t>("block_n").Attr<int32_t>("num_sms"),
                               {xla::ffi::Traits::kCmdBufferCompatible});
 
+namespace {
+// a (e4m3 [G, max_m, K]), a_scale (f32 [G, max_m, ceil(K/128)]; _v2 with sfa_mn_major = 1: [ceil(K/128),
+// align(G * max_m, 4)]), b (e4m3 [G, N, K]), b_scale (f32 [G, ceil(N/128), ceil(K/128)]), masked_m (s32 [G] valid
+// rows per group) [, d itself, aliased] -> d (bf16 [G, max_m, N]); expected_m (rows per group the tile choice
+// assumes, 0: max_m), block_m, block_n (0: heuristic), num_sms (0: all SMs of the device).
+auto MaskedFp8GemmBinding() {
+  return jdg::ScaledGemmOperandsBinding()
+      .Arg<xla::ffi::AnyBuffer>()  // masked_m
+      .RemainingArgs()
+      .Ret<xla::ffi::AnyBuffer>()
+      .Attr<int32_t>("expected_m")
+      .Attr<int32_t>("block_m")
+      .Attr<int32_t>("block_n")
+      .Attr<int32_t>("num_sms");
+}
+}  // namespace
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtMasked, jdg::MGroupedFp8GemmNtMasked,
-                              xla::ffi::Ffi::Bind()
-                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
-                                  .Ctx<xla::ffi::DeviceOrdinal>()
-                                  .Arg<xla::ffi::AnyBuffer>()   // a        e4m3 [G, max_m, K]
-                                  .Arg<xla::ffi::AnyBuffer>()   // a_scale  f32  [G, max_m, ceil(K/128)]
-                                  .Arg<xla::ffi::AnyBuffer>()   // b        e4m3 [G, N, K]
-                                  .Arg<xla::ffi::AnyBuffer>()   // b_scale  f32  [G, ceil(N/128), ceil(K/128)]
-                                  .Arg<xla::ffi::AnyBuffer>()   // masked_m s32  [G] valid rows per group
-                                  .RemainingArgs()              // optional: d itself (aliased)
-                                  .Ret<xla::ffi::AnyBuffer>()   // d        bf16 [G, max_m, N]
-                                  .Attr<int32_t>("expected_m")  // rows per group the tile choice assumes (0: max_m)
-                                  .Attr<int32_t>("block_m")     // 0: heuristic
-                                  .Attr<int32_t>("block_n")     // 0: heuristic
-                                  .Attr<int32_t>("num_sms"),    // 0: all SMs of the device
+                              MaskedFp8GemmBinding().Attr<int32_t>("sfa_mn_major"),
                               {xla::ffi::Traits::kCmdBufferCompatible});
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtMaskedV1, jdg::MGroupedFp8GemmNtMaskedV1,
+                              MaskedFp8GemmBinding(), {xla::ffi::Traits::kCmdBufferCompatible});
 
 namespace {
 // a (e4m3 [M, K]), a_scale (f32 [M, ceil(K/128)]; _v2 with sfa_mn_major = 1: [ceil(K/128), align(M, 4)]), b (e4m3

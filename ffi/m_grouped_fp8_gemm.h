@@ -9,6 +9,7 @@ XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtContiguousV2);  // be
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtContiguousV1);  // before MN-major A scales
 // D[g, :masked_m[g]] (BF16) = A[g, :masked_m[g]] . B[g]^T; the rest of D[g] is unspecified.
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtMasked);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtMaskedV1);
 // D[M,N] (BF16) = A[r] . B[g]^T for rows r of group g = [ends[g-1], ends[g]) (any sizes); rows past the last end 0.
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtRagged);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmMGroupedFp8GemmNtRaggedV1);  // before MN-major A scales

@@ -38,7 +38,8 @@ nb::dict Registrations() {
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtContiguousV1);
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v2"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtContiguousV2);
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_contiguous_v3"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtContiguous);
-  targets["jax_deepgemm_m_grouped_fp8_gemm_nt_masked_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtMasked);
+  targets["jax_deepgemm_m_grouped_fp8_gemm_nt_masked_v2"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtMasked);
+  targets["jax_deepgemm_m_grouped_fp8_gemm_nt_masked_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtMaskedV1);
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_ragged_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtRaggedV1);
   targets["jax_deepgemm_m_grouped_fp8_gemm_nt_ragged_v2"] = EncapsulateFfi(JaxDeepgemmMGroupedFp8GemmNtRagged);
   targets["jax_deepgemm_fp8_mqa_logits_v1"] = EncapsulateFfi(JaxDeepgemmFp8MqaLogits);

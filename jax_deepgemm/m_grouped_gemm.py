@@ -256,14 +256,28 @@ MASKED_MAX_M_ALIGNMENT = 128
 """``max_m`` must be a multiple of this: a 128-row tile never straddles two groups' buffers."""
 
 
-def _masked_reference(a, a_scale, b, b_scale, masked_m, *out, **_):
+def _masked_reference(a, a_scale, b, b_scale, masked_m, *out, sfa_mn_major: int = 0, **_):
+    groups, max_m, k = a.shape
+    if sfa_mn_major:
+        a_scale = _sfa_k_major(a_scale, 1, groups * max_m).reshape(groups, max_m, -1)
     return (_ref._masked_core(a, a_scale, b, b_scale, masked_m),)
+
+
+def _masked_wants_mn_major_sfa(groups: int, max_m: int, expected_m: int) -> bool:
+    """Whether the masked kernel gets MN-major A scales (staged by TMA, as the contiguous form's): the transpose
+    reads all ``G * max_m`` scale rows, so it pays only where the experts' expected rows fill their buffers."""
+    return False
+
+
+def _masked_a_scales(a_scale: jax.Array, mn_major: bool) -> jax.Array:
+    """``[G, max_m, ceil(K/128)]`` scales in the layout of ``sfa_mn_major = mn_major``."""
+    return _sfa_mn_major(a_scale.reshape(-1, a_scale.shape[-1])) if mn_major else a_scale
 
 
 _masked_p = make_primitive(
     OpSpec(
         name="jax_deepgemm_m_grouped_fp8_gemm_nt_masked",
-        target="jax_deepgemm_m_grouped_fp8_gemm_nt_masked_v1",
+        target="jax_deepgemm_m_grouped_fp8_gemm_nt_masked_v2",
         out_shapes=lambda a, sa, b, sb, mm, *out, **_: [((a.shape[0], a.shape[1], b.shape[1]), jnp.bfloat16)],
         reference=_masked_reference,
         attrs=int32_attrs,
@@ -321,13 +335,17 @@ def m_grouped_fp8_gemm_nt_masked(
     n = b_fp8.shape[1]
     if num_groups == 0 or max_m == 0 or n == 0:
         return jnp.zeros((num_groups, max_m, n), jnp.bfloat16)
-    (d,) = _masked_p.bind(a_fp8, a_scale, b_fp8, b_scale, counts, expected_m=min(expected_m, max_m),
-                          **tile_attrs(tile), num_sms=int(num_sms))
+    expected_m = min(expected_m, max_m)
+    mn_major = _ffi.has_cuda_kernels() and _masked_wants_mn_major_sfa(num_groups, max_m, expected_m)
+    (d,) = _masked_p.bind(a_fp8, _masked_a_scales(a_scale, mn_major), b_fp8, b_scale, counts, expected_m=expected_m,
+                          **tile_attrs(tile), num_sms=int(num_sms), sfa_mn_major=int(mn_major))
     return d
 
 
-def _m_grouped_masked_into(a, b, masked_m, out: jax.Array, *, expected_m: int = 0) -> jax.Array:
-    """Test hook: the masked kernel writing into (an XLA-aliased copy of) a pre-filled ``out``."""
+def _m_grouped_masked_into(a, b, masked_m, out: jax.Array, *, expected_m: int = 0, tile=None,
+                           sfa_mn_major: bool = False) -> jax.Array:
+    """Test hook: the masked kernel writing into (an XLA-aliased copy of) a pre-filled ``out``; ``sfa_mn_major``
+    and ``tile`` force the A-scale layout and the tile."""
     (a_fp8, a_scale), (b_fp8, b_scale) = a, b
-    return _masked_p.bind(a_fp8, a_scale, b_fp8, b_scale, masked_m, out, expected_m=expected_m, block_m=0,
-                          block_n=0, num_sms=0)[0]
+    return _masked_p.bind(a_fp8, _masked_a_scales(a_scale, sfa_mn_major), b_fp8, b_scale, masked_m, out,
+                          expected_m=expected_m, **tile_attrs(tile), num_sms=0, sfa_mn_major=int(sfa_mn_major))[0]

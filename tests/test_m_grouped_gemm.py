@@ -139,6 +139,26 @@ def test_masked_deepgemm_shapes(num_groups, expected_m, n, k):
         assert diff < FP8_TOLERANCE, f"group {g}: calc_diff = {diff:.3g}"
 
 
+@pytest.mark.parametrize("sfa_mn_major", [False, True])
+@pytest.mark.parametrize("tile", [None, (64, 128), (128, 176), (128, 144)])
+def test_masked_scale_layouts_and_tiles(sfa_mn_major, tile):
+    """Both A-scale layouts, 64-row and wide (B-scale straddling) tiles, empty / 1-row / partial / full groups."""
+    num_groups, max_m, n, k = 4, 384, 2112, 1536
+    masked_m = np.array([0, 1, 300, 384], np.int32)
+    a, b, x, w, _, _ = m_grouped_operands(13, [max_m] * num_groups, n, k)
+    a3 = (a[0].reshape(num_groups, max_m, k), a[1].reshape(num_groups, max_m, -1))
+    out = jax.jit(_m_grouped_masked_into, static_argnames=("tile", "sfa_mn_major"))(
+        a3, b, jnp.asarray(masked_m), jnp.full((num_groups, max_m, n), jnp.nan, jnp.bfloat16), tile=tile,
+        sfa_mn_major=sfa_mn_major)
+    got = np.asarray(out, np.float64)
+    x3 = x.reshape(num_groups, max_m, k)
+    for g, mm in enumerate(masked_m):
+        if mm:
+            assert np.isfinite(got[g, :mm]).all(), f"group {g}: valid rows unwritten"
+            exact = np.asarray(_rows_times_weights(x3[g, :mm], w[g]), np.float64)
+            assert calc_diff(got[g, :mm], exact) < FP8_TOLERANCE, f"group {g}"
+
+
 def test_masked_empty_and_full_groups_and_repeats():
     num_groups, max_m, n, k = 5, 256, 576, 1536
     masked_m = np.array([0, 1, 256, 129, 0], np.int32)

@@ -131,6 +131,19 @@ def test_masked_matches_float64_product():
             assert calc_diff(out[g, :mm], x[g, :mm] @ w[g].T) < 1e-3
 
 
+def test_masked_mn_major_scales_match_float64_product():
+    """The masked primitive given MN-major A scales ([ceil(K/128), align(G * max_m, 4)], what the kernel may take)
+    reads each group's own scale rows."""
+    from jax_deepgemm.m_grouped_gemm import _m_grouped_masked_into
+    a, b, x, w = _masked_operands(9, 3, 128, N, K)
+    masked_m = np.array([7, 128, 0], np.int32)
+    out = np.asarray(_m_grouped_masked_into(a, b, jnp.asarray(masked_m), jnp.zeros((3, 128, N), jnp.bfloat16),
+                                            sfa_mn_major=True), np.float64)
+    for g, mm in enumerate(masked_m):
+        if mm:
+            assert calc_diff(out[g, :mm], x[g, :mm] @ w[g].T) < 1e-3
+
+
 @pytest.mark.parametrize(
     "kwargs, masked_m, match",
     [

@@ -1,0 +1,57 @@
+"""A/B of the masked M-grouped FP8 GEMM's tile and A-scale layout, kernel time.
+
+    python3 -P scripts/ab_masked.py [CONFIG ...]     (DeepGEMM's six masked anchor shapes)
+
+CONFIG is BLOCK_MxBLOCK_N:LAYOUT, e.g. ``0x0:k 128x176:mn`` (the default: ``0x0:k 0x0:mn``); 0x0 is the
+heuristic's tile, LAYOUT ``mn`` gives the kernel MN-major A scales (staged by TMA; the transpose is timed too),
+``k`` K-major ones. Same masked_m and operands as ``python -m jax_deepgemm.bench --grouped masked``, timed with
+the CUDA profiler over rotating input sets. Prints us, TFLOPS and x DeepGEMM's H100 anchor per config and the
+calc_diff of each config's valid rows against the first config's.
+"""
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jax_deepgemm as dg
+from jax_deepgemm import m_grouped_gemm
+from jax_deepgemm.bench_grouped import MASKED_ANCHORS, MASKED_MAX_M, _sizes
+from jax_deepgemm.testing import timing
+from jax_deepgemm.testing.generators import m_grouped_operands
+from jax_deepgemm.testing.numeric import calc_diff
+
+
+def main(configs) -> None:
+    for (groups, expected, n, k), anchor_us in MASKED_ANCHORS.items():
+        masked_m = np.minimum(np.asarray(_sizes(groups * expected + n, groups, expected), np.int32), MASKED_MAX_M)
+        counts = jnp.asarray(masked_m)
+
+        def make(i):
+            a, b, _, _, _, _ = m_grouped_operands(i, [MASKED_MAX_M] * groups, n, k)
+            return (a[0].reshape(groups, MASKED_MAX_M, k), a[1].reshape(groups, MASKED_MAX_M, -1)), b
+
+        first = None
+        for config in configs:
+            tile, layout = config.split(":")
+            block_m, block_n = (int(v) for v in tile.split("x"))
+            m_grouped_gemm._masked_wants_mn_major_sfa = lambda *_, mn=(layout == "mn"): mn
+            tile_arg = (block_m, block_n) if block_m else None
+            fn = jax.jit(lambda a, b, t=tile_arg: dg.m_grouped_fp8_gemm_nt_masked(a, b, counts, expected_m=expected,
+                                                                                  tile=t))
+            try:
+                us = timing.time_with_profiler(fn, make_inputs=make, n_reps=3).median_us
+            except Exception as e:  # noqa: BLE001 - an uncompiled tile: report, go on
+                print(f"{groups}x{expected}x{n}x{k} {config:12s} failed: {str(e)[:120]}", flush=True)
+                continue
+            out = np.asarray(fn(*make(0)).astype(jnp.float32))
+            valid = np.concatenate([out[g, :mm] for g, mm in enumerate(masked_m)])
+            first = valid if first is None else first
+            tflops = 2 * float(masked_m.sum()) * n * k / us / 1e6
+            print(f"{groups}x{expected}x{n}x{k} {config:12s} {us:8.1f} us {tflops:6.0f} TFLOPS "
+                  f"x DG {anchor_us / us:4.2f}  diff {calc_diff(valid, first):.1e}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["0x0:k", "0x0:mn"])
