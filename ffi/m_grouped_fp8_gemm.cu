@@ -141,9 +141,9 @@ ffi::Error MGroupedFp8GemmNtMasked(cudaStream_t stream, int32_t device, ffi::Any
   // decide: the tile shape for the expected rows per group (a hint: the kernel computes what
   // masked_m says), BLOCK_M <= 128, clusters only along N (one expert per pair); the persistent
   // grid covers every SM since the tile count is on the device.
-  const int hint_m = int(std::clamp<int64_t>(expected_m > 0 ? expected_m : max_m, 1, max_m) * groups);
+  const int hint_m = int(std::clamp<int64_t>(expected_m > 0 ? expected_m : max_m, 1, max_m));
   Fp8GemmConfig cfg = PickFp8GemmConfig(hint_m, int(n), int(k), BScale::kBlock128, sms, block_m, block_n, 1, 0, 0,
-                                        kMGroupedMaxBlockM, sfa_mn_major != 0);
+                                        kMGroupedMaxBlockM, sfa_mn_major != 0, 1, int(groups));
   if (cfg.block_m == 0)
     return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_masked: requested block_m/block_n is not compiled");
   cfg.grid = PersistentGrid(INT32_MAX, sms, cfg.cluster_m * cfg.cluster_n);  // the tile count is device data

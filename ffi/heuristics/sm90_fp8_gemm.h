@@ -54,20 +54,40 @@ inline double Fp8GemmCost(int m, int n, int k, BlockShape s, BScale scale, int n
   const double mma = s.m * std::max(s.n, 64) * 128 * 2 / 8192.0 * (s.n > 128 ? 1.05 : 1.0);
   // B (A) is multicast across a cluster along M (N).
   const double feed = (double(s.m) / s.cluster_n + double(s.n) / s.cluster_m) * 128 / 48.0;
+  // What a K-block costs besides tensor or feed time, whatever the tile: the WGMMA wait, the promotion and the
+  // stage release (~300 cycles). Fitted on session 12's H200 sweeps: 4096/2048/8192/1024 x 2112 x 7168, 4096 x
+  // 576 x 7168, 1024 x 4096 x 7168 and the six masked anchors over 128 x {128 paired, 144, 160, 176, 192}; the
+  // model without it picked 128 x 128 pairs, 18-39 % slower than the measured best, in 7 of those 12.
+  constexpr double kKBlockOverhead = 300;
   // TMA-stored tiles write D in full lines, asynchronously; register stores cost ~4x more.
   const double epilogue = s.m * s.n * out_bytes / (Fp8GemmHasSmemD(s.n, scale) ? 64.0 : 16.0);
-  const double per_sm = waves * (k_blocks * std::max(mma, feed) + epilogue);
+  const double per_sm = waves * (k_blocks * (std::max(mma, feed) + kKBlockOverhead) + epilogue);
   const double dram_bytes = double(m) * k + double(n) * k + double(m) * n * out_bytes;
   const double dram = dram_bytes / std::min(1650.0, active_sms * 20.0);
   return std::max(per_sm, dram);
 }
 
+// The masked M-grouped form's cost: `groups` experts of about `rows_per_group` rows each, every expert's rows
+// rounded up to whole tiles. The counts are device data and vary around the hint, so the cost is the mean over
+// 0.75, 1 and 1.25 times it. On the six DeepGEMM masked shapes (counts expected * U(0.7, 1.3); H200, session 12)
+// costing the hint alone picked 128 x 128 pairs, 1.23-1.37x slower than the best tile measured, in 5 of 6.
+inline double Fp8GemmMaskedCost(int groups, int rows_per_group, int n, int k, BlockShape s, int num_sms) {
+  double cost = 0;
+  for (double f : {0.75, 1.0, 1.25}) {
+    const int rows = std::max(1, int(rows_per_group * f + 0.5));
+    cost += Fp8GemmCost(groups * ((rows + s.m - 1) / s.m) * s.m, n, k, s, BScale::kBlock128, num_sms, 2);
+  }
+  // Measured per wave on those shapes, pairs cost ~1.1x what the model gives relative to unpaired wide tiles.
+  return cost / 3 * (s.cluster_size() > 1 ? 1.1 : 1.0);
+}
+
 // force_block_m/n > 0 select a compiled shape explicitly (tests and tuning sweeps); max_block_n > 0
-// excludes wider tiles (e.g. those not compiled with the ragged walk).
+// excludes wider tiles (e.g. those not compiled with the ragged walk). masked_groups > 0: the masked form,
+// m being the expected rows per group (Fp8GemmMaskedCost).
 inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int num_sms, int force_block_m,
                                        int force_block_n, int force_cluster_m, int force_cluster_n,
                                        int max_block_n = 0, int max_block_m = 0, bool sfa_mn_major = false,
-                                       int force_split_k = 1) {
+                                       int force_split_k = 1, int masked_groups = 0) {
   const BlockShape* shapes = scale == BScale::kBlock128 ? kFp8Block128Shapes : kFp8PerChannelShapes;
   const int num_shapes = scale == BScale::kBlock128 ? int(std::size(kFp8Block128Shapes))
                                                     : int(std::size(kFp8PerChannelShapes));
@@ -97,7 +117,8 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
       const int64_t ctas = int64_t(m + 63) / 64 * ((n + s.n - 1) / s.n);
       if (ctas > num_sms || 2 * ctas < num_sms) continue;
     }
-    double cost = Fp8GemmCost(m, n, k, s, scale, num_sms, out_bytes);
+    double cost = masked_groups > 0 ? Fp8GemmMaskedCost(masked_groups, m, n, k, s, num_sms)
+                                    : Fp8GemmCost(m, n, k, s, scale, num_sms, out_bytes);
     // MN-major A scales (4096 x N x K, session 9): 256-row tiles take them by TMA, 10-18 % faster than
     // with K-major scales; 64-row tiles read them from registers one K-block ahead, now one cache line
     // per K-block instead of one per row (128 x 128 pairs did so: ~17 % slower). 128-row tiles now take
@@ -109,8 +130,8 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
     auto rank = [](int bm, int bn, int cluster_m, int cluster_n) {
       return (128 % bn == 0 ? 1 << 30 : 0) + 2 * bm * bn * cluster_m * cluster_n + (cluster_n > 1 ? 1 : 0);
     };
-    const bool better = best.block_m == 0 || cost < best_cost * 0.98 ||
-                        (cost < best_cost * 1.02 && rank(s.m, s.n, s.cluster_m, s.cluster_n) >
+    const bool better = best.block_m == 0 || cost < best_cost * (masked_groups > 0 ? 1.0 : 0.98) ||
+                        (masked_groups == 0 && cost < best_cost * 1.02 && rank(s.m, s.n, s.cluster_m, s.cluster_n) >
                                                         rank(best.block_m, best.block_n, best.cluster_m, best.cluster_n));
     if (better) {
       best_cost = cost;
