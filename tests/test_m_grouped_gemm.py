@@ -159,6 +159,24 @@ def test_masked_scale_layouts_and_tiles(sfa_mn_major, tile):
             assert calc_diff(got[g, :mm], exact) < FP8_TOLERANCE, f"group {g}"
 
 
+def test_masked_default_path_with_mn_major_scales():
+    """The public op where it hands the kernel MN-major A scales (transposed inside the jitted function)."""
+    from jax_deepgemm.m_grouped_gemm import _masked_wants_mn_major_sfa
+    num_groups, max_m, n, k, expected_m = 3, 384, 2112, 1536, 300
+    assert _masked_wants_mn_major_sfa(max_m, expected_m, n)
+    masked_m = np.array([300, 0, 257], np.int32)
+    a, b, x, w, _, _ = m_grouped_operands(14, [max_m] * num_groups, n, k)
+    a3 = (a[0].reshape(num_groups, max_m, k), a[1].reshape(num_groups, max_m, -1))
+    out = jax.jit(dg.m_grouped_fp8_gemm_nt_masked, static_argnames="expected_m")(
+        a3, b, jnp.asarray(masked_m), expected_m=expected_m)
+    got = np.asarray(out, np.float64)
+    x3 = x.reshape(num_groups, max_m, k)
+    for g, mm in enumerate(masked_m):
+        if mm:
+            exact = np.asarray(_rows_times_weights(x3[g, :mm], w[g]), np.float64)
+            assert calc_diff(got[g, :mm], exact) < FP8_TOLERANCE, f"group {g}"
+
+
 def test_masked_empty_and_full_groups_and_repeats():
     num_groups, max_m, n, k = 5, 256, 576, 1536
     masked_m = np.array([0, 1, 256, 129, 0], np.int32)
