@@ -69,11 +69,11 @@ def test_deepgemm_shapes(num_groups, m, n, expected_k):
     _check(got, x, y, k_sizes, rows, cols)
 
 
-@pytest.mark.parametrize("tile", [None, (64, 64, 1), (128, 128, 1), (128, 128, 2)])
+@pytest.mark.parametrize("tile", [None, (64, 64, 1), (128, 128, 1), (128, 128, 2), (256, 128, 1), (256, 128, 2)])
 @pytest.mark.parametrize("k_sizes,m,n", [([128, 0, 384], 200, 2112), ([256, 128], 1, 576), ([0, 0, 128], 96, 72)])
 def test_awkward_shapes_every_tile(k_sizes, m, n, tile):
     a, b, x, y = k_grouped_operands(m + n, k_sizes + [128], m, n)  # a trailing token block in no group
-    for sfa_mn_major in (False, True):  # A scales loaded into registers / (128-row tiles) staged by TMA
+    for sfa_mn_major in (False, True):  # A scales loaded into registers (256: copied by a warp) / staged by TMA
         _check(_run_poisoned(a, b, k_sizes, tile, sfa_mn_major), x, y, k_sizes)
 
 

@@ -25,4 +25,8 @@
       JDG_FP8_1D2D_BM128_CLUSTER(X) JDG_FP8_1D2D_BM256(X)
 
 // FP32-output 1D1D kernels (per-channel weight scales, optional accumulate into C).
-#define JDG_FP8_1D1D_ALL(X) X(64, 64, 1, 1) X(128, 128, 1, 1) X(128, 128, 2, 1)
+#define JDG_FP8_1D1D_SMALL(X) X(64, 64, 1, 1) X(128, 128, 1, 1) X(128, 128, 2, 1)
+// Two 128-row waves per tile halve B's reads and the per-column scale loads per FLOP (K-grouped weight
+// gradients, M = 4096-7168); B-multicast pairs share one group's B tile.
+#define JDG_FP8_1D1D_BM256(X) X(256, 128, 1, 1) X(256, 128, 2, 1)
+#define JDG_FP8_1D1D_ALL(X) JDG_FP8_1D1D_SMALL(X) JDG_FP8_1D1D_BM256(X)

@@ -146,8 +146,8 @@ struct Fp8GemmTraits {
                 "BLOCK_M is 64 (one consumer warpgroup), 128 (two) or 256 (two, in two 128-row waves)");
   static_assert(kBlockN % 16 == 0 || kBlockN == 24, "BLOCK_N must be a valid WGMMA N for FP8");
   static_assert(kBlockN <= 192, "accumulator + promoted copy must fit in 232 registers per thread");
-  static_assert(kBlockM < 256 || (kBScale == BScale::kBlock128 && 128 % kBlockN == 0),
-                "BLOCK_M = 256 (BF16 out only) keeps two promoted copies: BLOCK_N <= 128, one B scale row");
+  static_assert(kBlockM < 256 || (128 % kBlockN == 0 && (kBScale == BScale::kBlock128 || kBlockN == 128)),
+                "BLOCK_M = 256 keeps two promoted copies: BLOCK_N <= 128 (one B scale row; 1D1D: 128)");
   static_assert(kClusterM * kClusterN <= 2, "clusters of one or two CTAs (along M or N)");
   static_assert(kClusterM == 1 || kBlockN % 16 == 0, "B multicast: each CTA loads a 1024-byte-aligned half");
   static_assert(kClusterN == 1 || (kBlockM / kClusterN) * kFp8BlockK % 1024 == 0,
@@ -159,8 +159,8 @@ struct Fp8GemmTraits {
   static constexpr int kNumMathWarpgroups = kBlockM == 64 ? 1 : 2;
   static constexpr int kNumMathThreads = kNumMathWarpgroups * 128;
   static constexpr int kNumThreads = kNumMathThreads + 128;  // + one producer warpgroup
-  // BLOCK_M = 256: the A/B scales of each stage sit in shared memory, written by the producer
-  // warpgroup's second warp (the math warps would otherwise issue 4 dependent global loads per slice
+  // BLOCK_M = 256: the A (and 1D2D B) scales of each stage sit in shared memory, written by the producer
+  // warpgroup's second warp (1D1D B scales arrive by TMA with the operands) (the math warps would otherwise issue 4 dependent global loads per slice
   // per thread, with L1 almost all given to shared memory). Smaller tiles keep their register loads:
   // the scale area would cost them a pipeline stage (measured: -8 %).
   static constexpr bool kScalesInSmem = kBlockM == 256;
@@ -353,7 +353,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
                 CopyAsync4(scales + 4 * (32 * i + lane),
                            p.sfa + static_cast<int64_t>(min(row + 32 * i, p.m - 1)) * p.num_k_blocks + kb);
             }
-            if (lane < Traits::kScaleRows) CopyAsync4(scales + 4 * (kBlockM + lane), sfb_row + kb);
+            if constexpr (kBScale == BScale::kBlock128)
+              if (lane < Traits::kScaleRows) CopyAsync4(scales + 4 * (kBlockM + lane), sfb_row + kb);
             ArriveWhenCopiesLand(full[stage]);
             if (++stage == num_stages) stage = 0, phase ^= 1;
           }
@@ -599,7 +600,10 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       }
       if (kBScale == BScale::kPerChannel && poisoned) {
 #pragma unroll
-        for (int i = 0; i < kAccums; ++i) final_acc[0][i] = __int_as_float(0x7fc00000);  // broken K layout: NaN
+        for (int w = 0; w < kWaves; ++w) {
+#pragma unroll
+          for (int i = 0; i < kAccums; ++i) final_acc[w][i] = __int_as_float(0x7fc00000);  // broken K layout: NaN
+        }
       }
       if constexpr (Traits::kMGrouped) {
         if (p.grouping.row_group != nullptr) {
