@@ -264,7 +264,7 @@ def _masked_reference(a, a_scale, b, b_scale, masked_m, *out, sfa_mn_major: int 
 
 
 def _masked_wants_mn_major_sfa(max_m: int, expected_m: int, n: int) -> bool:
-    """Whether the masked kernel gets MN-major A scales, which its 128-row tiles stage by TMA: 5-9 % faster for the
+    """Whether the masked kernel gets MN-major A scales, which its 128-row tiles stage by TMA: 2-8 % faster for the
     wide (128 x 192) tiles on DeepGEMM's masked shapes (H200, session 12). The transpose moves every row of the
     ``[G, max_m]`` buffers for ``G * expected_m`` rows of GEMM work, so it is only worth it while it costs under
     ~3 % of the GEMM: ``350 * max_m <= expected_m * N`` (an 8-byte-per-K-block copy at ~3 TB/s against the GEMM at
