@@ -41,3 +41,18 @@ def check_shape(x: Any, op: str, name: str, expected: Sequence[int], why: str = 
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def check_compiled_tile(op: str, requested: Sequence[int], compiled: Sequence[Sequence[int]], fields: str) -> None:
+    """A forced kernel shape must be one the library compiled (there is no runtime compiler): ``requested`` holds the
+    values of ``fields`` (0 = the heuristic's choice), ``compiled`` the compiled shapes (their leading entries are
+    those fields). Raises ValueError at trace time, listing what exists, instead of a launch error when the op runs.
+    Without CUDA kernels (``compiled`` empty) the reference path ignores tiles: nothing to check."""
+    req = tuple(int(v) for v in requested)
+    if not compiled or not any(req):
+        return
+    if any(all(r in (0, c) for r, c in zip(req, shape)) for shape in compiled):
+        return
+    shapes = sorted({tuple(shape[:len(req)]) for shape in compiled})
+    listing = ", ".join("x".join(str(v) for v in shape) for shape in shapes)
+    raise ValueError(f"{op}: no compiled kernel has {fields} = {req} (0 = any); compiled: {listing}")

@@ -162,6 +162,7 @@ def _tile_params(tile, num_sms: int) -> dict[str, int]:
     if len(tile) not in (0, 2, 3):
         raise ValueError(f"tile must be (block_m, block_n[, cluster_m]), got {tile!r}")
     block_m, block_n, cluster_m = (*tile, 0, 0, 0)[:3]
+    _checks.check_compiled_tile("tile", (block_m, block_n, cluster_m), bf16_gemm_tiles(), "(block_m, block_n, cluster_m)")
     if not isinstance(num_sms, int) or num_sms < 0:
         raise ValueError(f"num_sms must be a non-negative Python int, got {num_sms!r}")
     return dict(block_m=int(block_m), block_n=int(block_n), cluster_m=int(cluster_m), num_sms=int(num_sms))

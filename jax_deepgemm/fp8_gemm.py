@@ -75,11 +75,19 @@ def _tile_params(tile, num_sms: int) -> dict[str, int]:
                 num_sms=int(num_sms), split_k=int(split_k))
 
 
+_TILE_FIELDS = "(block_m, block_n, cluster_m, cluster_n)"
+
+
+def _tile_fields(params: dict[str, int]) -> tuple[int, int, int, int]:
+    return params["block_m"], params["block_n"], params["cluster_m"], params["cluster_n"]
+
+
 def _params_1d1d(params: dict[str, int]) -> dict[str, int]:
     """The 1D1D kernel has no split-K (its FP32 output may accumulate into C)."""
     params = dict(params)
     if params.pop("split_k") > 1:
         raise ValueError("tile: split_k applies to the BF16-output (128x128 block-scaled B) kernel only")
+    _checks.check_compiled_tile("tile", _tile_fields(params), _ffi.fp8_gemm_tiles()["1d1d"], _TILE_FIELDS)
     return params
 
 
@@ -89,6 +97,7 @@ _SPLIT_K_MAX_BLOCK = 128  # kFp8SplitKMaxBlockN and the one-wave BLOCK_M limit (
 def _params_1d2d(m: int, n: int, k: int, params: dict[str, int], sfa_mn_major: bool) -> dict[str, int]:
     """The 1D2D primitive's params: the tile attributes, the A-scale layout and the size of its split-K workspace
     output (asked of the kernel's heuristic, as the handler will decide)."""
+    _checks.check_compiled_tile("tile", _tile_fields(params), _ffi.fp8_gemm_tiles()["1d2d"], _TILE_FIELDS)
     if params["split_k"] > 1 and (params["block_m"] > _SPLIT_K_MAX_BLOCK or params["block_n"] > _SPLIT_K_MAX_BLOCK):
         raise ValueError(f"tile: split_k is compiled into tiles up to {_SPLIT_K_MAX_BLOCK} x {_SPLIT_K_MAX_BLOCK} only, "
                          f"got block_m={params['block_m']}, block_n={params['block_n']}")

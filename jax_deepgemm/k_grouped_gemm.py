@@ -101,6 +101,8 @@ def _tile_attrs(tile, num_sms: int) -> dict[str, int]:
     if len(tile) not in (0, 2, 3):
         raise ValueError(f"tile must be (block_m, block_n[, cluster_m]), got {tile!r}")
     block_m, block_n, cluster_m = (*tile, 0, 0, 0)[:3]
+    _checks.check_compiled_tile("tile", (block_m, block_n, cluster_m), _ffi.fp8_gemm_tiles()["1d1d"],
+                                "(block_m, block_n, cluster_m)")
     return dict(block_m=int(block_m), block_n=int(block_n), cluster_m=int(cluster_m), num_sms=int(num_sms))
 
 

@@ -127,12 +127,13 @@ def m_grouped_fp8_gemm_nt_contiguous(
     op = "m_grouped_fp8_gemm_nt_contiguous"
     a_fp8, a_scale, b_fp8, b_scale, row_ids = _validate(op, a, b, grouped_layout, use_psum_layout)
     _check_contiguous_block_m(op, block_m)
+    tile_attrs_ = _check_tile(op, "contiguous", block_m, block_n)
     m, n = a_fp8.shape[0], b_fp8.shape[1]
     if m == 0 or n == 0:
         return jnp.zeros((m, n), jnp.bfloat16)
     sa, mn_major = _kernel_a_scales(a_scale)
-    (d,) = _contiguous_p.bind(a_fp8, sa, b_fp8, b_scale, row_ids, block_m=int(block_m), block_n=int(block_n),
-                              num_sms=int(num_sms), sfa_mn_major=mn_major)
+    (d,) = _contiguous_p.bind(a_fp8, sa, b_fp8, b_scale, row_ids, **tile_attrs_, num_sms=int(num_sms),
+                              sfa_mn_major=mn_major)
     return d
 
 
@@ -140,6 +141,24 @@ def _check_contiguous_block_m(op: str, block_m) -> None:
     if not isinstance(block_m, int) or block_m not in (0, CONTIGUOUS_ALIGNMENT, 2 * CONTIGUOUS_ALIGNMENT):
         raise ValueError(f"{op}: block_m must be 0 (heuristic), {CONTIGUOUS_ALIGNMENT} or "
                          f"{2 * CONTIGUOUS_ALIGNMENT}, got {block_m!r}")
+
+
+_RAGGED_MAX_BLOCK_N = 176  # kMaxRaggedBlockN (ffi/fp8_gemm_launch.h): wider tiles lack the ragged walk
+# The compiled 1D2D tiles (block_m, block_n, cluster_m, cluster_n) each form's handler may run: clusters only along N
+# (one expert per pair), contiguous tiles of one or two 128-row layout blocks, masked ones of at most 128 rows.
+_FORM_TILES = {
+    "contiguous": lambda t: t[2] == 1 and t[0] in (CONTIGUOUS_ALIGNMENT, 2 * CONTIGUOUS_ALIGNMENT),
+    "ragged": lambda t: t[2] == 1 and t[1] <= _RAGGED_MAX_BLOCK_N,
+    "masked": lambda t: t[2] == 1 and t[0] <= 128,
+}
+
+
+def _check_tile(op: str, form: str, block_m: int, block_n: int) -> dict[str, int]:
+    """A forced (block_m, block_n) (0 = heuristic's) must be a tile compiled for this form: checked at trace time.
+    Returns the primitive's tile attributes."""
+    tiles = [t for t in _ffi.fp8_gemm_tiles()["1d2d"] if _FORM_TILES[form](t)]
+    _checks.check_compiled_tile(op, (block_m, block_n), tiles, "(block_m, block_n)")
+    return dict(block_m=int(block_m), block_n=int(block_n))
 
 
 def _m_grouped_wants_mn_major_sfa(m: int) -> bool:
@@ -221,7 +240,8 @@ def m_grouped_fp8_gemm_nt_ragged(
     if m == 0 or n == 0 or num_groups == 0:
         return jnp.zeros((m, n), jnp.bfloat16)
     sa, mn_major = _kernel_a_scales(a_scale)
-    (d,) = _ragged_p.bind(a_fp8, sa, b_fp8, b_scale, _group_ends(sizes, m), **tile_attrs(tile), num_sms=int(num_sms),
+    tile_attrs_ = _check_tile(op, "ragged", **tile_attrs(tile))
+    (d,) = _ragged_p.bind(a_fp8, sa, b_fp8, b_scale, _group_ends(sizes, m), **tile_attrs_, num_sms=int(num_sms),
                           sfa_mn_major=mn_major)
     return d
 
@@ -233,7 +253,8 @@ def _m_grouped_ragged_into(a, b, group_sizes, out: jax.Array, *, tile=None,
     (a_fp8, a_scale), (b_fp8, b_scale) = a, b
     ends = _group_ends(jnp.asarray(group_sizes, jnp.int32), a_fp8.shape[0])
     sa, mn_major = _kernel_a_scales(a_scale, sfa_mn_major)
-    return _ragged_p.bind(a_fp8, sa, b_fp8, b_scale, ends, out, **tile_attrs(tile), num_sms=0,
+    return _ragged_p.bind(a_fp8, sa, b_fp8, b_scale, ends, out,
+                          **_check_tile("m_grouped_fp8_gemm_nt_ragged", "ragged", **tile_attrs(tile)), num_sms=0,
                           sfa_mn_major=mn_major)[0]
 
 
@@ -243,9 +264,10 @@ def _m_grouped_contiguous_into(a, b, row_ids, out: jax.Array, sfa_mn_major: bool
     the A-scale layout (None: as ``m_grouped_fp8_gemm_nt_contiguous`` picks it), ``block_m``/``block_n`` the tile."""
     (a_fp8, a_scale), (b_fp8, b_scale) = a, b
     _check_contiguous_block_m("m_grouped_fp8_gemm_nt_contiguous", block_m)
+    tile_attrs_ = _check_tile("m_grouped_fp8_gemm_nt_contiguous", "contiguous", block_m, block_n)
     sa, mn_major = _kernel_a_scales(a_scale, sfa_mn_major)
-    return _contiguous_p.bind(a_fp8, sa, b_fp8, b_scale, row_ids, out, block_m=int(block_m), block_n=int(block_n),
-                              num_sms=0, sfa_mn_major=mn_major)[0]
+    return _contiguous_p.bind(a_fp8, sa, b_fp8, b_scale, row_ids, out, **tile_attrs_, num_sms=0,
+                              sfa_mn_major=mn_major)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +286,7 @@ def _masked_reference(a, a_scale, b, b_scale, masked_m, *out, sfa_mn_major: int 
 
 
 def _masked_wants_mn_major_sfa(max_m: int, expected_m: int, n: int) -> bool:
-    """Whether the masked kernel gets MN-major A scales, which its 128-row tiles stage by TMA: 5-9 % faster for the
+    """Whether the masked kernel gets MN-major A scales, which its 128-row tiles stage by TMA: 2-8 % faster for the
     wide (128 x 192) tiles on DeepGEMM's masked shapes (H200, session 12). The transpose moves every row of the
     ``[G, max_m]`` buffers for ``G * expected_m`` rows of GEMM work, so it is only worth it while it costs under
     ~3 % of the GEMM: ``350 * max_m <= expected_m * N`` (an 8-byte-per-K-block copy at ~3 TB/s against the GEMM at
@@ -342,7 +364,8 @@ def m_grouped_fp8_gemm_nt_masked(
     expected_m = min(expected_m, max_m)
     mn_major = _ffi.has_cuda_kernels() and _masked_wants_mn_major_sfa(max_m, expected_m, n)
     (d,) = _masked_p.bind(a_fp8, _masked_a_scales(a_scale, mn_major), b_fp8, b_scale, counts, expected_m=expected_m,
-                          **tile_attrs(tile), num_sms=int(num_sms), sfa_mn_major=int(mn_major))
+                          **_check_tile(op, "masked", **tile_attrs(tile)), num_sms=int(num_sms),
+                          sfa_mn_major=int(mn_major))
     return d
 
 
@@ -351,5 +374,6 @@ def _m_grouped_masked_into(a, b, masked_m, out: jax.Array, *, expected_m: int = 
     """Test hook: the masked kernel writing into (an XLA-aliased copy of) a pre-filled ``out``; ``sfa_mn_major``
     and ``tile`` force the A-scale layout and the tile."""
     (a_fp8, a_scale), (b_fp8, b_scale) = a, b
+    tile_attrs_ = _check_tile("m_grouped_fp8_gemm_nt_masked", "masked", **tile_attrs(tile))
     return _masked_p.bind(a_fp8, _masked_a_scales(a_scale, sfa_mn_major), b_fp8, b_scale, masked_m, out,
-                          expected_m=expected_m, **tile_attrs(tile), num_sms=0, sfa_mn_major=int(sfa_mn_major))[0]
+                          expected_m=expected_m, **tile_attrs_, num_sms=0, sfa_mn_major=int(sfa_mn_major))[0]
