@@ -452,7 +452,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         for (int kb = 0; kb < num_k_blocks; ++kb) {
           full[stage].wait(phase);
 
-          float next_sa0 = 0.0f, next_sa1 = 0.0f, next_sb[Traits::kScaleRows];
+          [[maybe_unused]] float next_sa0 = 0.0f, next_sa1 = 0.0f, next_sb[Traits::kScaleRows];  // register-loaded scales only
 #pragma unroll
           for (int w = 0; w < kWaves; ++w) {
             if (!((kWaveMask >> w) & 1)) continue;
@@ -487,7 +487,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
 #pragma unroll
               for (int g = 0; g < kBlockN / 8; ++g) {
                 // Scale row of this 8-column group, selected without indexing registers at run time.
-                const int row = (kColOffset + 8 * g) >> 7;
+                [[maybe_unused]] const int row = (kColOffset + 8 * g) >> 7;  // (unused with one scale row)
                 float b_scale = sb[0];
                 if constexpr (Traits::kScaleRows > 1) b_scale = row >= 1 ? sb[1] : b_scale;
                 if constexpr (Traits::kScaleRows > 2) b_scale = row >= 2 ? sb[2] : b_scale;
