@@ -74,15 +74,16 @@ def test_uncompiled_forced_tile_raises_at_trace_time(call):
         call()
 
 
-@pytest.mark.parametrize("call", [
-    pytest.param(_dense((128, 176, 2, 1)), id="dense-wide-pair"),
-    pytest.param(_dense((0, 128)), id="dense-width-only"),
-    pytest.param(_dense((128, 128), kind="channel"), id="dense-1d1d"),
-    pytest.param(_masked((128, 192)), id="masked-wide"),
-    pytest.param(_ragged((256, 128)), id="ragged-tall"),
-    pytest.param(_contiguous(256, 128), id="contiguous-tall"),
-    pytest.param(_k_grouped((128, 128, 2)), id="k-grouped-pair"),
-    pytest.param(_bf16(tuple(bf16_gemm_tiles()[0][:2]) if bf16_gemm_tiles() else None), id="bf16"),
+@pytest.mark.parametrize("call,shape,dtype", [
+    pytest.param(_dense((128, 176, 2, 1)), (M, N), BF16, id="dense-wide-pair"),
+    pytest.param(_dense((0, 128)), (M, N), BF16, id="dense-width-only"),
+    pytest.param(_dense((128, 128), kind="channel"), (M, N), F32, id="dense-1d1d"),
+    pytest.param(_masked((128, 192)), (G, 128, N), BF16, id="masked-wide"),
+    pytest.param(_ragged((256, 128)), (M, N), BF16, id="ragged-tall"),
+    pytest.param(_contiguous(256, 128), (M, N), BF16, id="contiguous-tall"),
+    pytest.param(_k_grouped((128, 128, 2)), (G, M, N), F32, id="k-grouped-pair"),
+    pytest.param(_bf16(tuple(bf16_gemm_tiles()[0][:2]) if bf16_gemm_tiles() else None), (M, N), BF16, id="bf16"),
 ])
-def test_compiled_forced_tile_traces(call):
-    call()
+def test_compiled_forced_tile_traces(call, shape, dtype):
+    out = call()
+    assert (out.shape, out.dtype) == (shape, jnp.dtype(dtype))
