@@ -77,12 +77,17 @@ def test_awkward_shapes_every_tile(k_sizes, m, n, tile):
         _check(_run_poisoned(a, b, k_sizes, tile, sfa_mn_major), x, y, k_sizes)
 
 
-def test_accumulate_into_c_and_tn_entry():
+# n = 576 ends in a half N-block (C read element by element there), n = 512 does not (C read in one batch of
+# loads per tile); m = 384 is one and a half 256-row tiles.
+@pytest.mark.parametrize("tile", [None, (128, 128, 1), (256, 128, 1), (256, 128, 2)])
+@pytest.mark.parametrize("n", [576, 512])
+def test_accumulate_into_c_and_tn_entry(n, tile):
     k_sizes = [512, 0, 1024, 128]
-    m, n = 384, 576
+    m = 384
     a, b, x, y = k_grouped_operands(3, k_sizes, m, n)
     c = jax.random.normal(jax.random.key(4), (len(k_sizes), m, n), jnp.float32) * 100
-    got = np.asarray(jax.jit(dg.k_grouped_fp8_gemm_tn_contiguous)(a, b, jnp.asarray(k_sizes), c=c), np.float64)
+    f = jax.jit(lambda a, b, s, c: dg.k_grouped_fp8_gemm_tn_contiguous(a, b, s, c=c, tile=tile))
+    got = np.asarray(f(a, b, jnp.asarray(k_sizes), c), np.float64)
     assert (got[1] == np.asarray(c[1])).all(), "an empty group must give C exactly"
     _check(got - np.asarray(c, np.float64), x, y, k_sizes)
 

@@ -27,6 +27,7 @@
 // FP32-output 1D1D kernels (per-channel weight scales, optional accumulate into C).
 #define JDG_FP8_1D1D_SMALL(X) X(64, 64, 1, 1) X(128, 128, 1, 1) X(128, 128, 2, 1)
 // Two 128-row waves per tile halve B's reads and the per-column scale loads per FLOP (K-grouped weight
-// gradients, M = 4096-7168); B-multicast pairs share one group's B tile.
-#define JDG_FP8_1D1D_BM256(X) X(256, 128, 1, 1) X(256, 128, 2, 1)
+// gradients, M = 4096-7168); pairs share one group's B tile (2, 1) or A tile (1, 2): 40 or 32 KB of
+// operands per CTA and K-block.
+#define JDG_FP8_1D1D_BM256(X) X(256, 128, 1, 1) X(256, 128, 2, 1) X(256, 128, 1, 2)
 #define JDG_FP8_1D1D_ALL(X) JDG_FP8_1D1D_SMALL(X) JDG_FP8_1D1D_BM256(X)

@@ -688,43 +688,86 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       // Registers -> global memory, bounds-checked (FP32 output, narrow tiles, or n % 8 != 0).
       const bool n_even = (p.n % 2) == 0;
       const int64_t d_row0 = k_grouped ? int64_t(group) * p.m : 0;  // K-grouped D is [G * m, n]
+      // Calls fn(w, g, h, offset, pair) for each of this thread's element pairs that the unit stores.
+      auto for_each_stored_pair = [&](auto&& fn) {
 #pragma unroll
-      for (int g = 0; g < kBlockN / 8; ++g) {
-        const int col = n0 + 8 * g + 2 * quad;
-        if (col >= p.n) continue;
-        const bool pair = col + 1 < p.n;
+        for (int g = 0; g < kBlockN / 8; ++g) {
+          const int col = n0 + 8 * g + 2 * quad;
+          if (col >= p.n) continue;
+          const bool pair = col + 1 < p.n;
 #pragma unroll
-        for (int w = 0; w < kWaves; ++w) {
+          for (int w = 0; w < kWaves; ++w) {
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int row = row0 + w * 128 + 8 * h;
-            if (row >= row_hi || (Traits::kRaggedWalk && row < row_lo)) continue;
-            const int64_t offset = (d_row0 + row) * p.n + col;
-            float v0 = final_acc[w][4 * g + 2 * h], v1 = final_acc[w][4 * g + 2 * h + 1];
-            if constexpr (kBScale == BScale::kBlock128) {
-              __nv_bfloat16* d = static_cast<__nv_bfloat16*>(p.d) + offset;
-              if (pair && n_even) {
-                *reinterpret_cast<__nv_bfloat162*>(d) = __floats2bfloat162_rn(v0, v1);
-              } else {
-                d[0] = __float2bfloat16_rn(v0);
-                if (pair) d[1] = __float2bfloat16_rn(v1);
-              }
-            } else {
-              float* d = static_cast<float*>(p.d) + offset;
-              if (p.c != nullptr) {  // p.c aliases p.d: each element is read, then written, by one thread
-                v0 += p.c[offset];
-                if (pair) v1 += p.c[offset + 1];
-              }
-              if (pair && n_even) {
-                *reinterpret_cast<float2*>(d) = make_float2(v0, v1);
-              } else {
-                d[0] = v0;
-                if (pair) d[1] = v1;
-              }
+            for (int h = 0; h < 2; ++h) {
+              const int row = row0 + w * 128 + 8 * h;
+              if (row >= row_hi || (Traits::kRaggedWalk && row < row_lo)) continue;
+              fn(w, g, h, (d_row0 + row) * p.n + col, pair);
             }
           }
         }
+      };
+      if constexpr (kBScale == BScale::kPerChannel) {
+        if (p.c != nullptr) {
+          // C (which aliases D: each element is read, then written, by one thread) is read in full before
+          // any store. Interleaved, every load waited behind the previous store (the compiler cannot
+          // reorder a load past a store to a pointer that may alias it): 64 serial round trips to memory
+          // per 256 x 128 tile.
+          const float* c = p.c;
+          if (n_even && n0 + kBlockN <= p.n && row_lo < row_hi) {
+            // Branch-free, one base pointer per accumulator row and immediate column offsets, so that the
+            // compiler issues the loads back to back without spending registers on addresses. A row the
+            // unit does not store reads a stored row (row_lo) and adds nothing.
+            const float* c_row[kWaves][2];
+            bool stored[kWaves][2];
+#pragma unroll
+            for (int w = 0; w < kWaves; ++w) {
+#pragma unroll
+              for (int h = 0; h < 2; ++h) {
+                const int row = row0 + w * 128 + 8 * h;
+                stored[w][h] = row < row_hi && row >= row_lo;
+                c_row[w][h] = c + (d_row0 + (stored[w][h] ? row : row_lo)) * p.n + n0 + 2 * quad;
+              }
+            }
+#pragma unroll
+            for (int g = 0; g < kBlockN / 8; ++g) {
+#pragma unroll
+              for (int w = 0; w < kWaves; ++w) {
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                  const float2 v = *reinterpret_cast<const float2*>(c_row[w][h] + 8 * g);
+                  final_acc[w][4 * g + 2 * h] += stored[w][h] ? v.x : 0.0f;
+                  final_acc[w][4 * g + 2 * h + 1] += stored[w][h] ? v.y : 0.0f;
+                }
+              }
+            }
+          } else {
+            for_each_stored_pair([&](int w, int g, int h, int64_t offset, bool pair) {
+              final_acc[w][4 * g + 2 * h] += c[offset];
+              if (pair) final_acc[w][4 * g + 2 * h + 1] += c[offset + 1];
+            });
+          }
+        }
       }
+      for_each_stored_pair([&](int w, int g, int h, int64_t offset, bool pair) {
+        const float v0 = final_acc[w][4 * g + 2 * h], v1 = final_acc[w][4 * g + 2 * h + 1];
+        if constexpr (kBScale == BScale::kBlock128) {
+          __nv_bfloat16* d = static_cast<__nv_bfloat16*>(p.d) + offset;
+          if (pair && n_even) {
+            *reinterpret_cast<__nv_bfloat162*>(d) = __floats2bfloat162_rn(v0, v1);
+          } else {
+            d[0] = __float2bfloat16_rn(v0);
+            if (pair) d[1] = __float2bfloat16_rn(v1);
+          }
+        } else {
+          float* d = static_cast<float*>(p.d) + offset;
+          if (pair && n_even) {
+            *reinterpret_cast<float2*>(d) = make_float2(v0, v1);
+          } else {
+            d[0] = v0;
+            if (pair) d[1] = v1;
+          }
+        }
+      });
     }
     if constexpr (Traits::kTmaStoreD) {
       if (threadIdx.x % 128 == 0) cute::tma_store_wait<0>();  // staging smem must outlive the stores
