@@ -11,6 +11,9 @@
 #include <mutex>
 #include <set>
 #include <tuple>
+#include <utility>
+#include <vector>
+#include <map>
 
 #include "fp8_gemm_launch.h"
 #include "instances/fp8_gemm_instances.h"
@@ -67,27 +70,66 @@ inline double Fp8GemmCost(int m, int n, int k, BlockShape s, BScale scale, int n
   return std::max(per_sm, dram);
 }
 
-// The masked M-grouped form's cost: `groups` experts of about `rows_per_group` rows each, every expert's rows
-// rounded up to whole tiles. The counts are device data and vary around the hint, so the cost is the mean over
-// 0.75, 1 and 1.25 times it. On the six DeepGEMM masked shapes (counts expected * U(0.7, 1.3); H200, session 12)
-// costing the hint alone picked 128 x 128 pairs, 1.23-1.37x slower than the best tile measured, in 5 of 6.
+// The masked M-grouped form's expected cost: `groups` experts of rows_per_group * f rows each, f uniform on
+// [0.7, 1.3] and independent per expert (DeepGEMM's test and benchmark convention; the counts are device data),
+// every expert's rows rounded up to whole tiles. The tile count of the whole problem then has a distribution (the
+// convolution of the experts' ones) and so has the wave count: near a wave boundary, the tile that is cheapest at
+// the hint can cost a whole extra wave for a quarter of the draws. Session 12 costed 0.75, 1 and 1.25 times the
+// hint; session 13 measured (H200) 128 x 160 at 71.9 us and 128 x 192 at 79.5 where those three points picked
+// 128 x 192 at 2 x 512 x 4096 x 7168, and 128 x 192 at 83.3 where they picked 128 x 128 pairs (94.8) at
+// 4 x 256 x 4096 x 7168; the full distribution picks the faster tile in both and the same tiles elsewhere.
 inline double Fp8GemmMaskedCost(int groups, int rows_per_group, int n, int k, BlockShape s, int num_sms) {
-  double cost = 0;
-  for (double f : {0.75, 1.0, 1.25}) {
-    const int rows = std::max(1, int(rows_per_group * f + 0.5));
-    cost += Fp8GemmCost(groups * ((rows + s.m - 1) / s.m) * s.m, n, k, s, BScale::kBlock128, num_sms, 2);
+  // One expert's tile count over a 64-point grid of f.
+  constexpr int kPoints = 64;
+  const int min_tiles = (std::max(1, int(rows_per_group * 0.7 + 0.5)) + s.m - 1) / s.m;
+  std::vector<double> expert;
+  for (int i = 0; i < kPoints; ++i) {
+    const double f = 0.7 + 0.6 * (i + 0.5) / kPoints;
+    const int tiles = (std::max(1, int(rows_per_group * f + 0.5)) + s.m - 1) / s.m - min_tiles;
+    if (tiles >= int(expert.size())) expert.resize(tiles + 1, 0.0);
+    expert[tiles] += 1.0 / kPoints;
   }
-  // Measured per wave on those shapes, pairs cost ~1.1x what the model gives relative to unpaired wide tiles.
-  return cost / 3 * (s.cluster_size() > 1 ? 1.1 : 1.0);
+  // All experts' tile count, offset by groups * min_tiles: exact convolution while it stays small; beyond that
+  // (many experts with many tiles each) its normal approximation at 65 points over +-4 sigma.
+  std::vector<std::pair<double, double>> total;  // (tile count, probability)
+  const int support = groups * (int(expert.size()) - 1) + 1;
+  if (support <= 512) {
+    std::vector<double> dist{1.0};
+    for (int g = 0; g < groups; ++g) {
+      std::vector<double> next(dist.size() + expert.size() - 1, 0.0);
+      for (size_t i = 0; i < dist.size(); ++i)
+        for (size_t j = 0; j < expert.size(); ++j) next[i + j] += dist[i] * expert[j];
+      dist.swap(next);
+    }
+    for (size_t t = 0; t < dist.size(); ++t)
+      if (dist[t] > 1e-9) total.push_back({double(t), dist[t]});
+  } else {
+    double mean = 0, var = 0;
+    for (size_t t = 0; t < expert.size(); ++t) mean += t * expert[t];
+    for (size_t t = 0; t < expert.size(); ++t) var += (t - mean) * (t - mean) * expert[t];
+    const double sigma = std::sqrt(groups * var);
+    double norm = 0;
+    for (int i = 0; i <= 64; ++i) {
+      const double z = -4.0 + 8.0 * i / 64, w = std::exp(-0.5 * z * z);
+      total.push_back({std::round(groups * mean + z * sigma), w});
+      norm += w;
+    }
+    for (auto& [t, w] : total) w /= norm;
+  }
+  double cost = 0;
+  for (const auto& [t, prob] : total)
+    cost += prob * Fp8GemmCost(int((t + groups * min_tiles) * s.m), n, k, s, BScale::kBlock128, num_sms, 2);
+  // Measured per wave on the six masked anchors, pairs cost ~1.1x what the model gives relative to unpaired wide tiles.
+  return cost * (s.cluster_size() > 1 ? 1.1 : 1.0);
 }
 
 // force_block_m/n > 0 select a compiled shape explicitly (tests and tuning sweeps); max_block_n > 0
 // excludes wider tiles (e.g. those not compiled with the ragged walk). masked_groups > 0: the masked form,
 // m being the expected rows per group (Fp8GemmMaskedCost).
-inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int num_sms, int force_block_m,
-                                       int force_block_n, int force_cluster_m, int force_cluster_n,
-                                       int max_block_n = 0, int max_block_m = 0, bool sfa_mn_major = false,
-                                       int force_split_k = 1, int masked_groups = 0) {
+inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale, int num_sms, int force_block_m,
+                                               int force_block_n, int force_cluster_m, int force_cluster_n,
+                                               int max_block_n, int max_block_m, bool sfa_mn_major, int force_split_k,
+                                               int masked_groups) {
   const BlockShape* shapes = scale == BScale::kBlock128 ? kFp8Block128Shapes : kFp8PerChannelShapes;
   const int num_shapes = scale == BScale::kBlock128 ? int(std::size(kFp8Block128Shapes))
                                                     : int(std::size(kFp8PerChannelShapes));
@@ -189,6 +231,32 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
                    best.cluster_n, best.num_stages, best.grid, best.split_k);
   }
   return best;
+}
+
+// The pick for a problem. Masked picks, whose cost sums over the distribution of tile counts (up to a few
+// thousand cost evaluations), are computed once per distinct argument list: the handler asks at every call.
+inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int num_sms, int force_block_m,
+                                       int force_block_n, int force_cluster_m, int force_cluster_n,
+                                       int max_block_n = 0, int max_block_m = 0, bool sfa_mn_major = false,
+                                       int force_split_k = 1, int masked_groups = 0) {
+  auto pick = [&] {
+    return PickFp8GemmConfigUncached(m, n, k, scale, num_sms, force_block_m, force_block_n, force_cluster_m,
+                                     force_cluster_n, max_block_n, max_block_m, sfa_mn_major, force_split_k,
+                                     masked_groups);
+  };
+  if (masked_groups == 0) return pick();
+  using Key = std::tuple<int, int, int, int, int, int, int, int, int, int, int, bool, int, int>;
+  static std::mutex mu;
+  static std::map<Key, Fp8GemmConfig> cache;
+  const Key key{m, n, k, int(scale), num_sms, force_block_m, force_block_n, force_cluster_m, force_cluster_n,
+                max_block_n, max_block_m, sfa_mn_major, force_split_k, masked_groups};
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
+  }
+  const Fp8GemmConfig cfg = pick();
+  std::lock_guard<std::mutex> lock(mu);
+  return cache.emplace(key, cfg).first->second;
 }
 
 }  // namespace jdg
