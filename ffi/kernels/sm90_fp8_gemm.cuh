@@ -477,9 +477,24 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
               const float* scales = smem_scales + stage * kBlockM;
               sa[0][0] = scales[wg_row_in_tile], sa[0][1] = scales[wg_row_in_tile + 8];
             }
+            // Per-column B scales of this slice (1D1D) sit in shared memory next to the stage's tiles. The first
+            // kEarlyGroups groups' are read while the WGMMAs run (the promotion waited for these loads after the
+            // WGMMA wait); all of them would spill with two waves' promoted copies live (BLOCK_M = 256).
+            constexpr int kEarlyGroups = kWaves == 1 ? kBlockN / 8 : kBlockN / 16;
+            [[maybe_unused]] float2 col_scale[kBlockN / 8];
+            [[maybe_unused]] const float2* sfb_stage =
+                reinterpret_cast<const float2*>(smem_sfb + stage * (Traits::kSmemSfb / 4));
+            if constexpr (kBScale == BScale::kPerChannel) {
+#pragma unroll
+              for (int g = 0; g < kEarlyGroups; ++g) col_scale[g] = sfb_stage[4 * g + quad];
+            }
             cute::warpgroup_wait<0>();
 #pragma unroll
             for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(accum[i]);
+            if constexpr (kBScale == BScale::kPerChannel) {
+#pragma unroll
+              for (int g = kEarlyGroups; g < kBlockN / 8; ++g) col_scale[g] = sfb_stage[4 * g + quad];
+            }
 
             float* fin = final_acc[w];
             if constexpr (kBScale == BScale::kBlock128) {
@@ -498,11 +513,6 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
                 fin[4 * g + 3] = fmaf(s1, accum[4 * g + 3], fin[4 * g + 3]);
               }
             } else {
-              // Per-column B scales of this slice sit in shared memory next to the stage's tiles.
-              const float2* sfb_stage = reinterpret_cast<const float2*>(smem_sfb + stage * (Traits::kSmemSfb / 4));
-              float2 col_scale[kBlockN / 8];
-#pragma unroll
-              for (int g = 0; g < kBlockN / 8; ++g) col_scale[g] = sfb_stage[4 * g + quad];
               if (w == kLastWave) {
                 __syncwarp();
                 ReleaseStage<Traits::kClusterSize>(empty[stage], lane);
