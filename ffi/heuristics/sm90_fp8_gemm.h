@@ -8,12 +8,12 @@
 #include <iterator>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <set>
 #include <tuple>
 #include <utility>
 #include <vector>
-#include <map>
 
 #include "fp8_gemm_launch.h"
 #include "instances/fp8_gemm_instances.h"
@@ -75,9 +75,9 @@ inline double Fp8GemmCost(int m, int n, int k, BlockShape s, BScale scale, int n
 // every expert's rows rounded up to whole tiles. The tile count of the whole problem then has a distribution (the
 // convolution of the experts' ones) and so has the wave count: near a wave boundary, the tile that is cheapest at
 // the hint can cost a whole extra wave for a quarter of the draws. Session 12 costed 0.75, 1 and 1.25 times the
-// hint; session 13 measured (H200) 128 x 160 at 71.9 us and 128 x 192 at 79.5 where those three points picked
-// 128 x 192 at 2 x 512 x 4096 x 7168, and 128 x 192 at 83.3 where they picked 128 x 128 pairs (94.8) at
-// 4 x 256 x 4096 x 7168; the full distribution picks the faster tile in both and the same tiles elsewhere.
+// hint. On the bench's draws (H200, session 13) those three points picked 128 x 192 at 2 x 512 x 4096 x 7168
+// (79.7 us; 128 x 160: 71.9) and 128 x 128 pairs at 4 x 256 x 4096 x 7168 (95.4; 128 x 192: 83.3); the
+// distribution picks 128 x 160 and 128 x 192 there, and the same tiles as before on the other four anchors.
 inline double Fp8GemmMaskedCost(int groups, int rows_per_group, int n, int k, BlockShape s, int num_sms) {
   // One expert's tile count over a 64-point grid of f.
   constexpr int kPoints = 64;
@@ -111,7 +111,8 @@ inline double Fp8GemmMaskedCost(int groups, int rows_per_group, int n, int k, Bl
     double norm = 0;
     for (int i = 0; i <= 64; ++i) {
       const double z = -4.0 + 8.0 * i / 64, w = std::exp(-0.5 * z * z);
-      total.push_back({std::round(groups * mean + z * sigma), w});
+      const double t = std::clamp(std::round(groups * mean + z * sigma), 0.0, double(support - 1));
+      total.push_back({t, w});
       norm += w;
     }
     for (auto& [t, w] : total) w /= norm;
