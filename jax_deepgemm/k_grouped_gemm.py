@@ -124,7 +124,8 @@ def k_grouped_fp8_gemm_nt_contiguous(
         multiples of 128 summing to at most K (``ValueError`` naming ``k_group_sizes``). Device data:
         negative sizes count as 0, K past the operands' is dropped, and from the first size that is
         not a multiple of 128 on, the groups' outputs are NaN (never another group's data).
-      c: optional float32 ``[G, M, N]`` accumulator.
+      c: optional float32 ``[G, M, N]`` accumulator (aliased to the output: updated in place under ``jax.jit``
+        when donated, else XLA copies it first).
       num_sms: use at most this many SMs (0 = all).
       tile: ``(block_m, block_n[, cluster_m])`` forces a compiled 1D1D kernel shape (tests, tuning; see
         ``jax_deepgemm._ffi.fp8_gemm_tiles()["1d1d"]``); None = heuristic.
