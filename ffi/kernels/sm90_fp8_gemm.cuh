@@ -160,9 +160,10 @@ struct Fp8GemmTraits {
   static constexpr int kNumMathThreads = kNumMathWarpgroups * 128;
   static constexpr int kNumThreads = kNumMathThreads + 128;  // + one producer warpgroup
   // BLOCK_M = 256: the A (and 1D2D B) scales of each stage sit in shared memory, written by the producer
-  // warpgroup's second warp (1D1D B scales arrive by TMA with the operands) (the math warps would otherwise issue 4 dependent global loads per slice
-  // per thread, with L1 almost all given to shared memory). Smaller tiles keep their register loads:
-  // the scale area would cost them a pipeline stage (measured: -8 %).
+  // warpgroup's second warp or by TMA (1D1D B scales always arrive by TMA with the operands); the math warps
+  // would otherwise issue 4 dependent global loads per slice per thread, with L1 almost all given to shared
+  // memory. Smaller tiles keep their register loads: the scale area would cost them a pipeline stage
+  // (measured: -8 %).
   static constexpr bool kScalesInSmem = kBlockM == 256;
   // 128-row tiles given MN-major A scales take them into shared memory by TMA as well (decided at run time:
   // the scale area, kBlockM floats per stage, exists only then; 1D2D B scales stay in registers, 1D1D ones
