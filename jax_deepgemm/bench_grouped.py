@@ -44,6 +44,28 @@ def _sizes(seed: int, groups: int, expected: int) -> list[int]:
     return [int(expected * rng.uniform(0.7, 1.3)) for _ in range(groups)]
 
 
+def masked_counts(key) -> np.ndarray:
+    """The bench's ``masked_m`` for a masked case ``(groups, expected_m, N, K)``: expected * U(0.7, 1.3), seeded."""
+    groups, expected, n, _ = key
+    return np.minimum(np.asarray(_sizes(groups * expected + n, groups, expected), np.int32), MASKED_MAX_M)
+
+
+def masked_operands(i: int, key):
+    """Input set ``i`` of a masked case: ``((a [G, max_m, K], a_scale), (b, b_scale))``."""
+    groups, _, n, k = key
+    a, b, _, _, _, _ = m_grouped_operands(i, [MASKED_MAX_M] * groups, n, k)
+    return (a[0].reshape(groups, MASKED_MAX_M, k), a[1].reshape(groups, MASKED_MAX_M, -1)), b
+
+
+def k_grouped_sizes(key) -> list[int]:
+    """The bench's K sizes for a K-grouped case ``(groups, M, N, expected_k)``: expected * U(0.7, 1.3) rounded down
+    to 128, seeded, group 1 empty."""
+    groups, m, _, expected = key
+    sizes = [int(expected * u) // 128 * 128 for u in np.random.default_rng(groups + m).uniform(0.7, 1.3, groups)]
+    sizes[1] = 0
+    return sizes
+
+
 def _kernel_us(fn, sets) -> float:
     return timing.time_with_profiler(fn, inputs=sets, n_reps=5).median_us
 
@@ -115,13 +137,8 @@ def bench_masked(key, *, reps: int, target_ms: float) -> dict[str, Any]:
     import jax_deepgemm as dg
 
     groups, expected, n, k = key
-    masked_m = np.minimum(np.asarray(_sizes(groups * expected + n, groups, expected), np.int32), MASKED_MAX_M)
-
-    def make(i):
-        a, b, _, _, _, _ = m_grouped_operands(i, [MASKED_MAX_M] * groups, n, k)
-        return (a[0].reshape(groups, MASKED_MAX_M, k), a[1].reshape(groups, MASKED_MAX_M, -1)), b
-
-    sets = timing.build_input_sets(make, max_input_bytes=6 * timing.GiB)
+    masked_m = masked_counts(key)
+    sets = timing.build_input_sets(lambda i: masked_operands(i, key), max_input_bytes=6 * timing.GiB)
     counts = jnp.asarray(masked_m)
     ours = jax.jit(lambda a, b: dg.m_grouped_fp8_gemm_nt_masked(a, b, counts, expected_m=expected))
     row: dict[str, Any] = {"groups": groups, "expected_m": expected, "N": n, "K": k, "max_m": MASKED_MAX_M,
@@ -138,8 +155,7 @@ def bench_k_grouped(key, *, reps: int, target_ms: float) -> dict[str, Any]:
     import jax_deepgemm as dg
 
     groups, m, n, expected = key
-    sizes = [int(expected * u) // 128 * 128 for u in np.random.default_rng(groups + m).uniform(0.7, 1.3, groups)]
-    sizes[1] = 0
+    sizes = k_grouped_sizes(key)
     k_sizes = jnp.asarray(sizes, jnp.int32)
 
     def make(i):

@@ -16,17 +16,16 @@ import jax.numpy as jnp
 import numpy as np
 
 import jax_deepgemm as dg
-from jax_deepgemm.bench_grouped import K_GROUPED_SHAPES
+from jax_deepgemm.bench_grouped import K_GROUPED_SHAPES, k_grouped_sizes
 from jax_deepgemm.testing import timing
 from jax_deepgemm.testing.generators import k_grouped_operands
 from jax_deepgemm.testing.numeric import calc_diff
 
 
 def main(configs) -> None:
-    for groups, m, n, expected in K_GROUPED_SHAPES:
-        # the bench's K sizes (bench_grouped.bench_k_grouped)
-        sizes = [int(expected * u) // 128 * 128 for u in np.random.default_rng(groups + m).uniform(0.7, 1.3, groups)]
-        sizes[1] = 0
+    for key in K_GROUPED_SHAPES:
+        groups, m, n, expected = key
+        sizes = k_grouped_sizes(key)
         k_sizes = jnp.asarray(sizes, jnp.int32)
         c = jax.random.normal(jax.random.key(1), (groups, m, n), jnp.float32)
 

@@ -17,20 +17,19 @@ import numpy as np
 
 import jax_deepgemm as dg
 from jax_deepgemm import m_grouped_gemm
-from jax_deepgemm.bench_grouped import MASKED_ANCHORS, MASKED_MAX_M, _sizes
+from jax_deepgemm.bench_grouped import MASKED_ANCHORS, masked_counts, masked_operands
 from jax_deepgemm.testing import timing
-from jax_deepgemm.testing.generators import m_grouped_operands
 from jax_deepgemm.testing.numeric import calc_diff
 
 
 def main(configs) -> None:
-    for (groups, expected, n, k), anchor_us in MASKED_ANCHORS.items():
-        masked_m = np.minimum(np.asarray(_sizes(groups * expected + n, groups, expected), np.int32), MASKED_MAX_M)
+    for key, anchor_us in MASKED_ANCHORS.items():
+        groups, expected, n, k = key
+        masked_m = masked_counts(key)
         counts = jnp.asarray(masked_m)
 
-        def make(i):
-            a, b, _, _, _, _ = m_grouped_operands(i, [MASKED_MAX_M] * groups, n, k)
-            return (a[0].reshape(groups, MASKED_MAX_M, k), a[1].reshape(groups, MASKED_MAX_M, -1)), b
+        def make(i, key=key):
+            return masked_operands(i, key)
 
         first = None
         for config in configs:
