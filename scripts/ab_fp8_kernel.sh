@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# On the GPU machine: A/B of FP8 kernel variants in one call. Each VARIANT is a replacement for
+# ffi/kernels/sm90_fp8_gemm.cuh (e.g. one taken from a branch: `git show wip/x:ffi/kernels/sm90_fp8_gemm.cuh
+# > variants/x.cuh` here; untracked files travel to the device), or `base` for the checked-out one. Per
+# variant: rebuild (STAGES=build scripts/gpu_check.sh, ~70-100 s), optionally run a pytest selection
+# REPEAT times (a race shows as an intermittent failure), then scripts/fp8_probe.py. The header is restored
+# at the end; the probe lines of all variants are appended to $OUT/fp8_probe.txt and printed last.
+#
+#   TESTS="tests/test_fp8_gemm.py -k accumulate_into_c" REPEAT=5 bash scripts/ab_fp8_kernel.sh base variants/x.cuh
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+TESTS=${TESTS:-}
+REPEAT=${REPEAT:-1}
+PY=${PY:-python3}
+cd "$(dirname "$0")/.."
+mkdir -p "$OUT"
+header=ffi/kernels/sm90_fp8_gemm.cuh
+cp "$header" /tmp/ab_fp8_kernel_orig.cuh
+trap 'cp /tmp/ab_fp8_kernel_orig.cuh "$header"' EXIT
+for variant in "$@"; do
+  tag=$(basename "$variant" .cuh)
+  cp /tmp/ab_fp8_kernel_orig.cuh "$header"
+  [[ $variant != base ]] && cp "$variant" "$header"
+  t0=$SECONDS
+  if ! STAGES=build bash scripts/gpu_check.sh > "$OUT/build_$tag.log" 2>&1; then
+    echo "$tag: build failed"; tail -n 20 "$OUT/build_$tag.log"; continue
+  fi
+  echo "$tag: built in $((SECONDS - t0)) s; $(grep -cE '[1-9][0-9]* bytes spill' "$OUT/ptxas.txt") ptxas lines with spills"
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  if [[ -n $TESTS ]]; then
+    eval "test_args=($TESTS)"
+    for ((i = 1; i <= REPEAT; i++)); do
+      JAX_DEEPGEMM_REQUIRE_GPU=1 $PY -P -m pytest -q -m gpu -p no:cacheprovider "${test_args[@]}" 2>&1 | tail -n 1 \
+        | sed "s/^/$tag tests run $i: /"
+    done
+  fi
+  $PY -P -u scripts/fp8_probe.py "$tag" --out "$OUT/fp8_probe.txt" 2>&1 | grep -v Warning
+done
+echo; cat "$OUT/fp8_probe.txt"

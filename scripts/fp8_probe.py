@@ -1,0 +1,65 @@
+"""Kernel time of a fixed set of FP8 problems, one line each: the quick A/B of a kernel change.
+
+    python3 -P scripts/fp8_probe.py TAG [--out FILE]
+
+The set covers each FP8 kernel form the bars depend on: the 1D2D GEMM at short K on a wide tile
+(1193 x 7168 x 2048, 128 x 192, the masked decode tile), dense M = 4096 at short and long K (the
+heuristic's tiles), the 1D1D GEMM (per-channel B, FP32 out, 256 x 128 A-multicast pairs), the
+K-grouped weight gradient at 16 x 7168 x 2048 and two masked anchors. Operands as the bench draws them;
+timed with the CUDA profiler over rotating input sets (``testing.timing.time_with_profiler``).
+``scripts/ab_fp8_kernel.sh`` runs it once per kernel variant.
+"""
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+
+import jax_deepgemm as dg
+from jax_deepgemm.bench_grouped import K_GROUPED_SHAPES, k_grouped_sizes, masked_counts, masked_operands
+from jax_deepgemm.testing import timing
+from jax_deepgemm.testing.generators import fp8_gemm_operands, k_grouped_operands
+
+DENSE = [  # m, n, k, B scale recipe, forced tile (None: the heuristic's)
+    (1193, 7168, 2048, "block", (128, 192, 1, 1)),
+    (4096, 7168, 2048, "block", None),
+    (4096, 2112, 7168, "block", None),
+    (7168, 2048, 2048, "channel", (256, 128, 1, 2)),
+]
+MASKED = [(1, 1024, 7168, 2048), (4, 256, 4096, 7168)]
+
+
+def main(tag: str, out: str | None) -> None:
+    lines = []
+
+    def run(name, fn, make, flops):
+        us = timing.time_with_profiler(fn, make_inputs=make, n_reps=3).median_us
+        lines.append(f"{tag:12s} {name:44s} {us:8.1f} us {flops / us / 1e6:6.0f} TFLOPS")
+        print(lines[-1], flush=True)
+
+    for m, n, k, recipe, tile in DENSE:
+        fn = jax.jit(lambda a, b, t=tile: dg.fp8_gemm_nt(a, b, tile=t))
+        run(f"dense {m}x{n}x{k} {recipe} {tile}", fn,
+            lambda i, m=m, n=n, k=k, r=recipe: fp8_gemm_operands(i, m, n, k, b_recipe=r)[:2], 2 * m * n * k)
+    key = K_GROUPED_SHAPES[-1]
+    groups, m, n, _ = key
+    sizes = k_grouped_sizes(key)
+    k_sizes = jnp.asarray(sizes, jnp.int32)
+    run(f"k_grouped {key}", jax.jit(lambda a, b: dg.k_grouped_fp8_gemm_tn_contiguous(a, b, k_sizes)),
+        lambda i: k_grouped_operands(i, sizes, m, n)[:2], 2 * m * n * sum(sizes))
+    for key in MASKED:
+        counts = masked_counts(key)
+        masked_m = jnp.asarray(counts)
+        fn = jax.jit(lambda a, b, c=masked_m, e=key[1]: dg.m_grouped_fp8_gemm_nt_masked(a, b, c, expected_m=e))
+        run(f"masked {key}", fn, lambda i, key=key: masked_operands(i, key), 2 * float(counts.sum()) * key[2] * key[3])
+    if out:
+        with open(out, "a") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tag")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    main(args.tag, args.out)
