@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# On the GPU machine: A/B of FP8 kernel variants in one call. Each VARIANT is a replacement for
-# ffi/kernels/sm90_fp8_gemm.cuh (e.g. one taken from a branch: `git show wip/x:ffi/kernels/sm90_fp8_gemm.cuh
-# > variants/x.cuh` here; untracked files travel to the device), or `base` for the checked-out one. Per
-# variant: rebuild (STAGES=build scripts/gpu_check.sh, ~70-100 s), optionally run a pytest selection
-# REPEAT times (a race shows as an intermittent failure), then scripts/fp8_probe.py. The header is restored
-# at the end; the probe lines of all variants are appended to $OUT/fp8_probe.txt and printed last.
+# On the GPU machine: A/B of FP8 kernel variants in one call. A VARIANT is `base` (the checked-out sources), a
+# replacement for ffi/kernels/sm90_fp8_gemm.cuh, or a folder of replacements for files of ffi/kernels/ (same
+# names). Take them from branches here, e.g.
+#   mkdir -p variants/x && for f in sm90_fp8_gemm.cuh stage_ring.cuh; do git show wip/x:ffi/kernels/$f > variants/x/$f; done
+# (untracked files travel to the device). Per variant: rebuild (STAGES=build scripts/gpu_check.sh, ~70-100 s),
+# optionally run a pytest selection REPEAT times (a race shows as an intermittent failure), then
+# scripts/fp8_probe.py. The sources are restored at the end; the probe lines of all variants are appended to
+# $OUT/fp8_probe.txt and printed last.
 #
-#   TESTS="tests/test_fp8_gemm.py -k accumulate_into_c" REPEAT=5 bash scripts/ab_fp8_kernel.sh base variants/x.cuh
+#   TESTS="tests/test_fp8_gemm.py -k accumulate_into_c" REPEAT=5 bash scripts/ab_fp8_kernel.sh base variants/x
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 TESTS=${TESTS:-}
@@ -14,13 +16,18 @@ REPEAT=${REPEAT:-1}
 PY=${PY:-python3}
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
-header=ffi/kernels/sm90_fp8_gemm.cuh
-cp "$header" /tmp/ab_fp8_kernel_orig.cuh
-trap 'cp /tmp/ab_fp8_kernel_orig.cuh "$header"' EXIT
+kernels=ffi/kernels
+saved=$(mktemp -d)
+cp "$kernels"/* "$saved"/
+trap 'cp "$saved"/* "$kernels"/' EXIT
 for variant in "$@"; do
-  tag=$(basename "$variant" .cuh)
-  cp /tmp/ab_fp8_kernel_orig.cuh "$header"
-  [[ $variant != base ]] && cp "$variant" "$header"
+  tag=$(basename "${variant%.cuh}")
+  cp "$saved"/* "$kernels"/
+  if [[ -d $variant ]]; then
+    cp "$variant"/* "$kernels"/
+  elif [[ $variant != base ]]; then
+    cp "$variant" "$kernels/sm90_fp8_gemm.cuh"
+  fi
   t0=$SECONDS
   if ! STAGES=build bash scripts/gpu_check.sh > "$OUT/build_$tag.log" 2>&1; then
     echo "$tag: build failed"; tail -n 20 "$OUT/build_$tag.log"; continue
