@@ -42,6 +42,18 @@ __device__ __forceinline__ void ReleaseStage(RingBarrier& empty, int lane) {
   }
 }
 
+// ReleaseStage for a stage that was also read with plain shared-memory loads (not only by WGMMAs, which have
+// completed by the time of the release). A CTA-scope fence first waits until the warp's loads are performed:
+// once the arrive lands, the producer (for a 2-CTA cluster the peer CTA's, whose multicast writes this CTA's
+// shared memory and which CUTLASS's remote arrive, a CTA-scope release, does not order the loads against) may
+// refill the stage. A cluster-scope release would do the same with a GPU-scope MEMBAR (SASS), which also waits
+// for the previous tile's global stores.
+template <int kClusterSize>
+__device__ __forceinline__ void ReleaseStageAfterLoads(RingBarrier& empty, int lane) {
+  asm volatile("fence.acq_rel.cta;" ::: "memory");
+  ReleaseStage<kClusterSize>(empty, lane);
+}
+
 // Neither CTA of a cluster may exit while its peer can still multicast into it or arrive on its barriers.
 template <int kClusterSize>
 __device__ __forceinline__ void ExitStageRing() {
