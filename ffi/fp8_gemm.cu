@@ -38,11 +38,11 @@ bool Fp8GemmPrefersMnMajorSfa(int m, int n, int k, int num_sms, int block_m, int
              .block_m >= 128;
 }
 
-int64_t Fp8GemmWorkspaceBytes(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m, int cluster_n,
-                              int split_k, bool sfa_mn_major) {
+int Fp8GemmSplitK(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m, int cluster_n, int split_k,
+                  bool sfa_mn_major) {
   const Fp8GemmConfig cfg = PickFp8GemmConfig(m, n, k, BScale::kBlock128, num_sms, block_m, block_n, cluster_m,
                                               cluster_n, 0, 0, sfa_mn_major, split_k);
-  return cfg.block_m == 0 ? 0 : Fp8GemmSplitKWorkspaceBytes(cfg, m, n);
+  return cfg.block_m == 0 ? 1 : cfg.split_k;
 }
 
 namespace {
@@ -50,7 +50,7 @@ namespace {
 ffi::Error Fp8GemmNt(cudaStream_t stream, int32_t device, BScale scale, const ffi::AnyBuffer& a, const ffi::AnyBuffer& sfa,
                      const ffi::AnyBuffer& b, const ffi::AnyBuffer& sfb, const ffi::AnyBuffer* c, ffi::AnyBuffer d,
                      int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t cluster_n, int32_t num_sms,
-                     bool sfa_mn_major = false, int32_t split_k = 1, ffi::AnyBuffer* workspace = nullptr) {
+                     bool sfa_mn_major = false, int32_t split_k = 0) {
   // decode
   if (a.dimensions().size() != 2 || b.dimensions().size() != 2)
     return ffi::Error::InvalidArgument("fp8_gemm: a and b must be rank 2 (batch dims are folded in Python)");
@@ -80,36 +80,29 @@ ffi::Error Fp8GemmNt(cudaStream_t stream, int32_t device, BScale scale, const ff
   int sms = 0;
   JDG_RETURN_IF_ERROR(UsableSm90Sms("fp8_gemm", device, num_sms, sms));
   // decide
-  Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), int(k), scale, sms, block_m, block_n, cluster_m, cluster_n,
-                                        0, 0, sfa_mn_major, split_k);
+  const Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), int(k), scale, sms, block_m, block_n, cluster_m,
+                                              cluster_n, 0, 0, sfa_mn_major, split_k);
   if (cfg.block_m == 0)
     return ffi::Error::InvalidArgument(
         "fp8_gemm: requested block_m/block_n/cluster_m/cluster_n/split_k is not a compiled kernel");
-  const int64_t workspace_bytes = workspace != nullptr ? int64_t(workspace->size_bytes()) : 0;
-  if (Fp8GemmSplitKWorkspaceBytes(cfg, m, n) > workspace_bytes) {
-    // The workspace was sized at trace time for another device (SM count): run without split-K.
-    cfg = PickFp8GemmConfig(int(m), int(n), int(k), scale, sms, block_m, block_n, cluster_m, cluster_n, 0, 0,
-                            sfa_mn_major, 1);
-  }
   // launch
   Fp8GemmOperands op = MakeFp8GemmOperands(device, m, n, k, a, sfa, b, sfb, d);
   op.sfb_row_stride = int(sfb_row_stride);
   op.sfa_mn_stride = int(sfa_mn_stride);
   op.c = c != nullptr ? static_cast<const float*>(c->untyped_data()) : nullptr;
-  if (workspace != nullptr) op.workspace = workspace->untyped_data(), op.workspace_bytes = workspace_bytes;
   return CudaStatus(DispatchFp8Gemm(scale, op, cfg, stream), "fp8_gemm kernel launch");
 }
 
 ffi::Error Fp8GemmNt1d2d(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa, ffi::AnyBuffer b,
                          ffi::AnyBuffer sfb, ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d,
                          int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t cluster_n, int32_t num_sms,
-                         ffi::Result<ffi::AnyBuffer> workspace, int32_t sfa_mn_major, int32_t split_k) {
+                         ffi::Result<ffi::AnyBuffer> /*workspace: unused*/, int32_t sfa_mn_major, int32_t split_k) {
   JDG_RETURN_IF_ERROR(CheckAliasedOutput("fp8_gemm", aliased_d, *d, false));
   return Fp8GemmNt(stream, device, BScale::kBlock128, a, sfa, b, sfb, nullptr, *d, block_m, block_n, cluster_m,
-                   cluster_n, num_sms, sfa_mn_major != 0, split_k, &(*workspace));
+                   cluster_n, num_sms, sfa_mn_major != 0, split_k);
 }
 
-// _v3 (exported programs from before split-K): no workspace, so no split-K.
+// _v3 (exported programs from before split-K): no workspace output and no split_k attribute (the heuristic decides).
 ffi::Error Fp8GemmNt1d2dV3(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa, ffi::AnyBuffer b,
                            ffi::AnyBuffer sfb, ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d,
                            int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t cluster_n, int32_t num_sms,
@@ -155,8 +148,8 @@ auto DenseFp8GemmBinding() {
 }  // namespace
 
 // bf16 d [M, N]; b_scale [ceil(N/128), ceil(K/128)]; a_scale [M, ceil(K/128)] or, with sfa_mn_major = 1,
-// [ceil(K/128), align(M, 4)]; workspace: u8 [Fp8GemmWorkspaceBytes] (split-K scratch, at least 1 byte); split_k: 0 =
-// heuristic, 1 = none, > 1 forced.
+// [ceil(K/128), align(M, 4)]; workspace: u8 [1], unused (split-K scratch until session 15, when the partials moved into
+// distributed shared memory; kept so that exported programs still load); split_k: 0 = heuristic, 1 = none, > 1 forced.
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d2d, jdg::Fp8GemmNt1d2d,
                               DenseFp8GemmBinding()
                                   .Ret<xla::ffi::AnyBuffer>()  // workspace

@@ -17,8 +17,8 @@ namespace jdg {
 // scales, the only tiles that read those faster than K-major ones (by TMA); fp8_gemm_nt asks at trace time.
 bool Fp8GemmPrefersMnMajorSfa(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m,
                               int cluster_n);
-// Bytes of split-K scratch the 1D2D kernel needs for this problem and config (0: no split-K); fp8_gemm_nt sizes
-// the target's workspace output with it at trace time.
-int64_t Fp8GemmWorkspaceBytes(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m, int cluster_n,
-                              int split_k, bool sfa_mn_major);
+// How many CTAs the 1D2D kernel's heuristic splits each tile's K-blocks over for this problem and config (1: none;
+// the launch may lower it so that its clusters fit on the GPU at once).
+int Fp8GemmSplitK(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m, int cluster_n, int split_k,
+                  bool sfa_mn_major);
 }  // namespace jdg

@@ -69,9 +69,6 @@ struct Fp8GemmOperands {
   // K-grouped (1D1D only): K sizes [num_groups] of consecutive K ranges of a [m, k] and b [n, k];
   // d (and c) are [num_groups * m, n]. nullptr = not K-grouped.
   const int* group_k = nullptr;
-  // Split-K scratch (dense 1D2D only; see Fp8GemmSplitKWorkspaceBytes): nullptr = no split-K possible.
-  void* workspace = nullptr;
-  int64_t workspace_bytes = 0;
 };
 
 // The operands of one call from the handler's buffers (any buffer type with untyped_data()).
@@ -95,29 +92,22 @@ Fp8GemmOperands MakeFp8GemmOperands(int device, int64_t m, int64_t n, int64_t k,
 struct Fp8GemmConfig {
   // cluster_m / cluster_n = 2: CTA pairs on adjacent M-blocks sharing B / adjacent N-blocks sharing A.
   int block_m = 0, block_n = 0, cluster_m = 1, cluster_n = 1, num_stages = 0, grid = 0, raster_band = 0;
-  // > 1: each output tile's K-blocks are split over this many CTAs (dense 1D2D, BLOCK_M <= 128).
+  // > 1: each output tile's K-blocks are split over a cluster of this many CTAs (dense 1D2D, unpaired tiles up to
+  // 128 x 128). split_k_fits: the heuristic chose it, so the launch may lower it until its clusters fit on the GPU
+  // at once (a forced split is kept).
   int split_k = 1;
+  bool split_k_fits = false;
 };
 
 // Widest tile compiled with split-K (see sm90_fp8_gemm.cuh).
 constexpr int kFp8SplitKMaxBlockN = 128;
 
-// Split-K scratch of a config: one arrival counter per output tile (zeroed before each launch), then
-// each split's FP32 partial tile, [tiles][split_k][BLOCK_M * BLOCK_N]. The last CTA of a tile to arrive
-// sums the partials in split order (deterministic) and stores D. Tiles count clusters' padding tiles.
-constexpr int64_t kFp8GemmSplitKCounterAlign = 256;
-inline int64_t Fp8GemmSplitKTiles(const Fp8GemmConfig& cfg, int64_t m, int64_t n) {
+// Most CTAs one tile's K-blocks are split over: they form one cluster (the portable cluster size).
+constexpr int kFp8MaxSplitK = 8;
+// Output tiles of a config (clusters' padding tiles included).
+inline int64_t Fp8GemmTiles(const Fp8GemmConfig& cfg, int64_t m, int64_t n) {
   const int64_t cm = cfg.block_m * cfg.cluster_m, cn = cfg.block_n * cfg.cluster_n;
   return (m + cm - 1) / cm * cfg.cluster_m * ((n + cn - 1) / cn * cfg.cluster_n);
-}
-inline int64_t Fp8GemmSplitKCounterBytes(const Fp8GemmConfig& cfg, int64_t m, int64_t n) {
-  return (Fp8GemmSplitKTiles(cfg, m, n) * 4 + kFp8GemmSplitKCounterAlign - 1) / kFp8GemmSplitKCounterAlign *
-         kFp8GemmSplitKCounterAlign;
-}
-inline int64_t Fp8GemmSplitKWorkspaceBytes(const Fp8GemmConfig& cfg, int64_t m, int64_t n) {
-  if (cfg.split_k <= 1) return 0;
-  return Fp8GemmSplitKCounterBytes(cfg, m, n) +
-         Fp8GemmSplitKTiles(cfg, m, n) * cfg.split_k * int64_t(cfg.block_m) * cfg.block_n * 4;
 }
 
 // Launches the compiled instance `cfg` names (fp8_gemm.cu); cudaErrorInvalidConfiguration if none.

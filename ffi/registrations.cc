@@ -99,13 +99,13 @@ bool Fp8GemmPrefersMnMajorSfa(int m, int n, int k, int num_sms, int block_m, int
 #endif
 }
 
-// Bytes of split-K scratch the dense 1D2D kernel takes for this problem (0: none, or no CUDA kernels).
-int64_t Fp8GemmWorkspaceBytes(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m, int cluster_n,
-                              int split_k, bool sfa_mn_major) {
+// How many CTAs the dense 1D2D kernel's heuristic splits each tile's K-blocks over (1: none, or no CUDA kernels).
+int Fp8GemmSplitK(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m, int cluster_n, int split_k,
+                  bool sfa_mn_major) {
 #if JAX_DEEPGEMM_WITH_CUDA
-  return jdg::Fp8GemmWorkspaceBytes(m, n, k, num_sms, block_m, block_n, cluster_m, cluster_n, split_k, sfa_mn_major);
+  return jdg::Fp8GemmSplitK(m, n, k, num_sms, block_m, block_n, cluster_m, cluster_n, split_k, sfa_mn_major);
 #else
-  return 0;
+  return 1;
 #endif
 }
 
@@ -118,7 +118,7 @@ NB_MODULE(_C, m) {
   m.def("bf16_gemm_tiles", &Bf16GemmTiles, "compiled (block_m, block_n, cluster_m, major) shapes of the BF16 GEMM kernel");
   m.def("fp8_gemm_prefers_mn_major_sfa", &Fp8GemmPrefersMnMajorSfa,
         "whether the 1D2D heuristic picks a 128- or 256-row tile (which stream MN-major A scales by TMA)");
-  m.def("fp8_gemm_workspace_bytes", &Fp8GemmWorkspaceBytes,
-        "bytes of split-K scratch the 1D2D kernel takes for this problem (0: none)");
+  m.def("fp8_gemm_split_k", &Fp8GemmSplitK,
+        "CTAs the 1D2D heuristic splits each tile's K-blocks over for this problem (1: none)");
   m.def("has_cuda_kernels", [] { return bool(JAX_DEEPGEMM_WITH_CUDA); });
 }

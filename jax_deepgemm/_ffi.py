@@ -78,14 +78,14 @@ def fp8_gemm_prefers_mn_major_sfa(m: int, n: int, k: int, num_sms: int, block_m:
     return bool(_C.fp8_gemm_prefers_mn_major_sfa(m, n, k, num_sms, block_m, block_n, cluster_m, cluster_n))
 
 
-def fp8_gemm_workspace_bytes(m: int, n: int, k: int, num_sms: int, block_m: int = 0, block_n: int = 0,
-                             cluster_m: int = 0, cluster_n: int = 0, split_k: int = 0, sfa_mn_major: bool = False) -> int:
-    """Bytes of split-K scratch the dense 1D2D FP8 GEMM kernel takes for this problem and (forced or heuristic) config;
-    0 when it does not split K or without the CUDA kernels."""
+def fp8_gemm_split_k(m: int, n: int, k: int, num_sms: int, block_m: int = 0, block_n: int = 0, cluster_m: int = 0,
+                     cluster_n: int = 0, split_k: int = 0, sfa_mn_major: bool = False) -> int:
+    """How many CTAs the dense 1D2D FP8 GEMM kernel's heuristic splits each output tile's K-blocks over for this
+    problem and (forced or heuristic) config; 1 when it does not split K or without the CUDA kernels."""
     if _C is None or not _C.has_cuda_kernels():
-        return 0
-    return int(_C.fp8_gemm_workspace_bytes(m, n, k, num_sms, block_m, block_n, cluster_m, cluster_n, split_k,
-                                           bool(sfa_mn_major)))
+        return 1
+    return int(_C.fp8_gemm_split_k(m, n, k, num_sms, block_m, block_n, cluster_m, cluster_n, split_k,
+                                   bool(sfa_mn_major)))
 
 
 def device_sm_count(default: int = 132) -> int:

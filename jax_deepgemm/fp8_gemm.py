@@ -94,53 +94,37 @@ def _params_1d1d(params: dict[str, int]) -> dict[str, int]:
 _SPLIT_K_MAX_BLOCK = 128  # kFp8SplitKMaxBlockN and the one-wave BLOCK_M limit (ffi/fp8_gemm_launch.h)
 
 
-def _params_1d2d(m: int, n: int, k: int, params: dict[str, int], sfa_mn_major: bool) -> dict[str, int]:
-    """The 1D2D primitive's params: the tile attributes, the A-scale layout and the size of its split-K workspace
-    output (asked of the kernel's heuristic, as the handler will decide)."""
+def _params_1d2d(params: dict[str, int], sfa_mn_major: bool) -> dict[str, int]:
+    """The 1D2D primitive's params: the tile attributes and the A-scale layout."""
     _checks.check_compiled_tile("tile", _tile_fields(params), _ffi.fp8_gemm_tiles()["1d2d"], _TILE_FIELDS)
     if params["split_k"] > 1 and (params["block_m"] > _SPLIT_K_MAX_BLOCK or params["block_n"] > _SPLIT_K_MAX_BLOCK):
         raise ValueError(f"tile: split_k is compiled into tiles up to {_SPLIT_K_MAX_BLOCK} x {_SPLIT_K_MAX_BLOCK} only, "
                          f"got block_m={params['block_m']}, block_n={params['block_n']}")
-    num_sms = params["num_sms"] or _ffi.device_sm_count()
-    workspace = _ffi.fp8_gemm_workspace_bytes(m, n, k, num_sms, params["block_m"], params["block_n"],
-                                              params["cluster_m"], params["cluster_n"], params["split_k"],
-                                              sfa_mn_major)
-    return dict(params, sfa_mn_major=int(sfa_mn_major), workspace_bytes=int(workspace))
+    if params["split_k"] > 1 and (params["cluster_m"] > 1 or params["cluster_n"] > 1):
+        raise ValueError("tile: split_k needs an unpaired tile (cluster_m = cluster_n = 1): the splits of a tile form "
+                         f"one cluster, got cluster_m={params['cluster_m']}, cluster_n={params['cluster_n']}")
+    return dict(params, sfa_mn_major=int(sfa_mn_major))
 
 
-def _out_shape_1d2d(a, a_scale, b, b_scale, *out, workspace_bytes: int, **_):
-    # D, and the split-K scratch (at least one byte: an XLA buffer either way)
-    return [((a.shape[0], b.shape[0]), jnp.bfloat16), ((max(workspace_bytes, 1),), jnp.uint8)]
+def _out_shape_1d2d(a, a_scale, b, b_scale, *out, **_):
+    # D, and a one-byte output the _v4 target keeps for exported programs (it was the split-K scratch)
+    return [((a.shape[0], b.shape[0]), jnp.bfloat16), ((1,), jnp.uint8)]
 
 
 def _out_shape_1d1d(a, a_scale, b, b_scale_t, *out, **_):
     return [((a.shape[0], b.shape[0]), jnp.float32)]
 
 
-def _reference_1d2d(a, a_scale, b, b_scale, *out, sfa_mn_major: int = 0, workspace_bytes: int, **_):
+def _reference_1d2d(a, a_scale, b, b_scale, *out, sfa_mn_major: int = 0, **_):
     a_scale = _sfa_k_major(a_scale, sfa_mn_major, a.shape[0])
     return (fp8_gemm_nt_reference(a, a_scale, b, b_scale, out_dtype=jnp.bfloat16, b_scale_kind="block"),
-            jnp.zeros((max(workspace_bytes, 1),), jnp.uint8))
-
-
-def _attrs_1d2d(workspace_bytes: int, **params) -> dict:
-    """The workspace size is the shape of an output, not an attribute."""
-    return int32_attrs(**params)
+            jnp.zeros((1,), jnp.uint8))
 
 
 def _reference_1d1d(a, a_scale, b, b_scale_t, *out, accumulate: int, **_):
     b_scale = b_scale_t[:, : b.shape[0]].T
     acc = out[0] if (out and accumulate) else None
     return (fp8_gemm_nt_reference(a, a_scale, b, b_scale, c=acc, out_dtype=jnp.float32, b_scale_kind="channel"),)
-
-
-def _with_workspace_for(params: dict[str, int], a: jax.Array, b: jax.Array) -> dict[str, int]:
-    """1D2D params re-sized for operands ``a [..., M, K]``, ``b [..., N, K]``: vmap folds batches into M or hands the
-    A scales over K-major, either of which may change the split-K workspace. Other params pass through."""
-    if "workspace_bytes" not in params:
-        return params
-    tile = {key: params[key] for key in ("block_m", "block_n", "cluster_m", "cluster_n", "num_sms", "split_k")}
-    return _params_1d2d(a.shape[-2], b.shape[-2], a.shape[-1], tile, bool(params["sfa_mn_major"]))
 
 
 def _batch_gemm(prim, args, dims, **params):
@@ -159,10 +143,9 @@ def _batch_gemm(prim, args, dims, **params):
         for i in a_side:
             x = move_batch_dim_to_front(args[i], dims[i], size)
             flat[i] = x.reshape(size * x.shape[1], *x.shape[2:])
-        out, *rest = prim.bind(*flat, **_with_workspace_for(params, flat[0], flat[2]))
+        out, *rest = prim.bind(*flat, **params)
         return (out.reshape(size, -1, out.shape[-1]), *rest), (0,) + (None,) * len(rest)
     moved = [move_batch_dim_to_front(x, d, size) for x, d in zip(args, dims)]
-    params = _with_workspace_for(params, moved[0], moved[2])
     outs = jax.lax.map(lambda xs: tuple(prim.bind(*xs, **params)), tuple(moved))
     return outs, (0,) * len(outs)
 
@@ -173,7 +156,7 @@ _fp8_gemm_nt_1d2d_p = make_primitive(
         target="jax_deepgemm_fp8_gemm_nt_1d2d_v4",
         out_shapes=_out_shape_1d2d,
         reference=_reference_1d2d,
-        attrs=_attrs_1d2d,
+        attrs=int32_attrs,
         batch=_batch_gemm,
         aliased_output_operand=4,
     )
@@ -287,7 +270,7 @@ def _fp8_gemm(op: str, a, b, *, out_dtype, c, num_sms, tile) -> jax.Array:
     if kind == "block" and c is None and out_dtype == jnp.bfloat16:
         mn_major = _wants_mn_major_sfa(a2.shape[0], n, k, params)
         sa = _sfa_mn_major(sa2) if mn_major else sa2
-        d, _ = _fp8_gemm_nt_1d2d_p.bind(a2, sa, b_fp8, b_scale, **_params_1d2d(a2.shape[0], n, k, params, mn_major))
+        d, _ = _fp8_gemm_nt_1d2d_p.bind(a2, sa, b_fp8, b_scale, **_params_1d2d(params, mn_major))
         return d.reshape(out_shape)
     b_scale_t = _per_row_scales_transposed(b_scale, n, kind)
     extra = () if c is None else (c.reshape(a2.shape[0], n),)
@@ -319,7 +302,7 @@ def _fp8_gemm_nt_into(a, b, out: jax.Array, *, tile: tuple[int, int] | None = No
         sa = _sfa_mn_major(a_scale) if sfa_mn_major else a_scale
         m, k = a_fp8.shape
         return _fp8_gemm_nt_1d2d_p.bind(a_fp8, sa, b_fp8, b_scale, out,
-                                        **_params_1d2d(m, b_fp8.shape[0], k, params, bool(sfa_mn_major)))[0]
+                                        **_params_1d2d(params, bool(sfa_mn_major)))[0]
     n = b_fp8.shape[0]
     b_scale_t = _per_row_scales_transposed(b_scale, n, "channel" if b_scale.shape[0] == n else "block")
     return _fp8_gemm_nt_1d1d_p.bind(a_fp8, a_scale, b_fp8, b_scale_t, out, accumulate=0, **_params_1d1d(params))[0]

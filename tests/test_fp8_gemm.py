@@ -129,13 +129,14 @@ def test_multicast_and_two_wave_tiles(m, n, k):
 
 @pytest.mark.parametrize("m,n,k", [(64, 2112, 7168), (200, 576, 7168), (1, 1002, 1664)])
 def test_split_k_forced(m, n, k):
-    """Split-K forced on one-wave tiles: unpaired, A-multicast and B-multicast pairs (the second CTA of an M pair is
-    past M), 64 and 128 rows, both A-scale layouts of the 128-row tiles, N % 8 != 0 (register epilogue), split counts
-    that do not divide the K-blocks and more splits than K-blocks (clamped)."""
+    """Split-K forced on one-wave unpaired tiles (clusters of 2-8 CTAs, CTA 0 reading the others' partials from their
+    shared memory): 64 and 128 rows, 16-128 wide, both A-scale layouts of the 128-row tiles, N % 8 != 0 (register
+    epilogue), M past the last tile's rows, split counts that do not divide the K-blocks, and more splits than
+    K-blocks or than a cluster holds (clamped to 8). Grids of more clusters than fit on the GPU at once included."""
     a, b, x, w = fp8_gemm_operands(seed=m + n + 3, m=m, n=n, k=k)
     ref = _reference(a, b, b_kind="block")
-    cases = [((64, 32, 1, 2), 2), ((64, 64, 1, 1), 7), ((128, 64, 1, 1), 3), ((128, 128, 2, 1), 2),
-             ((128, 128, 1, 1), 5), ((64, 16, 1, 1), 64)]
+    cases = [((64, 32, 1, 1), 2), ((64, 64, 1, 1), 7), ((128, 64, 1, 1), 3), ((128, 128, 1, 1), 2),
+             ((128, 128, 1, 1), 5), ((64, 16, 1, 1), 64), ((128, 16, 1, 1), 8)]
     for tile, split in cases:
         for mn_major in (False, True) if tile[0] == 128 else (False,):
             out = jax.jit(_fp8_gemm_nt_into, static_argnames=("tile", "sfa_mn_major"))(
@@ -147,7 +148,7 @@ def test_split_k_default_is_deterministic():
     """The heuristic splits K at 64 x 576 x 7168 (9 tiles of 64 x 64, split 7, on 132 SMs); the result does not depend
     on which split arrives last (20 calls bitwise equal), and the unsplit kernel (forced) matches the reference too."""
     m, n, k = 64, 576, 7168
-    assert _ffi.fp8_gemm_workspace_bytes(m, n, k, _ffi.device_sm_count()) > 0
+    assert _ffi.fp8_gemm_split_k(m, n, k, _ffi.device_sm_count()) > 1
     a, b, x, w = fp8_gemm_operands(seed=21, m=m, n=n, k=k)
     f = jax.jit(dg.fp8_gemm_nt)
     first = f(a, b)
@@ -239,7 +240,7 @@ def test_sanitizer_small():
     for tile in ((256, 128, 1, 2), (256, 128, 1, 1)):
         out = _fp8_gemm_nt_into(a, b, _poisoned(m, n, jnp.bfloat16), tile=tile, sfa_mn_major=True)
         _assert_close(out, _reference(a, b, b_kind="block"), x, w)
-    # split-K (3 K-blocks over 3 CTAs per tile): partial stores, counters, the last CTA's reads
-    for tile in ((64, 64, 1, 1, 3), (128, 64, 1, 1, 2), (64, 32, 1, 2, 3)):
+    # split-K (3 K-blocks over clusters of 2-3 CTAs): the partials parked in shared memory, CTA 0's remote reads
+    for tile in ((64, 64, 1, 1, 3), (128, 64, 1, 1, 2), (64, 32, 1, 1, 3)):
         out = _fp8_gemm_nt_into(a, b, _poisoned(m, n, jnp.bfloat16), tile=tile)
         _assert_close(out, _reference(a, b, b_kind="block"), x, w)

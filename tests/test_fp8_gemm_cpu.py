@@ -223,37 +223,37 @@ def test_mn_major_a_scales_for_256_row_tiles_and_under_vmap(tile):
         assert_bitwise_equal(np.asarray(batched[i]), np.asarray(one))
 
 
-def test_split_k_tile_and_workspace_output():
-    """tile's fifth entry forces split-K on the 1D2D kernel. Its primitive's second output is the kernel's split-K
-    scratch: one int32 counter per (cluster-padded) output tile, 256-byte aligned, then [tiles][split][BLOCK_M x BLOCK_N]
-    FP32 partials (1 byte when not splitting, or on a CPU-only install). The product is the same either way."""
-    from jax_deepgemm import _ffi
-
+def test_split_k_tile_is_a_primitive_param():
+    """tile's fifth entry forces split-K on the 1D2D kernel; it reaches the primitive as split_k. The second output
+    (kept for exported programs) is one byte whether or not K is split, and the product is the same either way."""
     m, n, k = 64, 576, 2048
     a, sa, b, sb, _ = np_operands(m, n, k, "block")
     args = [jnp.asarray(x) for x in (a, sa, b, sb)]
     exact, bound = np_expected(a, sa, b, sb, None)
-    tiles = 1 * (ceil_div(n, 64) * 2)  # 64 x 32 A-multicast pairs: N padded to whole pairs
-    want_bytes = (ceil_div(tiles * 4, 256) * 256 + tiles * 4 * 64 * 32 * 4) if _ffi.has_cuda_kernels() else 0
-    for tile, want in (((64, 32, 1, 2, 4), want_bytes), ((64, 32, 1, 2, 1), 0)):
+    for tile in ((64, 64, 1, 1, 4), (64, 32, 1, 2, 1), (64, 64, 1, 1, 0)):
         f = lambda a, sa, b, sb, tile=tile: fp8_gemm_nt((a, sa), (b, sb), tile=tile)  # noqa: E731
         (gemm,) = [e for e in jax.make_jaxpr(f)(*args).eqns if e.primitive.name == "jax_deepgemm_fp8_gemm_nt_1d2d"]
-        assert gemm.params["workspace_bytes"] == want
-        assert gemm.outvars[1].aval.shape == (max(want, 1),) and gemm.outvars[1].aval.dtype == jnp.uint8
         assert gemm.params["split_k"] == tile[4]
+        assert gemm.outvars[1].aval.shape == (1,) and gemm.outvars[1].aval.dtype == jnp.uint8
         assert_close(jax.jit(f)(*args), exact, bound, jnp.bfloat16)
 
 
 def test_split_k_heuristic_only_when_tiles_leave_sms_idle():
-    """The heuristic splits K when the tiles fill at most half of the SMs and K is long (64 x 576 x 7168: 36 tiles on
-    132 SMs), not for a full grid (4096 x 7168 x 7168) or short K (64 x 576 x 1024, 8 K-blocks)."""
+    """The heuristic splits K when the tiles fill at most half of the SMs and K is long (64 x 576 x 7168: 9 tiles of
+    64 x 64 on 132 SMs, split 7; 64 x 2112 x 7168: 33 tiles, split 4), never over more than 8 CTAs (one cluster), not
+    for a full grid (4096 x 7168 x 7168) or short K (64 x 576 x 1024, 8 K-blocks); a forced split is clamped to the
+    K-blocks and to 8."""
     from jax_deepgemm import _ffi
 
     if not _ffi.has_cuda_kernels():
         pytest.skip("the heuristic lives in the CUDA extension (CPU-only install)")
-    assert _ffi.fp8_gemm_workspace_bytes(64, 576, 7168, 132) > 0
-    assert _ffi.fp8_gemm_workspace_bytes(4096, 7168, 7168, 132) == 0
-    assert _ffi.fp8_gemm_workspace_bytes(64, 576, 1024, 132) == 0
+    assert _ffi.fp8_gemm_split_k(64, 576, 7168, 132) == 7
+    assert _ffi.fp8_gemm_split_k(64, 2112, 7168, 132) == 4
+    assert _ffi.fp8_gemm_split_k(64, 64, 16384, 132) == 8
+    assert _ffi.fp8_gemm_split_k(4096, 7168, 7168, 132) == 1
+    assert _ffi.fp8_gemm_split_k(64, 576, 1024, 132) == 1
+    assert _ffi.fp8_gemm_split_k(64, 576, 7168, 132, 64, 16, 1, 1, 64) == 8
+    assert _ffi.fp8_gemm_split_k(64, 576, 384, 132, 64, 16, 1, 1, 64) == 3
 
 
 def test_split_k_errors():
@@ -263,6 +263,9 @@ def test_split_k_errors():
     a, sa, b, sb, _ = np_operands(64, 256, 512, "block")
     for tile in ((128, 176, 1, 1, 2), (256, 128, 1, 2, 2)):
         with pytest.raises(ValueError, match="split_k is compiled into tiles up to 128 x 128"):
+            fp8_gemm_nt((jnp.asarray(a), jnp.asarray(sa)), (jnp.asarray(b), jnp.asarray(sb)), tile=tile)
+    for tile in ((64, 32, 1, 2, 2), (128, 128, 2, 1, 3)):
+        with pytest.raises(ValueError, match="split_k needs an unpaired tile"):
             fp8_gemm_nt((jnp.asarray(a), jnp.asarray(sa)), (jnp.asarray(b), jnp.asarray(sb)), tile=tile)
     with pytest.raises(ValueError, match="split_k must be >= 0"):
         fp8_gemm_nt((jnp.asarray(a), jnp.asarray(sa)), (jnp.asarray(b), jnp.asarray(sb)), tile=(64, 64, 1, 1, -1))

@@ -185,14 +185,16 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
     }
   }
   if (best.block_m == 0) return best;  // forced shape not compiled: caller reports it
-  // Split-K (dense 1D2D tiles of one 128-row wave, up to 128 wide; force_split_k: 0 = decide, 1 = never (the
-  // default: only the dense handler, which passes a workspace, asks for it), > 1 = forced). With few tiles and
-  // long K each CTA runs one long chain of 128-K slices while SMs idle. So when the tiles fill at most half the
-  // SMs, each tile's K-blocks are shared by up to num_sms / CTAs CTAs, at least 8 K-blocks each; the last CTA of a
-  // tile sums the FP32 partials (see Fp8GemmSplitKWorkspaceBytes).
+  // Split-K (dense 1D2D unpaired tiles of one 128-row wave, up to 128 wide; force_split_k: 0 = decide, 1 = never (the
+  // default: only the dense handler asks for it), > 1 = forced, at most the K-blocks and kFp8MaxSplitK). With few
+  // tiles and long K each CTA runs one long chain of 128-K slices while SMs idle. So when the tiles fill at most half
+  // the SMs, each tile's K-blocks are shared by a cluster of up to num_sms / CTAs CTAs, at least 8 K-blocks each;
+  // CTA 0 of the cluster sums the FP32 partials (sm90_fp8_gemm.cuh).
   const int num_k_blocks = (k + 127) / 128;
   const bool dense_1d2d = scale == BScale::kBlock128 && max_block_m == 0;
-  auto split_for = [&](int ctas) { return 2 * ctas <= num_sms ? std::max(1, std::min(num_sms / ctas, num_k_blocks / 8)) : 1; };
+  auto split_for = [&](int ctas) {
+    return 2 * ctas <= num_sms ? std::max(1, std::min({num_sms / ctas, num_k_blocks / 8, kFp8MaxSplitK})) : 1;
+  };
   const bool forced = force_block_m > 0 || force_block_n > 0 || force_cluster_m > 0 || force_cluster_n > 0;
   if (force_split_k == 0 && dense_1d2d && !forced && m <= 128 && num_k_blocks >= 32) {
     // Small M, long K (H200, session 10, 128-K slices per CTA vs time): at 64 x 2112 x 7168 the 64 x 32 pairs
@@ -203,21 +205,23 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
     const int ctas = (m + bm - 1) / bm * ((n + 63) / 64);
     if (split_for(ctas) > 1) {
       best = Fp8GemmConfig{};
-      best.block_m = bm, best.block_n = 64, best.split_k = split_for(ctas);
+      best.block_m = bm, best.block_n = 64, best.split_k = split_for(ctas), best.split_k_fits = true;
     }
   }
   const int cluster_size = best.cluster_m * best.cluster_n;
   const int cluster_tiles = ((m + best.block_m * best.cluster_m - 1) / (best.block_m * best.cluster_m)) *
                             ((n + best.block_n * best.cluster_n - 1) / (best.block_n * best.cluster_n));
-  const bool may_split = dense_1d2d && best.block_m <= 128 && best.block_n <= kFp8SplitKMaxBlockN;
+  const bool may_split = dense_1d2d && best.block_m <= 128 && best.block_n <= kFp8SplitKMaxBlockN && cluster_size == 1;
   if (force_split_k > 1) {
     if (!may_split) return Fp8GemmConfig{};  // no such compiled kernel: caller reports it
-    best.split_k = std::min(force_split_k, num_k_blocks);
-  } else if (force_split_k == 0 && may_split && best.split_k == 1) {
-    if (num_k_blocks >= 16) best.split_k = split_for(cluster_tiles * cluster_size);
+    best.split_k = std::min({force_split_k, num_k_blocks, kFp8MaxSplitK});
+  } else if (force_split_k == 0 && may_split && best.split_k == 1 && num_k_blocks >= 16) {
+    best.split_k = split_for(cluster_tiles);
+    best.split_k_fits = true;
   }
-  // Persistent grid: one CTA per SM at most, a whole number of clusters.
-  best.grid = std::max(1, std::min(cluster_tiles * best.split_k, num_sms / cluster_size)) * cluster_size;
+  // Persistent grid: one CTA per SM at most, a whole number of clusters. Split-K: one CTA per (tile, split).
+  best.grid = best.split_k > 1 ? cluster_tiles * best.split_k
+                               : std::max(1, std::min(cluster_tiles, num_sms / cluster_size)) * cluster_size;
   best.num_stages = Fp8GemmStages({best.block_m, best.block_n}, scale, sfa_mn_major);
   best.raster_band = 8;
 

@@ -21,8 +21,8 @@
 //     tile) or along N (two N-blocks, one A tile); each CTA loads half and multicasts it;
 //   * the epilogue writes the tile straight from registers (any M, any even/odd N), or (BF16, BLOCK_N
 //     a multiple of 64) through swizzled shared memory and TMA stores;
-//   * split-K (dense, small M, long K): several CTAs share one tile's K-blocks, store FP32 partials to a
-//     workspace and count their arrival; the last sums the partials in split order and runs the epilogue.
+//   * split-K (dense, small M, long K): a cluster of CTAs shares one tile's K-blocks; CTA 0 sums the others'
+//     FP32 partials from their shared memory (distributed shared memory) and runs the epilogue.
 // Grouped forms (GemmGrouping, gemm_tile_walk.cuh): M-grouped contiguous/masked (1D2D: a per-tile
 // expert selects B's rows) and K-grouped (1D1D: each group owns a K range of A and B and an [m, n]
 // slice of D; the K loop simply starts and ends at the group's K-blocks).
@@ -64,26 +64,28 @@ struct Fp8GemmParams {
   int raster_band;          // tiles per band of the L2 rasterisation
   int use_tma_store;        // BF16 D through swizzled shared memory + TMA store (needs n % 8 == 0)
   GemmGrouping grouping;    // M-grouped MoE layouts (B is [num_groups * n, k]); default: dense
-  // Split-K (dense 1D2D, tiles up to 128 x 128; Fp8GemmSplitKWorkspaceBytes): split_k CTAs share each output tile's
-  // K-blocks; each stores its FP32 partial, the last to arrive sums them in split order and stores D.
+  // Split-K (dense 1D2D, unpaired tiles up to 128 x 128): the grid is launched in clusters of split_k CTAs, one output
+  // tile per cluster; CTA r of a cluster takes the r-th share of the K-blocks, and CTA 0 sums the FP32 partials of
+  // all (read from their shared memory) in split order and stores D.
   int split_k = 1;
-  int* split_counters = nullptr;    // [tiles], zero at launch
-  float* split_partials = nullptr;  // [tiles][split_k][kNumMathThreads * accumulators per thread]
 };
 
-// Named barrier of the split-K hand-over among the math threads (raw PTX id: above the CUTLASS
-// NamedBarrier ids the turn and epilogue barriers use).
+// Named barrier of the split-K hand-over among the math threads (raw PTX id: above the CUTLASS NamedBarrier ids the
+// epilogue uses).
 constexpr uint32_t kSplitKBarrier = 14;
 
-// Among the `num_threads` math threads: true on all of them if `pred` is true on any (bar.red.or).
-__device__ __forceinline__ bool MathThreadsAny(bool pred, int num_threads) {
-  uint32_t any;
-  asm volatile(
-      "{\n.reg .pred p, q;\nsetp.ne.u32 q, %1, 0;\nbar.red.or.pred p, %2, %3, q;\nselp.u32 %0, 1, 0, p;\n}\n"
-      : "=r"(any)
-      : "r"(uint32_t(pred)), "n"(kSplitKBarrier), "r"(num_threads)
-      : "memory");
-  return any != 0;
+// Cluster-wide barrier of the split-K hand-over, split into its two halves. Not the `.aligned` forms: the producer
+// warpgroup's threads reach it on diverged paths.
+__device__ __forceinline__ void SplitKClusterArrive() { asm volatile("barrier.cluster.arrive.release;\n" ::: "memory"); }
+__device__ __forceinline__ void SplitKClusterWait() { asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory"); }
+
+// FP32 load from the shared memory of CTA `rank` of this cluster, at the offset `local` has in this CTA.
+__device__ __forceinline__ float LoadPeerSmem(const float* local, uint32_t rank) {
+  uint32_t remote;
+  float v;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(cute::cast_smem_ptr_to_uint(local)), "r"(rank));
+  asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(remote) : "memory");
+  return v;
 }
 
 template <int N>
@@ -195,7 +197,9 @@ struct Fp8GemmTraits {
   static constexpr bool kPartialWaveTiles = kMGrouped && kBlockM == 256;
   // Split-K is compiled into the dense 1D2D tiles of one 128-row wave up to 128 wide (few tiles, long K: small M;
   // beside the wider tiles' accumulators its code spills: measured).
-  static constexpr bool kMaySplitK = kBScale == BScale::kBlock128 && kBlockM <= 128 && kBlockN <= kFp8SplitKMaxBlockN;
+  // Unpaired tiles only: the launch's clusters are the splits of one tile.
+  static constexpr bool kMaySplitK =
+      kBScale == BScale::kBlock128 && kBlockM <= 128 && kBlockN <= kFp8SplitKMaxBlockN && kClusterM * kClusterN == 1;
 
   static_assert(kStageBytes + kBarrierBytes == Fp8GemmStageBytes(kBlockM, kBlockN, kBScale),
                 "stage layout and the heuristic's stage budget must agree");
@@ -271,7 +275,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       if constexpr (kClusterN > 1) n_block = n_block * kClusterN + cta_rank;
       return true;
     }
-    // Split-K: consecutive walk entries are the splits of one (cluster) tile.
+    // Split-K: consecutive walk entries are the splits of one tile (a cluster of split_k CTAs, one entry each:
+    // split = the CTA's rank in its cluster).
     const int split = Traits::kMaySplitK && p.split_k > 1 ? tile % p.split_k : 0;
     if (Traits::kMaySplitK && p.split_k > 1) tile /= p.split_k;
     if (!NextGemmTile<kBlockM, kBlockN, kClusterM, kClusterN>(sched, p.grouping, p.m, p.n, tile, cta_rank, m_block,
@@ -362,6 +367,13 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         }  // pass
       }
     }
+    if (Traits::kMaySplitK && p.split_k > 1) {
+      // The two cluster barriers of the split-K hand-over (one tile per CTA), which count every thread.
+      SplitKClusterArrive();
+      SplitKClusterWait();
+      SplitKClusterArrive();
+      SplitKClusterWait();
+    }
   } else {
     // ---------------- consumer warpgroups: WGMMA + FP32 promotion + epilogue ----------------
     cutlass::arch::warpgroup_reg_alloc<Traits::kNumMathWarpgroups == 1 ? 240 : 232>();
@@ -370,6 +382,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     // Row of this thread's first accumulator in wave w (and that + 8): waves are 128 rows apart.
     const int wg_row_in_tile = warpgroup * 64 + warp_in_wg * 16 + lane / 4;
     float accum[kAccums], final_acc[kWaves][kAccums];
+    bool split_k_wait_pending = false;  // CTA 0 of a split-K cluster: the second hand-over barrier, waited at exit
     // WGMMA descriptors of stage 0, wave 0, K-step 0 for this warpgroup's rows (and all of B). The
     // start address field (14 bits of 16-byte units) never carries: shared memory is < 256 KB.
     const uint64_t desc_a0 = SmemDescK128B(smem_a + warpgroup * 64 * kFp8BlockK);
@@ -568,36 +581,31 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
 
       if constexpr (Traits::kMaySplitK) {
         if (p.split_k > 1) {
-          // Split-K hand-over. Each thread stores its partial accumulators (coalesced: the i-th of all
-          // math threads are adjacent) and fences them; one thread counts the arrival. The tile's last
-          // split sums all partials in split order (its own from registers: the same values) and goes on
-          // to the epilogue; the others are done with this tile.
-          const int split = tile % p.split_k;
-          const int n_units = (p.n + kBlockN * kClusterN - 1) / (kBlockN * kClusterN) * kClusterN;
-          const int64_t unit = int64_t(m_block) * n_units + n_block;
-          constexpr int kTileFloats = Traits::kNumMathThreads * kAccums;
-          float* partials = p.split_partials + unit * p.split_k * kTileFloats + threadIdx.x;
-#pragma unroll
-          for (int i = 0; i < kAccums; ++i) __stcg(partials + split * kTileFloats + i * Traits::kNumMathThreads, final_acc[0][i]);
-          __threadfence();
+          // Split-K hand-over through distributed shared memory. The cluster holds this tile's splits (CTA r: split
+          // r) and nothing else, so once every WGMMA of the tile has completed the stage ring is free: each CTA
+          // parks its partial there (the i-th accumulators of all math threads adjacent), and CTA 0 adds the
+          // others' to its own in split order (deterministic) and goes on to the epilogue. The second cluster
+          // barrier keeps the other CTAs' shared memory alive until CTA 0 has read it.
+          float* parked = reinterpret_cast<float*>(smem_a) + threadIdx.x;
+          const uint32_t split = cute::block_rank_in_cluster();
           asm volatile("bar.sync %0, %1;\n" ::"n"(kSplitKBarrier), "n"(Traits::kNumMathThreads) : "memory");
-          bool last = false;
-          if (threadIdx.x == 0) last = atomicAdd(p.split_counters + unit, 1) == p.split_k - 1;
-          if (!MathThreadsAny(last, Traits::kNumMathThreads)) continue;
-          __threadfence();
+          if (split != 0) {
 #pragma unroll
-          for (int i = 0; i < kAccums; ++i) accum[i] = 0.0f;
-          for (int s = 0; s < p.split_k; ++s) {
-            if (s == split) {
-#pragma unroll
-              for (int i = 0; i < kAccums; ++i) accum[i] += final_acc[0][i];
-            } else {
-#pragma unroll
-              for (int i = 0; i < kAccums; ++i) accum[i] += __ldcg(partials + s * kTileFloats + i * Traits::kNumMathThreads);
-            }
+            for (int i = 0; i < kAccums; ++i) parked[i * Traits::kNumMathThreads] = final_acc[0][i];
           }
+          SplitKClusterArrive();
+          SplitKClusterWait();
+          if (split != 0) {
+            SplitKClusterArrive();
+            SplitKClusterWait();
+            continue;
+          }
+          for (uint32_t s = 1; s < uint32_t(p.split_k); ++s) {
 #pragma unroll
-          for (int i = 0; i < kAccums; ++i) final_acc[0][i] = accum[i];
+            for (int i = 0; i < kAccums; ++i) final_acc[0][i] += LoadPeerSmem(parked + i * Traits::kNumMathThreads, s);
+          }
+          SplitKClusterArrive();
+          split_k_wait_pending = true;
         }
       }
       if (kBScale == BScale::kPerChannel && poisoned) {
@@ -774,6 +782,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     if constexpr (Traits::kTmaStoreD) {
       if (threadIdx.x % 128 == 0) cute::tma_store_wait<0>();  // staging smem must outlive the stores
     }
+    if (split_k_wait_pending) SplitKClusterWait();
   }
   ExitStageRing<Traits::kClusterSize>();
 #endif

@@ -83,26 +83,34 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   params.grouping.group_ends = op.group_ends;
   params.raster_band = cfg.raster_band;
   params.use_tma_store = use_tma_store ? 1 : 0;
-  if (cfg.split_k > 1) {
-    if (!Traits::kMaySplitK || m_grouped || op.workspace == nullptr ||
-        op.workspace_bytes < Fp8GemmSplitKWorkspaceBytes(cfg, op.m, op.n))
-      return cudaErrorInvalidValue;
-    params.split_k = cfg.split_k;
-    params.split_counters = static_cast<int*>(op.workspace);
-    params.split_partials =
-        reinterpret_cast<float*>(static_cast<char*>(op.workspace) + Fp8GemmSplitKCounterBytes(cfg, op.m, op.n));
-    // The counters must start at zero in every call (XLA hands out uninitialised buffers); an async
-    // memset is a stream op, so CUDA-graph capture keeps it.
-    const cudaError_t zeroed = cudaMemsetAsync(params.split_counters, 0, Fp8GemmSplitKCounterBytes(cfg, op.m, op.n), stream);
-    if (zeroed != cudaSuccess) return zeroed;
+  int split_k = cfg.split_k, grid = cfg.grid;
+  if (split_k > 1) {
+    // One cluster of split_k CTAs per output tile; each CTA parks its FP32 partial in its stage ring for CTA 0 to
+    // read, so the ring must hold BLOCK_M x BLOCK_N floats.
+    if (!Traits::kMaySplitK || m_grouped || split_k > kFp8MaxSplitK) return cudaErrorInvalidValue;
+    if (kBlockM * kBlockN * 4 > cfg.num_stages * (Traits::kSmemA + Traits::kSmemB)) return cudaErrorInvalidConfiguration;
   }
   struct MaxClusters {};  // one occupancy query per instance and device
   // The 128-row tiles' optional A-scale area (the heuristic counted it in cfg.num_stages).
   const int smem_bytes = Traits::SmemBytes(cfg.num_stages) +
                          (Traits::kSfaMaySmem && sfa_smem ? cfg.num_stages * Fp8GemmOptionalSfaStageBytes(kBlockM) : 0);
   if (smem_bytes > kSm90SmemCapacity) return cudaErrorInvalidConfiguration;
-  const PersistentLaunch launch(MaxClusters{}, op.device, kernel, cfg.grid, Traits::kNumThreads, smem_bytes, Traits::kClusterSize,
-                                kSm90SmemCapacity, stream, "fp8_gemm");
+  if (split_k > 1) {
+    // Clusters that cannot all be resident at once would run in a second wave: a chosen split is lowered until
+    // they fit (a cluster must sit in one GPC, so fewer clusters of 4 than SMs / 4 fit, for example).
+    const int64_t tiles = Fp8GemmTiles(cfg, op.m, op.n);
+    while (cfg.split_k_fits && split_k > 1) {
+      const int fit = ResidentClusters(MaxClusters{}, op.device, kernel, Traits::kNumThreads, kSm90SmemCapacity, split_k);
+      if (fit <= 0 || tiles <= fit) break;  // (0: the query failed)
+      --split_k;
+    }
+    grid = int(tiles) * (split_k > 1 ? split_k : 1);
+    if (split_k == 1) grid = std::min(grid, GetDeviceInfo(op.device).num_sms);
+  }
+  params.split_k = split_k;
+  const PersistentLaunch launch(MaxClusters{}, op.device, kernel, grid, Traits::kNumThreads, smem_bytes,
+                                split_k > 1 ? split_k : Traits::kClusterSize, kSm90SmemCapacity, stream, "fp8_gemm",
+                                /*persistent=*/split_k == 1);
   return cudaLaunchKernelEx(launch.config(), kernel, tma_a, tma_b, tma_sfb, tma_sfa, tma_d, params, cfg.num_stages);
 }
 
