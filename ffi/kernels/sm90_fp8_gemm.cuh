@@ -482,7 +482,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
             // Per-column B scales of this slice (1D1D) sit in shared memory next to the stage's tiles. The first
             // kEarlyGroups groups' are read while the WGMMAs run (the promotion waited for these loads after the
             // WGMMA wait); all of them would spill with two waves' promoted copies live (BLOCK_M = 256).
-            constexpr int kEarlyGroups = kWaves == 1 ? kBlockN / 8 : kBlockN / 16;
+            [[maybe_unused]] constexpr int kEarlyGroups = kWaves == 1 ? kBlockN / 8 : kBlockN / 16;
             [[maybe_unused]] float2 col_scale[kBlockN / 8];
             [[maybe_unused]] const float2* sfb_stage =
                 reinterpret_cast<const float2*>(smem_sfb + stage * (Traits::kSmemSfb / 4));
