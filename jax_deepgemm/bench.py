@@ -180,7 +180,13 @@ def _time_one(name: str, fn, sets: timing.InputSets, m, n, k, *, timing_kw, kern
         tf = _safe(f"{name} flushed kernel time",
                    lambda: timing.time_with_flush(fn, inputs=sets, **timing_kw["flush"]), errors)
         extra["flushed"] = tf.as_dict() if tf is not None else None
-    return _entry(t, m, n, k, extra=extra)
+    entry = _entry(t, m, n, k, extra=extra)
+    # Rates from the device time when it was measured (the loop time adds launch gaps: ~4 us per call at M = 64).
+    kern = _kernel_us(entry)
+    if kern:
+        entry.update(tflops=_flops(m, n, k) / kern / 1e6, gbps=_bytes(m, n, k) / kern / 1e3)
+    entry["rates_from"] = "kernel" if kern else "loop"
+    return entry
 
 
 OPS = ("ours", "xla", "dq")
@@ -274,7 +280,8 @@ def format_header(meta: dict) -> str:
         f"# us (loop): {meta['method']['loop']}",
         f"# kern us: {meta['method']['kernel']}" if meta.get("kernel_time") else "# kern us: not measured",
         f"# fl us: {meta['method']['flushed']}" if meta.get("kernel_time") else "# fl us: not measured",
-        "# TFLOPS = 2MNK/us; GB/s = bytes of A, B, both scales and D (each once)/us; xXLA, xDQ = their loop"
+        "# TFLOPS = 2MNK/us; GB/s = bytes of A, B, both scales and D (each once)/us, both from kern us where"
+        " measured (else from loop us); xXLA, xDQ = their loop"
         " us / ours; xDG = DeepGEMM anchor us / ours (loop), xDGk = anchor / ours (kern), xDGf = anchor / ours (fl:"
         " DeepGEMM's own protocol, the comparable one), xXf = xla-fp8 fl us / ours;"
         " diff = calc_diff(ours, f32 reference) on the first rows; sus, xsus = loop us / kern us of ours and of"

@@ -30,6 +30,9 @@ def test_smoke_run_writes_every_op(tmp_path):
         assert not row["errors"], row["errors"]
         for op in ("ours", "xla_fp8_dot", "xla_fp8_dq_pattern", "dequant_bf16"):
             assert row[op]["us"] > 0, (op, row[op])
+            # no kernel time on the CPU: the rates come from the loop time
+            assert row[op]["rates_from"] == "loop"
+            assert row[op]["gbps"] == pytest.approx(row["bytes"] / row[op]["us"] / 1e3)
         assert row["ours"]["diff"] < 1e-3, "the smoke shapes must still compute the right product"
         assert row["ratios"]["x_xla_fp8"] > 0
 
