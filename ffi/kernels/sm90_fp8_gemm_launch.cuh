@@ -104,8 +104,7 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
       if (fit <= 0 || tiles <= fit) break;  // (0: the query failed)
       --split_k;
     }
-    grid = int(tiles) * (split_k > 1 ? split_k : 1);
-    if (split_k == 1) grid = std::min(grid, GetDeviceInfo(op.device).num_sms);
+    grid = split_k > 1 ? int(tiles) * split_k : int(std::min<int64_t>(tiles, GetDeviceInfo(op.device).num_sms));
   }
   params.split_k = split_k;
   const PersistentLaunch launch(MaxClusters{}, op.device, kernel, grid, Traits::kNumThreads, smem_bytes,
