@@ -241,8 +241,9 @@ def fp8_gemm_nt(
       num_sms: use at most this many SMs (0 = all), e.g. to leave SMs to overlapping communication.
       tile: ``(block_m, block_n[, cluster_m[, cluster_n[, split_k]]])`` forces a compiled kernel shape (tuning and
         tests; see ``jax_deepgemm._ffi.fp8_gemm_tiles()``; cluster_m/cluster_n = 2: CTA pairs multicasting B/A;
-        split_k > 1 shares each tile's K-blocks among that many CTAs, 1 = never, BF16-output kernel with tiles
-        up to 128 x 128 only); 0 entries and None = heuristic.
+        split_k > 1 shares each tile's K-blocks among a cluster of that many CTAs (at most 8; BF16-output kernel,
+        unpaired tiles up to 128 x 128; a forced split launches tiles x split_k CTAs whatever num_sms says),
+        1 = never); 0 entries and None = heuristic.
 
     Returns:
       ``[..., M, N]`` in ``out_dtype``. M = 0 or N = 0 give an empty result; K = 0 gives ``C`` (or zeros).
