@@ -146,10 +146,14 @@ def _entry(t: timing.Timing | None, m, n, k, *, err: str = "", extra: dict | Non
     if t is None:
         return {"error": err or "not run", **(extra or {})}
     us = t.median_us
+    # Rates from the device time when it was measured (the loop time adds launch gaps: ~4 us per call at M = 64).
+    kern = _kernel_us(extra or {})
+    rate_us = kern or us
     return {
         "us": us,
-        "tflops": _flops(m, n, k) / us / 1e6,
-        "gbps": _bytes(m, n, k) / us / 1e3,
+        "tflops": _flops(m, n, k) / rate_us / 1e6,
+        "gbps": _bytes(m, n, k) / rate_us / 1e3,
+        "rates_from": "kernel" if kern else "loop",
         "timing": t.as_dict(),
         **(extra or {}),
     }
@@ -180,13 +184,7 @@ def _time_one(name: str, fn, sets: timing.InputSets, m, n, k, *, timing_kw, kern
         tf = _safe(f"{name} flushed kernel time",
                    lambda: timing.time_with_flush(fn, inputs=sets, **timing_kw["flush"]), errors)
         extra["flushed"] = tf.as_dict() if tf is not None else None
-    entry = _entry(t, m, n, k, extra=extra)
-    # Rates from the device time when it was measured (the loop time adds launch gaps: ~4 us per call at M = 64).
-    kern = _kernel_us(entry)
-    if kern:
-        entry.update(tflops=_flops(m, n, k) / kern / 1e6, gbps=_bytes(m, n, k) / kern / 1e3)
-    entry["rates_from"] = "kernel" if kern else "loop"
-    return entry
+    return _entry(t, m, n, k, extra=extra)
 
 
 OPS = ("ours", "xla", "dq")
