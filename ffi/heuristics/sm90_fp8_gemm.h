@@ -149,6 +149,10 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
     // A 128-row tile over M <= 64 would run half its tensor-core work on padding.
     if (force_block_m <= 0 && s.m == 128 && m <= 64) continue;
     if (force_block_m <= 0 && s.m == 256 && m <= 128) continue;
+    // Pairs along M over a single row tile: the second CTA has no rows and its B multicast feeds nobody
+    // (128 x 7168 x 2048: 12.3 us with 128 x 128 pairs; 9.5 us with the unpaired 64 x 128 tiles picked instead, 11.0
+    // with 64 x 64; session 16).
+    if (force_cluster_m <= 0 && max_block_m == 0 && masked_groups == 0 && s.cluster_m > 1 && m <= s.m) continue;
     // 64-row pairs share A, which pays when most SMs run one tile each and would all re-read A from L2
     // (64 x 2112 x 7168: 13.4 us paired 64 x 32 vs 15.5 us for any unpaired tile). Over more than one
     // wave a wider unpaired tile wins (64 x 7168 x 16384: 39.5 us 64 x 64 vs 54.8 us paired 64 x 32), and
@@ -201,11 +205,20 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
     // (66 CTAs, 56 slices each) took 15.5 us, split in 2 13.8 us, 64 x 64 tiles split in 4 (132 CTAs, 14 slices)
     // 12.9 us; at 128 x 2112 x 7168 the pairs 15.9 us, 128 x 64 split in 4 or 64 x 64 split in 2 14.6-14.7 us.
     // So here the tile is BLOCK_M x 64, unpaired, and its K is split to fill the SMs.
+    // When 128 x 64 tiles are too many to split (more than half the SMs), 128 x 128 tiles split in 2: 128 x 7168 x
+    // 16384 took 40.5-43.6 us so (56 clusters of 2) against 69.6 us with 128 x 128 pairs, 61.3 us with 64 x 64 tiles
+    // and 49.3 us with 64 x 128 ones (session 16). At M <= 64 (64 x 7168 x 16384) 64 x 128 split 2 and unsplit
+    // 64 x 64 tiles measured within noise of each other (36.1-39.2 us against 36.6-36.8): kept unsplit. Not wider
+    // splits of 128-wide tiles: 128 x 128 split 4 took 14.9 us at 128 x 2112 x 7168, 128 x 64 split 3 13.2 us.
     const int bm = m <= 64 ? 64 : 128;
     const int ctas = (m + bm - 1) / bm * ((n + 63) / 64);
+    const int wide_tiles = (m + bm - 1) / bm * ((n + 127) / 128);
     if (split_for(ctas) > 1) {
       best = Fp8GemmConfig{};
       best.block_m = bm, best.block_n = 64, best.split_k = split_for(ctas), best.split_k_fits = true;
+    } else if (bm == 128 && 2 * wide_tiles <= num_sms) {
+      best = Fp8GemmConfig{};
+      best.block_m = bm, best.block_n = 128, best.split_k = 2, best.split_k_fits = true;
     }
   }
   const int cluster_size = best.cluster_m * best.cluster_n;

@@ -21,8 +21,9 @@
 //     tile) or along N (two N-blocks, one A tile); each CTA loads half and multicasts it;
 //   * the epilogue writes the tile straight from registers (any M, any even/odd N), or (BF16, BLOCK_N
 //     a multiple of 64) through swizzled shared memory and TMA stores;
-//   * split-K (dense, small M, long K): a cluster of CTAs shares one tile's K-blocks; CTA 0 sums the others'
-//     FP32 partials from their shared memory (distributed shared memory) and runs the epilogue.
+//   * split-K (dense, small M, long K): a cluster of CTAs shares one tile's K-blocks; each CTA sums its share of
+//     the tile's columns over all the CTAs' FP32 partials (read from their shared memory: distributed shared
+//     memory) and stores it.
 // Grouped forms (GemmGrouping, gemm_tile_walk.cuh): M-grouped contiguous/masked (1D2D: a per-tile
 // expert selects B's rows) and K-grouped (1D1D: each group owns a K range of A and B and an [m, n]
 // slice of D; the K loop simply starts and ends at the group's K-blocks).
@@ -65,8 +66,8 @@ struct Fp8GemmParams {
   int use_tma_store;        // BF16 D through swizzled shared memory + TMA store (needs n % 8 == 0)
   GemmGrouping grouping;    // M-grouped MoE layouts (B is [num_groups * n, k]); default: dense
   // Split-K (dense 1D2D, unpaired tiles up to 128 x 128): the grid is launched in clusters of split_k CTAs, one output
-  // tile per cluster; CTA r of a cluster takes the r-th share of the K-blocks, and CTA 0 sums the FP32 partials of
-  // all (read from their shared memory) in split order and stores D.
+  // tile per cluster; CTA r of a cluster takes the r-th share of the K-blocks, then sums the r-th share of the
+  // tile's columns over all the CTAs' FP32 partials (read from their shared memory) in split order and stores it.
   int split_k = 1;
 };
 
@@ -79,12 +80,19 @@ constexpr uint32_t kSplitKBarrier = 14;
 __device__ __forceinline__ void SplitKClusterArrive() { asm volatile("barrier.cluster.arrive.release;\n" ::: "memory"); }
 __device__ __forceinline__ void SplitKClusterWait() { asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory"); }
 
-// FP32 load from the shared memory of CTA `rank` of this cluster, at the offset `local` has in this CTA.
-__device__ __forceinline__ float LoadPeerSmem(const float* local, uint32_t rank) {
+// Address in the shared memory of CTA `rank` of this cluster of the object at `local` in this CTA.
+__device__ __forceinline__ uint32_t PeerSmemAddress(const void* local, uint32_t rank) {
   uint32_t remote;
-  float v;
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(cute::cast_smem_ptr_to_uint(local)), "r"(rank));
-  asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(remote) : "memory");
+  return remote;
+}
+
+// 16-byte load from a peer CTA's shared memory (an address from PeerSmemAddress). Not volatile and no memory
+// clobber, so that the compiler may issue a batch of them back to back; the cluster barrier before (a volatile asm
+// with a memory clobber) orders them after the peers' stores.
+__device__ __forceinline__ float4 LoadPeerSmem4(uint32_t remote) {
+  float4 v;
+  asm("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];\n" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(remote));
   return v;
 }
 
@@ -382,7 +390,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     // Row of this thread's first accumulator in wave w (and that + 8): waves are 128 rows apart.
     const int wg_row_in_tile = warpgroup * 64 + warp_in_wg * 16 + lane / 4;
     float accum[kAccums], final_acc[kWaves][kAccums];
-    bool split_k_wait_pending = false;  // CTA 0 of a split-K cluster: the second hand-over barrier, waited at exit
+    bool split_k_wait_pending = false;  // split-K: the second hand-over barrier, waited at exit
     // WGMMA descriptors of stage 0, wave 0, K-step 0 for this warpgroup's rows (and all of B). The
     // start address field (14 bits of 16-byte units) never carries: shared memory is < 256 KB.
     const uint64_t desc_a0 = SmemDescK128B(smem_a + warpgroup * 64 * kFp8BlockK);
@@ -579,30 +587,51 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         k_loop_at_offset.template operator()<kAllWaves>();
       }
 
+      // Split-K: the 8-column groups of the tile this CTA reduces and stores (all of them without split-K).
+      int stored_g_begin = 0, stored_g_end = kBlockN / 8;
       if constexpr (Traits::kMaySplitK) {
         if (p.split_k > 1) {
           // Split-K hand-over through distributed shared memory. The cluster holds this tile's splits (CTA r: split
           // r) and nothing else, so once every WGMMA of the tile has completed the stage ring is free: each CTA
-          // parks its partial there (the i-th accumulators of all math threads adjacent), and CTA 0 adds the
-          // others' to its own in split order (deterministic) and goes on to the epilogue. The second cluster
-          // barrier keeps the other CTAs' shared memory alive until CTA 0 has read it.
-          float* parked = reinterpret_cast<float*>(smem_a) + threadIdx.x;
+          // parks its partial there (one float4 per 8-column group and thread, the math threads' float4s of a
+          // group adjacent). Then CTA r sums the r-th share of the column groups over all splits, in split order
+          // (deterministic), reading the others' partials with 16-byte cluster loads, and stores that share:
+          // each CTA reads (split - 1) / split of a tile, in parallel, instead of CTA 0 reading split - 1 tiles.
+          // The second cluster barrier, waited at exit, keeps each CTA's shared memory alive until all have read it.
+          constexpr int kGroups = kBlockN / 8;
+          float4* parked = reinterpret_cast<float4*>(smem_a) + threadIdx.x;
           const uint32_t split = cute::block_rank_in_cluster();
           asm volatile("bar.sync %0, %1;\n" ::"n"(kSplitKBarrier), "n"(Traits::kNumMathThreads) : "memory");
-          if (split != 0) {
 #pragma unroll
-            for (int i = 0; i < kAccums; ++i) parked[i * Traits::kNumMathThreads] = final_acc[0][i];
-          }
+          for (int g = 0; g < kGroups; ++g)
+            parked[g * Traits::kNumMathThreads] =
+                make_float4(final_acc[0][4 * g], final_acc[0][4 * g + 1], final_acc[0][4 * g + 2], final_acc[0][4 * g + 3]);
           SplitKClusterArrive();
           SplitKClusterWait();
-          if (split != 0) {
-            SplitKClusterArrive();
-            SplitKClusterWait();
-            continue;
-          }
-          for (uint32_t s = 1; s < uint32_t(p.split_k); ++s) {
+          stored_g_begin = int(split) * kGroups / p.split_k;
+          stored_g_end = (int(split) + 1) * kGroups / p.split_k;
+          uint32_t peer[kFp8MaxSplitK];
 #pragma unroll
-            for (int i = 0; i < kAccums; ++i) final_acc[0][i] += LoadPeerSmem(parked + i * Traits::kNumMathThreads, s);
+          for (int r = 0; r < kFp8MaxSplitK; ++r) peer[r] = r < p.split_k ? PeerSmemAddress(parked, uint32_t(r)) : 0;
+#pragma unroll
+          for (int g = 0; g < kGroups; ++g) {
+            if (g < stored_g_begin || g >= stored_g_end) continue;
+            float4 part[kFp8MaxSplitK];
+#pragma unroll
+            for (int r = 0; r < kFp8MaxSplitK; ++r) {
+              if (r < p.split_k && uint32_t(r) != split)
+                part[r] = LoadPeerSmem4(peer[r] + g * Traits::kNumMathThreads * 16);
+            }
+            float* acc = &final_acc[0][4 * g];
+            float4 total = split == 0 ? make_float4(acc[0], acc[1], acc[2], acc[3]) : part[0];
+#pragma unroll
+            for (int r = 1; r < kFp8MaxSplitK; ++r) {
+              if (r < p.split_k) {
+                const float4 v = uint32_t(r) == split ? make_float4(acc[0], acc[1], acc[2], acc[3]) : part[r];
+                total = make_float4(total.x + v.x, total.y + v.y, total.z + v.z, total.w + v.w);
+              }
+            }
+            acc[0] = total.x, acc[1] = total.y, acc[2] = total.z, acc[3] = total.w;
           }
           SplitKClusterArrive();
           split_k_wait_pending = true;
@@ -651,7 +680,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         wg_rows_whole = row_lo <= wg_row0 && min(wg_row0 + 64 + 128 * (kWaves - 1), p.m) <= row_hi;
       }
       if constexpr (Traits::kTmaStoreD) {
-        if (p.use_tma_store && wg_rows_whole) {
+        if (p.use_tma_store && wg_rows_whole && stored_g_end - stored_g_begin == kBlockN / 8) {
           // Registers -> swizzled shared memory (conflict-free: the 16-byte unit index is XORed with
           // the row) -> one TMA store per 64-column chunk of each of this warpgroup's 64-row slices.
           // The store is asynchronous: the warpgroup goes on to the next tile and waits for the smem
@@ -703,7 +732,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
 #pragma unroll
         for (int g = 0; g < kBlockN / 8; ++g) {
           const int col = n0 + 8 * g + 2 * quad;
-          if (col >= p.n) continue;
+          if (col >= p.n || g < stored_g_begin || g >= stored_g_end) continue;
           const bool pair = col + 1 < p.n;
 #pragma unroll
           for (int w = 0; w < kWaves; ++w) {

@@ -85,8 +85,8 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   params.use_tma_store = use_tma_store ? 1 : 0;
   int split_k = cfg.split_k, grid = cfg.grid;
   if (split_k > 1) {
-    // One cluster of split_k CTAs per output tile; each CTA parks its FP32 partial in its stage ring for CTA 0 to
-    // read, so the ring must hold BLOCK_M x BLOCK_N floats.
+    // One cluster of split_k CTAs per output tile; each CTA parks its FP32 partial in its stage ring for the others
+    // to read, so the ring must hold BLOCK_M x BLOCK_N floats.
     if (!Traits::kMaySplitK || m_grouped || split_k > kFp8MaxSplitK) return cudaErrorInvalidValue;
     if (kBlockM * kBlockN * 4 > cfg.num_stages * (Traits::kSmemA + Traits::kSmemB)) return cudaErrorInvalidConfiguration;
   }
