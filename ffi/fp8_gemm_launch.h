@@ -14,6 +14,8 @@ enum class BScale : int {
 };
 
 constexpr int kSm90SmemCapacity = 232448;  // opt-in dynamic shared memory per block on sm_90
+// Dynamic shared memory per block with which two blocks fit on one SM (228 KB per SM, 1 KB reserved per block).
+constexpr int kSm90SmemTwoPerSm = 115712;
 
 // Widest tile compiled with the ragged M-grouped tile walk (see sm90_fp8_gemm.cuh).
 constexpr int kMaxRaggedBlockN = 176;
@@ -97,6 +99,8 @@ struct Fp8GemmConfig {
   // at once (a forced split is kept).
   int split_k = 1;
   bool split_k_fits = false;
+  // Split-K with 64-row tiles: few enough stages that two CTAs share an SM (two K chains per SM).
+  bool two_per_sm = false;
 };
 
 // Widest tile compiled with split-K (see sm90_fp8_gemm.cuh).

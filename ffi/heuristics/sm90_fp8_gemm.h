@@ -30,12 +30,13 @@ inline constexpr BlockShape kFp8Block128Shapes[] = {JDG_FP8_1D2D_ALL(JDG_BLOCK_S
 inline constexpr BlockShape kFp8PerChannelShapes[] = {JDG_FP8_1D1D_ALL(JDG_BLOCK_SHAPE)};
 #undef JDG_BLOCK_SHAPE
 
-inline int Fp8GemmStages(BlockShape s, BScale scale, bool sfa_mn_major = false) {
+inline int Fp8GemmStages(BlockShape s, BScale scale, bool sfa_mn_major = false, bool two_per_sm = false) {
   const int per_stage =
       Fp8GemmStageBytes(s.m, s.n, scale) + (sfa_mn_major ? Fp8GemmOptionalSfaStageBytes(s.m) : 0);
   // More stages keep more bytes in flight (what small-M, memory-bound shapes need); beyond ~24
   // nothing improves and the barrier bookkeeping grows.
-  return std::min(24, (kSm90SmemCapacity - Fp8GemmSmemDBytes(s.m, s.n, scale)) / per_stage);
+  const int smem = two_per_sm ? kSm90SmemTwoPerSm : kSm90SmemCapacity;
+  return std::min(24, (smem - Fp8GemmSmemDBytes(s.m, s.n, scale)) / per_stage);
 }
 
 // Modelled cycles for one problem: waves x per-tile time, the per-tile time being the slower of
@@ -210,10 +211,20 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
     // and 49.3 us with 64 x 128 ones (session 16). At M <= 64 (64 x 7168 x 16384) 64 x 128 split 2 and unsplit
     // 64 x 64 tiles measured within noise of each other (36.1-39.2 us against 36.6-36.8): kept unsplit. Not wider
     // splits of 128-wide tiles: 128 x 128 split 4 took 14.9 us at 128 x 2112 x 7168, 128 x 64 split 3 13.2 us.
+    // 64-row tiles: when two CTAs per SM allow a deeper split (two K chains per SM, see kMinCtasPerSm in
+    // sm90_fp8_gemm.cuh), up to 2 x num_sms CTAs of half the stages. Session 16, one machine: 64 x 2112 x 7168
+    // 11.05 us (split 7, lowered to fit) and 10.58 (split 5) against 12.00 for split 3 at one CTA per SM;
+    // 64 x 4096 x 7168 14.5 against 15.6 (split 2); 64 x 7168 x 16384 35.7 against 37.8 (unsplit).
     const int bm = m <= 64 ? 64 : 128;
     const int ctas = (m + bm - 1) / bm * ((n + 63) / 64);
     const int wide_tiles = (m + bm - 1) / bm * ((n + 127) / 128);
-    if (split_for(ctas) > 1) {
+    const int split_two_per_sm =
+        bm == 64 && ctas <= num_sms ? std::max(1, std::min({2 * num_sms / ctas, num_k_blocks / 8, kFp8MaxSplitK})) : 1;
+    if (split_two_per_sm > std::max(1, split_for(ctas))) {
+      best = Fp8GemmConfig{};
+      best.block_m = bm, best.block_n = 64, best.split_k = split_two_per_sm, best.split_k_fits = true;
+      best.two_per_sm = true;
+    } else if (split_for(ctas) > 1) {
       best = Fp8GemmConfig{};
       best.block_m = bm, best.block_n = 64, best.split_k = split_for(ctas), best.split_k_fits = true;
     } else if (bm == 128 && 2 * wide_tiles <= num_sms) {
@@ -228,6 +239,8 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
   if (force_split_k > 1) {
     if (!may_split) return Fp8GemmConfig{};  // no such compiled kernel: caller reports it
     best.split_k = std::min({force_split_k, num_k_blocks, kFp8MaxSplitK});
+    // More CTAs than SMs: 64-row tiles then run two per SM (the heuristic's deep splits do so too).
+    best.two_per_sm = best.block_m == 64 && int64_t(cluster_tiles) * best.split_k > num_sms;
   } else if (force_split_k == 0 && may_split && best.split_k == 1 && num_k_blocks >= 16) {
     best.split_k = split_for(cluster_tiles);
     best.split_k_fits = true;
@@ -235,7 +248,7 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
   // Persistent grid: one CTA per SM at most, a whole number of clusters. Split-K: one CTA per (tile, split).
   best.grid = best.split_k > 1 ? cluster_tiles * best.split_k
                                : std::max(1, std::min(cluster_tiles, num_sms / cluster_size)) * cluster_size;
-  best.num_stages = Fp8GemmStages({best.block_m, best.block_n}, scale, sfa_mn_major);
+  best.num_stages = Fp8GemmStages({best.block_m, best.block_n}, scale, sfa_mn_major, best.two_per_sm);
   best.raster_band = 8;
 
   static const bool print = std::getenv("JAX_DEEPGEMM_PRINT_CONFIGS") != nullptr;

@@ -169,6 +169,12 @@ struct Fp8GemmTraits {
   static constexpr int kNumMathWarpgroups = kBlockM == 64 ? 1 : 2;
   static constexpr int kNumMathThreads = kNumMathWarpgroups * 128;
   static constexpr int kNumThreads = kNumMathThreads + 128;  // + one producer warpgroup
+  // 64-row tiles are compiled so that two CTAs fit on one SM (launch registers <= 128 per thread; the math
+  // warpgroup then takes 208, the producer 40): a 64-row CTA's K loop is one latency-bound chain (~440 cycles per
+  // K-block: WGMMA round trip, then the promotion), so small-M split-K runs two chains per SM when its stages fit
+  // in half the shared memory (Fp8GemmConfig::two_per_sm).
+  static constexpr int kMinCtasPerSm = kBlockM == 64 ? 2 : 1;
+  static constexpr int kMathRegisters = kBlockM == 64 ? 208 : 232;
   // BLOCK_M = 256: the A (and 1D2D B) scales of each stage sit in shared memory, written by the producer
   // warpgroup's second warp or by TMA (1D1D B scales always arrive by TMA with the operands); the math warps
   // would otherwise issue 4 dependent global loads per slice per thread, with L1 almost all given to shared
@@ -215,7 +221,8 @@ struct Fp8GemmTraits {
 };
 
 template <int kBlockM, int kBlockN, BScale kBScale, int kClusterM, int kClusterN>
-__global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClusterM, kClusterN>::kNumThreads, 1)
+__global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClusterM, kClusterN>::kNumThreads,
+                                  Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClusterM, kClusterN>::kMinCtasPerSm)
     Sm90Fp8GemmKernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_b,
                       const __grid_constant__ CUtensorMap tma_sfb, const __grid_constant__ CUtensorMap tma_sfa,
                       const __grid_constant__ CUtensorMap tma_d,
@@ -384,7 +391,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     }
   } else {
     // ---------------- consumer warpgroups: WGMMA + FP32 promotion + epilogue ----------------
-    cutlass::arch::warpgroup_reg_alloc<Traits::kNumMathWarpgroups == 1 ? 240 : 232>();
+    cutlass::arch::warpgroup_reg_alloc<Traits::kMathRegisters>();
     const int warp_in_wg = (threadIdx.x / 32) % 4;
     const int quad = lane % 4;  // column pair within each 8-column group
     // Row of this thread's first accumulator in wave w (and that + 8): waves are 128 rows apart.

@@ -91,6 +91,7 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
     if (kBlockM * kBlockN * 4 > cfg.num_stages * (Traits::kSmemA + Traits::kSmemB)) return cudaErrorInvalidConfiguration;
   }
   struct MaxClusters {};  // one occupancy query per instance and device
+  struct MaxClustersTwoPerSm {};  // the same with half the shared memory per CTA (cfg.two_per_sm)
   // The 128-row tiles' optional A-scale area (the heuristic counted it in cfg.num_stages).
   const int smem_bytes = Traits::SmemBytes(cfg.num_stages) +
                          (Traits::kSfaMaySmem && sfa_smem ? cfg.num_stages * Fp8GemmOptionalSfaStageBytes(kBlockM) : 0);
@@ -100,7 +101,10 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
     // they fit (a cluster must sit in one GPC, so fewer clusters of 4 than SMs / 4 fit, for example).
     const int64_t tiles = Fp8GemmTiles(cfg, op.m, op.n);
     while (cfg.split_k_fits && split_k > 1) {
-      const int fit = ResidentClusters(MaxClusters{}, op.device, kernel, Traits::kNumThreads, kSm90SmemCapacity, split_k);
+      const int fit = cfg.two_per_sm ? ResidentClusters(MaxClustersTwoPerSm{}, op.device, kernel, Traits::kNumThreads,
+                                                        kSm90SmemTwoPerSm, split_k)
+                                     : ResidentClusters(MaxClusters{}, op.device, kernel, Traits::kNumThreads,
+                                                        kSm90SmemCapacity, split_k);
       if (fit <= 0 || tiles <= fit) break;  // (0: the query failed)
       --split_k;
     }
