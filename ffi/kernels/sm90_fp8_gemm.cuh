@@ -83,7 +83,9 @@ __device__ __forceinline__ void SplitKClusterWait() { asm volatile("barrier.clus
 // Address in the shared memory of CTA `rank` of this cluster of the object at `local` in this CTA.
 __device__ __forceinline__ uint32_t PeerSmemAddress(const void* local, uint32_t rank) {
   uint32_t remote;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(cute::cast_smem_ptr_to_uint(local)), "r"(rank));
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n"
+               : "=r"(remote)
+               : "r"(cute::cast_smem_ptr_to_uint(local)), "r"(rank));
   return remote;
 }
 
@@ -611,8 +613,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           asm volatile("bar.sync %0, %1;\n" ::"n"(kSplitKBarrier), "n"(Traits::kNumMathThreads) : "memory");
 #pragma unroll
           for (int g = 0; g < kGroups; ++g)
-            parked[g * Traits::kNumMathThreads] =
-                make_float4(final_acc[0][4 * g], final_acc[0][4 * g + 1], final_acc[0][4 * g + 2], final_acc[0][4 * g + 3]);
+            parked[g * Traits::kNumMathThreads] = make_float4(final_acc[0][4 * g], final_acc[0][4 * g + 1],
+                                                              final_acc[0][4 * g + 2], final_acc[0][4 * g + 3]);
           SplitKClusterArrive();
           SplitKClusterWait();
           stored_g_begin = int(split) * kGroups / p.split_k;
