@@ -253,6 +253,8 @@ def test_split_k_heuristic_only_when_tiles_leave_sms_idle():
     assert _ffi.fp8_gemm_split_k(64, 7168, 16384, 132) == 2
     # 128 x 7168 x 16384: 112 tiles of 128 x 64 are too many to split; 56 of 128 x 128 split in 2 (session 16).
     assert _ffi.fp8_gemm_split_k(128, 7168, 16384, 132) == 2
+    # 128 x 4096 x 7168: 128 unsplit 64 x 64 tiles fill the SMs one each (faster than 128 x 64 split 2).
+    assert _ffi.fp8_gemm_split_k(128, 4096, 7168, 132) == 1
     assert _ffi.fp8_gemm_split_k(64, 64, 16384, 132) == 8
     assert _ffi.fp8_gemm_split_k(4096, 7168, 7168, 132) == 1
     assert _ffi.fp8_gemm_split_k(64, 576, 1024, 132) == 1
