@@ -294,6 +294,7 @@ inline Fp8GemmConfig PickFp8GemmConfig(int m, int n, int k, BScale scale, int nu
   }
   const Fp8GemmConfig cfg = pick();
   std::lock_guard<std::mutex> lock(mu);
+  if (cache.size() >= 4096) cache.clear();  // e.g. a sweep over expected_m: memory stays bounded
   return cache.emplace(key, cfg).first->second;
 }
 
