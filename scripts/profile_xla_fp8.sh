@@ -12,9 +12,11 @@ M=$1 N=$2 K=$3
 tag="xla_${M}x${N}x${K}"
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
-# Every kernel of the call (the scale multiply may be a separate fusion); the GEMM is the longest.
-OP=${OP:-xla_fp8_dot} ncu --set full --import-source no --launch-skip 4 --launch-count 4 -f -o "$OUT/ncu_$tag" \
-  $PY -P scripts/profile_one.py "$M" "$N" "$K" > "$OUT/ncu_$tag.log" 2>&1 || { tail -n 20 "$OUT/ncu_$tag.log"; exit 1; }
+# Every kernel of one call after warm-up (the scale multiply may be a separate fusion; the GEMM is the longest),
+# bracketed by cuProfilerStart/Stop so that the autotuner's compile-time launches are left out.
+OP=${OP:-xla_fp8_dot} PROFILE_RANGE=1 ncu --set full --import-source no --profile-from-start off -f \
+  -o "$OUT/ncu_$tag" $PY -P scripts/profile_one.py "$M" "$N" "$K" > "$OUT/ncu_$tag.log" 2>&1 \
+  || { tail -n 20 "$OUT/ncu_$tag.log"; exit 1; }
 ncu --import "$OUT/ncu_$tag.ncu-rep" --page details > "$OUT/ncu_${tag}_details.txt"
 grep -E '^  [^ ].*\(|Duration|DRAM Throughput|L2 Cache Throughput|Grid Size|Block Size|Cluster Size|Registers Per|Dynamic Shared|Waves Per SM|Compute \(SM\) Throughput' \
   "$OUT/ncu_${tag}_details.txt" | head -60
