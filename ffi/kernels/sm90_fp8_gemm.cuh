@@ -216,6 +216,14 @@ struct Fp8GemmTraits {
   // Unpaired tiles only: the launch's clusters are the splits of one tile.
   static constexpr bool kMaySplitK =
       kBScale == BScale::kBlock128 && kBlockM <= 128 && kBlockN <= kFp8SplitKMaxBlockN && kClusterM * kClusterN == 1;
+  // K-blocks in flight per math warpgroup (dense or M-grouped 1D2D tiles of one wave, up to 128 wide). One 64-row
+  // warpgroup's K loop is a latency chain: issue a K-block's WGMMAs, wait for them, promote, next (~440 cycles per
+  // K-block against ~130 of tensor work for 64 x 64, session 16). With kKBatch accumulator sets it issues kKBatch
+  // K-blocks back to back and promotes each as it completes, while the later ones run. Each tile takes
+  // as many sets as fit beside the promoted copy without spilling (ptxas): 128-wide tiles have none.
+  static constexpr int kKBatchFit = kBlockN <= 32 ? 4 : kBlockN <= 64 ? (kBlockM == 64 ? 3 : 4) : 1;
+  static constexpr int kKBatch =
+      kNumWaves == 1 && kBScale == BScale::kBlock128 && kBlockN <= 128 && kScaleRows == 1 ? kKBatchFit : 1;
 
   static_assert(kStageBytes + kBarrierBytes == Fp8GemmStageBytes(kBlockM, kBlockN, kBScale),
                 "stage layout and the heuristic's stage budget must agree");
@@ -399,6 +407,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     // Row of this thread's first accumulator in wave w (and that + 8): waves are 128 rows apart.
     const int wg_row_in_tile = warpgroup * 64 + warp_in_wg * 16 + lane / 4;
     float accum[kAccums], final_acc[kWaves][kAccums];
+    float accum_more[Traits::kKBatch > 1 ? Traits::kKBatch - 1 : 1][kAccums];  // sets 1.. of a K-block batch
     bool split_k_wait_pending = false;  // split-K: the second hand-over barrier, waited at exit
     // WGMMA descriptors of stage 0, wave 0, K-step 0 for this warpgroup's rows (and all of B). The
     // start address field (14 bits of 16-byte units) never carries: shared memory is < 256 KB.
@@ -444,20 +453,78 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         }
       }
 
-      // Issues one 128-K slice of wave w (4 x m64nBLOCK_Nk32 WGMMAs) from stage `s` into `accum`. The two
-      // warpgroups issue independently: a named-barrier token ring that made them take turns (so that one's
-      // promotion overlapped the other's WGMMAs) measured 1.5-2.5 % slower on every FP8 tile (H200, session 14).
-      auto issue = [&](int s, int w) {
+      // Issues one 128-K slice of wave w (4 x m64nBLOCK_Nk32 WGMMAs) from stage `s` into `acc` (`accum`, or a set of
+      // a K-block batch). The two warpgroups issue independently: a named-barrier token ring that made them take
+      // turns (so that one's promotion overlapped the other's WGMMAs) measured 1.5-2.5 % slower on every FP8 tile
+      // (H200, session 14).
+      auto issue = [&](int s, int w, float* acc) {
         // Descriptors differ from the stage-0 ones only in the start address (16-byte units).
         const uint64_t desc_a = desc_a0 + uint64_t((s * Traits::kSmemA + w * 128 * kFp8BlockK) >> 4);
         const uint64_t desc_b = desc_b0 + uint64_t((s * Traits::kSmemB) >> 4);
 #pragma unroll
-        for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(accum[i]);
+        for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(acc[i]);
         cute::warpgroup_arrive();
 #pragma unroll
         for (int k = 0; k < kFp8BlockK / 32; ++k)
-          WgmmaFma<Wgmma>(desc_a + k * 2, desc_b + k * 2, accum, k > 0, std::make_index_sequence<kAccums>{});
+          WgmmaFma<Wgmma>(desc_a + k * 2, desc_b + k * 2, acc, k > 0, std::make_index_sequence<kAccums>{});
         cute::warpgroup_commit_batch();
+      };
+
+      // Accumulator set j of a K-block batch (set 0 is `accum`).
+      auto batch_set = [&]<int kJ>() -> float* {
+        if constexpr (kJ == 0) return accum;
+        else return accum_more[kJ - 1];
+      };
+      // Issues kKBatch K-blocks (one stage each) into their own accumulator sets, then, as each completes,
+      // releases its stage and promotes it: the later K-blocks' WGMMAs run during the earlier ones' wait and
+      // promotion. Nothing is in flight across the loop's back edge (ptxas would serialise every WGMMA).
+      // Returns the K-blocks done; the caller runs the remainder one at a time.
+      auto batched_k_loop = [&]() -> int {
+        constexpr int kBatch = Traits::kKBatch;
+        int kb = 0;
+        for (; kb + kBatch <= num_k_blocks; kb += kBatch) {
+          int batch_stage[kBatch];
+          [&]<int... kJ>(std::integer_sequence<int, kJ...>) {
+            ([&] {
+              batch_stage[kJ] = stage;
+              full[stage].wait(phase);
+              issue(stage, 0, batch_set.template operator()<kJ>());
+              if (++stage == num_stages) stage = 0, phase ^= 1;
+            }(), ...);
+          }(std::make_integer_sequence<int, kBatch>{});
+          // This batch's scales, read while its WGMMAs run.
+          float s0[kBatch], s1[kBatch];
+#pragma unroll
+          for (int j = 0; j < kBatch; ++j) {
+            float a0, a1;
+            if (sfa_smem_128) {
+              const float* scales = smem_scales + batch_stage[j] * kBlockM;
+              a0 = scales[wg_row_in_tile], a1 = scales[wg_row_in_tile + 8];
+            } else {
+              a0 = __ldg(sfa0 + (kb + j) * sfa_kb_step), a1 = __ldg(sfa1 + (kb + j) * sfa_kb_step);
+            }
+            const float b = __ldg(sfb_rows[0] + kb + j);
+            s0[j] = a0 * b, s1[j] = a1 * b;
+          }
+          [&]<int... kJ>(std::integer_sequence<int, kJ...>) {
+            ([&] {
+              float* acc = batch_set.template operator()<kJ>();
+              cute::warpgroup_wait<kBatch - 1 - kJ>();
+#pragma unroll
+              for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(acc[i]);
+              ReleaseStage<Traits::kClusterSize>(empty[batch_stage[kJ]], lane);
+              float* fin = final_acc[0];
+#pragma unroll
+              for (int g = 0; g < kBlockN / 8; ++g) {
+                fin[4 * g + 0] = fmaf(s0[kJ], acc[4 * g + 0], fin[4 * g + 0]);
+                fin[4 * g + 1] = fmaf(s0[kJ], acc[4 * g + 1], fin[4 * g + 1]);
+                fin[4 * g + 2] = fmaf(s1[kJ], acc[4 * g + 2], fin[4 * g + 2]);
+                fin[4 * g + 3] = fmaf(s1[kJ], acc[4 * g + 3], fin[4 * g + 3]);
+              }
+            }(), ...);
+          }(std::make_integer_sequence<int, kBatch>{});
+        }
+        return kb;
       };
 
       // The K loop over the waves in kWaveMask (bit w: wave w). The mask is a template argument so that
@@ -468,14 +535,22 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       // promotion multiplies sa . sb once per scale row instead of once per group.
       auto k_loop = [&]<int kWaveMask, int kColOffset>() {
         constexpr int kLastWave = kWaveMask >> 1 ? 1 : 0;
-        for (int kb = 0; kb < num_k_blocks; ++kb) {
+        int kb = 0;
+        if constexpr (Traits::kKBatch > 1) {
+          kb = batched_k_loop();
+          if (kb < num_k_blocks) {  // the remainder's first scales (those read into registers)
+            if (!sfa_smem_128) sa[0][0] = __ldg(sfa0 + kb * sfa_kb_step), sa[0][1] = __ldg(sfa1 + kb * sfa_kb_step);
+            sb[0] = __ldg(sfb_rows[0] + kb);
+          }
+        }
+        for (; kb < num_k_blocks; ++kb) {
           full[stage].wait(phase);
 
           [[maybe_unused]] float next_sa0 = 0.0f, next_sa1 = 0.0f, next_sb[Traits::kScaleRows];  // register-loaded scales only
 #pragma unroll
           for (int w = 0; w < kWaves; ++w) {
             if (!((kWaveMask >> w) & 1)) continue;
-            issue(stage, w);
+            issue(stage, w, accum);
             if constexpr (!Traits::kScalesInSmem) {
               // Fetch the next slice's scales while the tensor cores work (L1-resident after the first).
               const int kb_next = min(kb + 1, num_k_blocks - 1);
