@@ -129,7 +129,7 @@ def test_multicast_and_two_wave_tiles(m, n, k):
 
 @pytest.mark.parametrize("m,n,k", [(64, 2112, 7168), (200, 576, 7168), (1, 1002, 1664)])
 def test_split_k_forced(m, n, k):
-    """Split-K forced on one-wave unpaired tiles (clusters of 2-8 CTAs, CTA 0 reading the others' partials from their
+    """Split-K forced on one-wave unpaired tiles (clusters of 2-8 CTAs, each CTA reading the others' partials from their
     shared memory): 64 and 128 rows, 16-128 wide, both A-scale layouts of the 128-row tiles, N % 8 != 0 (register
     epilogue), M past the last tile's rows, split counts that do not divide the K-blocks, and more splits than
     K-blocks or than a cluster holds (clamped to 8). Grids of more clusters than fit on the GPU at once included."""

@@ -194,7 +194,7 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
   // default: only the dense handler asks for it), > 1 = forced, at most the K-blocks and kFp8MaxSplitK). With few
   // tiles and long K each CTA runs one long chain of 128-K slices while SMs idle. So when the tiles fill at most half
   // the SMs, each tile's K-blocks are shared by a cluster of up to num_sms / CTAs CTAs, at least 8 K-blocks each;
-  // CTA 0 of the cluster sums the FP32 partials (sm90_fp8_gemm.cuh).
+  // each CTA of the cluster sums a share of the tile's columns over all the FP32 partials (sm90_fp8_gemm.cuh).
   const int num_k_blocks = (k + 127) / 128;
   const bool dense_1d2d = scale == BScale::kBlock128 && max_block_m == 0;
   auto split_for = [&](int ctas) {
