@@ -74,6 +74,8 @@ struct Fp8GemmParams {
 // Named barrier of the split-K hand-over among the math threads (raw PTX id: above the CUTLASS NamedBarrier ids the
 // epilogue uses).
 constexpr uint32_t kSplitKBarrier = 14;
+// Named barrier that staggers the two math warpgroups of a tile by one wave (raw PTX id, as above).
+constexpr uint32_t kStaggerBarrier = 13;
 
 // Cluster-wide barrier of the split-K hand-over, split into its two halves. Not the `.aligned` forms: the producer
 // warpgroup's threads reach it on diverged paths.
@@ -221,10 +223,20 @@ struct Fp8GemmTraits {
   // K-block against ~130 of tensor work for 64 x 64, session 16). With kKBatch accumulator sets it issues kKBatch
   // K-blocks back to back and promotes each as it completes, while the later ones run (2-14 % faster on the small-M
   // tiles, session 17). As many sets as fit beside the promoted copy without spilling (ptxas): 4, or 3 for 64 x 64
-  // at 208 registers; 128-wide tiles have room for none (128 x 128 spilled with two).
+  // at 208 registers. 128 x 128 tiles without split-K (the pairs) take two sets: two warpgroups in step finish their
+  // WGMMAs together (they share the tensor cores, interleaved) and promote together, so one set left the tensor
+  // cores idle during every promotion (8-10 % faster at M = 4096, session 18). With split-K's code they spill.
   static constexpr int kKBatch = kNumWaves == 1 && kBScale == BScale::kBlock128 && kBlockN <= 64 && kScaleRows == 1
                                      ? (kBlockN <= 32 || kBlockM == 128 ? 4 : 3)
+                                 : kNumWaves == 1 && kBScale == BScale::kBlock128 && kBlockM == 128 && kBlockN == 128 &&
+                                         !kMaySplitK
+                                     ? 2
                                      : 1;
+  // 256-row 1D2D tiles, whose two promoted copies leave no room for a second set, stagger their warpgroups instead:
+  // the second one starts each K loop when the first one's first wave has completed, so that each one's promotion
+  // runs during the other's WGMMAs (3-4 % faster at 4096 x 4096 x 7168 and 4096 x 7168 x 16384, neutral at
+  // K = 2048). Measured slower on the one-wave tiles (128 x 128, 128 x 192: 1-7 %) and on the 1D1D ones (3-4 %).
+  static constexpr bool kStaggerWarpgroups = kNumWaves == 2 && kBScale == BScale::kBlock128;
 
   static_assert(kStageBytes + kBarrierBytes == Fp8GemmStageBytes(kBlockM, kBlockN, kBScale),
                 "stage layout and the heuristic's stage budget must agree");
@@ -471,6 +483,15 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         cute::warpgroup_commit_batch();
       };
 
+      // Traits::kStaggerWarpgroups: warpgroup 1 waits before its first issue of a K loop, warpgroup 0 after its first
+      // wave's WGMMAs completed (both pass the barrier once per K loop, so it stays matched across tiles).
+      auto stagger = [&](bool before_first_issue) {
+        if constexpr (Traits::kStaggerWarpgroups) {
+          if ((warpgroup == 1) == before_first_issue)
+            asm volatile("bar.sync %0, %1;\n" ::"n"(kStaggerBarrier), "n"(Traits::kNumMathThreads) : "memory");
+        }
+      };
+
       // Accumulator set j of a K-block batch (set 0 is `accum`).
       auto batch_set = [&]<int kJ>() -> float* {
         if constexpr (kJ == 0) return accum;
@@ -489,6 +510,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
             ([&] {
               batch_stage[kJ] = stage;
               full[stage].wait(phase);
+              if (kJ == 0 && kb == 0) stagger(true);
               issue(stage, 0, batch_set.template operator()<kJ>());
               if (++stage == num_stages) stage = 0, phase ^= 1;
             }(), ...);
@@ -511,6 +533,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
             ([&] {
               float* acc = batch_set.template operator()<kJ>();
               cute::warpgroup_wait<kBatch - 1 - kJ>();
+              if (kJ == 0 && kb == 0) stagger(false);
 #pragma unroll
               for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(acc[i]);
               ReleaseStage<Traits::kClusterSize>(empty[batch_stage[kJ]], lane);
@@ -551,6 +574,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
 #pragma unroll
           for (int w = 0; w < kWaves; ++w) {
             if (!((kWaveMask >> w) & 1)) continue;
+            constexpr int kFirstWave = kWaveMask & 1 ? 0 : 1;
+            if (kb == 0 && w == kFirstWave) stagger(true);
             issue(stage, w, accum);
             if constexpr (!Traits::kScalesInSmem) {
               // Fetch the next slice's scales while the tensor cores work (L1-resident after the first).
@@ -586,6 +611,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
             cute::warpgroup_wait<0>();
 #pragma unroll
             for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(accum[i]);
+            if (kb == 0 && w == kFirstWave) stagger(false);
             if constexpr (kBScale == BScale::kPerChannel) {
 #pragma unroll
               for (int g = kEarlyGroups; g < kBlockN / 8; ++g) col_scale[g] = sfb_stage[4 * g + quad];
