@@ -237,6 +237,7 @@ struct Fp8GemmTraits {
   // runs during the other's WGMMAs (3-4 % faster at 4096 x 4096 x 7168 and 4096 x 7168 x 16384, neutral at
   // K = 2048). Measured slower on the one-wave tiles (128 x 128, 128 x 192: 1-7 %) and on the 1D1D ones (3-4 %).
   static constexpr bool kStaggerWarpgroups = kNumWaves == 2 && kBScale == BScale::kBlock128;
+  static_assert(!kStaggerWarpgroups || kKBatch == 1, "the batched K loop does not stagger");
 
   static_assert(kStageBytes + kBarrierBytes == Fp8GemmStageBytes(kBlockM, kBlockN, kBScale),
                 "stage layout and the heuristic's stage budget must agree");
@@ -510,7 +511,6 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
             ([&] {
               batch_stage[kJ] = stage;
               full[stage].wait(phase);
-              if (kJ == 0 && kb == 0) stagger(true);
               issue(stage, 0, batch_set.template operator()<kJ>());
               if (++stage == num_stages) stage = 0, phase ^= 1;
             }(), ...);
@@ -533,7 +533,6 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
             ([&] {
               float* acc = batch_set.template operator()<kJ>();
               cute::warpgroup_wait<kBatch - 1 - kJ>();
-              if (kJ == 0 && kb == 0) stagger(false);
 #pragma unroll
               for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(acc[i]);
               ReleaseStage<Traits::kClusterSize>(empty[batch_stage[kJ]], lane);
