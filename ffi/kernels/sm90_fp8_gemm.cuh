@@ -77,6 +77,15 @@ constexpr uint32_t kSplitKBarrier = 14;
 // Named barrier that staggers the two math warpgroups of a tile by one wave (raw PTX id, as above).
 constexpr uint32_t kStaggerBarrier = 13;
 
+// The 1D2D promotion of one 8-column group of a 64-row slice: final += scale · accumulator, with s0 the scale of the
+// thread's first row and s1 of the row 8 below (the WGMMA accumulator layout: 2 columns of each row per thread).
+__device__ __forceinline__ void PromoteGroup(float* fin, const float* acc, float s0, float s1) {
+  fin[0] = fmaf(s0, acc[0], fin[0]);
+  fin[1] = fmaf(s0, acc[1], fin[1]);
+  fin[2] = fmaf(s1, acc[2], fin[2]);
+  fin[3] = fmaf(s1, acc[3], fin[3]);
+}
+
 // Cluster-wide barrier of the split-K hand-over, split into its two halves. Not the `.aligned` forms: the producer
 // warpgroup's threads reach it on diverged paths.
 __device__ __forceinline__ void SplitKClusterArrive() { asm volatile("barrier.cluster.arrive.release;\n" ::: "memory"); }
@@ -536,14 +545,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
 #pragma unroll
               for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(acc[i]);
               ReleaseStage<Traits::kClusterSize>(empty[batch_stage[kJ]], lane);
-              float* fin = final_acc[0];
 #pragma unroll
-              for (int g = 0; g < kBlockN / 8; ++g) {
-                fin[4 * g + 0] = fmaf(s0[kJ], acc[4 * g + 0], fin[4 * g + 0]);
-                fin[4 * g + 1] = fmaf(s0[kJ], acc[4 * g + 1], fin[4 * g + 1]);
-                fin[4 * g + 2] = fmaf(s1[kJ], acc[4 * g + 2], fin[4 * g + 2]);
-                fin[4 * g + 3] = fmaf(s1[kJ], acc[4 * g + 3], fin[4 * g + 3]);
-              }
+              for (int g = 0; g < kBlockN / 8; ++g) PromoteGroup(&final_acc[0][4 * g], &acc[4 * g], s0[kJ], s1[kJ]);
             }(), ...);
           }(std::make_integer_sequence<int, kBatch>{});
         }
@@ -626,11 +629,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
                 float b_scale = sb[0];
                 if constexpr (Traits::kScaleRows > 1) b_scale = row >= 1 ? sb[1] : b_scale;
                 if constexpr (Traits::kScaleRows > 2) b_scale = row >= 2 ? sb[2] : b_scale;
-                const float s0 = sa[w][0] * b_scale, s1 = sa[w][1] * b_scale;
-                fin[4 * g + 0] = fmaf(s0, accum[4 * g + 0], fin[4 * g + 0]);
-                fin[4 * g + 1] = fmaf(s0, accum[4 * g + 1], fin[4 * g + 1]);
-                fin[4 * g + 2] = fmaf(s1, accum[4 * g + 2], fin[4 * g + 2]);
-                fin[4 * g + 3] = fmaf(s1, accum[4 * g + 3], fin[4 * g + 3]);
+                PromoteGroup(&fin[4 * g], &accum[4 * g], sa[w][0] * b_scale, sa[w][1] * b_scale);
               }
             } else {
               const float sa0 = sa[w][0], sa1 = sa[w][1];
