@@ -24,6 +24,13 @@ if(JAX_DEEPGEMM_WITH_CUDA)
   enable_language(CUDA)
   find_package(CUDAToolkit REQUIRED)
   include(Cutlass)
+  # Extra ptxas options, comma-separated (e.g. CMAKE_ARGS="-DJAX_DEEPGEMM_PTXAS_OPTIONS=--register-usage-level=10"
+  # for a kernel A/B on the GPU machine).
+  set(JAX_DEEPGEMM_PTXAS_OPTIONS "" CACHE STRING "extra ptxas options, comma-separated")
+  set(_jdg_ptxas_options "--verbose,--warn-on-local-memory-usage,--warn-on-spills")
+  if(JAX_DEEPGEMM_PTXAS_OPTIONS)
+    string(APPEND _jdg_ptxas_options ",${JAX_DEEPGEMM_PTXAS_OPTIONS}")
+  endif()
 
   function(jax_deepgemm_configure_sm90 target)
     target_link_libraries(${target} PRIVATE cutlass_headers CUDA::cudart_static)
@@ -33,7 +40,7 @@ if(JAX_DEEPGEMM_WITH_CUDA)
         -gencode=arch=compute_90a,code=sm_90a
         --expt-relaxed-constexpr
         -O3
-        --ptxas-options=--verbose,--warn-on-local-memory-usage,--warn-on-spills
+        --ptxas-options=${_jdg_ptxas_options}
         -Xcompiler=-fvisibility=hidden
       >)
   endfunction()
