@@ -122,8 +122,8 @@ ffi::Error MGroupedBf16GemmNtContiguous(cudaStream_t stream, int32_t device, ffi
     return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_contiguous: requested block_n is not a compiled kernel");
   // launch
   Bf16GemmOperands op = MakeBf16GemmOperands(device, m, n, k, a, b, *d);
-  op.row_group = static_cast<const int*>(row_group.untyped_data());
-  op.num_groups = int(groups);
+  op.grouping.row_group = static_cast<const int*>(row_group.untyped_data());
+  op.grouping.num_groups = int(groups);
   return CudaStatus(DispatchBf16Gemm(op, cfg, stream), "m_grouped_bf16_gemm_nt_contiguous launch");
 }
 
@@ -159,9 +159,9 @@ ffi::Error MGroupedBf16GemmNtMasked(cudaStream_t stream, int32_t device, ffi::An
     return ffi::Error::InvalidArgument("m_grouped_bf16_gemm_nt_masked: requested block_m/block_n is not compiled");
   cfg.grid = PersistentGrid(INT32_MAX, sms, 1);  // the tile count is device data
   Bf16GemmOperands op = MakeBf16GemmOperands(device, groups * max_m, n, k, a, b, *d);
-  op.num_groups = int(groups);
-  op.masked_m = static_cast<const int*>(masked_m.untyped_data());
-  op.max_m = int(max_m);
+  op.grouping.num_groups = int(groups);
+  op.grouping.masked_m = static_cast<const int*>(masked_m.untyped_data());
+  op.grouping.max_m = int(max_m);
   return CudaStatus(DispatchBf16Gemm(op, cfg, stream), "m_grouped_bf16_gemm_nt_masked launch");
 }
 
@@ -200,8 +200,8 @@ ffi::Error MGroupedBf16GemmRagged(const char* op_name, bool b_mn_major, cudaStre
   cfg.grid = PersistentGrid((CeilDiv(m, cfg.block_m) + groups) * CeilDiv(n, cfg.block_n), sms, 1);
   Bf16GemmOperands op = MakeBf16GemmOperands(device, m, n, k, a, b, *d);
   op.major = major;
-  op.num_groups = int(groups);
-  op.group_ends = static_cast<const int*>(group_ends.untyped_data());
+  op.grouping.num_groups = int(groups);
+  op.grouping.group_ends = static_cast<const int*>(group_ends.untyped_data());
   return CudaStatus(DispatchBf16Gemm(op, cfg, stream), kOp + " launch");
 }
 
@@ -261,8 +261,8 @@ ffi::Error KGroupedBf16GemmContiguous(cudaStream_t stream, int32_t device, ffi::
   Bf16GemmOperands op = MakeBf16GemmOperands(device, m, n, k, a, b, *d);
   op.major = major;
   op.c = accumulate != 0 ? static_cast<const float*>(d->untyped_data()) : nullptr;
-  op.num_groups = int(groups);
-  op.group_k = static_cast<const int*>(group_k.untyped_data());
+  op.grouping.num_groups = int(groups);
+  op.grouping.group_k = static_cast<const int*>(group_k.untyped_data());
   return CudaStatus(DispatchBf16Gemm(op, cfg, stream), "k_grouped_bf16_gemm launch");
 }
 

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "common/gemm_grouping.h"
+
 namespace jdg {
 
 constexpr int kBf16BlockK = 64;  // 64 bf16 = one 128-byte swizzled row per operand row per stage
@@ -28,17 +30,9 @@ struct Bf16GemmOperands {
   const float* c = nullptr;  // optional FP32 [m, n] added to the product (aliases d; FP32 output only)
   void* d = nullptr;         // bf16 or FP32 [m, n]
   bool out_fp32 = false;
-  // M-grouped contiguous: per-row expert ids [m]; b is [num_groups, n, k]. nullptr = dense.
-  const int* row_group = nullptr;
-  int num_groups = 1;
-  // M-grouped masked: valid rows per group [num_groups]; a/d are [num_groups * max_m, ...].
-  const int* masked_m = nullptr;
-  int max_m = 0;
-  // M-grouped ragged (lax.ragged_dot's layout): cumulative row ends [num_groups]; b is [num_groups, n, k].
-  const int* group_ends = nullptr;
-  // K-grouped (weight gradients): K sizes [num_groups] of consecutive K ranges of a and b (NT or TN);
-  // d (FP32) is [num_groups * m, n].
-  const int* group_k = nullptr;
+  // M-grouped (contiguous, masked, ragged; b is [num_groups, n, k]) or K-grouped (NT or TN; d, FP32, is
+  // [num_groups * m, n]); default: dense.
+  GemmGrouping grouping;
 };
 
 struct Bf16GemmConfig {

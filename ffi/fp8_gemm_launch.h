@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "common/gemm_grouping.h"
+
 namespace jdg {
 
 enum class BScale : int {
@@ -59,18 +61,9 @@ struct Fp8GemmOperands {
   int sfb_row_stride = 0;       // 1D1D only: align(n, 4)
   const float* c = nullptr;     // 1D1D only, optional FP32 [m, n]
   void* d = nullptr;            // BF16 (1D2D) or FP32 (1D1D) [m, n]
-  // M-grouped contiguous (1D2D only): per-row expert ids [m]; b is [num_groups, n, k] and sfb
-  // [num_groups, ceil(n/128), num_k_blocks]. nullptr = dense.
-  const int* row_group = nullptr;
-  int num_groups = 1;
-  // M-grouped masked (1D2D only): valid rows per group [num_groups]; a/d are [num_groups * max_m, ...].
-  const int* masked_m = nullptr;
-  int max_m = 0;
-  // M-grouped ragged (1D2D only): cumulative row ends [num_groups] of the groups of a; b as contiguous.
-  const int* group_ends = nullptr;
-  // K-grouped (1D1D only): K sizes [num_groups] of consecutive K ranges of a [m, k] and b [n, k];
-  // d (and c) are [num_groups * m, n]. nullptr = not K-grouped.
-  const int* group_k = nullptr;
+  // M-grouped (1D2D only: contiguous, masked, ragged; b is [num_groups, n, k] and sfb [num_groups, ceil(n/128),
+  // num_k_blocks]) or K-grouped (1D1D only; d and c are [num_groups * m, n]); default: dense.
+  GemmGrouping grouping;
 };
 
 // The operands of one call from the handler's buffers (any buffer type with untyped_data()).

@@ -66,8 +66,8 @@ ffi::Error KGroupedFp8GemmNtContiguous(cudaStream_t stream, int32_t device, ffi:
   op.sfb_row_stride = int((n + 3) / 4 * 4);
   op.sfa_mn_stride = sfa_mn_major != 0 ? int(Fp8GemmSfaMnStride(m)) : 0;
   op.c = accumulate != 0 ? static_cast<const float*>(d->untyped_data()) : nullptr;
-  op.num_groups = int(groups);
-  op.group_k = static_cast<const int*>(group_k.untyped_data());
+  op.grouping.num_groups = int(groups);
+  op.grouping.group_k = static_cast<const int*>(group_k.untyped_data());
   return CudaStatus(DispatchFp8Gemm(BScale::kPerChannel, op, cfg, stream), "k_grouped_fp8_gemm_nt_contiguous launch");
 }
 

@@ -87,8 +87,8 @@ ffi::Error MGroupedFp8GemmNtContiguous(cudaStream_t stream, int32_t device, ffi:
   // launch
   Fp8GemmOperands op = MakeFp8GemmOperands(device, m, n, k, a, sfa, b, sfb, *d);
   op.sfa_mn_stride = sfa_mn_major != 0 ? int(Fp8GemmSfaMnStride(m)) : 0;
-  op.row_group = static_cast<const int*>(row_group.untyped_data());
-  op.num_groups = int(groups);
+  op.grouping.row_group = static_cast<const int*>(row_group.untyped_data());
+  op.grouping.num_groups = int(groups);
   return CudaStatus(DispatchFp8Gemm(BScale::kBlock128, op, cfg, stream), "m_grouped_fp8_gemm_nt_contiguous launch");
 }
 
@@ -148,9 +148,9 @@ ffi::Error MGroupedFp8GemmNtMasked(cudaStream_t stream, int32_t device, ffi::Any
     return ffi::Error::InvalidArgument("m_grouped_fp8_gemm_nt_masked: requested block_m/block_n is not compiled");
   cfg.grid = PersistentGrid(INT32_MAX, sms, cfg.cluster_m * cfg.cluster_n);  // the tile count is device data
   Fp8GemmOperands op = MakeFp8GemmOperands(device, groups * max_m, n, k, a, sfa, b, sfb, *d);
-  op.num_groups = int(groups);
-  op.masked_m = static_cast<const int*>(masked_m.untyped_data());
-  op.max_m = int(max_m);
+  op.grouping.num_groups = int(groups);
+  op.grouping.masked_m = static_cast<const int*>(masked_m.untyped_data());
+  op.grouping.max_m = int(max_m);
   op.sfa_mn_stride = sfa_mn_major != 0 ? int(Fp8GemmSfaMnStride(groups * max_m)) : 0;
   return CudaStatus(DispatchFp8Gemm(BScale::kBlock128, op, cfg, stream), "m_grouped_fp8_gemm_nt_masked launch");
 }
@@ -195,8 +195,8 @@ ffi::Error MGroupedFp8GemmNtRagged(cudaStream_t stream, int32_t device, ffi::Any
   cfg.grid = PersistentGrid(max_units, sms, cluster);
   Fp8GemmOperands op = MakeFp8GemmOperands(device, m, n, k, a, sfa, b, sfb, *d);
   op.sfa_mn_stride = sfa_mn_major != 0 ? int(Fp8GemmSfaMnStride(m)) : 0;
-  op.group_ends = static_cast<const int*>(group_ends.untyped_data());
-  op.num_groups = int(groups);
+  op.grouping.group_ends = static_cast<const int*>(group_ends.untyped_data());
+  op.grouping.num_groups = int(groups);
   return CudaStatus(DispatchFp8Gemm(BScale::kBlock128, op, cfg, stream), "m_grouped_fp8_gemm_nt_ragged launch");
 }
 

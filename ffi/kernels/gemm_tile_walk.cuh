@@ -3,26 +3,10 @@
 // Device code only.
 #pragma once
 
+#include "common/gemm_grouping.h"
 #include "kernels/tile_scheduler.cuh"
 
 namespace jdg {
-
-// The M-grouping of a GEMM launch; all-null/zero for a dense GEMM.
-struct GemmGrouping {
-  // Contiguous (MoE prefill/training): per-row expert ids [m]; B is [num_groups * n, k].
-  const int* row_group = nullptr;
-  int num_groups = 1;
-  // Masked (MoE decode): A/D are [num_groups * max_m, ...]; group g computes only its first
-  // masked_m[g] rows (whole BLOCK_M tiles).
-  const int* masked_m = nullptr;
-  int max_m = 0;
-  // Ragged (lax.ragged_dot's layout, any group sizes): cumulative row ends [num_groups] of the groups
-  // of A [m, k]; rows past the last end are zeros. B is [num_groups * n, k].
-  const int* group_ends = nullptr;
-  // K-grouped (weight gradients): K sizes [num_groups] of consecutive K ranges of A [m, k] and
-  // B [n, k]; D is [num_groups * m, n]. Each size must be a multiple of 128 (one scale block).
-  const int* group_k = nullptr;
-};
 
 // Group of a row of a contiguous M-grouped GEMM (0 for a dense one): the id, with anything outside
 // [0, num_groups) read as padding (-1).

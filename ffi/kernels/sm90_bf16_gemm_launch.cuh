@@ -28,8 +28,8 @@ cudaError_t LaunchSm90Bf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig&
   if (use_tma_store != cfg.tma_store) return cudaErrorInvalidValue;  // the stage budget assumed the other layout
   if (op.out_fp32 == false && op.c != nullptr) return cudaErrorInvalidValue;  // + C only with FP32 output
   // A 2-CTA cluster shares one B tile between two M-blocks, which may belong to different experts.
-  const bool m_grouped = op.row_group != nullptr || op.masked_m != nullptr || op.group_ends != nullptr;
-  const bool k_grouped = op.group_k != nullptr;
+  const bool m_grouped = op.grouping.m_grouped();
+  const bool k_grouped = op.grouping.k_grouped();
   if ((m_grouped || k_grouped) && kClusterM > 1) return cudaErrorInvalidConfiguration;
   if (op.major != kMajor || (m_grouped && (Traits::kAMnMajor || k_grouped))) return cudaErrorInvalidConfiguration;
   // An M-grouped MN-major B ([G * K, N]): a 64-row box must not reach into the next expert's rows.
@@ -37,8 +37,7 @@ cudaError_t LaunchSm90Bf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig&
   if (k_grouped && (!Traits::kKGroupedWalk || !op.out_fp32)) return cudaErrorInvalidConfiguration;
   // An MN-major operand's row pitch is M (A) or N (B) elements: TMA needs it 16-byte aligned.
   if ((Traits::kAMnMajor && op.m % 8 != 0) || (Traits::kBMnMajor && op.n % 8 != 0)) return cudaErrorInvalidValue;
-  if (op.masked_m != nullptr && (op.max_m % kBlockM != 0 || op.m != op.max_m * op.num_groups))
-    return cudaErrorInvalidValue;
+  if (!op.grouping.masked_layout_fits(op.m, kBlockM)) return cudaErrorInvalidValue;
   const int smem_bytes = Traits::SmemBytes(cfg.num_stages, use_tma_store);
   if (cfg.num_stages < 1 || smem_bytes > kBf16SmemCapacity) return cudaErrorInvalidValue;
 
@@ -52,10 +51,10 @@ cudaError_t LaunchSm90Bf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig&
                                   kBf16BlockK, CU_TENSOR_MAP_SWIZZLE_128B);
   ok = ok && (Traits::kBMnMajor
                   ? MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
-                                    uint64_t(op.k) * (m_grouped ? op.num_groups : 1), op.n, op.n, kBf16BlockK, 64,
+                                    uint64_t(op.k) * (m_grouped ? op.grouping.num_groups : 1), op.n, op.n, kBf16BlockK, 64,
                                     CU_TENSOR_MAP_SWIZZLE_128B)
                   : MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
-                                    uint64_t(op.n) * (k_grouped ? 1 : op.num_groups),
+                                    uint64_t(op.n) * (k_grouped ? 1 : op.grouping.num_groups),
                                     op.k, op.k, Traits::kBRowsPerCta, kBf16BlockK, CU_TENSOR_MAP_SWIZZLE_128B));
   if (use_tma_store) {
     ok = ok && MakeTensorMap2D(&tma_d, op.d, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, op.m, op.n, op.n, 64, 64,
@@ -75,12 +74,7 @@ cudaError_t LaunchSm90Bf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig&
   params.out_fp32 = op.out_fp32 ? 1 : 0;
   params.use_tma_store = use_tma_store ? 1 : 0;
   params.raster_band = cfg.raster_band;
-  params.grouping.row_group = op.row_group;
-  params.grouping.num_groups = op.num_groups;
-  params.grouping.masked_m = op.masked_m;
-  params.grouping.max_m = op.max_m;
-  params.grouping.group_ends = op.group_ends;
-  params.grouping.group_k = op.group_k;
+  params.grouping = op.grouping;
 
   struct MaxClusters {};  // one occupancy query per instance and device
   const PersistentLaunch launch(MaxClusters{}, op.device, kernel, cfg.grid, Traits::kNumThreads, smem_bytes, kClusterM,

@@ -28,7 +28,7 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   CUtensorMap tma_a, tma_b, tma_sfb, tma_sfa, tma_d;
   bool ok = MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, op.m, op.k, op.k, Traits::kARowsPerCta, kFp8BlockK,
                             CU_TENSOR_MAP_SWIZZLE_128B) &&
-            MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(op.n) * (op.group_k != nullptr ? 1 : op.num_groups), op.k, op.k, Traits::kBRowsPerCta,
+            MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(op.n) * (op.grouping.k_grouped() ? 1 : op.grouping.num_groups), op.k, op.k, Traits::kBRowsPerCta,
                             kFp8BlockK, CU_TENSOR_MAP_SWIZZLE_128B);
   if constexpr (kBScale == BScale::kPerChannel) {
     ok = ok && MakeTensorMap2D(&tma_sfb, op.sfb, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, op.num_k_blocks,
@@ -58,13 +58,11 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   // (a cluster along N shares A between two N-blocks of one expert: fine). M-grouped GEMMs are 1D2D
   // (BF16 out), ragged ones of one 128-row wave at most; K-grouped ones 1D1D (FP32 out, per-row scales
   // on both sides).
-  const bool m_grouped = op.row_group != nullptr || op.masked_m != nullptr || op.group_ends != nullptr;
+  const bool m_grouped = op.grouping.m_grouped();
   if (m_grouped && (kClusterM > 1 || !Traits::kMGrouped)) return cudaErrorInvalidConfiguration;
-  if (op.group_ends != nullptr && !Traits::kRaggedWalk) return cudaErrorInvalidConfiguration;
-  if (op.group_k != nullptr && (kBScale != BScale::kPerChannel || m_grouped))
-    return cudaErrorInvalidConfiguration;
-  if (op.masked_m != nullptr && (op.max_m % kBlockM != 0 || op.m != op.max_m * op.num_groups))
-    return cudaErrorInvalidValue;
+  if (op.grouping.group_ends != nullptr && !Traits::kRaggedWalk) return cudaErrorInvalidConfiguration;
+  if (op.grouping.k_grouped() && (kBScale != BScale::kPerChannel || m_grouped)) return cudaErrorInvalidConfiguration;
+  if (!op.grouping.masked_layout_fits(op.m, kBlockM)) return cudaErrorInvalidValue;
   Fp8GemmParams params;
   params.m = op.m;
   params.n = op.n;
@@ -75,12 +73,7 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   params.sfb = op.sfb;
   params.c = op.c;
   params.d = op.d;
-  params.grouping.row_group = op.row_group;
-  params.grouping.num_groups = op.num_groups;
-  params.grouping.masked_m = op.masked_m;
-  params.grouping.max_m = op.max_m;
-  params.grouping.group_k = op.group_k;
-  params.grouping.group_ends = op.group_ends;
+  params.grouping = op.grouping;
   params.raster_band = cfg.raster_band;
   params.use_tma_store = use_tma_store ? 1 : 0;
   int split_k = cfg.split_k, grid = cfg.grid;
