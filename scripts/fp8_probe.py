@@ -4,7 +4,7 @@
 
 The set covers each FP8 kernel form the bars depend on: the 1D2D GEMM at short K on a wide tile
 (1193 x 7168 x 2048, 128 x 192, the masked decode tile), dense M = 4096 at short and long K (the
-heuristic's tiles, K from 2048 to 16384), the 1D1D GEMM (per-channel B, FP32 out, 256 x 128 A-multicast pairs), the
+heuristic's tiles, K from 512 to 16384), the 1D1D GEMM (per-channel B, FP32 out, 256 x 128 A-multicast pairs), the
 K-grouped weight gradient at 16 x 7168 x 2048 and two masked anchors. Operands as the bench draws them;
 timed with the CUDA profiler over rotating input sets (``testing.timing.time_with_profiler``).
 ``scripts/ab_fp8_kernel.sh`` runs it once per kernel variant.
@@ -26,6 +26,8 @@ DENSE = [  # m, n, k, B scale recipe, forced tile (None: the heuristic's)
     (4096, 2112, 7168, "block", None),
     (4096, 4096, 7168, "block", None),  # long K (session 17: 4-5 % slower than session 12 on these two)
     (4096, 7168, 16384, "block", None),
+    (4096, 32768, 512, "block", None),  # short K: 4 and 12 K-blocks per tile (what staggering costs per K loop)
+    (4096, 24576, 1536, "block", None),
     (7168, 2048, 2048, "channel", (256, 128, 1, 2)),
 ]
 MASKED = [(1, 1024, 7168, 2048), (4, 256, 4096, 7168)]

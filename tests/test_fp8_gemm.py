@@ -240,6 +240,10 @@ def test_sanitizer_small():
     for tile in ((256, 128, 1, 2), (256, 128, 1, 1)):
         out = _fp8_gemm_nt_into(a, b, _poisoned(m, n, jnp.bfloat16), tile=tile, sfa_mn_major=True)
         _assert_close(out, _reference(a, b, b_kind="block"), x, w)
+    # 128 x 128 pairs (B- and A-multicast) keep two accumulator sets: one batch of 2 K-blocks, then 1 alone
+    for tile in ((128, 128, 2, 1), (128, 128, 1, 2)):
+        out = _fp8_gemm_nt_into(a, b, _poisoned(m, n, jnp.bfloat16), tile=tile)
+        _assert_close(out, _reference(a, b, b_kind="block"), x, w)
     # split-K (3 K-blocks over clusters of 2-3 CTAs): the partials parked in shared memory, CTA 0's remote reads
     for tile in ((64, 64, 1, 1, 3), (128, 64, 1, 1, 2), (64, 32, 1, 1, 3)):
         out = _fp8_gemm_nt_into(a, b, _poisoned(m, n, jnp.bfloat16), tile=tile)
