@@ -5,8 +5,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "common/device_info.h"
@@ -91,10 +89,7 @@ cudaError_t LaunchRangedWgmma(int device, const DeviceInfo& info, const mqa::Par
 
 // JAX_DEEPGEMM_MQA_MMA_SYNC=1 forces the mma.sync kernel everywhere (A/B comparisons, bisection).
 bool ForceMmaSync() {
-  static const bool force = [] {
-    const char* v = std::getenv("JAX_DEEPGEMM_MQA_MMA_SYNC");
-    return v != nullptr && std::strcmp(v, "1") == 0;
-  }();
+  static const bool force = EnvFlagIsOne("JAX_DEEPGEMM_MQA_MMA_SYNC");
   return force;
 }
 
@@ -156,9 +151,9 @@ ffi::Error RangedImpl(const char* op, cudaStream_t stream, int32_t device, ffi::
   if (s > INT32_MAX || s_kv > INT32_MAX || s * h > INT32_MAX)
     return ffi::Error::InvalidArgument(std::string(op) + ": S, S_kv and S*H must fit in int32");
   if (s == 0 || cols == 0) return ffi::Error::Success();
-  const DeviceInfo& info = GetDeviceInfo(device);
-  if (info.cc_major != 9)
-    return ffi::Error(ffi::ErrorCode::kFailedPrecondition, std::string(op) + ": needs an sm_90 GPU");
+  const DeviceInfo* device_info = nullptr;
+  JDG_RETURN_IF_ERROR(Sm90DeviceInfo(op, device, device_info));
+  const DeviceInfo& info = *device_info;
   // decide
   mqa::Params p{};
   p.q = static_cast<const uint8_t*>(q.untyped_data());

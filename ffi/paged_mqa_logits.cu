@@ -3,8 +3,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "common/device_info.h"
@@ -34,10 +32,7 @@ cudaError_t LaunchPaged(int device, int grid, const mqa::Params& p, cudaStream_t
 
 // JAX_DEEPGEMM_MQA_MMA_SYNC=1 forces the mma.sync kernels (A/B comparisons, bisection).
 bool ForceMmaSync() {
-  static const bool force = [] {
-    const char* v = std::getenv("JAX_DEEPGEMM_MQA_MMA_SYNC");
-    return v != nullptr && std::strcmp(v, "1") == 0;
-  }();
+  static const bool force = EnvFlagIsOne("JAX_DEEPGEMM_MQA_MMA_SYNC");
   return force;
 }
 
@@ -161,9 +156,9 @@ ffi::Error PagedImpl(const char* op, cudaStream_t stream, int32_t device, ffi::A
   if (b * next_n * h > INT32_MAX || num_blocks > INT32_MAX || b * max_blocks > INT64_C(1) << 40)
     return ffi::Error::InvalidArgument(std::string(op) + ": B*next_n*H and num_blocks must fit in int32");
   if (b == 0 || max_context_len == 0) return ffi::Error::Success();
-  const DeviceInfo& info = GetDeviceInfo(device);
-  if (info.cc_major != 9)
-    return ffi::Error(ffi::ErrorCode::kFailedPrecondition, std::string(op) + ": needs an sm_90 GPU");
+  const DeviceInfo* device_info = nullptr;
+  JDG_RETURN_IF_ERROR(Sm90DeviceInfo(op, device, device_info));
+  const DeviceInfo& info = *device_info;
   // decide
   mqa::Params p{};
   p.q = static_cast<const uint8_t*>(q.untyped_data());

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -64,14 +66,27 @@ inline ffi::Error CheckAliasedOutput(std::string_view op, const ffi::RemainingAr
   return ffi::Error::Success();
 }
 
+// The facts of `device` (DeviceInfo), after checking that it is an sm_90 (Hopper) GPU.
+inline ffi::Error Sm90DeviceInfo(std::string_view op, int device, const DeviceInfo*& info) {
+  info = &GetDeviceInfo(device);
+  if (info->cc_major != 9)
+    return ffi::Error(ffi::ErrorCode::kFailedPrecondition, std::string(op) + ": the kernels need an sm_90 (Hopper) GPU");
+  return ffi::Error::Success();
+}
+
 // The SMs a kernel launch may use on `device`, after checking that it is an sm_90 (Hopper) GPU: all
 // of them, or at most the op's `num_sms` attribute when that is positive.
 inline ffi::Error UsableSm90Sms(std::string_view op, int device, int num_sms_attr, int& sms) {
-  const DeviceInfo& info = GetDeviceInfo(device);
-  if (info.cc_major != 9)
-    return ffi::Error(ffi::ErrorCode::kFailedPrecondition, std::string(op) + ": the kernels need an sm_90 (Hopper) GPU");
-  sms = num_sms_attr > 0 ? std::min(num_sms_attr, info.num_sms) : info.num_sms;
+  const DeviceInfo* info = nullptr;
+  JDG_RETURN_IF_ERROR(Sm90DeviceInfo(op, device, info));
+  sms = num_sms_attr > 0 ? std::min(num_sms_attr, info->num_sms) : info->num_sms;
   return ffi::Error::Success();
+}
+
+// Whether the environment variable `name` is set to "1" (handlers read such switches once, into a static).
+inline bool EnvFlagIsOne(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr && std::strcmp(value, "1") == 0;
 }
 
 // A persistent grid over `units` work units of `cluster` CTAs each (unit counts that depend on device
