@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # On the GPU machine: A/B of FP8 kernel variants in one call. A VARIANT is `base` (the checked-out sources), a
-# replacement for ffi/kernels/sm90_fp8_gemm.cuh, or a folder of replacements for files of ffi/kernels/ (same
-# names). Take them from branches here, e.g.
+# replacement for ffi/kernels/sm90_fp8_gemm.cuh, a folder of replacements for files of ffi/kernels/ (same
+# names), or a folder holding an `ffi/` tree of replacements anywhere under ffi/ (headers, heuristics). Take them
+# from branches here, e.g.
 #   mkdir -p variants/x && for f in sm90_fp8_gemm.cuh stage_ring.cuh; do git show wip/x:ffi/kernels/$f > variants/x/$f; done
+#   for f in $(git diff --name-only main wip/y -- ffi); do mkdir -p variants/y/$(dirname $f); git show wip/y:$f > variants/y/$f; done
 # (untracked files travel to the device). Per variant: rebuild (STAGES=build scripts/gpu_check.sh, ~70-100 s),
 # optionally run a pytest selection REPEAT times (a race shows as an intermittent failure), then
 # scripts/fp8_probe.py. The sources are restored at the end; the probe lines of all variants are appended to
@@ -18,12 +20,15 @@ cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
 kernels=ffi/kernels
 saved=$(mktemp -d)
-cp "$kernels"/* "$saved"/
-trap 'cp "$saved"/* "$kernels"/' EXIT
+cp -r ffi "$saved"/
+restore_ffi() { rm -rf ffi && cp -r "$saved"/ffi ffi; }
+trap restore_ffi EXIT
 for variant in "$@"; do
   tag=$(basename "${variant%.cuh}")
-  cp "$saved"/* "$kernels"/
-  if [[ -d $variant ]]; then
+  restore_ffi
+  if [[ -d $variant/ffi ]]; then
+    cp -r "$variant"/ffi/. ffi/
+  elif [[ -d $variant ]]; then
     cp "$variant"/* "$kernels"/
   elif [[ $variant != base ]]; then
     cp "$variant" "$kernels/sm90_fp8_gemm.cuh"
