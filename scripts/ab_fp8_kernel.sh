@@ -5,33 +5,46 @@
 # from branches here, e.g.
 #   mkdir -p variants/x && for f in sm90_fp8_gemm.cuh stage_ring.cuh; do git show wip/x:ffi/kernels/$f > variants/x/$f; done
 #   for f in $(git diff --name-only main wip/y -- ffi); do mkdir -p variants/y/$(dirname $f); git show wip/y:$f > variants/y/$f; done
-# (untracked files travel to the device). Per variant: rebuild (STAGES=build scripts/gpu_check.sh, ~70-100 s),
-# optionally run a pytest selection REPEAT times (a race shows as an intermittent failure), then
-# scripts/fp8_probe.py. The sources are restored at the end; the probe lines of all variants are appended to
-# $OUT/fp8_probe.txt and printed last.
+# (untracked files travel to the device). Per variant: rebuild (STAGES=build scripts/gpu_check.sh), optionally run
+# a pytest selection REPEAT times (a race shows as an intermittent failure), then the probe (PROBE, default
+# scripts/fp8_probe.py; scripts/mqa_probe.py for the indexer kernels). Only the files that differ from the tree
+# before are rewritten (fresh mtimes), so the persistent build directory recompiles just the translation units that
+# include them: ~100 s for the first build and for an FP8 kernel variant, ~30 s for an indexer one. The sources are
+# restored at the end; the probe lines of all variants are appended to $OUT/probe.txt and printed last.
 #
 #   TESTS="tests/test_fp8_gemm.py -k accumulate_into_c" REPEAT=5 bash scripts/ab_fp8_kernel.sh base variants/x
+#   PROBE=scripts/mqa_probe.py TESTS="tests/test_mqa_logits.py" bash scripts/ab_fp8_kernel.sh base variants/y
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 TESTS=${TESTS:-}
 REPEAT=${REPEAT:-1}
 PY=${PY:-python3}
+PROBE=${PROBE:-scripts/fp8_probe.py}
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
 kernels=ffi/kernels
 saved=$(mktemp -d)
-cp -r ffi "$saved"/
-restore_ffi() { rm -rf ffi && cp -r "$saved"/ffi ffi; }
+cp -rp ffi "$saved"/
+# Copies each file of tree $1 over its namesake under $2 only where the contents differ: the copy gets a fresh
+# mtime (make rebuilds what includes it), an unchanged file keeps its old one (nothing to rebuild).
+sync_files() {
+  local src=$1 dst=$2 f
+  while IFS= read -r -d '' f; do
+    f=${f#"$src"/}
+    cmp -s "$src/$f" "$dst/$f" || { mkdir -p "$(dirname "$dst/$f")" && cp "$src/$f" "$dst/$f"; }
+  done < <(find "$src" -type f -print0)
+}
+restore_ffi() { sync_files "$saved"/ffi ffi; }
 trap restore_ffi EXIT
 for variant in "$@"; do
   tag=$(basename "${variant%.cuh}")
   restore_ffi
   if [[ -d $variant/ffi ]]; then
-    cp -r "$variant"/ffi/. ffi/
+    sync_files "$variant"/ffi ffi
   elif [[ -d $variant ]]; then
-    cp "$variant"/* "$kernels"/
+    sync_files "$variant" "$kernels"
   elif [[ $variant != base ]]; then
-    cp "$variant" "$kernels/sm90_fp8_gemm.cuh"
+    cmp -s "$variant" "$kernels/sm90_fp8_gemm.cuh" || cp "$variant" "$kernels/sm90_fp8_gemm.cuh"
   fi
   t0=$SECONDS
   if ! STAGES=build bash scripts/gpu_check.sh > "$OUT/build_$tag.log" 2>&1; then
@@ -46,6 +59,6 @@ for variant in "$@"; do
         | sed "s/^/$tag tests run $i: /"
     done
   fi
-  $PY -P -u scripts/fp8_probe.py "$tag" --out "$OUT/fp8_probe.txt" 2>&1 | grep -v Warning
+  $PY -P -u "$PROBE" "$tag" --out "$OUT/probe.txt" 2>&1 | grep -v Warning
 done
-echo; cat "$OUT/fp8_probe.txt"
+echo; cat "$OUT/probe.txt"

@@ -17,6 +17,11 @@ SCALE=0; [[ "${B_RECIPE:-block}" == channel ]] && SCALE=1  # BScale::kBlock128 /
 export B_RECIPE=${B_RECIPE:-block}
 tag="${BM}x${BN}x${CM}x${CN}x${SPLIT}_${B_RECIPE}"
 cd "$(dirname "$0")/.."
+# The sections read by scripts/ncu_summary.sh (speed of light, pipes, memory, scheduler, warp states, per-instruction
+# stall samples): about a third of `--set full`'s replay passes, which twice ran past a call's time limit.
+# NCU_SECTIONS="--set full" for everything.
+NCU_SECTIONS=${NCU_SECTIONS:-"--section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+--section SchedulerStats --section WarpStateStats --section SourceCounters --section LaunchStats --section Occupancy"}
 mkdir -p "$OUT"
 
 pkgdir=$($PY -P -c 'import os, jax_deepgemm as m; print(os.path.dirname(m.__file__))')
@@ -26,7 +31,7 @@ fn="Sm90Fp8GemmKernelILi${BM}ELi${BN}ELNS_6BScaleE${SCALE}ELi${CM}ELi${CN}E"
 cuobjdump -sass "$so" | awk -v fn="$fn" '/Function :/ {keep = index($0, fn) > 0} keep' > "$OUT/sass_$tag.txt"
 echo "sass_$tag.txt: $(wc -l < "$OUT/sass_$tag.txt") lines, QGMMA $(grep -c QGMMA "$OUT/sass_$tag.txt" || true)"
 
-ncu --set full --import-source no -k "regex:Sm90Fp8GemmKernel" --launch-skip 2 --launch-count 1 -f \
+ncu $NCU_SECTIONS --import-source no -k "regex:Sm90Fp8GemmKernel" --launch-skip 2 --launch-count 1 -f \
   -o "$OUT/ncu_$tag" $PY -P scripts/profile_one.py "$M" "$N" "$K" "$BM" "$BN" "$CM" "$CN" "$SPLIT" > "$OUT/ncu_$tag.log" 2>&1 \
   || { tail -n 20 "$OUT/ncu_$tag.log"; exit 1; }
 bash scripts/ncu_summary.sh "$OUT/ncu_$tag"

@@ -13,13 +13,18 @@ shift
 tag="mqa_${MODE}_$(IFS=_; echo "$*")"
 kernel=$([[ $MODE == paged ]] && echo PagedMqaLogitsWgmmaKernel || echo MqaLogitsWgmmaKernel)
 cd "$(dirname "$0")/.."
+# The sections read by scripts/ncu_summary.sh (speed of light, pipes, memory, scheduler, warp states, per-instruction
+# stall samples): about a third of `--set full`'s replay passes, which twice ran past a call's time limit.
+# NCU_SECTIONS="--set full" for everything.
+NCU_SECTIONS=${NCU_SECTIONS:-"--section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+--section SchedulerStats --section WarpStateStats --section SourceCounters --section LaunchStats --section Occupancy"}
 mkdir -p "$OUT"
 pkgdir=$($PY -P -c 'import os, jax_deepgemm as m; print(os.path.dirname(m.__file__))')
 so=$(find "$pkgdir" -name '*.so' | head -1)
 cuobjdump -sass "$so" | awk -v fn="$kernel" -v mode="$MODE" \
   '/Function :/ {keep = index($0, fn) > 0 && (mode == "paged" || index($0, "Paged") == 0)} keep' \
   | gzip > "$OUT/sass_$tag.txt.gz"
-ncu --set full --import-source no -k "regex:^.*${kernel}" --launch-skip 2 --launch-count 1 -f \
+ncu $NCU_SECTIONS --import-source no -k "regex:^.*${kernel}" --launch-skip 2 --launch-count 1 -f \
   -o "$OUT/ncu_$tag" $PY -P scripts/profile_mqa_one.py "$MODE" "$@" > "$OUT/ncu_$tag.log" 2>&1 \
   || { tail -n 20 "$OUT/ncu_$tag.log"; exit 1; }
 echo "== $tag"

@@ -1,0 +1,44 @@
+"""Kernel time of a fixed set of indexer problems, one line each: the quick A/B of an MQA kernel change.
+
+    python3 -P scripts/mqa_probe.py TAG [--out FILE] [--filter REGEX ...]
+
+The set: the paged anchors where FP4 is furthest from its bar (B 256 n 1 H 64 and B 4096 n 2 H 64, FP8 and FP4,
+and B 256 n 1 H 32), and the ranged rows nearest DeepGEMM's time (D = 32, and H 32 D 128 compressed), FP8 and FP4.
+Inputs and timing as `python -m jax_deepgemm.bench --mqa` (CUDA profiler, rotating input sets), without its
+baselines. `PROBE=scripts/mqa_probe.py scripts/ab_fp8_kernel.sh base variants/x` runs it once per variant.
+"""
+
+import argparse
+
+from jax_deepgemm.bench_mqa import bench_paged, bench_ranged
+from jax_deepgemm.testing.shapes import case_selected
+
+PAGED = [(256, 1, 64, 8192, "bfloat16"), (256, 1, 32, 8192, "bfloat16"), (4096, 2, 64, 8192, "bfloat16")]
+RANGED = [(2048, 8192, 64, 32, False, False, "float32"), (2048, 65536, 64, 32, True, True, "bfloat16"),
+          (8192, 8192, 32, 128, False, True, "bfloat16"), (2048, 8192, 64, 128, False, False, "float32")]
+
+
+def main(tag: str, out: str | None, filters) -> None:
+    lines = []
+    cases = [(bench_paged, key, fp4) for key in PAGED for fp4 in (False, True)]
+    cases += [(bench_ranged, key, fp4) for key in RANGED for fp4 in (False, True)]
+    for bench, key, fp4 in cases:
+        if not case_selected(key, filters):
+            continue
+        r = bench(key, fp4=fp4, reps=1, target_ms=0.5, baselines=False)
+        name = f"{'fp4' if fp4 else 'fp8'} {r['case']} {'x'.join(str(v) for v in key)}"
+        us = r["ours_kernel_us"]
+        lines.append(f"{tag:12s} {name:52s} {us:8.1f} us {r['bytes'] / us / 1e3:6.0f} GB/s")
+        print(lines[-1], flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tag")
+    parser.add_argument("--out")
+    parser.add_argument("--filter", nargs="*", metavar="REGEX")
+    args = parser.parse_args()
+    main(args.tag, args.out, args.filter)
