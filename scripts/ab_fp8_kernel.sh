@@ -13,13 +13,16 @@
 # restored at the end; the probe lines of all variants are appended to $OUT/probe.txt and printed last.
 #
 #   TESTS="tests/test_fp8_gemm.py -k accumulate_into_c" REPEAT=5 bash scripts/ab_fp8_kernel.sh base variants/x
-#   PROBE=scripts/mqa_probe.py TESTS="tests/test_mqa_logits.py" bash scripts/ab_fp8_kernel.sh base variants/y
+#   PROBE=scripts/mqa_probe.py TESTS="tests/test_mqa_logits.py" TEST_TAGS=y bash scripts/ab_fp8_kernel.sh base variants/y
+# TEST_TAGS: a regex of the variant tags that run TESTS (default: all); PROBE_ARGS: extra probe arguments.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 TESTS=${TESTS:-}
 REPEAT=${REPEAT:-1}
 PY=${PY:-python3}
 PROBE=${PROBE:-scripts/fp8_probe.py}
+PROBE_ARGS=${PROBE_ARGS:-}
+TEST_TAGS=${TEST_TAGS:-.}
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
 kernels=ffi/kernels
@@ -52,13 +55,14 @@ for variant in "$@"; do
   fi
   echo "$tag: built in $((SECONDS - t0)) s; $(grep -cE '[1-9][0-9]* bytes spill' "$OUT/ptxas.txt") ptxas lines with spills"
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-  if [[ -n $TESTS ]]; then
+  if [[ -n $TESTS && $tag =~ $TEST_TAGS ]]; then
     eval "test_args=($TESTS)"
     for ((i = 1; i <= REPEAT; i++)); do
       JAX_DEEPGEMM_REQUIRE_GPU=1 $PY -P -m pytest -q -m gpu -p no:cacheprovider "${test_args[@]}" 2>&1 | tail -n 1 \
         | sed "s/^/$tag tests run $i: /"
     done
   fi
-  $PY -P -u "$PROBE" "$tag" --out "$OUT/probe.txt" 2>&1 | grep -v Warning
+  # shellcheck disable=SC2086  # PROBE_ARGS is a list of words
+  $PY -P -u "$PROBE" "$tag" --out "$OUT/probe.txt" $PROBE_ARGS 2>&1 | grep -v Warning
 done
 echo; cat "$OUT/probe.txt"

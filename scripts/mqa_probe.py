@@ -2,10 +2,11 @@
 
     python3 -P scripts/mqa_probe.py TAG [--out FILE] [--filter REGEX ...]
 
-The set: the paged anchors where FP4 is furthest from its bar (B 256 n 1 H 64 and B 4096 n 2 H 64, FP8 and FP4,
-and B 256 n 1 H 32), and the ranged rows nearest DeepGEMM's time (D = 32, and H 32 D 128 compressed), FP8 and FP4.
-Inputs and timing as `python -m jax_deepgemm.bench --mqa` (CUDA profiler, rotating input sets), without its
-baselines. `PROBE=scripts/mqa_probe.py scripts/ab_fp8_kernel.sh base variants/x` runs it once per variant.
+The set (~1 min): the paged anchors where FP4 is furthest from its bar, FP8 and FP4 (B 256 n 1 H 64, B 4096 n 2
+H 64), and the FP8 ranged rows nearest DeepGEMM's time (D = 32). `--all` adds B 256 n 1 H 32, FP4 ranged and the
+D = 128 ranged rows. Inputs and timing as `python -m jax_deepgemm.bench --mqa` (CUDA profiler, rotating input
+sets), without its baselines. `PROBE=scripts/mqa_probe.py scripts/ab_fp8_kernel.sh base variants/x` runs it once
+per variant.
 """
 
 import argparse
@@ -13,15 +14,17 @@ import argparse
 from jax_deepgemm.bench_mqa import bench_paged, bench_ranged
 from jax_deepgemm.testing.shapes import case_selected
 
-PAGED = [(256, 1, 64, 8192, "bfloat16"), (256, 1, 32, 8192, "bfloat16"), (4096, 2, 64, 8192, "bfloat16")]
-RANGED = [(2048, 8192, 64, 32, False, False, "float32"), (2048, 65536, 64, 32, True, True, "bfloat16"),
-          (8192, 8192, 32, 128, False, True, "bfloat16"), (2048, 8192, 64, 128, False, False, "float32")]
+PAGED = [(256, 1, 64, 8192, "bfloat16"), (4096, 2, 64, 8192, "bfloat16")]
+PAGED_MORE = [(256, 1, 32, 8192, "bfloat16")]
+RANGED = [(2048, 8192, 64, 32, False, False, "float32"), (2048, 65536, 64, 32, True, True, "bfloat16")]
+RANGED_MORE = [(8192, 8192, 32, 128, False, True, "bfloat16"), (2048, 8192, 64, 128, False, False, "float32")]
 
 
-def main(tag: str, out: str | None, filters) -> None:
+def main(tag: str, out: str | None, filters, everything: bool) -> None:
     lines = []
-    cases = [(bench_paged, key, fp4) for key in PAGED for fp4 in (False, True)]
-    cases += [(bench_ranged, key, fp4) for key in RANGED for fp4 in (False, True)]
+    paged, ranged = (PAGED + PAGED_MORE, RANGED + RANGED_MORE) if everything else (PAGED, RANGED)
+    cases = [(bench_paged, key, fp4) for key in paged for fp4 in (False, True)]
+    cases += [(bench_ranged, key, fp4) for key in ranged for fp4 in ((False, True) if everything else (False,))]
     for bench, key, fp4 in cases:
         if not case_selected(key, filters):
             continue
@@ -40,5 +43,6 @@ if __name__ == "__main__":
     parser.add_argument("tag")
     parser.add_argument("--out")
     parser.add_argument("--filter", nargs="*", metavar="REGEX")
+    parser.add_argument("--all", action="store_true", help="the larger set")
     args = parser.parse_args()
-    main(args.tag, args.out, args.filter)
+    main(args.tag, args.out, args.filter, args.all)
