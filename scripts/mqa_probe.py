@@ -3,8 +3,8 @@
     python3 -P scripts/mqa_probe.py TAG [--out FILE] [--filter REGEX ...]
 
 The set (~1 min): the paged anchors where FP4 is furthest from its bar, FP8 and FP4 (B 256 n 1 H 64, B 4096 n 2
-H 64), and the FP8 ranged rows nearest DeepGEMM's time (D = 32). `--all` adds B 256 n 1 H 32, FP4 ranged and the
-D = 128 ranged rows. Inputs and timing as `python -m jax_deepgemm.bench --mqa` (CUDA profiler, rotating input
+H 64), and the three FP8 ranged rows nearest DeepGEMM's time (two at D = 32, one at D = 128). `--all` adds
+B 256 n 1 H 32, FP4 ranged and another D = 128 ranged row. Inputs and timing as `python -m jax_deepgemm.bench --mqa` (CUDA profiler, rotating input
 sets), without its baselines. `PROBE=scripts/mqa_probe.py scripts/ab_fp8_kernel.sh base variants/x` runs it once
 per variant.
 """
@@ -16,8 +16,9 @@ from jax_deepgemm.testing.shapes import case_selected
 
 PAGED = [(256, 1, 64, 8192, "bfloat16"), (4096, 2, 64, 8192, "bfloat16")]
 PAGED_MORE = [(256, 1, 32, 8192, "bfloat16")]
-RANGED = [(2048, 8192, 64, 32, False, False, "float32"), (2048, 65536, 64, 32, True, True, "bfloat16")]
-RANGED_MORE = [(8192, 8192, 32, 128, False, True, "bfloat16"), (2048, 8192, 64, 128, False, False, "float32")]
+RANGED = [(2048, 8192, 64, 32, False, False, "float32"), (2048, 65536, 64, 32, True, True, "bfloat16"),
+          (8192, 8192, 32, 128, False, True, "bfloat16")]
+RANGED_MORE = [(2048, 8192, 64, 128, False, False, "float32")]
 
 
 def main(tag: str, out: str | None, filters, everything: bool) -> None:
