@@ -10,8 +10,6 @@ timed with the CUDA profiler over rotating input sets (``testing.timing.time_wit
 ``scripts/ab_fp8_kernel.sh`` runs it once per kernel variant.
 """
 
-import argparse
-
 import jax
 import jax.numpy as jnp
 
@@ -19,6 +17,7 @@ import jax_deepgemm as dg
 from jax_deepgemm.bench_grouped import K_GROUPED_SHAPES, k_grouped_sizes, masked_counts, masked_operands
 from jax_deepgemm.testing import timing
 from jax_deepgemm.testing.generators import fp8_gemm_operands, k_grouped_operands
+from jax_deepgemm.testing.probe import ProbeLog, probe_parser
 
 DENSE = [  # m, n, k, B scale recipe, forced tile (None: the heuristic's)
     (1193, 7168, 2048, "block", (128, 192, 1, 1)),
@@ -33,13 +32,10 @@ DENSE = [  # m, n, k, B scale recipe, forced tile (None: the heuristic's)
 MASKED = [(1, 1024, 7168, 2048), (4, 256, 4096, 7168)]
 
 
-def main(tag: str, out: str | None) -> None:
-    lines = []
-
+def main(log: ProbeLog) -> None:
     def run(name, fn, make, flops):
         us = timing.time_with_profiler(fn, make_inputs=make, n_reps=3).median_us
-        lines.append(f"{tag:12s} {name:44s} {us:8.1f} us {flops / us / 1e6:6.0f} TFLOPS")
-        print(lines[-1], flush=True)
+        log.add(name, us, f"{flops / us / 1e6:6.0f} TFLOPS")
 
     for m, n, k, recipe, tile in DENSE:
         fn = jax.jit(lambda a, b, t=tile: dg.fp8_gemm_nt(a, b, tile=t))
@@ -56,14 +52,8 @@ def main(tag: str, out: str | None) -> None:
         masked_m = jnp.asarray(counts)
         fn = jax.jit(lambda a, b, c=masked_m, e=key[1]: dg.m_grouped_fp8_gemm_nt_masked(a, b, c, expected_m=e))
         run(f"masked {key}", fn, lambda i, key=key: masked_operands(i, key), 2 * float(counts.sum()) * key[2] * key[3])
-    if out:
-        with open(out, "a") as f:
-            f.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tag")
-    parser.add_argument("--out")
-    args = parser.parse_args()
-    main(args.tag, args.out)
+    args = probe_parser(__doc__).parse_args()
+    main(ProbeLog(args.tag, args.out))

@@ -9,9 +9,8 @@ sets), without its baselines. `PROBE=scripts/mqa_probe.py scripts/ab_fp8_kernel.
 per variant.
 """
 
-import argparse
-
 from jax_deepgemm.bench_mqa import bench_paged, bench_ranged
+from jax_deepgemm.testing.probe import ProbeLog, probe_parser
 from jax_deepgemm.testing.shapes import case_selected
 
 PAGED = [(256, 1, 64, 8192, "bfloat16"), (4096, 2, 64, 8192, "bfloat16")]
@@ -21,8 +20,7 @@ RANGED = [(2048, 8192, 64, 32, False, False, "float32"), (2048, 65536, 64, 32, T
 RANGED_MORE = [(2048, 8192, 64, 128, False, False, "float32")]
 
 
-def main(tag: str, out: str | None, filters, everything: bool) -> None:
-    lines = []
+def main(log: ProbeLog, filters, everything: bool) -> None:
     paged, ranged = (PAGED + PAGED_MORE, RANGED + RANGED_MORE) if everything else (PAGED, RANGED)
     cases = [(bench_paged, key, fp4) for key in paged for fp4 in (False, True)]
     cases += [(bench_ranged, key, fp4) for key in ranged for fp4 in ((False, True) if everything else (False,))]
@@ -32,18 +30,12 @@ def main(tag: str, out: str | None, filters, everything: bool) -> None:
         r = bench(key, fp4=fp4, reps=1, target_ms=0.5, baselines=False)
         name = f"{'fp4' if fp4 else 'fp8'} {r['case']} {'x'.join(str(v) for v in key)}"
         us = r["ours_kernel_us"]
-        lines.append(f"{tag:12s} {name:52s} {us:8.1f} us {r['bytes'] / us / 1e3:6.0f} GB/s")
-        print(lines[-1], flush=True)
-    if out:
-        with open(out, "a") as f:
-            f.write("\n".join(lines) + "\n")
+        log.add(name, us, f"{r['bytes'] / us / 1e3:6.0f} GB/s")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tag")
-    parser.add_argument("--out")
+    parser = probe_parser(__doc__)
     parser.add_argument("--filter", nargs="*", metavar="REGEX")
     parser.add_argument("--all", action="store_true", help="the larger set")
     args = parser.parse_args()
-    main(args.tag, args.out, args.filter, args.all)
+    main(ProbeLog(args.tag, args.out), args.filter, args.all)

@@ -17,11 +17,7 @@ SCALE=0; [[ "${B_RECIPE:-block}" == channel ]] && SCALE=1  # BScale::kBlock128 /
 export B_RECIPE=${B_RECIPE:-block}
 tag="${BM}x${BN}x${CM}x${CN}x${SPLIT}_${B_RECIPE}"
 cd "$(dirname "$0")/.."
-# The sections read by scripts/ncu_summary.sh (speed of light, pipes, memory, scheduler, warp states, per-instruction
-# stall samples): about a third of `--set full`'s replay passes, which twice ran past a call's time limit.
-# NCU_SECTIONS="--set full" for everything.
-NCU_SECTIONS=${NCU_SECTIONS:-"--section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
---section SchedulerStats --section WarpStateStats --section SourceCounters --section LaunchStats --section Occupancy"}
+source scripts/ncu_sections.sh
 mkdir -p "$OUT"
 
 pkgdir=$($PY -P -c 'import os, jax_deepgemm as m; print(os.path.dirname(m.__file__))')

@@ -13,11 +13,7 @@ shift
 tag="mqa_${MODE}_$(IFS=_; echo "$*")"
 kernel=$([[ $MODE == paged ]] && echo PagedMqaLogitsWgmmaKernel || echo MqaLogitsWgmmaKernel)
 cd "$(dirname "$0")/.."
-# The sections read by scripts/ncu_summary.sh (speed of light, pipes, memory, scheduler, warp states, per-instruction
-# stall samples): about a third of `--set full`'s replay passes, which twice ran past a call's time limit.
-# NCU_SECTIONS="--set full" for everything.
-NCU_SECTIONS=${NCU_SECTIONS:-"--section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
---section SchedulerStats --section WarpStateStats --section SourceCounters --section LaunchStats --section Occupancy"}
+source scripts/ncu_sections.sh
 mkdir -p "$OUT"
 pkgdir=$($PY -P -c 'import os, jax_deepgemm as m; print(os.path.dirname(m.__file__))')
 so=$(find "$pkgdir" -name '*.so' | head -1)

@@ -121,3 +121,20 @@ def test_tile_sweep_checks_each_result():
     spec.loader.exec_module(sweep)
     assert sweep._diff(300, 256, 384, None, rows=64) < 1e-6  # CPU: the reference lowering itself
     assert "WRONG" in sweep._verdict(2e-3) and "WRONG" not in sweep._verdict(2e-7)
+
+
+def test_probe_log_prints_and_appends_each_line(tmp_path, capsys):
+    """The A/B probes' lines reach the shared file as they are measured (a probe cut short keeps them) and are
+    tagged with their variant."""
+    from jax_deepgemm.testing.probe import ProbeLog, probe_parser
+
+    out = tmp_path / "probe.txt"
+    out.write_text("base         earlier line\n")
+    args = probe_parser("Probe.\n\nMore.").parse_args(["v1", "--out", str(out)])
+    log = ProbeLog(args.tag, args.out)
+    log.add("dense 4096x7168x2048", 100.44, "1198 TFLOPS")
+    assert out.read_text().splitlines()[-1].split() == ["v1", "dense", "4096x7168x2048", "100.4", "us", "1198",
+                                                       "TFLOPS"]
+    log.add("paged", 78.1, "3703 GB/s")
+    assert len(out.read_text().splitlines()) == 3 and out.read_text().startswith("base")
+    assert capsys.readouterr().out.count("v1 ") == 2
