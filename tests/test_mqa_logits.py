@@ -281,6 +281,9 @@ PAGED_CASES = [
     (64, 2, 128, 128, 128, 4096, "float32", True),
     (128, 3, 32, 64, 16, 2048, "bfloat16", True),
     (100, 1, 32, 32, 64, 1000, "float32", True),
+    # FP4 H 64 next_n 2: one 128-column chunk of two tokens (the bench's B 4096 n 2 H 64 instance), D 128 and 64
+    (64, 2, 64, 128, 64, 4096, "bfloat16", True),
+    (64, 2, 64, 64, 64, 4096, "float32", True),
 ]
 
 
