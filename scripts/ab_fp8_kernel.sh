@@ -9,8 +9,9 @@
 # a pytest selection REPEAT times (a race shows as an intermittent failure), then the probe (PROBE, default
 # scripts/fp8_probe.py; scripts/mqa_probe.py for the indexer kernels). Only the files that differ from the tree
 # before are rewritten (fresh mtimes), so the persistent build directory recompiles just the translation units that
-# include them: ~100 s for the first build and for an FP8 kernel variant, ~30 s for an indexer one. The sources are
-# restored at the end; the probe lines of all variants are appended to $OUT/probe.txt and printed last.
+# include them: ~100 s for the first build and for an FP8 kernel variant, and (expected, not yet timed) ~30 s for an
+# indexer one. The sources are restored at the end (a file that only a variant has stays, unused); the probe lines
+# of all variants are appended to $OUT/probe.txt and printed last.
 #
 #   TESTS="tests/test_fp8_gemm.py -k accumulate_into_c" REPEAT=5 bash scripts/ab_fp8_kernel.sh base variants/x
 #   PROBE=scripts/mqa_probe.py TESTS="tests/test_mqa_logits.py" TEST_TAGS=y bash scripts/ab_fp8_kernel.sh base variants/y
