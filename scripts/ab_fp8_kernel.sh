@@ -16,6 +16,8 @@
 #   TESTS="tests/test_fp8_gemm.py -k accumulate_into_c" REPEAT=5 bash scripts/ab_fp8_kernel.sh base variants/x
 #   PROBE=scripts/mqa_probe.py TESTS="tests/test_mqa_logits.py" TEST_TAGS=y bash scripts/ab_fp8_kernel.sh base variants/y
 # TEST_TAGS: a regex of the variant tags that run TESTS (default: all); PROBE_ARGS: extra probe arguments.
+# TEST_TIMEOUT / PROBE_TIMEOUT (seconds, default 300 / 240): a variant whose kernel hangs (a barrier mismatch) is
+# killed and reported instead of running the device call to its limit.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 TESTS=${TESTS:-}
@@ -24,6 +26,8 @@ PY=${PY:-python3}
 PROBE=${PROBE:-scripts/fp8_probe.py}
 PROBE_ARGS=${PROBE_ARGS:-}
 TEST_TAGS=${TEST_TAGS:-.}
+TEST_TIMEOUT=${TEST_TIMEOUT:-300}
+PROBE_TIMEOUT=${PROBE_TIMEOUT:-240}
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
 kernels=ffi/kernels
@@ -59,11 +63,18 @@ for variant in "$@"; do
   if [[ -n $TESTS && $tag =~ $TEST_TAGS ]]; then
     eval "test_args=($TESTS)"
     for ((i = 1; i <= REPEAT; i++)); do
-      JAX_DEEPGEMM_REQUIRE_GPU=1 $PY -P -m pytest -q -m gpu -p no:cacheprovider "${test_args[@]}" 2>&1 | tail -n 1 \
-        | sed "s/^/$tag tests run $i: /"
+      JAX_DEEPGEMM_REQUIRE_GPU=1 timeout -k 10 "$TEST_TIMEOUT" $PY -P -m pytest -q -m gpu -p no:cacheprovider \
+        "${test_args[@]}" > "$OUT/tests_${tag}_$i.log" 2>&1
+      rc=$?
+      if ((rc == 124 || rc == 137)); then
+        echo "$tag tests run $i: killed after ${TEST_TIMEOUT} s (hang?); last lines:"; tail -n 5 "$OUT/tests_${tag}_$i.log"
+      else
+        tail -n 1 "$OUT/tests_${tag}_$i.log" | sed "s/^/$tag tests run $i: /"
+      fi
     done
   fi
   # shellcheck disable=SC2086  # PROBE_ARGS is a list of words
-  $PY -P -u "$PROBE" "$tag" --out "$OUT/probe.txt" $PROBE_ARGS 2>&1 | grep -v Warning
+  timeout -k 10 "$PROBE_TIMEOUT" $PY -P -u "$PROBE" "$tag" --out "$OUT/probe.txt" $PROBE_ARGS 2>&1 | grep -v Warning
+  ((PIPESTATUS[0] == 124 || PIPESTATUS[0] == 137)) && echo "$tag: probe killed after ${PROBE_TIMEOUT} s (hang?)"
 done
 echo; cat "$OUT/probe.txt"
