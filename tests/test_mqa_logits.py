@@ -321,26 +321,32 @@ def test_paged_unclean_and_wide_output():
     _check_logits(clean, want, src, FP8_TOL)
 
 
-def test_paged_small_schedules():
-    """Few SMs (long per-CTA walks) and more SMs than work units."""
-    q, tokens, w, qq, cache, lens, table, max_ctx = _paged_inputs(5, 7, 3, 32, 128, 64, 600)
-    want = _paged_reference(qq, cache, w, jnp.asarray(lens), jnp.asarray(table), max_ctx, False)
+def _paged_op(fp4):
+    return dg.fp4_paged_mqa_logits if fp4 else dg.fp8_paged_mqa_logits
+
+
+@pytest.mark.parametrize("fp4", [False, True])
+def test_paged_small_schedules(fp4):
+    """Few SMs (long per-CTA walks: many atoms per CTA, the query ring wrapping) and more SMs than work units."""
+    q, tokens, w, qq, cache, lens, table, max_ctx = _paged_inputs(5, 7, 3, 32, 128, 64, 600, fp4)
+    want = _paged_reference(qq, cache, w, jnp.asarray(lens), jnp.asarray(table), max_ctx, fp4)
     for sms in (1, 3, 500):
         meta = dg.get_paged_mqa_logits_metadata(jnp.asarray(lens), 64, sms)
-        got = dg.fp8_paged_mqa_logits(qq, cache, w, jnp.asarray(lens), jnp.asarray(table), meta, max_ctx)
+        got = _paged_op(fp4)(qq, cache, w, jnp.asarray(lens), jnp.asarray(table), meta, max_ctx)
         np.testing.assert_array_equal(np.isneginf(np.asarray(got)), np.isneginf(want))
         fin = np.isfinite(want)
-        assert calc_diff(np.asarray(got)[fin], want[fin]) < 4e-5
+        assert calc_diff(np.asarray(got)[fin], want[fin]) < 4e-5, (sms, calc_diff(np.asarray(got)[fin], want[fin]))
 
 
-def test_paged_twenty_repeats_bitwise_equal():
-    q, tokens, w, qq, cache, lens, table, max_ctx = _paged_inputs(9, 256, 2, 64, 128, 64, 4096)
+@pytest.mark.parametrize("fp4", [False, True])
+def test_paged_twenty_repeats_bitwise_equal(fp4):
+    q, tokens, w, qq, cache, lens, table, max_ctx = _paged_inputs(9, 256, 2, 64, 128, 64, 4096, fp4)
     lens_d, table_d = jnp.asarray(lens), jnp.asarray(table)
 
     @jax.jit
     def f(qq, cache, w):
         meta = dg.get_paged_mqa_logits_metadata(lens_d, 64, _num_sms())
-        return dg.fp8_paged_mqa_logits(qq, cache, w, lens_d, table_d, meta, max_ctx)
+        return _paged_op(fp4)(qq, cache, w, lens_d, table_d, meta, max_ctx)
 
     first = f(qq, cache, w)
     for _ in range(20):
