@@ -4,8 +4,9 @@
 
 The set covers each FP8 kernel form the bars depend on: the 1D2D GEMM at short K on a wide tile
 (1193 x 7168 x 2048, 128 x 192, the masked decode tile), dense M = 4096 at short and long K (the
-heuristic's tiles, K from 512 to 16384), the 1D1D GEMM (per-channel B, FP32 out, 256 x 128 A-multicast pairs), the
-K-grouped weight gradient at 16 x 7168 x 2048 and two masked anchors. Operands as the bench draws them;
+heuristic's tiles, K from 512 to 16384), the 1D1D GEMM (per-channel B, FP32 out, 256 x 128 A-multicast pairs and
+128 x 128 B-multicast pairs), the K-grouped weight gradient at 16 x 7168 x 2048 (the heuristic's tile and 128 x 128)
+and two masked anchors. Operands as the bench draws them;
 timed with the CUDA profiler over rotating input sets (``testing.timing.time_with_profiler``).
 ``scripts/ab_fp8_kernel.sh`` runs it once per kernel variant.
 """
@@ -28,6 +29,7 @@ DENSE = [  # m, n, k, B scale recipe, forced tile (None: the heuristic's)
     (4096, 32768, 512, "block", None),  # short K: 4 and 12 K-blocks per tile (what staggering costs per K loop)
     (4096, 24576, 1536, "block", None),
     (7168, 2048, 2048, "channel", (256, 128, 1, 2)),
+    (7168, 2048, 2048, "channel", (128, 128, 2, 1)),  # 1D1D one-wave tiles (two accumulator sets: an A/B variant)
 ]
 MASKED = [(1, 1024, 7168, 2048), (4, 256, 4096, 7168)]
 
@@ -45,8 +47,9 @@ def main(log: ProbeLog) -> None:
     groups, m, n, _ = key
     sizes = k_grouped_sizes(key)
     k_sizes = jnp.asarray(sizes, jnp.int32)
-    run(f"k_grouped {key}", jax.jit(lambda a, b: dg.k_grouped_fp8_gemm_tn_contiguous(a, b, k_sizes)),
-        lambda i: k_grouped_operands(i, sizes, m, n)[:2], 2 * m * n * sum(sizes))
+    for tile in (None, (128, 128, 1)):
+        fn = jax.jit(lambda a, b, t=tile: dg.k_grouped_fp8_gemm_tn_contiguous(a, b, k_sizes, tile=t))
+        run(f"k_grouped {key} {tile}", fn, lambda i: k_grouped_operands(i, sizes, m, n)[:2], 2 * m * n * sum(sizes))
     for key in MASKED:
         counts = masked_counts(key)
         masked_m = jnp.asarray(counts)
