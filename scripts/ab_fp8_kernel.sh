@@ -1,11 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine: A/B of FP8 kernel variants in one call. A VARIANT is `base` (the checked-out sources), a
 # replacement for ffi/kernels/sm90_fp8_gemm.cuh, a folder of replacements for files of ffi/kernels/ (same
-# names), or a folder holding an `ffi/` tree of replacements anywhere under ffi/ (headers, heuristics). Take them
-# from branches here, e.g.
-#   mkdir -p variants/x && for f in sm90_fp8_gemm.cuh stage_ring.cuh; do git show wip/x:ffi/kernels/$f > variants/x/$f; done
-#   for f in $(git diff --name-only main wip/y -- ffi); do mkdir -p variants/y/$(dirname $f); git show wip/y:$f > variants/y/$f; done
-# (untracked files travel to the device). Per variant: rebuild (STAGES=build scripts/gpu_check.sh), optionally run
+# names), or a folder holding an `ffi/` tree of replacements anywhere under ffi/ (headers, heuristics). Write
+# them from branches here with `bash scripts/extract_variants.sh NAME...` (untracked files travel to the device). Per variant: rebuild (STAGES=build scripts/gpu_check.sh), optionally run
 # a pytest selection REPEAT times (a race shows as an intermittent failure), then the probe (PROBE, default
 # scripts/fp8_probe.py; scripts/mqa_probe.py for the indexer kernels). Only the files that differ from the tree
 # before are rewritten (fresh mtimes), so the persistent build directory recompiles just the translation units that
