@@ -3,7 +3,8 @@
 # replacement for ffi/kernels/sm90_fp8_gemm.cuh, a folder of replacements for files of ffi/kernels/ (same
 # names), or a folder holding an `ffi/` tree of replacements anywhere under ffi/ (headers, heuristics). Write
 # them from branches here with `bash scripts/extract_variants.sh NAME...` (untracked files travel to the device).
-# Per variant: rebuild (STAGES=build scripts/gpu_check.sh), optionally run a pytest selection REPEAT times (a race shows as an intermittent failure), then the probe (PROBE, default
+# Per variant: rebuild (STAGES=build scripts/gpu_check.sh), optionally run a pytest selection REPEAT times (a
+# race shows as an intermittent failure), then the probe (PROBE, default
 # scripts/fp8_probe.py; scripts/mqa_probe.py for the indexer kernels). Only the files that differ from the tree
 # before are rewritten (fresh mtimes), so the persistent build directory recompiles just the translation units that
 # include them: ~100 s for the first build and for an FP8 kernel variant, and (expected, not yet timed) ~30 s for an
