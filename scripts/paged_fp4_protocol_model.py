@@ -4,8 +4,9 @@ fp4-producer-decode.patch), explored over random schedules on the CPU: does any 
 One CTA: 4 producer warps (warp 0 also loads the query stages) and 4 math warpgroups, each modelled as one actor
 that runs until its next blocking wait. TMA loads land at arbitrary later times. Barriers are counted in completed
 phases (a wait for use n of a stage needs n + 1 completions of its full barrier, or n of its empty one), which is
-what the kernel's parity waits mean while no ring laps another. The kernel's code is the reference: each step below
-names the lines it models. A deadlock prints the schedule and the actors' states and exits non-zero.
+what the kernel's parity waits mean while no ring laps another. The kernel's code is the reference: `producer` follows
+the producer loop and `decode_tiles` of PagedMqaLogitsWgmmaKernel, `math` its math loop and `next_q_stage`. A
+deadlock prints the schedule and the blocked actors and exits non-zero.
 
     python3 scripts/paged_fp4_protocol_model.py [--trials 20000] [--seed 0] [--no-drain]
 """
