@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cuda.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -89,6 +90,9 @@ __device__ __forceinline__ int LdsS32(uint32_t addr) {
   int v;
   asm volatile("ld.shared.s32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
   return v;
+}
+__device__ __forceinline__ void StsV4(uint32_t addr, uint32_t x, uint32_t y, uint32_t z, uint32_t w) {
+  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(x), "r"(y), "r"(z), "r"(w) : "memory");
 }
 __device__ __forceinline__ uint2 LdsV2(uint32_t addr) {
   uint2 v;
@@ -319,6 +323,67 @@ __device__ __forceinline__ float2 DecodeFp4Fragment(uint32_t row_r, uint32_t row
   return make_float2(Ue8m0ToFloat(uint32_t(e_r)), Ue8m0ToFloat(uint32_t(e_r8)));
 }
 
+// ---- The relu x weight head sum on the tensor cores ----
+// A tile's logits are a [64 x N] x [N x 8] product: the relu'd accumulators of the m64nNk32 WGMMA, rounded to BF16,
+// are exactly the register A fragments of m64n8k16 BF16 WGMMAs (columns 16 j .. 16 j + 15 of the accumulators are
+// k step j: acc[8 j .. 8 j + 7], as FlashAttention-3 feeds P to its second GEMM), and B is an 8-row K-major matrix
+// of the atom's weights (HeadWeightMatrix). Per thread and tile: N / 4 conversions and N / 16 WGMMAs instead of N
+// FMNMX / FFMAs, the quad shuffles and selects. Scores and weights are rounded to BF16 (the sum stays FP32).
+__device__ __forceinline__ uint32_t ReluBf16x2(float lo, float hi) {
+  uint32_t v;
+  asm("cvt.rn.relu.bf16x2.f32 %0, %1, %2;\n" : "=r"(v) : "f"(hi), "f"(lo));
+  return v;
+}
+// K-major, no swizzle: element (n, k) at byte (k / 8) * 128 + n * 16 + (k % 8) * 2, i.e. CuTe's INTERLEAVE atom
+// ((8, n), 2) : ((1, SBO), LBO) in 16-byte units with LBO = 128 bytes (the next 8 columns).
+__device__ __forceinline__ uint64_t HeadWeightDesc(uint32_t smem_addr) {
+  cute::GmmaDescriptor desc;
+  desc.bitfield.start_address_ = static_cast<uint16_t>(smem_addr >> 4);
+  desc.bitfield.leading_byte_offset_ = 128 >> 4;
+  desc.bitfield.stride_byte_offset_ = 256 >> 4;  // one 8-row group: unused
+  desc.bitfield.base_offset_ = 0;
+  desc.bitfield.layout_type_ = static_cast<uint8_t>(cute::SM90::GMMA::LayoutType::INTERLEAVE);
+  return desc.desc_;
+}
+// Writes the head-weight matrix of an atom (weights[k]: query row k = token * kH + head, kRows rows) for one math
+// WG (its 128 threads, tid 0..127): row n = 2 i of column chunk c holds token c * (kNC / kH) + i's weights in its
+// heads' columns (so that token i's logit lands in lane i of each quad), the other rows are zero.
+template <int kH, int kNC, int kRows>
+__device__ __forceinline__ void HeadWeightMatrix(const float* weights, uint32_t dst, int tid) {
+  for (int u = tid; u < kRows; u += 128) {  // 16-byte unit u: columns 8 (u / 8) .., row u % 8
+    const int k0 = 8 * (u / 8), n = u % 8;
+    const int token_in_chunk = (k0 % kNC) / kH;
+    uint32_t v[4] = {0u, 0u, 0u, 0u};
+    if (n == 2 * token_in_chunk) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const __nv_bfloat162 pair = __floats2bfloat162_rn(weights[k0 + 2 * i], weights[k0 + 2 * i + 1]);
+        v[i] = *reinterpret_cast<const uint32_t*>(&pair);
+      }
+    }
+    StsV4(dst + 16 * u, v[0], v[1], v[2], v[3]);
+  }
+}
+template <size_t... I>
+__device__ __forceinline__ void HeadSumMma(const float* acc, uint64_t desc_w, float (&d)[4],
+                                           std::index_sequence<I...>) {
+  uint32_t a[sizeof...(I)][4];
+  ((a[I][0] = ReluBf16x2(acc[8 * I + 0], acc[8 * I + 1]), a[I][1] = ReluBf16x2(acc[8 * I + 2], acc[8 * I + 3]),
+    a[I][2] = ReluBf16x2(acc[8 * I + 4], acc[8 * I + 5]), a[I][3] = ReluBf16x2(acc[8 * I + 6], acc[8 * I + 7])),
+   ...);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) cute::warpgroup_fence_operand(d[i]);
+  cute::warpgroup_arrive();
+  (cute::SM90::GMMA::MMA_64x8x16_F32BF16BF16_RS<cute::SM90::GMMA::Major::K, cute::SM90::GMMA::Major::K>::fma(
+       a[I][0], a[I][1], a[I][2], a[I][3], desc_w + uint64_t(16 * I), d[0], d[1], d[2], d[3],
+       I == 0 ? cute::SM90::GMMA::ScaleOut::Zero : cute::SM90::GMMA::ScaleOut::One),
+   ...);
+  cute::warpgroup_commit_batch();
+  cute::warpgroup_wait<0>();
+#pragma unroll
+  for (int i = 0; i < 4; ++i) cute::warpgroup_fence_operand(d[i]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ranged FP8 kernel (the DeepGEMM SM90 design): persistent CTAs of 4 math warpgroups + 1 producer
 // warpgroup walk work units (query block of 128/H tokens, and a KV part when there are fewer query
@@ -356,7 +421,10 @@ struct RangedSmem {
   static constexpr int kQDec = kFp4 ? (kQsf + kRgQStages * 128 * 4 + 1023) / 1024 * 1024 : kQsf;  // [128][kD]
   static constexpr int kQWeight = kQDec + (kFp4 ? 128 * kD : 0);                    // [128] f32
   static constexpr int kLut = kQWeight + (kFp4 ? 128 * 4 : 0);                      // [22] uint2
-  static constexpr int kBar = kLut + (kFp4 ? kE2m1LutSize * 8 : 0);
+  // D <= 64: per math WG, the unit's head weights as the B operand of the head-sum WGMMAs (HeadWeightMatrix)
+  static constexpr bool kHeadMma = kD <= 64;
+  static constexpr int kHeadW = (kLut + (kFp4 ? kE2m1LutSize * 8 : 0) + 127) / 128 * 128;  // [WGs][128 * 16 B]
+  static constexpr int kBar = kHeadW + (kHeadMma ? kRgMathWgs * 128 * 16 : 0);
   static constexpr int kBytes = kBar + 2 * (kRgQStages + kRgKvStages) * 8 + 1024;  // + 1024-B alignment slack
   static_assert(kKv % 128 == 0 && kKvBytes % 128 == 0 && kW % 128 == 0 && kScale % 128 == 0 &&
                     (!kFp4 || kQDec % 1024 == 0),
@@ -528,7 +596,13 @@ __global__ void __launch_bounds__(kRgThreads, 1)
   // of 16-byte units: no carry, shared memory is < 256 KB).
   const uint64_t desc_kv0 = WgDescK<kD>(smem + L::kKv + warpgroup * kTileKv * kD);
   const uint64_t desc_q0 = WgDescK<kD>(smem + L::kQ);
-  float acc[64], w[kNQ][kH / 4];
+  // D <= 64: the head sum on the tensor cores (HeadSumMma; at D = 128 the kernel is tensor-bound and keeps the
+  // CUDA-core sum), with this WG's head-weight matrix rewritten per unit; lane t of each quad then holds token t's
+  // sums, and its [ks, ke) is read once per unit.
+  constexpr bool kHeadMma = L::kHeadMma;
+  const uint32_t head_w_u32 = smem_u32 + L::kHeadW + warpgroup * 128 * 16;
+  const uint64_t desc_w0 = HeadWeightDesc(head_w_u32);
+  float acc[64], w[kNQ][kH / 4];  // (unused with kHeadMma)
   int q_it = 0;
   uint32_t kv_it = 0;  // unsigned: stage and phase by mask and shift
   for (int unit = blockIdx.x; unit < num_units; unit += gridDim.x) {
@@ -550,8 +624,17 @@ __global__ void __launch_bounds__(kRgThreads, 1)
                          kRgMathWgs * 128);
       cutlass::arch::NamedBarrier::sync(kRgMathWgs * 128, 1);
       desc_q = WgDescK<kD>(smem + L::kQDec);
-    } else {
+    } else if constexpr (!kHeadMma) {
       HeadWeights<kH, kNQ>(s_w + qs * 128, lane, w);  // held for the unit (FP4: read per block, see below)
+    }
+    int my_ks = 0, my_ke = 0;  // kHeadMma: the range of this lane's token (t < kNQ)
+    if constexpr (kHeadMma) {
+      // every warp of this WG is past its head-sum WGMMAs of the previous unit (named barriers 2 + WG)
+      cutlass::arch::NamedBarrier::sync(128, 2 + warpgroup);
+      HeadWeightMatrix<kH, 128, 128>(kFp4 ? q_weight : s_w + qs * 128, head_w_u32, threadIdx.x % 128);
+      asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // generic-proxy writes -> WGMMA reads
+      cutlass::arch::NamedBarrier::sync(128, 2 + warpgroup);
+      if (t < kNQ) my_ks = LdsS32(range_u32 + 4 * t), my_ke = LdsS32(range_u32 + 16 + 4 * t);
     }
     for (int c = 0; c < work.count; ++c) {
       const int kv0 = work.start + (work.part + c * splits) * kRgBlockKv;
@@ -600,16 +683,26 @@ __global__ void __launch_bounds__(kRgThreads, 1)
         if (lane == 0) MbarArrive(kv_empty_u32 + 8 * s);
       }
 
-      // FP4: the weights are read here, not held: the A fragments leave no registers for them
-      if constexpr (kFp4) HeadWeights<kH, kNQ>(q_weight, lane, w);
-      float vals[(2 * kNQ + 3) / 4];
-      TokenLogits<kH, kNQ>(acc, w, sc0, sc1, t, vals);
-      StoreLaneValues<2 * kNQ>(vals, t, [&](int i, int h, float v) {
-        const int q = work.q_block * kNQ + i;
-        if (q < p.num_q)
-          StoreRangedLogit(p, int64_t(q) * p.out_cols, kv0 + row + 8 * h, LdsS32(range_u32 + 4 * i),
-                           LdsS32(range_u32 + 16 + 4 * i), v);
-      });
+      if constexpr (kHeadMma) {
+        float d[4];
+        HeadSumMma(acc, desc_w0, d, std::make_index_sequence<8>{});
+        const int q = work.q_block * kNQ + t;
+        if (t < kNQ && q < p.num_q) {
+          StoreRangedLogit(p, int64_t(q) * p.out_cols, kv0 + row, my_ks, my_ke, d[0] * sc0);
+          StoreRangedLogit(p, int64_t(q) * p.out_cols, kv0 + row + 8, my_ks, my_ke, d[2] * sc1);
+        }
+      } else {
+        // FP4: the weights are read here, not held: the A fragments leave no registers for them
+        if constexpr (kFp4) HeadWeights<kH, kNQ>(q_weight, lane, w);
+        float vals[(2 * kNQ + 3) / 4];
+        TokenLogits<kH, kNQ>(acc, w, sc0, sc1, t, vals);
+        StoreLaneValues<2 * kNQ>(vals, t, [&](int i, int h, float v) {
+          const int q = work.q_block * kNQ + i;
+          if (q < p.num_q)
+            StoreRangedLogit(p, int64_t(q) * p.out_cols, kv0 + row + 8 * h, LdsS32(range_u32 + 4 * i),
+                             LdsS32(range_u32 + 16 + 4 * i), v);
+        });
+      }
     }
     __syncwarp();
     if (lane == 0) q_empty[qs].arrive();
