@@ -3,7 +3,7 @@
 # a copy of the tree and built with the project's own CMake (the same flags, ptxas --warn-on-spills), then its
 # ptxas warnings and spill lines are reported. Run it after main's ffi/ changed and before a device call, so that a
 # stale patch costs CPU minutes here instead of a build on the GPU machine. ~2-4 min per variant on 2 cores.
-#   PY=.venv/bin/python bash scripts/check_variants.sh base fp4-producer-decode k-grouped-two-sets
+#   PY=.venv/bin/python bash scripts/check_variants.sh base paged-head-mma k-grouped-two-sets
 # `base` builds the tree as it is: main's own warnings (if any) are then told apart from a variant's.
 # PY: a Python 3.12 with jax, nanobind, nvidia-cutlass and cmake >= 3.26 installed (pip); CMAKE: that cmake (default:
 # the one next to PY, else the one on PATH).

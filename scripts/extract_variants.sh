@@ -3,7 +3,7 @@
 # outlives the checkout it was written in) as variants/NAME/ffi/..., the folders scripts/ab_fp8_kernel.sh takes.
 # Run here, before a device call: untracked files travel with the working tree (delete variants/ afterwards; it is
 # not committed). A patch that no longer applies to the tree is refused: refresh it from its branch first.
-#   bash scripts/extract_variants.sh fp4-producer-decode k-grouped-two-sets
+#   bash scripts/extract_variants.sh paged-head-mma k-grouped-two-sets
 # Save a variant written on a branch:  git diff main wip/NAME -- ffi > benchmarks/variants/NAME.patch
 set -euo pipefail
 cd "$(dirname "$0")/.."
