@@ -25,10 +25,10 @@ def main(log: ProbeLog, filters, everything: bool) -> None:
     cases = [(bench_paged, key, fp4) for key in paged for fp4 in (False, True)]
     cases += [(bench_ranged, key, fp4) for key in ranged for fp4 in ((False, True) if everything else (False,))]
     for bench, key, fp4 in cases:
-        if not case_selected(key, filters):
+        name = f"{'fp4' if fp4 else 'fp8'} {'paged' if bench is bench_paged else 'ranged'} {'x'.join(map(str, key))}"
+        if not case_selected(name, filters):  # the line's name: --filter 'fp4 paged' selects by kind too
             continue
         r = bench(key, fp4=fp4, reps=1, target_ms=0.5, baselines=False)
-        name = f"{'fp4' if fp4 else 'fp8'} {r['case']} {'x'.join(str(v) for v in key)}"
         us = r["ours_kernel_us"]
         log.add(name, us, f"{r['bytes'] / us / 1e3:6.0f} GB/s")
 
