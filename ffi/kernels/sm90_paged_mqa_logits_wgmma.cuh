@@ -72,6 +72,11 @@ constexpr int kPgQStages = 2;
 constexpr int kPgKvStages = 4;                   // per math WG
 constexpr int kPgMathRegs = 112;                 // 512 x 112 + 128 x 32 = 640 x 96, the launch allocation
 constexpr int kPgProducerRegs = 32;
+// The relu x weight head sum on the tensor cores (HeadSumMma) in the FP8 instances too. The FP4 ones always use it:
+// their math warps also decode, and the CUDA-core sum was two thirds of a tile's instructions (H200, session 24:
+// FP4 B 256 n 1 H 64 96.0 -> 85.3 us, B 4096 n 2 1758 -> 1520 us). Off for FP8: there it cost 77.6 -> 83.5 us at
+// B 256 (the head-sum WGMMA's round trip lengthens each tile) and gained 3.5 % at B 4096.
+constexpr bool kPgHeadMmaFp8 = false;
 
 template <int kD, int kH, bool kFp4>
 struct PagedWgSmem {
@@ -92,7 +97,10 @@ struct PagedWgSmem {
   static constexpr int kQDec = kFp4 ? (kQsf + kPgQStages * kQRows * 4 + 1023) / 1024 * 1024 : kQsf;  // [kQRows][kD]
   static constexpr int kQWeight = kQDec + (kFp4 ? kQRows * kD : 0);        // [kQRows] f32
   static constexpr int kLut = kQWeight + (kFp4 ? kQRows * 4 : 0);          // [22] uint2
-  static constexpr int kBar = kLut + (kFp4 ? kE2m1LutSize * 8 : 0);
+  // Per math WG: the atom's head weights as the B operand of the head-sum WGMMAs (HeadWeightMatrix)
+  static constexpr bool kHeadMma = kFp4 || kPgHeadMmaFp8;
+  static constexpr int kHeadW = (kLut + (kFp4 ? kE2m1LutSize * 8 : 0) + 127) / 128 * 128;  // [WGs][kQRows * 16 B]
+  static constexpr int kBar = kHeadW + (kHeadMma ? kPgMathWgs * kQRows * 16 : 0);
   // q_full[2], q_empty[2], kv_full[WGs][stages], kv_empty[WGs][stages]
   static constexpr int kBytes = kBar + (2 * kPgQStages + 2 * kPgMathWgs * kPgKvStages) * 8 + 1024;
   static_assert(kKv % 128 == 0 && kTileBytes % 128 == 0 && kW % 128 == 0 && kScale % 128 == 0 &&
@@ -116,13 +124,19 @@ __device__ __forceinline__ int PagedBlock(const Params& p, int b, int t, int blo
 struct PagedUnitCursor {
   int atom, split, counter, end_atom, end_split, mine, total_atoms;
   int b, j0, count, ctx;
+  // Splits of the current atom below fast_end are all units of this CTA (one CTA per schedule row): Next's fast
+  // path, an increment and one compare per tile instead of Settle's tests (~20 instructions per warp per tile).
+  int fast_end;
 
   __device__ __forceinline__ void LoadAtom(const Params& p) {
+    fast_end = 0;
     if (atom >= total_atoms) return;
     b = p.num_atoms == 2 ? atom >> 1 : atom;
     j0 = p.num_atoms == 2 ? (atom & 1) * p.atom_size : 0;
     count = min(p.atom_size, p.next_n - j0);
     ctx = PagedCtxLast(p, b);
+    if (p.ctas_per_row == 1 && atom <= end_atom)
+      fast_end = min((ctx + kSplitKv - 1) / kSplitKv, atom == end_atom ? end_split : INT32_MAX);
   }
   // The first existing unit at or after (atom, split); false past the range.
   __device__ __forceinline__ bool Settle(const Params& p) {
@@ -142,7 +156,7 @@ struct PagedUnitCursor {
   }
   __device__ __forceinline__ bool Next(const Params& p) {
     ++split, ++counter;
-    return SettleMine(p);
+    return split < fast_end || SettleMine(p);
   }
 };
 
@@ -156,7 +170,7 @@ __device__ __forceinline__ PagedUnitCursor FirstPagedUnit(const Params& p, bool&
   c.end_atom = min(max(__ldg(p.meta + 2 * row + 2), 0), c.total_atoms);
   c.end_split = max(__ldg(p.meta + 2 * row + 3), 0);
   c.counter = 0;
-  c.b = c.j0 = c.count = c.ctx = 0;
+  c.b = c.j0 = c.count = c.ctx = c.fast_end = 0;
   c.LoadAtom(p);
   have = c.SettleMine(p);
   return c;
@@ -172,8 +186,10 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   using L = PagedWgSmem<kD, kH, kFp4>;
   using Op = typename PagedWgmmaOp<kNC>::Ss;
   using RsOp = typename PagedWgmmaOp<kNC>::Rs;
-  // FP4 with 128 columns: the weights are read per tile, not held (the A fragments leave no registers)
-  constexpr bool kWeightsPerTile = kFp4 && kNC == 128;
+  constexpr bool kHeadMma = L::kHeadMma;
+  // FP4 with 128 columns and the CUDA-core head sum: the weights are read per tile, not held (the A fragments leave
+  // no registers)
+  constexpr bool kWeightsPerTile = kFp4 && kNC == 128 && !kHeadMma;
   constexpr int kAcc = kNC / 2;
   constexpr int kTokPerChunk = kNC / kH;
   static_assert(kNC % kH == 0 && kNC <= L::kQRows, "tile columns hold whole tokens");
@@ -310,7 +326,10 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   const uint32_t scale_ring_u32 = cute::cast_smem_ptr_to_uint(scale_ring);
   const uint32_t lut_u32 = cute::cast_smem_ptr_to_uint(lut);
   const uint64_t desc_q0 = WgDescK<kD>(smem + (kFp4 ? L::kQDec : L::kQ));
-  float acc[kAcc], w[kTokPerChunk][kH / 4];
+  // kHeadMma: this WG's head-weight matrix (the B operand of the head-sum WGMMAs), rewritten at each atom switch
+  const uint32_t head_w_u32 = cute::cast_smem_ptr_to_uint(smem + L::kHeadW) + warpgroup * L::kQRows * 16;
+  const uint64_t desc_w0 = HeadWeightDesc(head_w_u32);
+  float acc[kAcc], w[kTokPerChunk][kH / 4];  // (w: unused with kHeadMma)
   int loaded_atom = -1, loaded_chunk = -1, q_it = 0, qs = 0;
   uint32_t kv_it = 0;  // unsigned: stage and phase by mask and shift
   int ctx_tok[2] = {0, 0};  // context length of each token of the atom
@@ -338,6 +357,15 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       cutlass::arch::NamedBarrier::sync(kPgMathWgs * 128, 1);
     }
   };
+  // The new atom's head weights: held in registers, or (kHeadMma) written as this WG's head-weight matrix once every
+  // warp of the WG is past its head-sum WGMMAs of the previous atom (named barriers 2 + WG; 1 is the 4-WG barrier of
+  // the FP4 query decode).
+  auto build_head_weights = [&]() {
+    cutlass::arch::NamedBarrier::sync(128, 2 + warpgroup);
+    HeadWeightMatrix<kH, kNC, L::kQRows>(kFp4 ? q_weight : s_w + qs * L::kQRows, head_w_u32, threadIdx.x % 128);
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // generic-proxy writes -> WGMMA reads
+    cutlass::arch::NamedBarrier::sync(128, 2 + warpgroup);
+  };
   auto load_ctx_tok = [&](int (&out)[2], const PagedUnitCursor& u) {
 #pragma unroll
     for (int i = 0; i < 2; ++i)
@@ -360,7 +388,23 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   };
   // The logits of column chunk c of a tile (first row t0) of batch row b, tokens j0.. (count), from the
   // accumulators; -inf past each token's context length when cleaning.
+  // kHeadMma: lane t of each quad holds token c * kTokPerChunk + t's head sums of rows r0 and r0 + 8.
   auto store_tile = [&](int c, int b, int j0, int count, int t0, const int (&ctx_of)[2], float sc0, float sc1) {
+    if constexpr (kHeadMma) {
+      float d[4];
+      HeadSumMma(acc, desc_w0 + uint64_t(c * kNC), d, std::make_index_sequence<kNC / 16>{});
+      const int jt = c * kTokPerChunk + t4;  // token of the atom
+      if (t4 >= kTokPerChunk || jt >= count) return;
+      const int ctx_j = jt == 0 ? ctx_of[0] : ctx_of[1];
+      const int64_t row = int64_t(b * p.next_n + j0 + jt) * p.out_cols;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int t = t0 + r0 + 8 * h;
+        const float v = h == 0 ? d[0] * sc0 : d[2] * sc1;
+        if (t < p.out_cols) StoreLogit(p, row + t, (p.clean && t >= ctx_j) ? -INFINITY : v);
+      }
+      return;
+    }
     float vals[(2 * kTokPerChunk + 3) / 4];
     TokenLogits<kH, kTokPerChunk>(acc, w, sc0, sc1, t4, vals);
     StoreLaneValues<2 * kTokPerChunk>(vals, t4, [&](int tok, int h, float v) {
@@ -413,7 +457,11 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     };
     auto switch_atoms = [&](int switches) {
       for (int k = 0; k < switches; ++k) next_q_stage();
-      if (switches > 0) HeadWeights<kH, kTokPerChunk>(q_weight, lane, w);
+      if (switches == 0) return;
+      if constexpr (kHeadMma)
+        build_head_weights();
+      else
+        HeadWeights<kH, kTokPerChunk>(q_weight, lane, w);
     };
     // One tile: WGMMAs on `frag` (this tile), the next tile decoded into `next` meanwhile, logits.
     auto step = [&](uint32_t (&frag)[kD / 32][4], Tile& tile, uint32_t (&next)[kD / 32][4], Tile& next_tile) {
@@ -453,6 +501,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       if (cur.atom != loaded_atom) {
         load_ctx_tok(ctx_tok, cur);  // in flight during the stage wait
         next_q_stage();
+        if constexpr (kHeadMma) build_head_weights();
         loaded_atom = cur.atom, loaded_chunk = -1;
       }
       const int t0 = cur.split * kSplitKv + warpgroup * kTileKv;
@@ -468,14 +517,15 @@ __global__ void __launch_bounds__(kPgThreads, 1)
         ++kv_it;
         MbarWait(full_u32 + 8 * s, phase);
         // rows past the context read other blocks' data: scale 0, as the mma.sync kernel's zero-filled rows
-        sc0 = t0 + r0 < ctx ? scale_ring[s * L::kScaleSlot + scale_slot(r0)] : 0.f;
-        sc1 = t0 + r0 + 8 < ctx ? scale_ring[s * L::kScaleSlot + scale_slot(r0 + 8)] : 0.f;
+        const uint32_t sf = scale_ring_u32 + 4 * (s * L::kScaleSlot);  // LDS (through a generic pointer: LD)
+        sc0 = t0 + r0 < ctx ? LdsF32(sf + 4 * scale_slot(r0)) : 0.f;
+        sc1 = t0 + r0 + 8 < ctx ? LdsF32(sf + 4 * scale_slot(r0 + 8)) : 0.f;
       }
       const uint64_t desc_a = desc_kv0 + uint64_t((s * L::kTileBytes) >> 4);
       const uint64_t desc_b = desc_q0 + uint64_t(((kFp4 ? 0 : qs * L::kQBytes)) >> 4);
       const int chunks = (count * kH + kNC - 1) / kNC;
       for (int c = 0; c < chunks; ++c) {
-        if (!kWeightsPerTile && c != loaded_chunk) {  // once per atom, unless the atom has two column chunks
+        if (!kHeadMma && !kWeightsPerTile && c != loaded_chunk) {  // once per atom, unless the atom has two column chunks
           HeadWeights<kH, kTokPerChunk>((kFp4 ? q_weight : s_w + qs * L::kQRows) + c * kNC, lane, w);
           loaded_chunk = c;
         }
