@@ -326,6 +326,8 @@ def test_paged_bad_inputs():
         call(schedule_meta=meta[:1])
     with pytest.raises(ValueError, match="capacity"):
         call(block_table=bt[:, :1], max_context_len=max_ctx)
+    with pytest.raises(ValueError, match="block_table too large"):  # (row, split) ordinals past int32
+        jax.eval_shape(lambda t: call(block_table=t), jax.ShapeDtypeStruct((2, 2**33), jnp.int32))
     with pytest.raises(ValueError, match="next_n"):
         dg.get_paged_mqa_logits_metadata(np.zeros((2, 7), np.int32), 64, 4)
 
