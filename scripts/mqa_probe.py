@@ -26,7 +26,7 @@ def main(log: ProbeLog, filters, everything: bool) -> None:
     cases += [(bench_ranged, key, fp4) for key in ranged for fp4 in ((False, True) if everything else (False,))]
     for bench, key, fp4 in cases:
         name = f"{'fp4' if fp4 else 'fp8'} {'paged' if bench is bench_paged else 'ranged'} {'x'.join(map(str, key))}"
-        if not case_selected(name, filters):  # the line's name: --filter 'fp4 paged' selects by kind too
+        if not case_selected(name, filters):  # the line's name: --filter fp4.paged selects by kind too
             continue
         r = bench(key, fp4=fp4, reps=1, target_ms=0.5, baselines=False)
         us = r["ours_kernel_us"]
