@@ -380,9 +380,11 @@ def _check_paged_common(op, b, next_n, h, d, row_bytes, kv_cache, weights, conte
         raise ValueError(f"{op}: block_table must have shape (B = {b}, max_blocks), got {bt_shape}")
     bt, bt_host = _as_int32(op, "block_table", block_table, bt_shape)
     max_blocks = bt_shape[1]
-    if b * -(-max_blocks * block_kv // SPLIT_KV) >= 2**31:  # the kernels number (row, split) units in int32
+    # The kernels key (row, split) units by int32 ordinals, each row's splits padded to a multiple of 32.
+    if b * ((-(-max_blocks * block_kv // SPLIT_KV) + 31) // 32 * 32) >= 2**31:
         raise ValueError(f"{op}: block_table too large: B = {b} rows of max_blocks * block_kv = "
-                         f"{max_blocks * block_kv} tokens exceed 2^31 {SPLIT_KV}-token splits in all")
+                         f"{max_blocks * block_kv} tokens exceed 2^31 {SPLIT_KV}-token splits in all "
+                         f"(each row's splits counted to a multiple of 32)")
     if lens_host is not None and lens_host.size:
         if lens_host.min() < 0:
             raise ValueError(f"{op}: context_lens must be >= 0")

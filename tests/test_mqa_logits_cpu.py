@@ -328,6 +328,9 @@ def test_paged_bad_inputs():
         call(block_table=bt[:, :1], max_context_len=max_ctx)
     with pytest.raises(ValueError, match="block_table too large"):  # (row, split) ordinals past int32
         jax.eval_shape(lambda t: call(block_table=t), jax.ShapeDtypeStruct((2, 2**33), jnp.int32))
+    # 2 rows of 2^30 - 1 splits fit int32 but not once each row is padded to a multiple of 32 splits
+    with pytest.raises(ValueError, match="block_table too large"):
+        jax.eval_shape(lambda t: call(block_table=t), jax.ShapeDtypeStruct((2, 4 * (2**30 - 1)), jnp.int32))
     with pytest.raises(ValueError, match="next_n"):
         dg.get_paged_mqa_logits_metadata(np.zeros((2, 7), np.int32), 64, 4)
 

@@ -237,12 +237,36 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     const uint32_t empty_u32 = cute::cast_smem_ptr_to_uint(kv_empty + wg * kPgKvStages);
     int q_atom = -1, q_it = 0;
     uint32_t kv_it = 0;  // unsigned: stage and phase by mask and shift
-    // Block-table lookups one tile ahead: lane i holds the physical block of the tile's box i.
     bool have;
     PagedUnitCursor cur = FirstPagedUnit(p, have);
-    auto tile_block = [&](bool valid) {
-      if (!valid || lane >= kTileKv / box_rows) return 0;
-      return PagedBlock(p, cur.b, cur.split * kSplitKv + wg * kTileKv + lane * box_rows, block_shift);
+    // Block-table lookups by windows of this warp's tiles: one warp-wide load serves 32 / n_boxes consecutive
+    // splits of a batch row (lane j: box j % n_boxes of the tile at split s0 + j / n_boxes), so a lookup's latency
+    // is exposed once per window (32 tiles at block_kv 64) instead of once per tile. Looked up one tile ahead, each
+    // tile's lookup set this warp's pace: ~1 us per tile per warp, FP8 and FP4 alike, whatever the bytes. The
+    // producer warps have 32 registers, so the window is one register of blocks and one of position. Windows are
+    // aligned (s0 a multiple of their width) and keyed by the ordinal b * padded_splits + s0, the row's splits
+    // padded to a multiple of the width, so a window never spans two rows (the next row's first splits are
+    // never served blocks looked up for this one) and keys are unique below 2^31 (checked by the Python side).
+    // Lanes past a short row's context look up clamped blocks that no tile uses.
+    constexpr int kTileShift = 6;
+    static_assert(1 << kTileShift == kTileKv);
+    uint32_t win_o = 0x80000000u;  // no window yet: unreachable by any key < 2^31
+    int win_blk = 0;
+    // The lane holding box 0 of the tile at (b, split) in win_blk (warp-uniform arguments).
+    auto window_lane = [&](int b, int split) {
+      const int nb_shift = kTileShift - box_shift;  // log2(n_boxes)
+      const int width_mask = (32 >> nb_shift) - 1;  // window width: 32 / n_boxes splits, a power of two
+      const int padded_splits = (((p.max_blocks << block_shift) + kSplitKv - 1) / kSplitKv + width_mask) & ~width_mask;
+      const int s0 = split & ~width_mask;
+      const uint32_t key = uint32_t(b * padded_splits + s0);
+      if (key != win_o) {
+        win_o = key;
+        int l;  // the lane, re-read here: held from before the loop, its mix with wg was spilled
+        asm volatile("mov.u32 %0, %%laneid;" : "=r"(l));
+        const int t = (s0 + (l >> nb_shift)) * kSplitKv + wg * kTileKv + ((l << box_shift) & (kTileKv - 1));
+        win_blk = PagedBlock(p, b, t, block_shift);
+      }
+      return (split & width_mask) << nb_shift;
     };
     // The block-table lookups run one tile ahead, so a lookup that misses L2 (each entry is read once)
     // stalls this warp's loads: pull the first batch row's table into L2 now, and each next row's
@@ -254,7 +278,6 @@ __global__ void __launch_bounds__(kPgThreads, 1)
         asm volatile("prefetch.global.L2 [%0];" ::"l"(row + min(32 * i, p.max_blocks - 1)));
     };
     if (have) prefetch_table_row(cur.b);
-    int blk = tile_block(have);
     while (have) {
       const int t0 = cur.split * kSplitKv + wg * kTileKv;
       const bool has_tile = t0 < cur.ctx;
@@ -277,14 +300,12 @@ __global__ void __launch_bounds__(kPgThreads, 1)
             cute::SM90_TMA_LOAD_2D::copy(&tma_qsf, mbar, kEvictNormal, smem + L::kQsf + s * L::kQRows * 4, 0, tok0);
         }
       }
-      const int cur_blk = blk;
+      const int blk_lane = has_tile ? window_lane(cur.b, cur.split) : 0;
       const int cur_t0 = t0;
       have = cur.Next(p);
-      blk = tile_block(have);  // next tile's lookups fly while this one waits for its stage
       if (has_tile) {
         const int s = int(kv_it % kPgKvStages), phase = int(kv_it / kPgKvStages) & 1;
         ++kv_it;
-        const int n_boxes = kTileKv / box_rows;
         uint8_t* dst = smem + L::kKv + (wg * kPgKvStages + s) * L::kTileBytes;
         float* dst_scale = reinterpret_cast<float*>(smem + L::kScale) + (wg * kPgKvStages + s) * L::kScaleSlot;
         auto* mbar = reinterpret_cast<uint64_t*>(&full[s]);
@@ -292,16 +313,14 @@ __global__ void __launch_bounds__(kPgThreads, 1)
           MbarWait(empty_u32 + 8 * s, phase ^ 1);
           MbarArriveExpectTx(full_u32 + 8 * s, kTileKv * (L::kRowBytes + 4));
         }
-#pragma unroll
-        for (int i = 0; i < kTileKv / 16; ++i) {
-          const int block = __shfl_sync(0xffffffffu, cur_blk, i);
-          if (lane == 0 && i < n_boxes) {
-            const int in_block = (cur_t0 + i * box_rows) & (p.block_kv - 1);  // block_kv: a power of two
-            cute::SM90_TMA_LOAD_3D::copy(&tma_kv, mbar, kEvictFirst, dst + i * box_rows * L::kRowBytes, 0, in_block,
-                                         block);
-            cute::SM90_TMA_LOAD_2D::copy(&tma_scale, mbar, kEvictFirst, dst_scale + i * scale_stride, in_block,
-                                         block);
-          }
+        __syncwarp();
+        // The lanes holding the tile's blocks issue its boxes' loads themselves (no shuffles to lane 0).
+        const int i = lane - blk_lane;  // this lane's box of the tile
+        if ((unsigned(i) << box_shift) < unsigned(kTileKv)) {  // i < n_boxes (no register held for n_boxes)
+          const int in_block = (cur_t0 + i * box_rows) & (p.block_kv - 1);  // block_kv: a power of two
+          cute::SM90_TMA_LOAD_3D::copy(&tma_kv, mbar, kEvictFirst, dst + i * box_rows * L::kRowBytes, 0, in_block,
+                                       win_blk);
+          cute::SM90_TMA_LOAD_2D::copy(&tma_scale, mbar, kEvictFirst, dst_scale + i * scale_stride, in_block, win_blk);
         }
       }
     }
