@@ -268,8 +268,8 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       }
       return (split & width_mask) << nb_shift;
     };
-    // The block-table lookups run one tile ahead, so a lookup that misses L2 (each entry is read once)
-    // stalls this warp's loads: pull the first batch row's table into L2 now, and each next row's
+    // A window's lookup stalls this warp's loads until it returns, and one that misses L2 (each entry is
+    // read once) stalls them longest: pull the first batch row's table into L2 now, and each next row's
     // when a row starts (a lane per 128 bytes, addresses inside the row).
     auto prefetch_table_row = [&](int r) {
       if (r >= p.batch) return;
