@@ -241,8 +241,8 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     PagedUnitCursor cur = FirstPagedUnit(p, have);
     // Block-table lookups by windows of this warp's tiles: one warp-wide load serves 32 / n_boxes consecutive
     // splits of a batch row (lane j: box j % n_boxes of the tile at split s0 + j / n_boxes), so a lookup's latency
-    // is exposed once per window (32 tiles at block_kv 64) instead of once per tile. Looked up one tile ahead, each
-    // tile's lookup set this warp's pace: ~1 us per tile per warp, FP8 and FP4 alike, whatever the bytes. The
+    // is exposed once per window (32 tiles at block_kv 64) instead of once per tile. The per-tile lookup it replaced
+    // (one tile ahead) set this warp's pace: ~1 us per tile per warp, FP8 and FP4 alike, whatever the bytes. The
     // producer warps have 32 registers, so the window is one register of blocks and one of position. Windows are
     // aligned (s0 a multiple of their width) and keyed by the ordinal b * padded_splits + s0, the row's splits
     // padded to a multiple of the width, so a window never spans two rows (the next row's first splits are
