@@ -22,10 +22,7 @@ def main(path: str, top: int) -> None:
     address = next((i for n, i in col.items() if n == "Address"), None)
 
     def value(r):
-        try:
-            return float(r[samples].replace(",", ""))
-        except (ValueError, IndexError):
-            return 0.0
+        return _number(r, samples)
 
     total = sum(value(r) for r in body) or 1.0
     print(f"{len(body)} SASS lines, {total:.0f} stall samples; top {top}:")
@@ -43,6 +40,30 @@ def main(path: str, top: int) -> None:
         by_op[op.split(".")[0]] = by_op.get(op.split(".")[0], 0.0) + value(r)
     print("by opcode:", ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in
                                   sorted(by_op.items(), key=lambda kv: -kv[1])[:14]))
+    # Why the warps wait, summed over the kernel (the stall_* columns), and what they execute: the executed
+    # instruction mix says which pipe a kernel fills (LOP3 / PRMT / SHF: ALU; IMAD, FMUL: FMA).
+    reasons = [(n, i) for n, i in col.items() if n.startswith("stall_") and "Not Issued" not in n]
+    totals = {n: sum(_number(r, i) for r in body) for n, i in reasons}
+    all_stalls = sum(totals.values()) or 1.0
+    print("by reason:", ", ".join(f"{n[6:]} {100 * v / all_stalls:.1f}%" for n, v in
+                                  sorted(totals.items(), key=lambda kv: -kv[1])[:10]))
+    executed = col.get("Instructions Executed")
+    if executed is not None:
+        mix: dict[str, float] = {}
+        for r in body:
+            text = (r[source] if source is not None else "").strip().split()
+            op = text[1] if text and text[0].startswith("@") and len(text) > 1 else (text[0] if text else "?")
+            mix[op.split(".")[0]] = mix.get(op.split(".")[0], 0.0) + _number(r, executed)
+        count = sum(mix.values()) or 1.0
+        print(f"executed: {count:.0f} warp instructions;", ", ".join(
+            f"{k} {100 * v / count:.1f}%" for k, v in sorted(mix.items(), key=lambda kv: -kv[1])[:16]))
+
+
+def _number(row: list[str], index: int) -> float:
+    try:
+        return float(row[index].replace(",", ""))
+    except (ValueError, IndexError):
+        return 0.0
 
 
 if __name__ == "__main__":
