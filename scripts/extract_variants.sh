@@ -3,22 +3,30 @@
 # outlives the checkout it was written in) as variants/NAME/ffi/..., the folders scripts/ab_fp8_kernel.sh takes.
 # Run here, before a device call: untracked files travel with the working tree (delete variants/ afterwards; it is
 # not committed). A patch that no longer applies to the tree is refused: refresh it from its branch first.
-#   bash scripts/extract_variants.sh paged-head-mma k-grouped-two-sets
+#   bash scripts/extract_variants.sh paged-head-mma k-grouped-two-sets fp4-quad-exponent+paged-fp4-store-hoist
 # Save a variant written on a branch:  git diff main wip/NAME -- ffi > benchmarks/variants/NAME.patch
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for name in "$@"; do
-  patch=$PWD/benchmarks/variants/$name.patch
-  [[ -f $patch ]] || { echo "no $patch" >&2; exit 1; }
-  git apply --check "$patch" || { echo "$name.patch does not apply to this tree" >&2; exit 1; }
+  # NAME1+NAME2: the patches applied one after the other (an A/B of their combination), written as
+  # variants/NAME1_and_NAME2 (no '+' in the tags and file names the A/B script makes)
+  IFS=+ read -r -a parts <<< "$name"
+  name=${name//+/_and_}
+  patches=()
+  for part in "${parts[@]}"; do
+    patch=$PWD/benchmarks/variants/$part.patch
+    [[ -f $patch ]] || { echo "no $patch" >&2; exit 1; }
+    git apply --check "$patch" || { echo "$part.patch does not apply to this tree" >&2; exit 1; }
+    patches+=("$patch")
+  done
   rm -rf "variants/$name"
   tmp=$(mktemp -d)
-  files=$(git apply --numstat "$patch" | cut -f3)
+  files=$(for patch in "${patches[@]}"; do git apply --numstat "$patch" | cut -f3; done | sort -u)
   for f in $files; do
     mkdir -p "$tmp/$(dirname "$f")"
     [[ ! -f $f ]] || cp "$f" "$tmp/$f"
   done
-  (cd "$tmp" && git apply "$patch")
+  for patch in "${patches[@]}"; do (cd "$tmp" && git apply "$patch"); done
   for f in $files; do
     mkdir -p "variants/$name/$(dirname "$f")"
     cp "$tmp/$f" "variants/$name/$f"
