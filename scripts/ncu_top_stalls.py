@@ -30,16 +30,20 @@ def main(path: str, top: int) -> None:
         where = r[address] if address is not None else "?"
         text = r[source] if source is not None else ""
         print(f"{100 * value(r) / total:5.1f}%  {where:>6}  {text[:110]}")
+    def opcode(r) -> str:  # "@!P0 BRA.U ..." -> "BRA"
+        words = (r[source] if source is not None else "").split()
+        if words and words[0].startswith("@"):
+            words = words[1:]
+        return words[0].split(".")[0] if words else "?"
+
+    def by_opcode(metric) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        for r in body:
+            sums[opcode(r)] = sums.get(opcode(r), 0.0) + metric(r)
+        return dict(sorted(sums.items(), key=lambda kv: -kv[1]))
+
     # Per opcode class: where the math warps wait (barrier tries, WGMMA waits, FFMA promotion, ...).
-    by_op: dict[str, float] = {}
-    for r in body:
-        text = (r[source] if source is not None else "").strip()
-        op = text.split()[0] if text else "?"
-        if op.startswith("@"):
-            op = text.split()[1] if len(text.split()) > 1 else op
-        by_op[op.split(".")[0]] = by_op.get(op.split(".")[0], 0.0) + value(r)
-    print("by opcode:", ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in
-                                  sorted(by_op.items(), key=lambda kv: -kv[1])[:14]))
+    print("by opcode:", ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in list(by_opcode(value).items())[:14]))
     # Why the warps wait, summed over the kernel (the stall_* columns), and what they execute: the executed
     # instruction mix says which pipe a kernel fills (LOP3 / PRMT / SHF: ALU; IMAD, FMUL: FMA).
     reasons = [(n, i) for n, i in col.items() if n.startswith("stall_") and "Not Issued" not in n]
@@ -49,14 +53,10 @@ def main(path: str, top: int) -> None:
                                   sorted(totals.items(), key=lambda kv: -kv[1])[:10]))
     executed = col.get("Instructions Executed")
     if executed is not None:
-        mix: dict[str, float] = {}
-        for r in body:
-            text = (r[source] if source is not None else "").strip().split()
-            op = text[1] if text and text[0].startswith("@") and len(text) > 1 else (text[0] if text else "?")
-            mix[op.split(".")[0]] = mix.get(op.split(".")[0], 0.0) + _number(r, executed)
+        mix = by_opcode(lambda r: _number(r, executed))
         count = sum(mix.values()) or 1.0
-        print(f"executed: {count:.0f} warp instructions;", ", ".join(
-            f"{k} {100 * v / count:.1f}%" for k, v in sorted(mix.items(), key=lambda kv: -kv[1])[:16]))
+        print(f"executed: {count:.0f} warp instructions;",
+              ", ".join(f"{k} {100 * v / count:.1f}%" for k, v in list(mix.items())[:16]))
 
 
 def _number(row: list[str], index: int) -> float:
