@@ -48,11 +48,12 @@ ffi::Error KGroupedFp8GemmNtContiguous(cudaStream_t stream, int32_t device, ffi:
   if (groups == 0 || m == 0 || n == 0 || k == 0) return ffi::Error::Success();  // Python handles these
   int sms = 0;
   JDG_RETURN_IF_ERROR(UsableSm90Sms(kOp, device, num_sms, sms));
-  // decide: the tile for one group's GEMM at the mean K (MN-major A scales: 128-row tiles stage them by TMA);
-  // the grid covers every group's tiles.
+  // decide: the tile for the groups' GEMMs at their mean K, waves counted over every group's tiles (MN-major A
+  // scales: 128-row tiles stage them by TMA); the grid covers every group's tiles.
   const int mean_k = int(std::max<int64_t>(128, k / groups));
   Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), mean_k, BScale::kPerChannel, sms, block_m, block_n,
-                                        cluster_m, 0, 0, 0, sfa_mn_major != 0);
+                                        cluster_m, 0, 0, 0, sfa_mn_major != 0, /*force_split_k=*/1,
+                                        /*masked_groups=*/0, /*k_groups=*/int(groups));
   if (cfg.block_m == 0)
     return ffi::Error::InvalidArgument(
         "k_grouped_fp8_gemm_nt_contiguous: requested block_m/block_n/cluster_m is not compiled");

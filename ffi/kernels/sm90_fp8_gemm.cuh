@@ -86,6 +86,21 @@ __device__ __forceinline__ void PromoteGroup(float* fin, const float* acc, float
   fin[3] = fmaf(s1, acc[3], fin[3]);
 }
 
+// The 1D1D promotion of a 64-row slice: final += accumulator x (row scale x column scale), with the column scales
+// of the stage's [BLOCK_N] floats (float2 4 g + quad: the thread's columns 8 g + 2 quad and + 1 of group g).
+template <int kBlockN>
+__device__ __forceinline__ void PromotePerColumn(float* fin, const float* acc, float sa0, float sa1,
+                                                 const float2* sfb_stage, int quad) {
+#pragma unroll
+  for (int g = 0; g < kBlockN / 8; ++g) {
+    const float2 col = sfb_stage[4 * g + quad];
+    fin[4 * g + 0] = fmaf(sa0 * col.x, acc[4 * g + 0], fin[4 * g + 0]);
+    fin[4 * g + 1] = fmaf(sa0 * col.y, acc[4 * g + 1], fin[4 * g + 1]);
+    fin[4 * g + 2] = fmaf(sa1 * col.x, acc[4 * g + 2], fin[4 * g + 2]);
+    fin[4 * g + 3] = fmaf(sa1 * col.y, acc[4 * g + 3], fin[4 * g + 3]);
+  }
+}
+
 // Cluster-wide barrier of the split-K hand-over, split into its two halves. Not the `.aligned` forms: the producer
 // warpgroup's threads reach it on diverged paths.
 __device__ __forceinline__ void SplitKClusterArrive() { asm volatile("barrier.cluster.arrive.release;\n" ::: "memory"); }
@@ -234,11 +249,12 @@ struct Fp8GemmTraits {
   // tiles, session 17). As many sets as fit beside the promoted copy without spilling (ptxas): 4, or 3 for 64 x 64
   // at 208 registers. 128 x 128 tiles without split-K (the pairs) take two sets: two warpgroups in step finish their
   // WGMMAs together (they share the tensor cores, interleaved) and promote together, so one set left the tensor
-  // cores idle during every promotion (8-10 % faster at M = 4096, session 18). With split-K's code they spill.
+  // cores idle during every promotion (1D2D: 8-10 % faster at M = 4096, session 18). With split-K's code they spill.
+  // The 1D1D 128 x 128 tiles (K-grouped weight gradients) take two sets as well: their promotion, a row scale x
+  // column scale product per element plus the column scales' loads, is twice the 1D2D one.
   static constexpr int kKBatch = kNumWaves == 1 && kBScale == BScale::kBlock128 && kBlockN <= 64 && kScaleRows == 1
                                      ? (kBlockN <= 32 || kBlockM == 128 ? 4 : 3)
-                                 : kNumWaves == 1 && kBScale == BScale::kBlock128 && kBlockM == 128 && kBlockN == 128 &&
-                                         !kMaySplitK
+                                 : kNumWaves == 1 && kBlockM == 128 && kBlockN == 128 && !kMaySplitK
                                      ? 2
                                      : 1;
   // 256-row 1D2D tiles, whose two promoted copies leave no room for a second set, stagger their warpgroups instead:
@@ -528,7 +544,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
               if (++stage == num_stages) stage = 0, phase ^= 1;
             }(), ...);
           }(std::make_integer_sequence<int, kBatch>{});
-          // This batch's scales, read while its WGMMAs run.
+          // This batch's scales, read while its WGMMAs run (1D1D: the row scales; the column scales are read from
+          // each set's stage just before its promotion, 32 registers at a time).
           float s0[kBatch], s1[kBatch];
 #pragma unroll
           for (int j = 0; j < kBatch; ++j) {
@@ -539,7 +556,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
             } else {
               a0 = __ldg(sfa0 + (kb + j) * sfa_kb_step), a1 = __ldg(sfa1 + (kb + j) * sfa_kb_step);
             }
-            const float b = __ldg(sfb_rows[0] + kb + j);
+            const float b = kBScale == BScale::kBlock128 ? __ldg(sfb_rows[0] + kb + j) : 1.0f;
             s0[j] = a0 * b, s1[j] = a1 * b;
           }
           [&]<int... kJ>(std::integer_sequence<int, kJ...>) {
@@ -548,9 +565,17 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
               cute::warpgroup_wait<kBatch - 1 - kJ>();
 #pragma unroll
               for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(acc[i]);
-              ReleaseStage<Traits::kClusterSize>(empty[batch_stage[kJ]], lane);
+              if constexpr (kBScale == BScale::kBlock128) {
+                ReleaseStage<Traits::kClusterSize>(empty[batch_stage[kJ]], lane);
 #pragma unroll
-              for (int g = 0; g < kBlockN / 8; ++g) PromoteGroup(&final_acc[0][4 * g], &acc[4 * g], s0[kJ], s1[kJ]);
+                for (int g = 0; g < kBlockN / 8; ++g) PromoteGroup(&final_acc[0][4 * g], &acc[4 * g], s0[kJ], s1[kJ]);
+              } else {
+                PromotePerColumn<kBlockN>(
+                    final_acc[0], acc, s0[kJ], s1[kJ],
+                    reinterpret_cast<const float2*>(smem_sfb + batch_stage[kJ] * (Traits::kSmemSfb / 4)), quad);
+                __syncwarp();  // released after the column scales' loads, as in the one-set loop
+                ReleaseStageAfterLoads<Traits::kClusterSize>(empty[batch_stage[kJ]], lane);
+              }
             }(), ...);
           }(std::make_integer_sequence<int, kBatch>{});
         }
@@ -570,7 +595,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           kb = batched_k_loop();
           if (kb < num_k_blocks) {  // the remainder's first scales (those read into registers)
             if (!sfa_smem_128) sa[0][0] = __ldg(sfa0 + kb * sfa_kb_step), sa[0][1] = __ldg(sfa1 + kb * sfa_kb_step);
-            sb[0] = __ldg(sfb_rows[0] + kb);
+            if constexpr (kBScale == BScale::kBlock128) sb[0] = __ldg(sfb_rows[0] + kb);
           }
         }
         for (; kb < num_k_blocks; ++kb) {

@@ -203,17 +203,26 @@ __constant__ const uint32_t kE2m1Lut[kE2m1LutSize][2] = {
     {0x00000000u, 0x01000000u}, {0x00000000u, 0x00000000u}, {0x00000000u, 0x00000000u},
     {0x00000000u, 0x00000000u}};
 
-// 8 E2M1 codes (one word, element i in nibble i) -> 8 e4m3 bytes (elements 0-3, 4-7): magnitudes through
-// the byte-permute table `lut`; signs by PRMT's sign-replicate mode (a selector nibble with bit 3 set
-// yields 0xFF or 0x00 by the selected byte's top bit): x's bytes carry the odd elements' signs in their
-// top bits, (x << 4)'s the even elements'. 9 instructions per word.
+// PTX prmt: selector nibble i picks byte i (bit 3: replicate that byte's sign bit); the selector's upper 16 bits
+// are ignored. CUDA's __byte_perm masks each nibble to 3 bits instead, which costs a LOP3 per call with a runtime
+// selector (and one more where the selector is a shifted word: its upper half is cleared too).
+__device__ __forceinline__ uint32_t Prmt(uint32_t a, uint32_t b, uint32_t sel) {
+  uint32_t r;
+  asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+  return r;
+}
+
+// 8 E2M1 codes (one word, element i in nibble i) -> 8 e4m3 bytes (elements 0-3, 4-7): magnitudes through the
+// byte-permute table `lut` (selector nibbles = the codes with their sign bits cleared; the high half's selector is
+// the word rotated by 16); signs from the top bits of x's bytes (the odd elements') and of (x << 4)'s (the even
+// elements'), moved into place by two byte permutes. 9 instructions per word, 8 on the ALU pipe (x << 4 is an IMAD).
 __device__ __forceinline__ uint2 DecodeE2m1Word(uint32_t x, uint2 lut) {
   const uint32_t sel = x & 0x77777777u;
-  const uint32_t mag_lo = __byte_perm(lut.x, lut.y, sel);
-  const uint32_t mag_hi = __byte_perm(lut.x, lut.y, sel >> 16);
+  const uint32_t mag_lo = Prmt(lut.x, lut.y, sel);
+  const uint32_t mag_hi = Prmt(lut.x, lut.y, __funnelshift_r(sel, sel, 16));
   const uint32_t x4 = x << 4;
-  const uint32_t sign_lo = __byte_perm(x, x4, 0x9D8Cu);  // elements 0, 1, 2, 3: x4.b0, x.b0, x4.b1, x.b1
-  const uint32_t sign_hi = __byte_perm(x, x4, 0xBFAEu);  // elements 4, 5, 6, 7: x4.b2, x.b2, x4.b3, x.b3
+  const uint32_t sign_lo = Prmt(x, x4, 0x1504u);  // elements 0, 1, 2, 3: x4.b0, x.b0, x4.b1, x.b1
+  const uint32_t sign_hi = Prmt(x, x4, 0x3726u);  // elements 4, 5, 6, 7: x4.b2, x.b2, x4.b3, x.b3
   return make_uint2(mag_lo | (sign_lo & 0x80808080u), mag_hi | (sign_hi & 0x80808080u));
 }
 
@@ -289,13 +298,17 @@ __device__ __forceinline__ void DecodeFp4QRows(const uint8_t* src, const uint32_
 
 // This lane's WGMMA A fragments (a[kk]: k step kk, registers {row r, row r + 8} x {columns 4t.., 16 + 4t..})
 // of two packed FP4 rows (kD / 2 bytes at shared addresses row_r / row_r8, their UE8M0 words at sf_r /
-// sf_r8), decoded relative to each row's reference exponent (tables at shared address lut); returns
-// the rows' powers of two (scale their logits). 32-bit shared addresses: no generic-address math.
+// sf_r8); returns the rows' powers of two (scale their logits). 32-bit shared addresses: no generic-address math.
+// The KV rows take the reference exponent e_max - 6 (e_max: the row's largest group exponent): the largest group
+// becomes e2m1 x 2^6 (<= 384, exact in e4m3) and groups down to 2^-14 below it stay exact, the same 14 binades as
+// RowRefExponent's choice and the same products up to one power of two, so the logits are bitwise those of the
+// query rows' scheme. Its point is the cost: the quad's four lanes hold the same two rows and one group each
+// (lanes 2g, 2g + 1 at D = 64; all of them at D = 32), so e_max is up to two quad shuffles of a max over both rows at
+// once (16-bit halves), not 4 exponents extracted and compared per row by every lane.
 template <int kD>
 __device__ __forceinline__ float2 DecodeFp4Fragment(uint32_t row_r, uint32_t row_r8, uint32_t sf_r, uint32_t sf_r8,
                                                     int t, uint32_t lut, uint32_t (&a)[kD / 32][4]) {
   constexpr int kWords = kD / 32;  // packed words of this lane's run = k steps
-  constexpr int kGroups = kD / 32;
   const uint32_t word_r = uint32_t(LdsS32(sf_r)), word_r8 = uint32_t(LdsS32(sf_r8));
   uint32_t w[2][kWords];
   const uint32_t rows[2] = {row_r + t * (kD / 8), row_r8 + t * (kD / 8)};
@@ -311,16 +324,25 @@ __device__ __forceinline__ float2 DecodeFp4Fragment(uint32_t row_r, uint32_t row
       w[h][0] = uint32_t(LdsS32(rows[h]));
     }
   }
-  const int g = t * kD / 128;  // the scale group of this lane's run
-  const int e_r = RowRefExponent<kGroups>(word_r), e_r8 = RowRefExponent<kGroups>(word_r8);
-  const uint2 table_r = LdsV2(lut + 8 * GroupTableIndex(word_r, g, e_r));
-  const uint2 table_r8 = LdsV2(lut + 8 * GroupTableIndex(word_r8, g, e_r8));
+  const uint32_t g = uint32_t(t * kD / 128);  // the scale group of this lane's run
+  // bytes {e_g(r), e_g(r), e_g(r8), e_g(r8)}: a 16-bit half compares as its exponent, and max - this word leaves
+  // 257 x (e_max - e_g) per half (no borrow)
+  const uint32_t e_g = Prmt(word_r, word_r8, g * 0x0011u + (4 + g) * 0x1100u);
+  // lanes t and t ^ 1 share a group below D = 128, and all four do at D = 32: only shuffle across groups
+  uint32_t e_max = e_g;
+  if constexpr (kD >= 128) e_max = __vmaxu2(e_max, __shfl_xor_sync(0xFFFFFFFFu, e_max, 1));
+  if constexpr (kD >= 64) e_max = __vmaxu2(e_max, __shfl_xor_sync(0xFFFFFFFFu, e_max, 2));
+  // kE2m1Lut row e_ref - e_g + 6 = e_max - e_g, the last (all zeros) past 21: bytes 0 and 2 of `row`
+  const uint32_t row = __vminu2(e_max - e_g, 0x15151515u);
+  const uint2 table_r = LdsV2(lut + 8 * (row & 0xFFu));
+  const uint2 table_r8 = LdsV2(lut + 8 * Prmt(row, 0, 0x4442u));
 #pragma unroll
   for (int kk = 0; kk < kWords; ++kk) {
     const uint2 v0 = DecodeE2m1Word(w[0][kk], table_r), v1 = DecodeE2m1Word(w[1][kk], table_r8);
     a[kk][0] = v0.x, a[kk][1] = v1.x, a[kk][2] = v0.y, a[kk][3] = v1.y;
   }
-  return make_float2(Ue8m0ToFloat(uint32_t(e_r)), Ue8m0ToFloat(uint32_t(e_r8)));
+  // 2^(e_max - 6 - 127); below e_max = 7 a subnormal float, as exact (no flush: the kernels do not use -ftz)
+  return make_float2(Ue8m0ToFloat(e_max) * 0x1p-6f, Ue8m0ToFloat(e_max >> 16) * 0x1p-6f);
 }
 
 // ---- The relu x weight head sum on the tensor cores ----
@@ -421,10 +443,9 @@ struct RangedSmem {
   static constexpr int kQDec = kFp4 ? (kQsf + kRgQStages * 128 * 4 + 1023) / 1024 * 1024 : kQsf;  // [128][kD]
   static constexpr int kQWeight = kQDec + (kFp4 ? 128 * kD : 0);                    // [128] f32
   static constexpr int kLut = kQWeight + (kFp4 ? 128 * 4 : 0);                      // [22] uint2
-  // D <= 64: per math WG, the unit's head weights as the B operand of the head-sum WGMMAs (HeadWeightMatrix)
-  static constexpr bool kHeadMma = kD <= 64;
+  // per math WG, the unit's head weights as the B operand of the head-sum WGMMAs (HeadWeightMatrix)
   static constexpr int kHeadW = (kLut + (kFp4 ? kE2m1LutSize * 8 : 0) + 127) / 128 * 128;  // [WGs][128 * 16 B]
-  static constexpr int kBar = kHeadW + (kHeadMma ? kRgMathWgs * 128 * 16 : 0);
+  static constexpr int kBar = kHeadW + kRgMathWgs * 128 * 16;
   static constexpr int kBytes = kBar + 2 * (kRgQStages + kRgKvStages) * 8 + 1024;  // + 1024-B alignment slack
   static_assert(kKv % 128 == 0 && kKvBytes % 128 == 0 && kW % 128 == 0 && kScale % 128 == 0 &&
                     (!kFp4 || kQDec % 1024 == 0),
@@ -596,13 +617,12 @@ __global__ void __launch_bounds__(kRgThreads, 1)
   // of 16-byte units: no carry, shared memory is < 256 KB).
   const uint64_t desc_kv0 = WgDescK<kD>(smem + L::kKv + warpgroup * kTileKv * kD);
   const uint64_t desc_q0 = WgDescK<kD>(smem + L::kQ);
-  // D <= 64: the head sum on the tensor cores (HeadSumMma; at D = 128 the kernel is tensor-bound and keeps the
-  // CUDA-core sum), with this WG's head-weight matrix rewritten per unit; lane t of each quad then holds token t's
-  // sums, and its [ks, ke) is read once per unit.
-  constexpr bool kHeadMma = L::kHeadMma;
+  // The head sum on the tensor cores (HeadSumMma), with this WG's head-weight matrix rewritten per unit; lane t of
+  // each quad then holds token t's sums, and its [ks, ke) is read once per unit. At every D: session 28 measured
+  // the CUDA-core sum it replaced at D = 128 slower on the H100 (S 2048 H 64 D 128: 230.7 -> 225.0 us).
   const uint32_t head_w_u32 = smem_u32 + L::kHeadW + warpgroup * 128 * 16;
   const uint64_t desc_w0 = HeadWeightDesc(head_w_u32);
-  float acc[64], w[kNQ][kH / 4];  // (unused with kHeadMma)
+  float acc[64];
   int q_it = 0;
   uint32_t kv_it = 0;  // unsigned: stage and phase by mask and shift
   for (int unit = blockIdx.x; unit < num_units; unit += gridDim.x) {
@@ -624,18 +644,14 @@ __global__ void __launch_bounds__(kRgThreads, 1)
                          kRgMathWgs * 128);
       cutlass::arch::NamedBarrier::sync(kRgMathWgs * 128, 1);
       desc_q = WgDescK<kD>(smem + L::kQDec);
-    } else if constexpr (!kHeadMma) {
-      HeadWeights<kH, kNQ>(s_w + qs * 128, lane, w);  // held for the unit (FP4: read per block, see below)
     }
-    int my_ks = 0, my_ke = 0;  // kHeadMma: the range of this lane's token (t < kNQ)
-    if constexpr (kHeadMma) {
-      // every warp of this WG is past its head-sum WGMMAs of the previous unit (named barriers 2 + WG)
-      cutlass::arch::NamedBarrier::sync(128, 2 + warpgroup);
-      HeadWeightMatrix<kH, 128, 128>(kFp4 ? q_weight : s_w + qs * 128, head_w_u32, threadIdx.x % 128);
-      asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // generic-proxy writes -> WGMMA reads
-      cutlass::arch::NamedBarrier::sync(128, 2 + warpgroup);
-      if (t < kNQ) my_ks = LdsS32(range_u32 + 4 * t), my_ke = LdsS32(range_u32 + 16 + 4 * t);
-    }
+    // every warp of this WG is past its head-sum WGMMAs of the previous unit (named barriers 2 + WG)
+    cutlass::arch::NamedBarrier::sync(128, 2 + warpgroup);
+    HeadWeightMatrix<kH, 128, 128>(kFp4 ? q_weight : s_w + qs * 128, head_w_u32, threadIdx.x % 128);
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // generic-proxy writes -> WGMMA reads
+    cutlass::arch::NamedBarrier::sync(128, 2 + warpgroup);
+    int my_ks = 0, my_ke = 0;  // the range of this lane's token (t < kNQ)
+    if (t < kNQ) my_ks = LdsS32(range_u32 + 4 * t), my_ke = LdsS32(range_u32 + 16 + 4 * t);
     for (int c = 0; c < work.count; ++c) {
       const int kv0 = work.start + (work.part + c * splits) * kRgBlockKv;
       const int s = int(kv_it % kRgKvStages), phase = int(kv_it / kRgKvStages) & 1;
@@ -683,25 +699,12 @@ __global__ void __launch_bounds__(kRgThreads, 1)
         if (lane == 0) MbarArrive(kv_empty_u32 + 8 * s);
       }
 
-      if constexpr (kHeadMma) {
-        float d[4];
-        HeadSumMma(acc, desc_w0, d, std::make_index_sequence<8>{});
-        const int q = work.q_block * kNQ + t;
-        if (t < kNQ && q < p.num_q) {
-          StoreRangedLogit(p, int64_t(q) * p.out_cols, kv0 + row, my_ks, my_ke, d[0] * sc0);
-          StoreRangedLogit(p, int64_t(q) * p.out_cols, kv0 + row + 8, my_ks, my_ke, d[2] * sc1);
-        }
-      } else {
-        // FP4: the weights are read here, not held: the A fragments leave no registers for them
-        if constexpr (kFp4) HeadWeights<kH, kNQ>(q_weight, lane, w);
-        float vals[(2 * kNQ + 3) / 4];
-        TokenLogits<kH, kNQ>(acc, w, sc0, sc1, t, vals);
-        StoreLaneValues<2 * kNQ>(vals, t, [&](int i, int h, float v) {
-          const int q = work.q_block * kNQ + i;
-          if (q < p.num_q)
-            StoreRangedLogit(p, int64_t(q) * p.out_cols, kv0 + row + 8 * h, LdsS32(range_u32 + 4 * i),
-                             LdsS32(range_u32 + 16 + 4 * i), v);
-        });
+      float d[4];
+      HeadSumMma(acc, desc_w0, d, std::make_index_sequence<8>{});
+      const int q = work.q_block * kNQ + t;
+      if (t < kNQ && q < p.num_q) {
+        StoreRangedLogit(p, int64_t(q) * p.out_cols, kv0 + row, my_ks, my_ke, d[0] * sc0);
+        StoreRangedLogit(p, int64_t(q) * p.out_cols, kv0 + row + 8, my_ks, my_ke, d[2] * sc1);
       }
     }
     __syncwarp();

@@ -449,28 +449,65 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   // switched to the current atom.
   constexpr bool kLookahead = kFp4 && kNC <= 64;
   if constexpr (kLookahead) {
+    static_assert(kHeadMma, "the FP4 kernels sum over heads on the tensor cores");
+    // A tile's logits destination, worked out once per atom (find_tile) instead of at every store: this lane's
+    // token row as a byte address, the column bound of its stores (0 for lanes that hold no token of the atom) and
+    // the first column cleaned to -inf (past the token's context, or never). The per-tile store then costs ~30 warp
+    // instructions instead of ~40 (SASS: no row index, clean or count tests, 64-bit address pairs per tile).
+    struct LogitRow {
+      char* addr;  // a pointer, not an integer: the stores stay global (STG), not generic
+      int store_end, mask_from;
+    };
     struct Tile {
-      int b, j0, count, t0;
-      int ctx_tok[2];
+      LogitRow out;
+      int t0;
       float sc0, sc1;
     };
-    int walk_atom = -1, walk_ctx_tok[2] = {0, 0};
+    int walk_atom = -1;
+    LogitRow walk_out{nullptr, 0, 0};
+    const int elem_shift = p.bf16 ? 1 : 2;
+    auto atom_logit_row = [&](const PagedUnitCursor& u) {
+      int ctx_of[2];
+      load_ctx_tok(ctx_of, u);
+      const int jt = t4;  // one column chunk: lane t of a quad holds token t's head sums
+      const bool stores = jt < kTokPerChunk && jt < u.count;
+      const int64_t row = int64_t(u.b * p.next_n + u.j0 + (stores ? jt : 0)) * p.out_cols;
+      return LogitRow{static_cast<char*>(p.out) + (row << elem_shift), stores ? p.out_cols : 0,
+                      p.clean ? (jt == 0 ? ctx_of[0] : ctx_of[1]) : INT32_MAX};
+    };
+    // The head sums of the tile just multiplied, scaled per row and stored (kHeadMma: lane t of each quad holds
+    // token t's sums of rows r0 and r0 + 8).
+    auto store_tile_row = [&](const Tile& tile) {
+      float d[4];
+      HeadSumMma(acc, desc_w0, d, std::make_index_sequence<kNC / 16>{});
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int t = tile.t0 + r0 + 8 * h;
+        const float v = h == 0 ? d[0] * tile.sc0 : d[2] * tile.sc1;
+        if (t < tile.out.store_end) {
+          const float logit = t >= tile.out.mask_from ? -INFINITY : v;
+          if (p.bf16)
+            reinterpret_cast<__nv_bfloat16*>(tile.out.addr)[t] = __float2bfloat16_rn(logit);
+          else
+            reinterpret_cast<float*>(tile.out.addr)[t] = logit;
+        }
+      }
+    };
     // Advances the walk to the next unit holding a tile of this WG (the current unit first), counting
     // the atoms entered on the way (each needs its query switch); false past the last unit.
     auto find_tile = [&](int& switches) {
       for (; have; have = cur.Next(p)) {
         if (cur.atom != walk_atom) {
           walk_atom = cur.atom, ++switches;
-          load_ctx_tok(walk_ctx_tok, cur);
+          walk_out = atom_logit_row(cur);
         }
         if (cur.split * kSplitKv + warpgroup * kTileKv < cur.ctx) return true;
       }
       return false;
     };
     auto take_tile = [&](uint32_t (&frag)[kD / 32][4], Tile& tile) {
-      tile.b = cur.b, tile.j0 = cur.j0, tile.count = cur.count;
+      tile.out = walk_out;
       tile.t0 = cur.split * kSplitKv + warpgroup * kTileKv;
-      tile.ctx_tok[0] = walk_ctx_tok[0], tile.ctx_tok[1] = walk_ctx_tok[1];
       decode_fp4_tile(tile.t0, cur.ctx, frag, tile.sc0, tile.sc1);
       have = cur.Next(p);
     };
@@ -498,7 +535,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
 #pragma unroll
       for (int i = 0; i < kAcc; ++i) cute::warpgroup_fence_operand(acc[i]);
       fence_fragments(frag);
-      store_tile(0, tile.b, tile.j0, tile.count, tile.t0, tile.ctx_tok, tile.sc0, tile.sc1);
+      store_tile_row(tile);
       switch_atoms(switches);
       return more;
     };
