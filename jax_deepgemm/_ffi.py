@@ -88,6 +88,16 @@ def fp8_gemm_split_k(m: int, n: int, k: int, num_sms: int, block_m: int = 0, blo
                                    bool(sfa_mn_major)))
 
 
+def fp8_gemm_per_channel_tile(m: int, n: int, k: int, num_sms: int, k_groups: int = 1,
+                              sfa_mn_major: bool = False) -> tuple[int, int, int, int] | None:
+    """The ``(block_m, block_n, cluster_m, cluster_n)`` the 1D1D FP8 GEMM heuristic (per-channel B scales, FP32 out)
+    picks: the dense GEMM (``k_groups`` = 1) or the K-grouped one (``k_groups`` problems of mean K ``k``). None without
+    the CUDA kernels."""
+    if _C is None or not _C.has_cuda_kernels():
+        return None
+    return tuple(_C.fp8_gemm_per_channel_tile(m, n, k, num_sms, k_groups, bool(sfa_mn_major)))
+
+
 def device_sm_count(default: int = 132) -> int:
     """SM count of the first GPU (what the kernels' heuristics size their grids for); ``default`` (H100/H200) when
     there is no GPU, e.g. when tracing on a CPU machine for export."""

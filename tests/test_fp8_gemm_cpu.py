@@ -319,3 +319,17 @@ def test_nn_tn_tt_forward_kwargs_and_batch():
     bf16 = fp8_gemm_tn(a_t, b_t, out_dtype=jnp.bfloat16)
     assert bf16.dtype == jnp.bfloat16 and bf16.shape == (2, m, n)
     assert_close(bf16, *np_expected(a, sa, b, sb), jnp.bfloat16)
+
+
+def test_per_channel_heuristic_takes_128_row_pairs_only_where_they_measured_faster():
+    """1D1D tiles (per-channel B scales, FP32 out), H100 session 28: the dense 7168 x 2048 x 2048 runs 128 x 128 pairs
+    along M (two accumulator sets: 88.7 us) faster than 256 x 128 A-multicast pairs (95.6 us); the K-grouped 16 x 7168
+    x 2048 x 2048, whose tiles from all groups share one grid, stays on 256 x 128 (1274 us against 1341 for 128 x
+    128), as does 4 x 4096 x 7168 x 8192 (256 x 128 A-multicast pairs, session 13)."""
+    from jax_deepgemm import _ffi
+
+    if not _ffi.has_cuda_kernels():
+        pytest.skip("the heuristic lives in the CUDA extension (CPU-only install)")
+    assert _ffi.fp8_gemm_per_channel_tile(7168, 2048, 2048, 132) == (128, 128, 2, 1)
+    assert _ffi.fp8_gemm_per_channel_tile(7168, 2048, 2048, 132, k_groups=16, sfa_mn_major=True) == (256, 128, 1, 2)
+    assert _ffi.fp8_gemm_per_channel_tile(4096, 7168, 8192, 132, k_groups=4, sfa_mn_major=True) == (256, 128, 1, 2)
