@@ -47,7 +47,7 @@ def main(log: ProbeLog) -> None:
     groups, m, n, _ = key
     sizes = k_grouped_sizes(key)
     k_sizes = jnp.asarray(sizes, jnp.int32)
-    for tile in (None, (128, 128, 1)):
+    for tile in (None, (128, 128, 1), (128, 128, 2)):
         fn = jax.jit(lambda a, b, t=tile: dg.k_grouped_fp8_gemm_tn_contiguous(a, b, k_sizes, tile=t))
         run(f"k_grouped {key} {tile}", fn, lambda i: k_grouped_operands(i, sizes, m, n)[:2], 2 * m * n * sum(sizes))
     for key in MASKED:
