@@ -13,7 +13,8 @@
 #
 #   TESTS="tests/test_fp8_gemm.py -k accumulate_into_c" REPEAT=5 bash scripts/ab_fp8_kernel.sh base variants/x
 #   PROBE=scripts/mqa_probe.py TESTS="tests/test_mqa_logits.py" TEST_TAGS=y bash scripts/ab_fp8_kernel.sh base variants/y
-# TEST_TAGS: a regex of the variant tags that run TESTS (default: all); PROBE_ARGS: extra probe arguments.
+# TEST_TAGS: a regex of the variant tags that run TESTS (default: all); PROBE_ARGS: extra probe arguments, split as a
+# shell splits them (quotes group, as in TESTS).
 # TEST_TIMEOUT / PROBE_TIMEOUT (seconds, default 300 / 240): a variant whose kernel hangs (a barrier mismatch) is
 # killed and reported instead of running the device call to its limit.
 set -uo pipefail
@@ -82,8 +83,8 @@ for variant in "$@"; do
       fi
     done
   fi
-  # shellcheck disable=SC2086  # PROBE_ARGS is a list of words
-  timeout -k 10 "$PROBE_TIMEOUT" $PY -P -u "$PROBE" "$tag" --out "$OUT/probe.txt" $PROBE_ARGS 2>&1 | grep -v Warning
+  eval "probe_args=($PROBE_ARGS)"
+  timeout -k 10 "$PROBE_TIMEOUT" $PY -P -u "$PROBE" "$tag" --out "$OUT/probe.txt" "${probe_args[@]}" 2>&1 | grep -v Warning
   ((PIPESTATUS[0] == 124 || PIPESTATUS[0] == 137)) && echo "$tag: probe killed after ${PROBE_TIMEOUT} s (hang?)"
 done
 echo; cat "$OUT/probe.txt"
