@@ -475,8 +475,8 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       return LogitRow{static_cast<char*>(p.out) + (row << elem_shift), stores ? p.out_cols : 0,
                       p.clean ? (jt == 0 ? ctx_of[0] : ctx_of[1]) : INT32_MAX};
     };
-    // The head sums of the tile just multiplied, scaled per row and stored (kHeadMma: lane t of each quad holds
-    // token t's sums of rows r0 and r0 + 8).
+    // The head sums of the tile just multiplied, scaled per row and stored (lane t of each quad holds token t's sums
+    // of rows r0 and r0 + 8).
     auto store_tile_row = [&](const Tile& tile) {
       float d[4];
       HeadSumMma(acc, desc_w0, d, std::make_index_sequence<kNC / 16>{});
@@ -514,10 +514,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     auto switch_atoms = [&](int switches) {
       for (int k = 0; k < switches; ++k) next_q_stage();
       if (switches == 0) return;
-      if constexpr (kHeadMma)
-        build_head_weights();
-      else
-        HeadWeights<kH, kTokPerChunk>(q_weight, lane, w);
+      build_head_weights();  // (kLookahead implies kHeadMma, asserted above)
     };
     // One tile: WGMMAs on `frag` (this tile), the next tile decoded into `next` meanwhile, logits.
     auto step = [&](uint32_t (&frag)[kD / 32][4], Tile& tile, uint32_t (&next)[kD / 32][4], Tile& next_tile) {
