@@ -30,7 +30,6 @@ PROBE_TIMEOUT=${PROBE_TIMEOUT:-240}
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
 kernels=ffi/kernels
-built_ffi=build/ab_built_ffi  # the ffi/ tree the build directory was last built from (kept between calls)
 saved=$(mktemp -d)
 cp -rp ffi "$saved"/
 # Copies each file of tree $1 over its namesake under $2 only where the contents differ: the copy gets a fresh
@@ -54,20 +53,11 @@ for variant in "$@"; do
   elif [[ $variant != base ]]; then
     cmp -s "$variant" "$kernels/sm90_fp8_gemm.cuh" || cp "$variant" "$kernels/sm90_fp8_gemm.cuh"
   fi
-  # The device tool re-copies the tree on every call with the sources' old mtimes, so a warm machine's build
-  # directory (built from the last variant of the previous call) looks newer than them: touch every file that
-  # differs from the tree of the last build, or make keeps the stale objects (session 24's `base` ran the
-  # previous call's last variant, "built" in 4 s).
-  if [[ -d $built_ffi ]]; then
-    while IFS= read -r -d '' f; do
-      cmp -s "$f" "$built_ffi/${f#ffi/}" || touch "$f"
-    done < <(find ffi -type f -print0)
-  fi
+  # (gpu_check.sh's build stage touches what differs from the last build: a warm machine's stale objects.)
   t0=$SECONDS
   if ! STAGES=build bash scripts/gpu_check.sh > "$OUT/build_$tag.log" 2>&1; then
     echo "$tag: build failed"; tail -n 20 "$OUT/build_$tag.log"; continue
   fi
-  rm -rf "$built_ffi" && cp -r ffi "$built_ffi"
   echo "$tag: built in $((SECONDS - t0)) s; $(grep -cE '[1-9][0-9]* bytes spill' "$OUT/ptxas.txt") ptxas lines with spills"
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
   if [[ -n $TESTS && $tag =~ $TEST_TAGS ]]; then
