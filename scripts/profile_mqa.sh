@@ -4,7 +4,7 @@
 # family, into $OUT (gzipped), to be read offline (the CPU machines have no cuobjdump/ncu).
 #
 #   OUT=/tmp/out bash scripts/profile_mqa.sh ranged 2048 8192 64 32 [cp] [fp4]
-#   OUT=/tmp/out bash scripts/profile_mqa.sh paged 256 1 64 8192 [fp4]
+#   OUT=/tmp/out bash scripts/profile_mqa.sh paged 256 1 64 8192 [fp4] [bf16]
 set -euo pipefail
 OUT=${OUT:-/tmp/out}
 PY=${PY:-python3}

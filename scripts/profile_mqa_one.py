@@ -1,7 +1,8 @@
 """Runs one MQA-logits call (after a warm-up) for `ncu`:
 
     python scripts/profile_mqa_one.py ranged S S_KV H D [cp] [fp4]   (cp: DeepGEMM's context-parallel ks/ke)
-    python scripts/profile_mqa_one.py paged B NEXT_N H L [fp4]       (D 128, block_kv 64, lengths ~L)
+    python scripts/profile_mqa_one.py paged B NEXT_N H L [fp4] [bf16] (D 128, block_kv 64, lengths ~L; FP32 logits
+                                                                       unless bf16, as the bench's L 8192 rows)
 """
 
 import sys
@@ -47,7 +48,9 @@ else:
     lens_d, table_d = jnp.asarray(lens), jnp.asarray(np.asarray(table))
     meta = dg.get_paged_mqa_logits_metadata(lens_d, PAGED_BLOCK_KV, int(jax.devices()[0].core_count or 132))
     op = dg.fp4_paged_mqa_logits if fp4 else dg.fp8_paged_mqa_logits
-    f = jax.jit(lambda q, cache, w: op(q, cache, w, lens_d, table_d, meta, max_ctx, clean_logits=False))
+    dtype = jnp.bfloat16 if "bf16" in flags else jnp.float32
+    f = jax.jit(lambda q, cache, w: op(q, cache, w, lens_d, table_d, meta, max_ctx, clean_logits=False,
+                                       logits_dtype=dtype))
     args = (q, cache, w)
 for _ in range(4):  # ncu: --launch-skip 2 profiles a call after compilation and warm-up
     jax.block_until_ready(f(*args))
