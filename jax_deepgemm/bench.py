@@ -412,9 +412,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the lightning-indexer (MQA logits) cases instead: any of ranged,paged,fp4 (default all;"
                         " see bench_mqa.py)")
     args = p.parse_args(argv)
-    for flag in ("mqa", "bf16", "grouped"):
-        if getattr(args, flag):
-            return _run_suite(p, args, flag)
+    suites = [flag for flag in ("mqa", "bf16", "grouped") if getattr(args, flag)]
+    if len(suites) > 1:  # one family per run (each writes its own JSON): say so rather than run only the first
+        p.error(f"--{' and --'.join(suites)}: one family per run; run them one after the other")
+    if suites:
+        return _run_suite(p, args, suites[0])
     ops = tuple(o.strip() for o in args.ops.split(",") if o.strip())
     if not set(ops) <= set(OPS):
         p.error(f"--ops: unknown {sorted(set(ops) - set(OPS))}; choose from {', '.join(OPS)}")

@@ -44,6 +44,13 @@ def test_gpu_only_suites_exit_cleanly_on_cpu(tmp_path, flag):
     assert f"{flag} needs a GPU" in proc.stdout
 
 
+def test_two_suites_in_one_run_are_an_error(tmp_path):
+    """Session 29's `--mqa --grouped` ran the indexer only and said nothing of the grouped cases."""
+    proc = _run_bench(tmp_path, "--mqa", "--grouped", "--json", str(tmp_path / "x.json"))
+    assert proc.returncode == 2, proc.stdout[-2000:]
+    assert "--mqa and --grouped: one family per run" in proc.stderr
+
+
 def test_suites_import_and_declare_their_parts():
     """The GPU-only suites are never run in CI; at least each must import and name its parts."""
     import importlib
