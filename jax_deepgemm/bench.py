@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the lightning-indexer (MQA logits) cases instead: any of ranged,paged,fp4 (default all;"
                         " see bench_mqa.py)")
     args = p.parse_args(argv)
-    suites = [flag for flag in ("mqa", "bf16", "grouped") if getattr(args, flag)]
+    suites = [flag for flag in _SUITES if getattr(args, flag)]
     if len(suites) > 1:  # one family per run (each writes its own JSON): say so rather than run only the first
         p.error(f"--{' and --'.join(suites)}: one family per run; run them one after the other")
     if suites:

@@ -17,9 +17,9 @@ from jax_deepgemm.testing.shapes import case_selected
 PAGED = [(256, 1, 64, 8192, "bfloat16"), (4096, 2, 64, 8192, "bfloat16")]
 PAGED_MORE = [key for key in PAGED_ANCHORS if key not in PAGED]  # the other four of DeepGEMM's paged rows
 # The same cache tokens per call as B 256 n 1 H 64 L 8192 BF16 in fewer / more batch rows, and that row with FP32
-# logits: where the FP4 kernel's time per token differs from L 65536's (session 29: 72.1 us at L 8192 against 482.3 / 8
-# = 60.3 at L 65536 FP32; FP8 102.7 vs 100.8), these tell per-CTA costs (start, tail) from per-atom ones (query switch)
-# and from the logits dtype.
+# logits: where the FP4 kernel's time per token differs from L 65536's (session 29's `--mqa`: 72.1 us at L 8192
+# against 482.3 / 8 = 60.3 at L 65536 FP32; FP8 102.7 vs 100.8), these tell per-CTA costs (start, tail) from
+# per-atom ones (query switch) and from the logits dtype.
 PAGED_SCALING = [(64, 1, 64, 32768, "bfloat16"), (1024, 1, 64, 2048, "bfloat16"), (256, 1, 64, 8192, "float32")]
 RANGED = [(2048, 8192, 64, 32, False, False, "float32"), (2048, 65536, 64, 32, True, True, "bfloat16"),
           (8192, 8192, 32, 128, False, True, "bfloat16")]
