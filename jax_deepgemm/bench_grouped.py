@@ -34,6 +34,13 @@ CONTIGUOUS_ANCHORS = {(4, 8192, 4096, 7168): 1422.0, (4, 8192, 7168, 2048): 754.
                       (8, 4096, 4096, 7168): 1433.0, (8, 4096, 7168, 2048): 751.6}
 MASKED_ANCHORS = {(1, 1024, 4096, 7168): 69.66, (1, 1024, 7168, 2048): 32.09, (2, 512, 4096, 7168): 74.35,
                   (2, 512, 7168, 2048): 35.29, (4, 256, 4096, 7168): 81.38, (4, 256, 7168, 2048): 39.00}
+# DeepGEMM's TFLOPS at those anchors (valid rows of its own draw of the group sizes). Our seeded draws hold other
+# row counts (e.g. 35431 valid rows at 4 x 8192 x 4096 x 7168 against DeepGEMM's ~34300), so a time ratio charges
+# us for rows DeepGEMM did not compute: ``xDG TF`` (ours TFLOPS / DeepGEMM's) compares the same work rate.
+CONTIGUOUS_ANCHOR_TFLOPS = {(4, 8192, 4096, 7168): 1417.0, (4, 8192, 7168, 2048): 1335.0,
+                            (8, 4096, 4096, 7168): 1395.0, (8, 4096, 7168, 2048): 1330.0}
+MASKED_ANCHOR_TFLOPS = {(1, 1024, 4096, 7168): 1041.0, (1, 1024, 7168, 2048): 1130.0, (2, 512, 4096, 7168): 954.0,
+                        (2, 512, 7168, 2048): 1005.0, (4, 256, 4096, 7168): 768.0, (4, 256, 7168, 2048): 801.0}
 MASKED_MAX_M = 4096
 # (groups, M, N, expected K per group): DeepGEMM's K-grouped test shapes; the bar is 800 TFLOPS (no anchor)
 K_GROUPED_SHAPES = [(4, 4096, 7168, 8192), (4, 7168, 2048, 8192), (8, 4096, 7168, 4096), (16, 7168, 2048, 2048)]
@@ -106,7 +113,8 @@ def bench_contiguous(key, *, reps: int, target_ms: float) -> dict[str, Any]:
         x8, wt8, segments, preferred_element_type=jnp.bfloat16))
     flops = 2.0 * sum(sizes) * n * k
     row: dict[str, Any] = {"groups": groups, "expected_m": expected, "N": n, "K": k, "total_m": len(row_ids),
-                           "valid_m": sum(sizes), "flops": flops, "deepgemm_anchor_us": CONTIGUOUS_ANCHORS[key]}
+                           "valid_m": sum(sizes), "flops": flops, "deepgemm_anchor_us": CONTIGUOUS_ANCHORS[key],
+                           "deepgemm_anchor_tflops": CONTIGUOUS_ANCHOR_TFLOPS[key]}
     row["ours_kernel_us"] = _kernel_us(ours, sets)
     row["ours_flushed_us"] = _flushed_us(ours, sets)
     row["ours_loop_us"] = _loop_us(ours, sets, reps, target_ms)
@@ -146,7 +154,7 @@ def bench_masked(key, *, reps: int, target_ms: float) -> dict[str, Any]:
     ours = jax.jit(lambda a, b: dg.m_grouped_fp8_gemm_nt_masked(a, b, counts, expected_m=expected))
     row: dict[str, Any] = {"groups": groups, "expected_m": expected, "N": n, "K": k, "max_m": MASKED_MAX_M,
                            "masked_m": masked_m.tolist(), "flops": 2.0 * float(masked_m.sum()) * n * k,
-                           "deepgemm_anchor_us": MASKED_ANCHORS[key]}
+                           "deepgemm_anchor_us": MASKED_ANCHORS[key], "deepgemm_anchor_tflops": MASKED_ANCHOR_TFLOPS[key]}
     row["ours_kernel_us"] = _kernel_us(ours, sets)
     row["ours_flushed_us"] = _flushed_us(ours, sets)
     row["ours_loop_us"] = _loop_us(ours, sets, reps, target_ms)
@@ -194,10 +202,11 @@ def _fmt(x, spec):
 
 
 CONTIGUOUS_HEADER = ("# contiguous (per-row ids): case | kern us | fl us | TFLOPS (valid rows, kern) | xDG (kern) | xDGf (fl) |"
+                     " xDG TF |"
                      " loop us | ragged_dot bf16 / fp8 loop us | x bf16 | x fp8 | ours unaligned (ragged) kern us |"
                      " unaligned / aligned")
 MASKED_HEADER = (f"# masked (max_m {MASKED_MAX_M}): case | kern us | fl us | TFLOPS (valid rows, kern) | xDG (kern) | xDGf (fl)"
-                 " | loop us")
+                 " | xDG TF | loop us")
 
 
 def _ratio(num, den):
@@ -209,10 +218,12 @@ def _shape(r) -> str:
 
 
 def _timed(r) -> str:
-    """kern us | fl us | TFLOPS | xDG | xDGf of a contiguous or masked row."""
+    """kern us | fl us | TFLOPS | xDG | xDGf | xDG TF of a contiguous or masked row (xDG TF: kernel TFLOPS over
+    DeepGEMM's, the ratio that does not depend on the two draws' row counts)."""
     k_us, fl, anchor = r["ours_kernel_us"], r.get("ours_flushed_us"), r["deepgemm_anchor_us"]
-    return (f"{k_us:8.1f} | {_fmt(fl, '8.1f')} | {r['flops'] / k_us / 1e6:6.0f} | {anchor / k_us:4.2f} |"
-            f" {_fmt(_ratio(anchor, fl), '4.2f')}")
+    tflops = r["flops"] / k_us / 1e6
+    return (f"{k_us:8.1f} | {_fmt(fl, '8.1f')} | {tflops:6.0f} | {anchor / k_us:4.2f} |"
+            f" {_fmt(_ratio(anchor, fl), '4.2f')} | {_fmt(_ratio(tflops, r.get('deepgemm_anchor_tflops')), '4.2f')}")
 
 
 def format_contiguous(r: dict) -> str:

@@ -9,7 +9,7 @@ base=$1
 PY=${PY:-python3}
 ncu --import "$base.ncu-rep" --page source --csv --print-source sass | gzip > "${base}_source.csv.gz"
 ncu --import "$base.ncu-rep" --page details > "${base}_details.txt"
-grep -E "Duration|SM Frequency|DRAM Throughput|Tensor|Issue Slots Busy|Executed Ipc A|L2 Cache Throughput|Registers Per|No Eligible|Active Warps Per|Achieved Occupancy" \
-  "${base}_details.txt" | head -n 20 || true
+grep -E "Duration|SM Frequency|DRAM Throughput|Tensor|Issue Slots Busy|Executed Ipc A|L2 Cache Throughput|Registers Per|No Eligible|Active Warps Per|Achieved Occupancy|dram__bytes|lts__t_bytes" \
+  "${base}_details.txt" | head -n 24 || true
 zcat "${base}_source.csv.gz" > /tmp/ncu_source.csv
 $PY "$(dirname "$0")/ncu_top_stalls.py" /tmp/ncu_source.csv 25

@@ -14,7 +14,10 @@ import sys
 def main(path: str, top: int) -> None:
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    header_at = next(i for i, r in enumerate(rows) if any("Warp Stall Sampling" in c for c in r))
+    header_at = next((i for i, r in enumerate(rows) if any("Warp Stall Sampling" in c for c in r)), None)
+    if header_at is None:  # a profile of sections without source counters (e.g. memory sections only)
+        print("(no warp stall samples in this report: its sections collected no source counters)")
+        return
     header, body = rows[header_at], rows[header_at + 1:]
     col = {name: i for i, name in enumerate(header)}
     samples = next(i for n, i in col.items() if n.startswith("Warp Stall Sampling (All"))

@@ -92,7 +92,9 @@ def test_grouped_rows_print_with_and_without_flushed_time():
             "deepgemm_anchor_us": 81.38, "ours_kernel_us": 94.3, "ours_loop_us": 120.0}
     masked = bg.format_masked({**base, "ours_flushed_us": 101.7})
     assert " 101.7 " in masked and f"{81.38 / 101.7:4.2f}" in masked and f"{81.38 / 94.3:4.2f}" in masked
-    assert bg.format_masked({**base, "ours_flushed_us": None}).count(" - ") == 2  # fl us and xDGf
+    assert bg.format_masked({**base, "ours_flushed_us": None}).count(" - ") == 3  # fl us, xDGf, xDG TF (no anchor)
+    tf = 2.0 * 1024 * 4096 * 7168 / 94.3 / 1e6
+    assert f"| {tf / 768.0:4.2f} |" in bg.format_masked({**base, "ours_flushed_us": None, "deepgemm_anchor_tflops": 768.0})
     contiguous = bg.format_contiguous({**base, "ours_flushed_us": 98.0, "ragged_dot_bf16_loop_us": 600.0,
                                        "ragged_dot_fp8_loop_us": None, "ragged_unaligned_kernel_us": 99.0})
     assert "5.00" in contiguous and f"{99.0 / 94.3:5.3f}" in contiguous
