@@ -1,0 +1,70 @@
+"""Per-CTA time stamps of the paged indexer kernel, from the `debug-paged-stamps` variant (never on main):
+
+    python3 -P scripts/paged_stamps.py fp4:256:1:64:8192 fp4:64:1:64:32768 fp8:256:1:64:8192
+
+Each math warpgroup writes its entry time (globaltimer), SM cycles to its first KV tile, first query stage, first
+stored logits and exit, its tile and atom counts and its exit time into the last 128 columns of the FP32 logits
+(max_context_len is 256 past the longest context, no cleaning). Prints, per row: the launch ramp (spread of CTA
+entry), the median / max of each warpgroup's start-up stamps, the cycles per tile after the first, and the tail
+(last CTA exit against the median one).
+"""
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jax_deepgemm as dg
+from jax_deepgemm import fp4 as F
+from jax_deepgemm.bench_mqa import PAGED_BLOCK_KV, PAGED_D, _paged_make
+
+
+def run(spec: str) -> None:
+    kind, b, next_n, h, l_avg = spec.split(":")
+    fp4, b, next_n, h, l_avg = kind == "fp4", int(b), int(next_n), int(h), int(l_avg)
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    quant = F.per_token_cast_to_fp4 if fp4 else F.per_token_cast_to_fp8_e4m3
+    lens, table, max_ctx, nb = _paged_make(b, next_n, h, l_avg, fp4, 0)
+    tok = jax.random.normal(k2, (nb * PAGED_BLOCK_KV, PAGED_D), jnp.float32)
+    cache = (F.build_fp4_paged_kv_cache if fp4 else F.build_fp8_paged_kv_cache)(*quant(tok), PAGED_BLOCK_KV)
+    q = jax.random.normal(k1, (b, next_n, h, PAGED_D), jnp.float32)
+    q = quant(q) if fp4 else q.astype(jnp.float8_e4m3fn)
+    w = jax.random.normal(k3, (b * next_n, h), jnp.float32)
+    lens_d, table_d = jnp.asarray(lens), jnp.asarray(np.asarray(table))
+    meta = dg.get_paged_mqa_logits_metadata(lens_d, PAGED_BLOCK_KV, int(jax.devices()[0].core_count or 132))
+    op = dg.fp4_paged_mqa_logits if fp4 else dg.fp8_paged_mqa_logits
+    width = int(max_ctx) + 256
+    f = jax.jit(lambda q, cache, w: op(q, cache, w, lens_d, table_d, meta, width, clean_logits=False,
+                                       logits_dtype=jnp.float32)[:, -128:])
+    for _ in range(3):
+        tail = np.asarray(jax.block_until_ready(f(q, cache, w)))
+    words = tail.view(np.uint32).reshape(-1, 8)  # slot = cta * 5 + warpgroup, 16 slots per row
+    slots = np.arange(words.shape[0])
+    math = (slots % 5 < 4) & (words[:, 0] | words[:, 1]).astype(bool)
+    wv, sv = words[math].astype(np.int64), slots[math]
+    entry = (wv[:, 1] << 32) | wv[:, 0]
+    clk = wv[:, 2:6]  # first KV, first query, first store, exit (SM cycles after entry)
+    tiles, atoms, exit_ns = wv[:, 6] & 0xFFFF, wv[:, 6] >> 16, wv[:, 7]
+    ghz = np.median(clk[:, 3] / np.maximum(exit_ns, 1))
+    us = clk / ghz / 1e3
+    t0 = entry.min()
+    cta_exit = {}
+    for s_, e, x in zip(sv, entry, exit_ns):
+        cta_exit[s_ // 5] = max(cta_exit.get(s_ // 5, 0), e - t0 + x)
+    ends = np.asarray(list(cta_exit.values())) / 1e3
+    per_tile = (clk[:, 3] - clk[:, 2]) / np.maximum(tiles - 1, 1) / ghz / 1e3
+    print(f"== {spec}  ({len(cta_exit)} CTAs, {len(sv)} warpgroups, SM clock {ghz:.2f} GHz from cycles / ns)")
+    print(f"  launch ramp (CTA entry spread): {(entry.max() - t0) / 1e3:6.2f} us;  kernel span {ends.max():7.2f} us;"
+          f"  CTA exit median {np.median(ends):7.2f}, min {ends.min():7.2f}, max {ends.max():7.2f} us")
+    for i, name in enumerate(("first KV tile", "first query", "first store", "exit")):
+        print(f"  {name:13s} after entry: median {np.median(us[:, i]):7.2f}  max {us[:, i].max():7.2f} us")
+    print(f"  tiles per WG: mean {tiles.mean():.1f} max {tiles.max()};  atoms per WG: mean {atoms.mean():.2f} max"
+          f" {atoms.max()};  us per tile after the first: median {np.median(per_tile):.3f}")
+    by_wg = [np.median(us[sv % 5 == g, 3] - us[sv % 5 == g, 2]) for g in range(4)]
+    print("  first store -> exit, median per WG: " + " ".join(f"{x:.1f}" for x in by_wg) + " us")
+
+
+if __name__ == "__main__":
+    for spec in sys.argv[1:]:
+        run(spec)
