@@ -157,6 +157,41 @@ def _paged_make(b, next_n, h, l_avg, fp4, seed):
     return lens, table, max_ctx, nb
 
 
+def paged_operands(i: int, b: int, next_n: int, h: int, num_blocks: int, fp4: bool):
+    """Input set ``i`` of a paged case: ``(*q, cache, weights)``, q as ``(e4m3,)`` or ``(packed E2M1, scales)``,
+    the fused cache of ``num_blocks`` blocks (D 128, block_kv 64) built in token chunks (bounded temporaries)."""
+    d, bkv = PAGED_D, PAGED_BLOCK_KV
+    k1, k2, k3 = jax.random.split(jax.random.key(i), 3)
+    w = jax.random.normal(k3, (b * next_n, h), jnp.float32)
+    q = jax.random.normal(k1, (b, next_n, h, d), jnp.float32)
+    parts = []
+    chunk = max(1, (1 << 27) // (bkv * d))  # blocks per chunk
+    for c0 in range(0, num_blocks, chunk):
+        n = min(chunk, num_blocks - c0)
+        tok = jax.random.normal(jax.random.fold_in(k2, c0), (n * bkv, d), jnp.float32)
+        if fp4:
+            parts.append(F.build_fp4_paged_kv_cache(*F.per_token_cast_to_fp4(tok), bkv))
+        else:
+            parts.append(F.build_fp8_paged_kv_cache(*F.per_token_cast_to_fp8_e4m3(tok), bkv))
+    cache = jnp.concatenate(parts, 0)
+    qq = F.per_token_cast_to_fp4(q) if fp4 else (q.astype(jnp.float8_e4m3fn),)
+    return (*qq, cache, w)
+
+
+def paged_problem(b: int, next_n: int, h: int, l_avg: int, fp4: bool, seed: int = 0):
+    """One paged case ready to call, for the profiling scripts: ``(op, q, cache, weights, context_lens,
+    block_table, schedule_meta, max_context_len)`` on the device, with the bench's lengths and input set 0."""
+    import jax_deepgemm as dg
+
+    lens, table, max_ctx, nb = _paged_make(b, next_n, h, l_avg, fp4, seed)
+    *qq, cache, w = paged_operands(0, b, next_n, h, nb, fp4)
+    lens_d, table_d = jnp.asarray(lens), jnp.asarray(table)
+    num_sms = int(getattr(jax.devices()[0], "core_count", 132) or 132)
+    meta = dg.get_paged_mqa_logits_metadata(lens_d, PAGED_BLOCK_KV, num_sms)
+    op = dg.fp4_paged_mqa_logits if fp4 else dg.fp8_paged_mqa_logits
+    return op, (tuple(qq) if fp4 else qq[0]), cache, w, lens_d, table_d, meta, max_ctx
+
+
 def bench_paged(key, *, fp4: bool, reps: int, target_ms: float, baselines: bool = True) -> dict[str, Any]:
     import jax_deepgemm as dg
 
@@ -168,22 +203,7 @@ def bench_paged(key, *, fp4: bool, reps: int, target_ms: float, baselines: bool 
     num_sms = int(getattr(jax.devices()[0], "core_count", 132) or 132)
 
     def make(i):
-        k1, k2, k3 = jax.random.split(jax.random.key(i), 3)
-        w = jax.random.normal(k3, (b * next_n, h), jnp.float32)
-        q = jax.random.normal(k1, (b, next_n, h, d), jnp.float32)
-        # the cache in token chunks (bounded temporaries)
-        parts = []
-        chunk = max(1, (1 << 27) // (bkv * d))  # blocks per chunk
-        for c0 in range(0, nb, chunk):
-            n = min(chunk, nb - c0)
-            tok = jax.random.normal(jax.random.fold_in(k2, c0), (n * bkv, d), jnp.float32)
-            if fp4:
-                parts.append(F.build_fp4_paged_kv_cache(*F.per_token_cast_to_fp4(tok), bkv))
-            else:
-                parts.append(F.build_fp8_paged_kv_cache(*F.per_token_cast_to_fp8_e4m3(tok), bkv))
-        cache = jnp.concatenate(parts, 0)
-        qq = F.per_token_cast_to_fp4(q) if fp4 else (q.astype(jnp.float8_e4m3fn),)
-        return (*qq, cache, w)
+        return paged_operands(i, b, next_n, h, nb, fp4)
 
     sets = timing.build_input_sets(make, n_sets=2, max_input_bytes=24 * timing.GiB)
 

@@ -9,11 +9,10 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import jax_deepgemm as dg
 from jax_deepgemm import fp4 as F
-from jax_deepgemm.bench_mqa import PAGED_BLOCK_KV, PAGED_D, _paged_make, cp_ranges
+from jax_deepgemm.bench_mqa import cp_ranges, paged_problem
 
 mode, *rest = sys.argv[1:]
 flags = {a for a in rest if not a.isdigit()}
@@ -38,16 +37,7 @@ if mode == "ranged":
     args = (q, kv, w)
 else:
     b, next_n, h, l_avg = dims
-    lens, table, max_ctx, nb = _paged_make(b, next_n, h, l_avg, fp4, 0)
-    tok = jax.random.normal(k2, (nb * PAGED_BLOCK_KV, PAGED_D), jnp.float32)
-    build = F.build_fp4_paged_kv_cache if fp4 else F.build_fp8_paged_kv_cache
-    cache = build(*quantize(tok), PAGED_BLOCK_KV)
-    q = jax.random.normal(k1, (b, next_n, h, PAGED_D), jnp.float32)
-    q = quantize(q) if fp4 else q.astype(jnp.float8_e4m3fn)
-    w = jax.random.normal(k3, (b * next_n, h), jnp.float32)
-    lens_d, table_d = jnp.asarray(lens), jnp.asarray(np.asarray(table))
-    meta = dg.get_paged_mqa_logits_metadata(lens_d, PAGED_BLOCK_KV, int(jax.devices()[0].core_count or 132))
-    op = dg.fp4_paged_mqa_logits if fp4 else dg.fp8_paged_mqa_logits
+    op, q, cache, w, lens_d, table_d, meta, max_ctx = paged_problem(b, next_n, h, l_avg, fp4)
     dtype = jnp.bfloat16 if "bf16" in flags else jnp.float32
     f = jax.jit(lambda q, cache, w: op(q, cache, w, lens_d, table_d, meta, max_ctx, clean_logits=False,
                                        logits_dtype=dtype))

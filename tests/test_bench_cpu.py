@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from jax_deepgemm import bench
@@ -147,3 +148,17 @@ def test_probe_log_prints_and_appends_each_line(tmp_path, capsys):
     log.add("paged", 78.1, "3703 GB/s")
     assert len(out.read_text().splitlines()) == 3 and out.read_text().startswith("base")
     assert capsys.readouterr().out.count("v1 ") == 2
+
+
+@pytest.mark.parametrize("fp4", [False, True])
+def test_paged_problem_builds_a_callable_case(fp4):
+    """The paged bench's inputs (shared with the profiling scripts) form a valid call: the op runs on them (the CPU
+    reference here) and gives -inf exactly past each query token's context length when cleaning."""
+    from jax_deepgemm import bench_mqa
+
+    op, q, cache, w, lens, table, meta, max_ctx = bench_mqa.paged_problem(3, 2, 32, 100, fp4)
+    assert cache.shape[1:] == (bench_mqa.PAGED_BLOCK_KV, 1, bench_mqa.PAGED_D // (2 if fp4 else 1) + 4)
+    out = np.asarray(op(q, cache, w, lens, table, meta, max_ctx, clean_logits=True))
+    assert out.shape == (3 * 2, max_ctx)
+    past = np.arange(max_ctx)[None, :] >= np.asarray(lens).reshape(-1, 1)
+    assert np.isneginf(out[past]).all() and np.isfinite(out[~past]).all()
