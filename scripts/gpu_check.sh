@@ -3,7 +3,7 @@
 #
 #   bash scripts/gpu_check.sh                      # all stages
 #   STAGES="build bench" bash scripts/gpu_check.sh # quick rebuild + benchmark
-#   SANITIZE=1 bash scripts/gpu_check.sh           # also compute-sanitizer memcheck (small test)
+#   STAGES="build sanitize" bash scripts/gpu_check.sh  # compute-sanitizer memcheck + racecheck (scripts/sanitize.sh)
 #   BENCH_ARGS="--filter ^4096x" bash scripts/gpu_check.sh
 #   TEST_ARGS="tests/test_bf16_gemm.py -k 'tn or nt'" bash scripts/gpu_check.sh  # a subset of the GPU tests
 #
