@@ -1,12 +1,12 @@
 """Kernel time of a fixed set of FP8 problems, one line each: the quick A/B of a kernel change.
 
-    python3 -P scripts/fp8_probe.py TAG [--out FILE]
+    python3 -P scripts/fp8_probe.py TAG [--out FILE] [--masked]
 
 The set covers each FP8 kernel form the bars depend on: the 1D2D GEMM at short K on a wide tile
 (1193 x 7168 x 2048, 128 x 192, the masked decode tile), dense M = 4096 at short and long K (the
 heuristic's tiles, K from 512 to 16384), the 1D1D GEMM (per-channel B, FP32 out, 256 x 128 A-multicast pairs and
 128 x 128 B-multicast pairs), the K-grouped weight gradient at 16 x 7168 x 2048 (the heuristic's tile and 128 x 128)
-and two masked anchors. Operands as the bench draws them;
+and two masked anchors (``--masked``: all six of DeepGEMM's). Operands as the bench draws them;
 timed with the CUDA profiler over rotating input sets (``testing.timing.time_with_profiler``).
 ``scripts/ab_fp8_kernel.sh`` runs it once per kernel variant.
 """
@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 
 import jax_deepgemm as dg
-from jax_deepgemm.bench_grouped import K_GROUPED_SHAPES, k_grouped_sizes, masked_counts, masked_operands
+from jax_deepgemm.bench_grouped import (K_GROUPED_SHAPES, MASKED_ANCHORS, k_grouped_sizes, masked_counts,
+                                        masked_operands)
 from jax_deepgemm.testing import timing
 from jax_deepgemm.testing.generators import fp8_gemm_operands, k_grouped_operands
 from jax_deepgemm.testing.probe import ProbeLog, probe_parser
@@ -34,7 +35,7 @@ DENSE = [  # m, n, k, B scale recipe, forced tile (None: the heuristic's)
 MASKED = [(1, 1024, 7168, 2048), (4, 256, 4096, 7168)]
 
 
-def main(log: ProbeLog) -> None:
+def main(log: ProbeLog, all_masked: bool) -> None:
     def run(name, fn, make, flops):
         us = timing.time_with_profiler(fn, make_inputs=make, n_reps=3).median_us
         log.add(name, us, f"{flops / us / 1e6:6.0f} TFLOPS")
@@ -50,7 +51,7 @@ def main(log: ProbeLog) -> None:
     for tile in (None, (128, 128, 1), (128, 128, 2)):
         fn = jax.jit(lambda a, b, t=tile: dg.k_grouped_fp8_gemm_tn_contiguous(a, b, k_sizes, tile=t))
         run(f"k_grouped {key} {tile}", fn, lambda i: k_grouped_operands(i, sizes, m, n)[:2], 2 * m * n * sum(sizes))
-    for key in MASKED:
+    for key in (MASKED_ANCHORS if all_masked else MASKED):
         counts = masked_counts(key)
         masked_m = jnp.asarray(counts)
         fn = jax.jit(lambda a, b, c=masked_m, e=key[1]: dg.m_grouped_fp8_gemm_nt_masked(a, b, c, expected_m=e))
@@ -58,5 +59,7 @@ def main(log: ProbeLog) -> None:
 
 
 if __name__ == "__main__":
-    args = probe_parser(__doc__).parse_args()
-    main(ProbeLog(args.tag, args.out))
+    parser = probe_parser(__doc__)
+    parser.add_argument("--masked", action="store_true", help="all six masked anchors, not two")
+    args = parser.parse_args()
+    main(ProbeLog(args.tag, args.out), args.masked)
