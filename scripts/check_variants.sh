@@ -3,7 +3,7 @@
 # a copy of the tree and built with the project's own CMake (the same flags, ptxas --warn-on-spills), then its
 # ptxas warnings and spill lines are reported. Run it after main's ffi/ changed and before a device call, so that a
 # stale patch costs CPU minutes here instead of a build on the GPU machine. ~2-4 min per variant on 2 cores.
-#   PY=.venv/bin/python bash scripts/check_variants.sh base paged-head-mma k-grouped-two-sets
+#   PY=.venv/bin/python bash scripts/check_variants.sh base paged-head-mma k-grouped-two-sets k-loop-head+hold-stages-d
 # `base` builds the tree as it is: main's own warnings (if any) are then told apart from a variant's.
 # PY: a Python 3.12 with jax, nanobind, nvidia-cutlass and cmake >= 3.26 installed (pip); CMAKE: that cmake (default:
 # the one next to PY, else the one on PATH).
@@ -16,11 +16,18 @@ CMAKE=${CMAKE:-$([[ -x $py_bin/cmake ]] && echo "$py_bin/cmake" || echo cmake)}
 JOBS=${JOBS:-$(nproc)}
 status=0
 for name in "$@"; do
-  patch=$PWD/benchmarks/variants/$name.patch
-  [[ $name == base || -f $patch ]] || { echo "$name: no $patch"; status=1; continue; }
+  # NAME1+NAME2: the patches applied in order (a patch written on top of another), as scripts/extract_variants.sh
+  IFS=+ read -r -a parts <<< "$name"
+  patches=()
+  for part in "${parts[@]}"; do [[ $part == base ]] || patches+=("$PWD/benchmarks/variants/$part.patch"); done
+  missing=""
+  for patch in "${patches[@]}"; do [[ -f $patch ]] || missing=$patch; done
+  [[ -z $missing ]] || { echo "$name: no $missing"; status=1; continue; }
   tree=$(mktemp -d)
   git ls-files -z | xargs -0 -I{} cp --parents {} "$tree"
-  if [[ $name != base ]] && ! (cd "$tree" && git apply "$patch"); then
+  applied=1
+  for patch in "${patches[@]}"; do (cd "$tree" && git apply "$patch") || { applied=0; break; }; done
+  if ((!applied)); then
     echo "$name: the patch does not apply"; status=1; rm -rf "$tree"; continue
   fi
   log=$tree/build.log

@@ -2,7 +2,8 @@
 # Writes each kernel variant benchmarks/variants/NAME.patch (a diff of ffi/ against main, committed so that it
 # outlives the checkout it was written in) as variants/NAME/ffi/..., the folders scripts/ab_fp8_kernel.sh takes.
 # Run here, before a device call: untracked files travel with the working tree (delete variants/ afterwards; it is
-# not committed). A patch that no longer applies to the tree is refused: refresh it from its branch first.
+# not committed). A patch that no longer applies to the tree (after the patches before it in NAME1+NAME2) is refused:
+# refresh it from its branch first.
 #   bash scripts/extract_variants.sh paged-head-mma k-grouped-two-sets fp4-quad-exponent+paged-fp4-store-hoist
 # Save a variant written on a branch:  git diff main wip/NAME -- ffi > benchmarks/variants/NAME.patch
 set -euo pipefail
@@ -16,7 +17,6 @@ for name in "$@"; do
   for part in "${parts[@]}"; do
     patch=$PWD/benchmarks/variants/$part.patch
     [[ -f $patch ]] || { echo "no $patch" >&2; exit 1; }
-    git apply --check "$patch" || { echo "$part.patch does not apply to this tree" >&2; exit 1; }
     patches+=("$patch")
   done
   rm -rf "variants/$name"
@@ -26,7 +26,10 @@ for name in "$@"; do
     mkdir -p "$tmp/$(dirname "$f")"
     [[ ! -f $f ]] || cp "$f" "$tmp/$f"
   done
-  for patch in "${patches[@]}"; do (cd "$tmp" && git apply "$patch"); done
+  # Applied in order, each on the ones before it: a patch may be written on top of another (NAME1+NAME2).
+  for patch in "${patches[@]}"; do
+    (cd "$tmp" && git apply "$patch") || { echo "$(basename "$patch") does not apply to this tree${patches[1]+ after the ones before it}" >&2; rm -rf "$tmp"; exit 1; }
+  done
   for f in $files; do
     mkdir -p "variants/$name/$(dirname "$f")"
     cp "$tmp/$f" "variants/$name/$f"

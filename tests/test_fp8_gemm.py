@@ -110,12 +110,15 @@ def test_every_compiled_tile_shape():
                 _assert_close(out, ref, x, w)
 
 
-@pytest.mark.parametrize("m,n,k", [(520, 1002, 512), (1000, 2112, 7168), (1000, 2112, 640)])
+@pytest.mark.parametrize("m,n,k", [(520, 1002, 512), (1000, 2112, 7168), (1000, 2112, 640), (300, 1024, 128),
+                                   (520, 1024, 256), (4100, 4096, 384)])
 def test_multicast_and_two_wave_tiles(m, n, k):
     """BLOCK_M = 256 (two waves, scales staged in shared memory) and 2-CTA clusters along M and N,
     forced, over several tiles per CTA: M not a tile multiple, an odd number of N-blocks (a pair's
-    second CTA past N), N % 8 != 0 (register epilogue instead of TMA stores), and an odd number of
-    K-blocks (5)."""
+    second CTA past N), N % 8 != 0 (register epilogue instead of TMA stores), an odd number of
+    K-blocks (5), one and two K-blocks per tile (the fewest a tile's D may be staged in: the stages of its last two
+    K-blocks, variant hold-stages-d), and ~4 tiles per CTA of 3 K-blocks each (the ring's stages move against the
+    tiles, so every stage takes its turn as a staging one)."""
     tiles = [t for t in _ffi.fp8_gemm_tiles()["1d2d"] if t[0] == 256 or t[2] * t[3] == 2]
     assert any(t[0] == 256 for t in tiles) and any(t[3] == 2 for t in tiles)
     a, b, x, w = fp8_gemm_operands(seed=m + n, m=m, n=n, k=k)
