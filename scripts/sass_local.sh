@@ -5,10 +5,19 @@
 # its instruction histogram, for counting what a loop costs before a GPU run.
 #
 #   bash scripts/sass_local.sh ffi/paged_mqa_logits.cu PagedMqaLogitsWgmmaKernelILi128ELi64ELi64ELb1E > /tmp/k.sass
+# An FP8 GEMM instance list of ffi/instances/fp8_gemm_instances.h (the translation unit CMake generates for it) instead
+# of a TU: `fp8:LIST[:SCALE]` (SCALE kBlock128 by default, kPerChannel for the 1D1D lists), e.g. with the K-loop
+# statistics of scripts/sass_kloop.py:
+#   bash scripts/sass_local.sh fp8:JDG_FP8_1D2D_BM256 > /tmp/k.sass && python3 scripts/sass_kloop.py /tmp/k.sass
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TU=$1
 FN=${2:-}
+if [[ $TU == fp8:* ]]; then
+  IFS=: read -r _ list scale <<< "$TU"
+  TU=/tmp/jdg_$(echo "$list" | tr '[:upper:]' '[:lower:]').cu
+  sed -e "s/@JDG_LIST@/$list/" -e "s/@JDG_SCALE@/${scale:-kBlock128}/" ffi/instances/fp8_gemm_instance.cu.in > "$TU"
+fi
 PY=${PY:-python3}
 tools=/tmp/jdg_nvdisasm
 if [[ ! -x $tools/nvidia/cu13/bin/nvdisasm ]]; then
