@@ -9,6 +9,7 @@
 # the one next to PY, else the one on PATH).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+source scripts/variant_patches.sh
 PY=${PY:-python3}
 py_bin=$(cd "$(dirname "$(command -v "$PY")")" && pwd)
 PY=$py_bin/$(basename "$PY")  # absolute, not resolved: a virtualenv's python must stay the venv's
@@ -16,13 +17,7 @@ CMAKE=${CMAKE:-$([[ -x $py_bin/cmake ]] && echo "$py_bin/cmake" || echo cmake)}
 JOBS=${JOBS:-$(nproc)}
 status=0
 for name in "$@"; do
-  # NAME1+NAME2: the patches applied in order (a patch written on top of another), as scripts/extract_variants.sh
-  IFS=+ read -r -a parts <<< "$name"
-  patches=()
-  for part in "${parts[@]}"; do [[ $part == base ]] || patches+=("$PWD/benchmarks/variants/$part.patch"); done
-  missing=""
-  for patch in "${patches[@]}"; do [[ -f $patch ]] || missing=$patch; done
-  [[ -z $missing ]] || { echo "$name: no $missing"; status=1; continue; }
+  variant_patches "$name" || { status=1; continue; }  # NAME1+NAME2: applied in order
   tree=$(mktemp -d)
   git ls-files -z | xargs -0 -I{} cp --parents {} "$tree"
   applied=1

@@ -8,17 +8,12 @@
 # Save a variant written on a branch:  git diff main wip/NAME -- ffi > benchmarks/variants/NAME.patch
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/variant_patches.sh
 for name in "$@"; do
   # NAME1+NAME2: the patches applied one after the other (an A/B of their combination), written as
   # variants/NAME1_and_NAME2 (no '+' in the tags and file names the A/B script makes)
-  IFS=+ read -r -a parts <<< "$name"
+  variant_patches "$name" || exit 1
   name=${name//+/_and_}
-  patches=()
-  for part in "${parts[@]}"; do
-    patch=$PWD/benchmarks/variants/$part.patch
-    [[ -f $patch ]] || { echo "no $patch" >&2; exit 1; }
-    patches+=("$patch")
-  done
   rm -rf "variants/$name"
   tmp=$(mktemp -d)
   files=$(for patch in "${patches[@]}"; do git apply --numstat "$patch" | cut -f3; done | sort -u)
