@@ -140,9 +140,10 @@ def test_masked_deepgemm_shapes(num_groups, expected_m, n, k):
 
 
 @pytest.mark.parametrize("sfa_mn_major", [False, True])
-@pytest.mark.parametrize("tile", [None, (64, 128), (128, 176), (128, 144)])
+@pytest.mark.parametrize("tile", [None, (64, 128), (128, 176), (128, 144), (128, 192)])
 def test_masked_scale_layouts_and_tiles(sfa_mn_major, tile):
-    """Both A-scale layouts, 64-row and wide (B-scale straddling) tiles, empty / 1-row / partial / full groups."""
+    """Both A-scale layouts, 64-row and wide (B-scale straddling) tiles, empty / 1-row / partial / full groups.
+    N = 2112 is 11 tiles of 192 columns: an odd count, so a pair of CTAs along N would have its last one past N."""
     num_groups, max_m, n, k = 4, 384, 2112, 1536
     masked_m = np.array([0, 1, 300, 384], np.int32)
     a, b, x, w, _, _ = m_grouped_operands(13, [max_m] * num_groups, n, k)
@@ -194,6 +195,52 @@ def test_masked_empty_and_full_groups_and_repeats():
     for g, mm in enumerate(masked_m):
         if mm:
             assert calc_diff(got[g, :mm], np.asarray(_rows_times_weights(x3[g, :mm], w[g]), np.float64)) < FP8_TOLERANCE
+
+
+# The cluster override of benchmarks/variants/m-grouped-pairs.patch (pairs of CTAs along M sharing B, or along N
+# sharing A, for the contiguous and masked forms): a build without it ignores the variable, and these tests then run
+# the default picks over the same layouts.
+_CLUSTER_ENV = "JAX_DEEPGEMM_MGROUPED_CLUSTER"
+
+
+@pytest.mark.parametrize("cluster", [None, "2x1", "1x2"])
+def test_contiguous_pair_layouts(cluster, monkeypatch):
+    """128-row blocks paired (2i, 2i + 1) as padding + padding, padding + expert, expert + padding, two experts,
+    one expert twice, and a last block of 70 rows whose pair lies past M."""
+    if cluster:
+        monkeypatch.setenv(_CLUSTER_ENV, cluster)
+    n, k = 2112, 512
+    a, b, x, w, _, _ = m_grouped_operands(17, [256] * 5, n, k, extra_rows=70)  # 1350 rows, 5 experts
+    block_ids = [-1, -1, -1, 0, 0, -1, 1, 2, 3, 3, 4]
+    row_ids = np.repeat(np.asarray(block_ids, np.int32), 128)[:1350]
+    row_ids[3 * 128 + 100:4 * 128] = -1  # expert 0 starts with 100 rows, then padding
+    row_ids[7 * 128 + 1:8 * 128] = -1  # expert 2 has one row
+    out = _m_grouped_contiguous_into(a, b, jnp.asarray(row_ids), jnp.full((len(row_ids), n), jnp.nan, jnp.bfloat16),
+                                     block_m=128)
+    _check(a, b, x, w, row_ids, out)
+
+
+@pytest.mark.parametrize("cluster", [None, "2x1", "1x2"])
+@pytest.mark.parametrize("tile", [None, (128, 192)])
+def test_masked_pair_counts(cluster, tile, monkeypatch):
+    """Experts of 0, 1, 128, 129, 256, 300 and 384 rows, a count past max_m and a negative one (both clamp), over
+    N = 2112: 11 tiles of 192 columns, so a pair along N, or along M over an odd last M-block, has a CTA past N."""
+    if cluster:
+        monkeypatch.setenv(_CLUSTER_ENV, cluster)
+    max_m, n, k = 384, 2112, 512
+    masked_m = np.array([0, 1, 128, 129, 256, 300, 384, 500, -3], np.int32)
+    num_groups = len(masked_m)
+    a, b, x, w, _, _ = m_grouped_operands(18, [max_m] * num_groups, n, k)
+    a3 = (a[0].reshape(num_groups, max_m, k), a[1].reshape(num_groups, max_m, -1))
+    out = jax.jit(_m_grouped_masked_into, static_argnames="tile")(
+        a3, b, jnp.asarray(masked_m), jnp.full((num_groups, max_m, n), jnp.nan, jnp.bfloat16), tile=tile)
+    got = np.asarray(out, np.float64)
+    x3 = x.reshape(num_groups, max_m, k)
+    for g, mm in enumerate(np.clip(masked_m, 0, max_m)):
+        if mm:
+            assert np.isfinite(got[g, :mm]).all(), f"group {g}: valid rows unwritten"
+            exact = np.asarray(_rows_times_weights(x3[g, :mm], w[g]), np.float64)
+            assert calc_diff(got[g, :mm], exact) < FP8_TOLERANCE, f"group {g}"
 
 
 # --------------------------------------------------------------------------- ragged
