@@ -17,6 +17,8 @@
 # shell splits them (quotes group, as in TESTS).
 # TEST_TIMEOUT / PROBE_TIMEOUT (seconds, default 300 / 240): a variant whose kernel hangs (a barrier mismatch) is
 # killed and reported instead of running the device call to its limit.
+# A variant prebuilt on the CPU machine (scripts/prebuild_variants.sh; carry `prebuilt`) from the same ffi/ tree is
+# not built here: its extension is unpacked and imported instead (scripts/prebuilt.sh).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 TESTS=${TESTS:-}
@@ -28,7 +30,9 @@ TEST_TAGS=${TEST_TAGS:-.}
 TEST_TIMEOUT=${TEST_TIMEOUT:-300}
 PROBE_TIMEOUT=${PROBE_TIMEOUT:-240}
 cd "$(dirname "$0")/.."
+source scripts/prebuilt.sh
 mkdir -p "$OUT"
+outer_pythonpath=${PYTHONPATH:-}
 kernels=ffi/kernels
 saved=$(mktemp -d)
 cp -rp ffi "$saved"/
@@ -55,11 +59,16 @@ for variant in "$@"; do
   fi
   # (gpu_check.sh's build stage touches what differs from the last build: a warm machine's stale objects.)
   t0=$SECONDS
-  if ! STAGES=build bash scripts/gpu_check.sh > "$OUT/build_$tag.log" 2>&1; then
-    echo "$tag: build failed"; tail -n 20 "$OUT/build_$tag.log"; continue
+  export PYTHONPATH=$outer_pythonpath
+  if use_prebuilt "$tag"; then
+    echo "$tag: prebuilt/$tag.so.xz loaded in $((SECONDS - t0)) s (built on the CPU machine from this ffi/ tree)"
+  else
+    if ! JDG_NO_PREBUILT=1 STAGES=build bash scripts/gpu_check.sh > "$OUT/build_$tag.log" 2>&1; then
+      echo "$tag: build failed"; tail -n 20 "$OUT/build_$tag.log"; continue
+    fi
+    echo "$tag: built in $((SECONDS - t0)) s; $(grep -cE '[1-9][0-9]* bytes spill' "$OUT/ptxas.txt") ptxas lines with spills"
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
   fi
-  echo "$tag: built in $((SECONDS - t0)) s; $(grep -cE '[1-9][0-9]* bytes spill' "$OUT/ptxas.txt") ptxas lines with spills"
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
   if [[ -n $TESTS && $tag =~ $TEST_TAGS ]]; then
     eval "test_args=($TESTS)"
     for ((i = 1; i <= REPEAT; i++)); do

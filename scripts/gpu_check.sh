@@ -62,7 +62,12 @@ fi
 # build
 # ---------------------------------------------------------------------------------------------
 built_ffi=build/last_built_ffi  # the ffi/ tree the build directory was last built from (kept between calls)
-if has_stage build; then
+source scripts/prebuilt.sh
+# (JDG_NO_PREBUILT=1: scripts/ab_fp8_kernel.sh, which has decided already and needs the installed build.)
+if has_stage build && [[ -z ${JDG_NO_PREBUILT:-} ]] && use_prebuilt base; then
+  # Built on the CPU machine from this very ffi/ tree (scripts/prebuild_variants.sh base; carry `prebuilt`).
+  add_summary "build: prebuilt/base.so.xz (built on the CPU machine from this ffi/ tree; no ptxas log here)"
+elif has_stage build; then
   log "build (pip install --no-build-isolation --no-deps -v .)"
   # The device tool re-copies the tree on every call with the sources' old mtimes, so a warm machine's build
   # directory (built from another tree, e.g. an A/B variant of the previous call) looks newer than them: touch
