@@ -17,14 +17,7 @@ CMAKE=${CMAKE:-$([[ -x $py_bin/cmake ]] && echo "$py_bin/cmake" || echo cmake)}
 JOBS=${JOBS:-$(nproc)}
 status=0
 for name in "$@"; do
-  variant_patches "$name" || { status=1; continue; }  # NAME1+NAME2: applied in order
-  tree=$(mktemp -d)
-  git ls-files -z | xargs -0 -I{} cp --parents {} "$tree"
-  applied=1
-  for patch in "${patches[@]}"; do (cd "$tree" && git apply "$patch") || { applied=0; break; }; done
-  if ((!applied)); then
-    echo "$name: the patch does not apply"; status=1; rm -rf "$tree"; continue
-  fi
+  variant_tree "$name" || { status=1; continue; }  # NAME1+NAME2: applied in order
   log=$tree/build.log
   t0=$SECONDS
   if "$CMAKE" -S "$tree" -B "$tree/build" -DPython_EXECUTABLE="$PY" -DJAX_DEEPGEMM_CUDA=ON \

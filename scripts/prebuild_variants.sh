@@ -24,15 +24,8 @@ fi
 mkdir -p prebuilt
 status=0
 for name in "$@"; do
-  variant_patches "$name" || { status=1; continue; }
+  variant_tree "$name" || { status=1; continue; }  # NAME1+NAME2: applied in order
   tag=${name//+/_and_}
-  tree=$(mktemp -d)
-  git ls-files -z | xargs -0 -I{} cp --parents {} "$tree"
-  applied=1
-  for patch in "${patches[@]}"; do (cd "$tree" && git apply "$patch") || { applied=0; break; }; done
-  if ((!applied)); then
-    echo "$name: the patch does not apply"; status=1; rm -rf "$tree"; continue
-  fi
   t0=$SECONDS
   if "$CMAKE" -S "$tree" -B "$tree/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE="$PY" \
       -DJAX_DEEPGEMM_CUDA=ON -DCMAKE_CUDA_COMPILER="${CUDACXX:-/usr/local/cuda/bin/nvcc}" > "$tree/build.log" 2>&1 &&
