@@ -34,7 +34,10 @@ for name in "$@"; do
     strip --strip-unneeded "$so"
     xz -9 -c "$so" > "prebuilt/$tag.so.xz"
     ffi_tree_hash "$tree" > "prebuilt/$tag.ffi-hash"
-    echo "$name: prebuilt/$tag.so.xz ($(du -k "prebuilt/$tag.so.xz" | cut -f1) KB) in $((SECONDS - t0)) s"
+    # (The device no longer builds it, so its ptxas report is read here, as scripts/check_variants.sh does.)
+    echo "$name: prebuilt/$tag.so.xz ($(du -k "prebuilt/$tag.so.xz" | cut -f1) KB) in $((SECONDS - t0)) s;" \
+      "$(grep -c "ptxas.*warning" "$tree/build.log") ptxas warning line(s)," \
+      "$(grep -cE "[1-9][0-9]* bytes spill" "$tree/build.log") line(s) with spills"
   else
     echo "$name: build failed"; grep -E "error" "$tree/build.log" | head -10; status=1
   fi

@@ -31,9 +31,12 @@ use_prebuilt() {
   rm -rf "$dest" && mkdir -p "$dest" && cp -r jax_deepgemm "$dest"/ && find "$dest" -name '*.so' -delete
   $py -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
     "$archive" "$so" || return 1
-  if ! PYTHONPATH=$dest${PYTHONPATH:+:$PYTHONPATH} $py -P -c \
-      'import sys, jax_deepgemm as m; sys.exit(0 if m.has_cuda_kernels() else 1)' > /dev/null 2>&1; then
-    echo "prebuilt/$tag: does not load here or has no CUDA kernels; building from source"
+  # (It must also be the one imported: an editable install's import hook would shadow PYTHONPATH.)
+  local check='import sys, jax_deepgemm as m
+sys.exit(not (m.__file__.startswith(sys.argv[1]) and m.has_cuda_kernels()))'
+  if ! PYTHONPATH=$dest${PYTHONPATH:+:$PYTHONPATH} $py -P -c "$check" "$dest/" > /dev/null 2>&1; then
+    echo "prebuilt/$tag: does not load here, has no CUDA kernels or is shadowed by an installed build;" \
+      "building from source"
     return 1
   fi
   export PYTHONPATH=$dest${PYTHONPATH:+:$PYTHONPATH}

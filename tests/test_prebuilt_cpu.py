@@ -3,8 +3,10 @@ it must take one only when it was built from the very ffi/ tree the device has, 
 anything it cannot load, so that the call falls back to a source build."""
 
 import lzma
+import os
 import pathlib
 import shutil
+import site
 import subprocess
 import sys
 
@@ -16,7 +18,10 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _bash(script: str, cwd: pathlib.Path) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", "PY": sys.executable, "PREBUILT_PKG": str(cwd / "unpacked")}
+    # As on the GPU machine, where the package is installed for good: `python -S` with the site-packages on PYTHONPATH
+    # runs no .pth file, so an editable install's import hook (CI's) cannot shadow what use_prebuilt puts first.
+    env = {"PATH": "/usr/bin:/bin", "PY": f"{sys.executable} -S", "PYTHONPATH": os.pathsep.join(site.getsitepackages()),
+           "PREBUILT_PKG": str(cwd / "unpacked")}
     return subprocess.run(["bash", "-c", f"source {REPO / 'scripts' / 'prebuilt.sh'}; {script}"], cwd=cwd,
                           capture_output=True, text=True, env=env)
 
@@ -44,9 +49,9 @@ def test_refuses_an_archive_of_another_tree(tmp_path):
     (tree / "prebuilt").mkdir()
     (tree / "prebuilt" / "x.so.xz").write_bytes(lzma.compress(b"not a library"))
     (tree / "prebuilt" / "x.ffi-hash").write_text("0123456789abcdef\n")
-    out = _bash('PYTHONPATH=/before; use_prebuilt x; echo "rc=$? PYTHONPATH=$PYTHONPATH"', tree)
+    out = _bash('PYTHONPATH=/before:$PYTHONPATH; use_prebuilt x; echo "rc=$? PYTHONPATH=$PYTHONPATH"', tree)
     assert "built from another ffi/ tree" in out.stdout
-    assert "rc=1 PYTHONPATH=/before" in out.stdout
+    assert "rc=1 PYTHONPATH=/before:" in out.stdout
 
 
 def test_refuses_an_archive_that_does_not_load(tmp_path):
@@ -54,9 +59,9 @@ def test_refuses_an_archive_that_does_not_load(tmp_path):
     (tree / "prebuilt").mkdir()
     (tree / "prebuilt" / "x.so.xz").write_bytes(lzma.compress(b"not a library"))
     (tree / "prebuilt" / "x.ffi-hash").write_text(_bash("ffi_tree_hash", tree).stdout)
-    out = _bash('PYTHONPATH=/before; use_prebuilt x; echo "rc=$? PYTHONPATH=$PYTHONPATH"', tree)
-    assert "does not load here" in out.stdout
-    assert "rc=1 PYTHONPATH=/before" in out.stdout
+    out = _bash('PYTHONPATH=/before:$PYTHONPATH; use_prebuilt x; echo "rc=$? PYTHONPATH=$PYTHONPATH"', tree)
+    assert "does not load here, has no CUDA kernels" in out.stdout
+    assert "rc=1 PYTHONPATH=/before:" in out.stdout
 
 
 def test_no_archive_is_a_quiet_refusal(tmp_path):
@@ -74,7 +79,7 @@ def test_takes_an_archive_of_this_tree(tmp_path):
     (tree / "prebuilt" / "x.so.xz").write_bytes(lzma.compress(pathlib.Path(_ffi._C.__file__).read_bytes()))
     (tree / "prebuilt" / "x.ffi-hash").write_text(_bash("ffi_tree_hash", tree).stdout)
     out = _bash('use_prebuilt x; echo "rc=$? PYTHONPATH=$PYTHONPATH"; '
-                '"$PY" -P -c "import jax_deepgemm as m; print(m.__file__, m.has_cuda_kernels())"', tree)
+                '$PY -P -c "import jax_deepgemm as m; print(m.__file__, m.has_cuda_kernels())"', tree)
     unpacked = tree / "unpacked" / "x"
-    assert f"rc=0 PYTHONPATH={unpacked}" in out.stdout, out.stdout + out.stderr
+    assert f"rc=0 PYTHONPATH={unpacked}{os.pathsep}" in out.stdout, out.stdout + out.stderr
     assert f"{unpacked / 'jax_deepgemm' / '__init__.py'} True" in out.stdout, out.stdout + out.stderr
