@@ -260,8 +260,12 @@ struct Fp8GemmTraits {
   // 256-row 1D2D tiles, whose two promoted copies leave no room for a second set, stagger their warpgroups instead:
   // the second one starts the CTA's first K loop when the first one's first wave has completed, so that each one's
   // promotion runs during the other's WGMMAs (3-4 % faster at 4096 x 4096 x 7168 and 4096 x 7168 x 16384, neutral at
-  // K = 2048). Measured slower on the one-wave tiles (128 x 128, 128 x 192: 1-7 %) and on the 1D1D ones (3-4 %).
-  static constexpr bool kStaggerWarpgroups = kNumWaves == 2 && kBScale == BScale::kBlock128;
+  // K = 2048). Measured slower on the one-wave tiles (128 x 128, 128 x 192: 1-7 %) and on the 1D1D ones (3-4 %) when
+  // every K loop staggered (session 18); once per CTA (session 27's form) the one-wave 128-row tiles without a second
+  // accumulator set stagger too: 128 x 144-192 (the masked and 4096 x 2112 picks), whose two warpgroups otherwise
+  // wait for their WGMMAs together and promote together, leaving the tensor cores idle for each promotion.
+  static constexpr bool kStaggerWarpgroups =
+      kBScale == BScale::kBlock128 && (kNumWaves == 2 || (kBlockM == 128 && kKBatch == 1 && !kMaySplitK));
   static_assert(!kStaggerWarpgroups || kKBatch == 1, "the batched K loop does not stagger");
 
   static_assert(kStageBytes + kBarrierBytes == Fp8GemmStageBytes(kBlockM, kBlockN, kBScale),
@@ -453,6 +457,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     // start address field (14 bits of 16-byte units) never carries: shared memory is < 256 KB.
     const uint64_t desc_a0 = SmemDescK128B(smem_a + warpgroup * 64 * kFp8BlockK);
     const uint64_t desc_b0 = SmemDescK128B(smem_b);
+    const uint32_t desc_a0_lo = uint32_t(desc_a0), desc_b0_lo = uint32_t(desc_b0);
+    const uint64_t desc_a0_hi = desc_a0 & ~uint64_t(0xffffffffu), desc_b0_hi = desc_b0 & ~uint64_t(0xffffffffu);
     int stage = 0, phase = 0;
     int m_block, n_block, group, second_group, kb_begin, kb_end;
     bool poisoned;
@@ -461,6 +467,20 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       // m_block (n_block) may be past M (N) for the second CTA of a ragged last cluster pair: it
       // computes on zero-filled operands and stores nothing.
       const int row0 = m_block * kBlockM + wg_row_in_tile, row1 = row0 + 8;  // wave 0
+
+      // A masked 128-row tile whose rows for this warpgroup (its 64) all lie past its expert's masked_m: the
+      // warpgroup issues no WGMMAs, so the other one has the tensor cores to itself (such tiles end each expert
+      // whose count is <= 64 past a multiple of 128: a third of the bench's masked tiles at 4 x 256 x 7168 x 2048).
+      // It still waits on and releases every stage and runs its promotion and epilogue on stale accumulators:
+      // those rows of D are unspecified for the masked form.
+      bool idle_rows = false;
+      // (Not in the batched K loops of the narrower tiles: there the flag spilled, 128 x 64.)
+      if constexpr (kWaves == 1 && kBlockM == 128 && Traits::kKBatch == 1) {
+        if (p.grouping.masked_m != nullptr) {
+          const int rows = min(max(__ldg(p.grouping.masked_m + group), 0), p.grouping.max_m);
+          idle_rows = (m_block % (p.grouping.max_m / kBlockM)) * kBlockM + warpgroup * 64 >= rows;
+        }
+      }
 
       const int n0 = n_block * kBlockN;
       // The loops below count K-blocks from the tile's first (kb_begin, non-zero for K-grouped GEMMs).
@@ -497,29 +517,43 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       // a K-block batch). The two warpgroups issue independently: a named-barrier token ring that made them take
       // turns (so that one's promotion overlapped the other's WGMMAs) measured 1.5-2.5 % slower on every FP8 tile
       // (H200, session 14).
-      auto issue = [&](int s, int w, float* acc) {
-        // Descriptors differ from the stage-0 ones only in the start address (16-byte units).
-        const uint64_t desc_a = desc_a0 + uint64_t((s * Traits::kSmemA + w * 128 * kFp8BlockK) >> 4);
-        const uint64_t desc_b = desc_b0 + uint64_t((s * Traits::kSmemB) >> 4);
+      // Descriptors differ from the stage-0 ones only in the start address (16-byte units, the low word): 32-bit adds
+      // on the low word, the high word a constant. (64-bit adds of a sign-extended offset, recomputed from the stage
+      // index after the full-barrier wait, put ~30 dependent uniform instructions between that wait and the first
+      // WGMMA of every K-block.) `stage_lo_a/b` are the low words of stage s's wave-0 descriptors.
+      auto issue_at = [&](uint32_t stage_lo_a, uint32_t stage_lo_b, int w, float* acc) {
+        if (idle_rows) return;  // no WGMMA: the stage is still waited on and released by the caller
+        const uint32_t lo_a = stage_lo_a + uint32_t((w * 128 * kFp8BlockK) >> 4);
 #pragma unroll
         for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(acc[i]);
         cute::warpgroup_arrive();
 #pragma unroll
         for (int k = 0; k < kFp8BlockK / 32; ++k)
-          WgmmaFma<Wgmma>(desc_a + k * 2, desc_b + k * 2, acc, k > 0, std::make_index_sequence<kAccums>{});
+          WgmmaFma<Wgmma>(desc_a0_hi | (lo_a + k * 2), desc_b0_hi | (stage_lo_b + k * 2), acc, k > 0,
+                          std::make_index_sequence<kAccums>{});
         cute::warpgroup_commit_batch();
       };
+      auto stage_desc_lo_a = [&](int s) { return desc_a0_lo + uint32_t((s * Traits::kSmemA) >> 4); };
+      auto stage_desc_lo_b = [&](int s) { return desc_b0_lo + uint32_t((s * Traits::kSmemB) >> 4); };
+      auto issue = [&](int s, int w, float* acc) { issue_at(stage_desc_lo_a(s), stage_desc_lo_b(s), w, acc); };
 
-      // Traits::kStaggerWarpgroups, once per CTA (its first K loop): warpgroup 1 waits before its first issue,
-      // warpgroup 0 after its first wave's WGMMAs completed; each passes the barrier once. The offset then persists,
-      // warpgroup 1 reaching each tile's end (and its epilogue) later than warpgroup 0, instead of costing a wave of
-      // warpgroup 1's WGMMAs at every tile (staggering every K loop was 0.3-1.3 % slower at M = 4096, session 27).
-      auto stagger = [&](bool before_first_issue) {
+      // Traits::kStaggerWarpgroups, once per CTA (its first K loop with K-blocks): warpgroup 1 waits (bar.sync) before
+      // its first issue, warpgroup 0 arrives (bar.arrive, no wait) once its first wave's WGMMAs completed; each passes
+      // the barrier once. The offset then persists, warpgroup 1 reaching each tile's end (and its epilogue) later than
+      // warpgroup 0, instead of costing a wave of warpgroup 1's WGMMAs at every tile (staggering every K loop was
+      // 0.3-1.3 % slower at M = 4096, session 27). Decided before the loop, so that the loop tests one flag.
+      auto stagger_before_loop = [&](bool loop_has_k_blocks) -> bool {  // whether this loop's first wave releases it
         if constexpr (Traits::kStaggerWarpgroups) {
-          if (!staggered && (warpgroup == 1) == before_first_issue)
+          if (staggered || !loop_has_k_blocks) return false;
+          staggered = true;
+          if (warpgroup == 1)
             asm volatile("bar.sync %0, %1;\n" ::"n"(kStaggerBarrier), "n"(Traits::kNumMathThreads) : "memory");
-          if (!before_first_issue) staggered = true;
+          return warpgroup == 0;
         }
+        return false;
+      };
+      auto stagger_release = [&]() {
+        asm volatile("bar.arrive %0, %1;\n" ::"n"(kStaggerBarrier), "n"(Traits::kNumMathThreads) : "memory");
       };
 
       // Accumulator set j of a K-block batch (set 0 is `accum`).
@@ -598,16 +632,22 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
             if constexpr (kBScale == BScale::kBlock128) sb[0] = __ldg(sfb_rows[0] + kb);
           }
         }
+        // Whether the next K-block's stage was seen full during this one's last promotion (its full-barrier test is
+        // issued right after the stage release, so that its latency overlaps the promotion's FFMAs instead of
+        // sitting between the last promotion and the next K-block's first WGMMA).
+        bool next_full = false;
+        // This K-block's stage descriptors, carried from the previous K-block (advanced with the ring).
+        uint32_t cur_lo_a = stage_desc_lo_a(stage), cur_lo_b = stage_desc_lo_b(stage);
+        bool stagger_pending = stagger_before_loop(kb < num_k_blocks);
         for (; kb < num_k_blocks; ++kb) {
-          full[stage].wait(phase);
+          if (!next_full) full[stage].wait(phase);
 
           [[maybe_unused]] float next_sa0 = 0.0f, next_sa1 = 0.0f, next_sb[Traits::kScaleRows];  // register-loaded scales only
 #pragma unroll
           for (int w = 0; w < kWaves; ++w) {
             if (!((kWaveMask >> w) & 1)) continue;
             constexpr int kFirstWave = kWaveMask & 1 ? 0 : 1;
-            if (kb == 0 && w == kFirstWave) stagger(true);
-            issue(stage, w, accum);
+            issue_at(cur_lo_a, cur_lo_b, w, accum);
             if constexpr (!Traits::kScalesInSmem) {
               // Fetch the next slice's scales while the tensor cores work (L1-resident after the first).
               const int kb_next = min(kb + 1, num_k_blocks - 1);
@@ -642,15 +682,21 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
             cute::warpgroup_wait<0>();
 #pragma unroll
             for (int i = 0; i < kAccums; ++i) cute::warpgroup_fence_operand(accum[i]);
-            if (kb == 0 && w == kFirstWave) stagger(false);
+            if (w == kFirstWave && stagger_pending) stagger_pending = false, stagger_release();
             if constexpr (kBScale == BScale::kPerChannel) {
 #pragma unroll
               for (int g = kEarlyGroups; g < kBlockN / 8; ++g) col_scale[g] = sfb_stage[4 * g + quad];
             }
 
             float* fin = final_acc[w];
+            // The next K-block's stage and its full phase.
+            const bool ring_wraps = stage + 1 == num_stages;
+            const int next_stage = ring_wraps ? 0 : stage + 1, next_phase = ring_wraps ? phase ^ 1 : phase;
             if constexpr (kBScale == BScale::kBlock128) {
-              if (w == kLastWave) ReleaseStage<Traits::kClusterSize>(empty[stage], lane);
+              if (w == kLastWave) {
+                ReleaseStage<Traits::kClusterSize>(empty[stage], lane);
+                next_full = full[next_stage].test_wait(uint32_t(next_phase));
+              }
 #pragma unroll
               for (int g = 0; g < kBlockN / 8; ++g) {
                 // Scale row of this 8-column group, selected without indexing registers at run time.
@@ -675,6 +721,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
               if (w == kLastWave) {
                 __syncwarp();
                 ReleaseStageAfterLoads<Traits::kClusterSize>(empty[stage], lane);
+                next_full = full[next_stage].test_wait(uint32_t(next_phase));
               }
             }
           }
@@ -685,7 +732,12 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
               for (int r = 0; r < Traits::kScaleRows; ++r) sb[r] = next_sb[r];
             }
           }
-          if (++stage == num_stages) stage = 0, phase ^= 1;
+          if (++stage == num_stages) {
+            stage = 0, phase ^= 1;
+            cur_lo_a = desc_a0_lo, cur_lo_b = desc_b0_lo;
+          } else {
+            cur_lo_a += uint32_t(Traits::kSmemA >> 4), cur_lo_b += uint32_t(Traits::kSmemB >> 4);
+          }
         }
       };
       // The K loop for this tile's column offset (one instance per offset a BLOCK_N-wide tile can have: the
