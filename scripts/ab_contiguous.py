@@ -5,10 +5,10 @@
 CONFIG is BLOCK_M:LAYOUT, e.g. ``128:mn 256:mn 256:k`` (the default: ``128:mn 256:mn``); BLOCK_M 0 is the
 heuristic's, LAYOUT ``mn`` gives the kernel MN-major A scales (staged by TMA; the transpose is timed too),
 ``k`` K-major ones; an optional third field MxN (``128:mn:2x1``) sets JAX_DEEPGEMM_MGROUPED_CLUSTER for that config,
-the cluster override a kernel variant may read (benchmarks/variants/m-grouped-pairs.patch; main ignores it). Same
-group sizes and operands as ``python -m jax_deepgemm.bench --grouped contiguous`` (its seeded
-``expected * U(0.7, 1.3)``), timed with the CUDA profiler over rotating input sets. Prints us and TFLOPS per config
-and the calc_diff of each output against the first config's.
+a cluster override for kernel variants (session 32's m-grouped-pairs read it; main ignores it). Same group sizes and
+operands as ``python -m jax_deepgemm.bench --grouped contiguous`` (its seeded ``expected * U(0.7, 1.3)``), timed with
+the CUDA profiler over rotating input sets. Prints us and TFLOPS per config and the calc_diff of each output against
+the first config's.
 """
 
 import os

@@ -5,7 +5,7 @@
 CONFIG is BLOCK_MxBLOCK_N:LAYOUT, e.g. ``0x0:k 128x176:mn`` (the default: ``0x0:k 0x0:mn``); 0x0 is the
 heuristic's tile, LAYOUT ``mn`` gives the kernel MN-major A scales (staged by TMA; the transpose is timed too),
 ``k`` K-major ones; an optional third field MxN (``128x192:mn:1x2``) sets JAX_DEEPGEMM_MGROUPED_CLUSTER for that
-config, the cluster override a kernel variant may read (benchmarks/variants/m-grouped-pairs.patch; main ignores it).
+config, a cluster override for kernel variants (session 32's m-grouped-pairs read it; main ignores it).
 Same masked_m and operands as ``python -m jax_deepgemm.bench --grouped masked``, timed with
 the CUDA profiler over rotating input sets. Prints us, TFLOPS and x DeepGEMM's H100 anchor per config and the
 calc_diff of each config's valid rows against the first config's.
