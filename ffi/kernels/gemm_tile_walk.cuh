@@ -16,6 +16,11 @@ __device__ __forceinline__ int GemmRowGroup(const GemmGrouping& grouping, int m,
   return g >= 0 && g < grouping.num_groups ? g : -1;
 }
 
+// Rows of masked group g that the kernel computes: masked_m[g], out-of-range device counts clamped to [0, max_m].
+__device__ __forceinline__ int MaskedGroupRows(const GemmGrouping& grouping, int g) {
+  return min(max(__ldg(grouping.masked_m + g), 0), grouping.max_m);
+}
+
 // The next tile of this CTA's walk: (m_block, n_block) and the expert whose B slice it multiplies
 // (0 for a dense GEMM, -1 for a padding tile of a contiguous grouped GEMM: its tile's first row is
 // padding; segments are BLOCK_M-aligned by contract). Dense and contiguous tiles follow the
@@ -36,7 +41,7 @@ __device__ __forceinline__ bool NextGemmTile(const TileScheduler& sched, const G
   }
   const int num_n_units = (n + kBlockN * kClusterN - 1) / (kBlockN * kClusterN);
   for (int g = 0; g < grouping.num_groups; ++g) {
-    const int rows = min(max(__ldg(grouping.masked_m + g), 0), grouping.max_m);  // out-of-range counts clamp
+    const int rows = MaskedGroupRows(grouping, g);
     const int tiles = (rows + kBlockM - 1) / kBlockM * num_n_units;
     if (tile < tiles) {
       m_block = g * (grouping.max_m / kBlockM) + tile / num_n_units;

@@ -477,7 +477,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       // (Not in the batched K loops of the narrower tiles: there the flag spilled, 128 x 64.)
       if constexpr (kWaves == 1 && kBlockM == 128 && Traits::kKBatch == 1) {
         if (p.grouping.masked_m != nullptr) {
-          const int rows = min(max(__ldg(p.grouping.masked_m + group), 0), p.grouping.max_m);
+          const int rows = MaskedGroupRows(p.grouping, group);
           idle_rows = (m_block % (p.grouping.max_m / kBlockM)) * kBlockM + warpgroup * 64 >= rows;
         }
       }
