@@ -6,7 +6,8 @@ The set covers each FP8 kernel form the bars depend on: the 1D2D GEMM at short K
 (1193 x 7168 x 2048, 128 x 192, the masked decode tile), dense M = 4096 at short and long K (the
 heuristic's tiles, K from 512 to 16384), the 1D1D GEMM (per-channel B, FP32 out, 256 x 128 A-multicast pairs and
 128 x 128 B-multicast pairs), the K-grouped weight gradient at 16 x 7168 x 2048 (the heuristic's tile and 128 x 128)
-and two masked anchors (``--masked``: all six of DeepGEMM's). Operands as the bench draws them;
+and two masked anchors (``--masked``: all six of DeepGEMM's; ``--k-grouped``: the heuristic's tile on the other
+three K-grouped shapes of the bench too). Operands as the bench draws them;
 timed with the CUDA profiler over rotating input sets (``testing.timing.time_with_profiler``).
 ``scripts/ab_fp8_kernel.sh`` runs it once per kernel variant.
 """
@@ -35,7 +36,7 @@ DENSE = [  # m, n, k, B scale recipe, forced tile (None: the heuristic's)
 MASKED = [(1, 1024, 7168, 2048), (4, 256, 4096, 7168)]
 
 
-def main(log: ProbeLog, all_masked: bool) -> None:
+def main(log: ProbeLog, all_masked: bool, all_k_grouped: bool) -> None:
     def run(name, fn, make, flops):
         us = timing.time_with_profiler(fn, make_inputs=make, n_reps=3).median_us
         log.add(name, us, f"{flops / us / 1e6:6.0f} TFLOPS")
@@ -51,6 +52,12 @@ def main(log: ProbeLog, all_masked: bool) -> None:
     for tile in (None, (128, 128, 1), (128, 128, 2)):
         fn = jax.jit(lambda a, b, t=tile: dg.k_grouped_fp8_gemm_tn_contiguous(a, b, k_sizes, tile=t))
         run(f"k_grouped {key} {tile}", fn, lambda i: k_grouped_operands(i, sizes, m, n)[:2], 2 * m * n * sum(sizes))
+    for key in K_GROUPED_SHAPES[:-1] if all_k_grouped else ():
+        groups, m, n, _ = key
+        sizes = k_grouped_sizes(key)
+        fn = jax.jit(lambda a, b, s=jnp.asarray(sizes, jnp.int32): dg.k_grouped_fp8_gemm_tn_contiguous(a, b, s))
+        run(f"k_grouped {key} None", fn, lambda i, s=sizes, m=m, n=n: k_grouped_operands(i, s, m, n)[:2],
+            2 * m * n * sum(sizes))
     for key in (MASKED_ANCHORS if all_masked else MASKED):
         counts = masked_counts(key)
         masked_m = jnp.asarray(counts)
@@ -61,5 +68,6 @@ def main(log: ProbeLog, all_masked: bool) -> None:
 if __name__ == "__main__":
     parser = probe_parser(__doc__)
     parser.add_argument("--masked", action="store_true", help="all six masked anchors, not two")
+    parser.add_argument("--k-grouped", action="store_true", help="all four K-grouped shapes (the heuristic's tile)")
     args = parser.parse_args()
-    main(ProbeLog(args.tag, args.out), args.masked)
+    main(ProbeLog(args.tag, args.out), args.masked, args.k_grouped)
