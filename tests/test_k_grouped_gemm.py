@@ -70,7 +70,8 @@ def test_deepgemm_shapes(num_groups, m, n, expected_k):
 
 
 @pytest.mark.parametrize("tile", [None, (64, 64, 1), (128, 128, 1), (128, 128, 2), (256, 128, 1), (256, 128, 2)])
-@pytest.mark.parametrize("k_sizes,m,n", [([128, 0, 384], 200, 2112), ([256, 128], 1, 576), ([0, 0, 128], 96, 72)])
+@pytest.mark.parametrize("k_sizes,m,n", [([128, 0, 384], 200, 2112), ([256, 128], 1, 576), ([0, 0, 128], 96, 72),
+                                         ([256, 128], 130, 70)])  # rows of 280 bytes: D stored pair by pair
 def test_awkward_shapes_every_tile(k_sizes, m, n, tile):
     a, b, x, y = k_grouped_operands(m + n, k_sizes + [128], m, n)  # a trailing token block in no group
     for sfa_mn_major in (False, True):  # A scales loaded into registers (256: copied by a warp) / staged by TMA
@@ -90,6 +91,16 @@ def test_accumulate_into_c_and_tn_entry(n, tile):
     got = np.asarray(f(a, b, jnp.asarray(k_sizes), c), np.float64)
     assert (got[1] == np.asarray(c[1])).all(), "an empty group must give C exactly"
     _check(got - np.asarray(c, np.float64), x, y, k_sizes)
+
+
+# The kernel walks up to 256 groups in descending order of K (ties by index) from a per-CTA table, more in index
+# order: many groups of repeated sizes, empty ones among them, on both sides of that limit.
+@pytest.mark.parametrize("num_groups", [40, 300])
+def test_many_groups_walk_orders(num_groups):
+    rng = np.random.default_rng(num_groups)
+    k_sizes = [int(s) for s in rng.choice([0, 128, 256, 512], num_groups)]
+    a, b, x, y = k_grouped_operands(num_groups, k_sizes, 256, 384)
+    _check(_run_poisoned(a, b, k_sizes), x, y, k_sizes)
 
 
 def test_device_sizes_out_of_contract_are_nan_not_garbage():
