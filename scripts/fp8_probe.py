@@ -45,19 +45,15 @@ def main(log: ProbeLog, all_masked: bool, all_k_grouped: bool) -> None:
         fn = jax.jit(lambda a, b, t=tile: dg.fp8_gemm_nt(a, b, tile=t))
         run(f"dense {m}x{n}x{k} {recipe} {tile}", fn,
             lambda i, m=m, n=n, k=k, r=recipe: fp8_gemm_operands(i, m, n, k, b_recipe=r)[:2], 2 * m * n * k)
-    key = K_GROUPED_SHAPES[-1]
-    groups, m, n, _ = key
-    sizes = k_grouped_sizes(key)
-    k_sizes = jnp.asarray(sizes, jnp.int32)
-    for tile in (None, (128, 128, 1), (128, 128, 2)):
-        fn = jax.jit(lambda a, b, t=tile: dg.k_grouped_fp8_gemm_tn_contiguous(a, b, k_sizes, tile=t))
-        run(f"k_grouped {key} {tile}", fn, lambda i: k_grouped_operands(i, sizes, m, n)[:2], 2 * m * n * sum(sizes))
-    for key in K_GROUPED_SHAPES[:-1] if all_k_grouped else ():
+    # The last K-grouped shape with the heuristic's tile and both 128 x 128 ones; the others (--k-grouped) its tile.
+    for key in K_GROUPED_SHAPES if all_k_grouped else K_GROUPED_SHAPES[-1:]:
         groups, m, n, _ = key
         sizes = k_grouped_sizes(key)
-        fn = jax.jit(lambda a, b, s=jnp.asarray(sizes, jnp.int32): dg.k_grouped_fp8_gemm_tn_contiguous(a, b, s))
-        run(f"k_grouped {key} None", fn, lambda i, s=sizes, m=m, n=n: k_grouped_operands(i, s, m, n)[:2],
-            2 * m * n * sum(sizes))
+        k_sizes = jnp.asarray(sizes, jnp.int32)
+        for tile in (None, (128, 128, 1), (128, 128, 2)) if key == K_GROUPED_SHAPES[-1] else (None,):
+            fn = jax.jit(lambda a, b, t=tile, s=k_sizes: dg.k_grouped_fp8_gemm_tn_contiguous(a, b, s, tile=t))
+            run(f"k_grouped {key} {tile}", fn, lambda i, s=sizes, m=m, n=n: k_grouped_operands(i, s, m, n)[:2],
+                2 * m * n * sum(sizes))
     for key in (MASKED_ANCHORS if all_masked else MASKED):
         counts = masked_counts(key)
         masked_m = jnp.asarray(counts)

@@ -71,7 +71,7 @@ def test_deepgemm_shapes(num_groups, m, n, expected_k):
 
 @pytest.mark.parametrize("tile", [None, (64, 64, 1), (128, 128, 1), (128, 128, 2), (256, 128, 1), (256, 128, 2)])
 @pytest.mark.parametrize("k_sizes,m,n", [([128, 0, 384], 200, 2112), ([256, 128], 1, 576), ([0, 0, 128], 96, 72),
-                                         ([256, 128], 130, 70)])  # rows of 280 bytes: D stored pair by pair
+                                         ([256, 128], 130, 70)])  # rows of 280 bytes: not 16-byte multiples
 def test_awkward_shapes_every_tile(k_sizes, m, n, tile):
     a, b, x, y = k_grouped_operands(m + n, k_sizes + [128], m, n)  # a trailing token block in no group
     for sfa_mn_major in (False, True):  # A scales loaded into registers (256: copied by a warp) / staged by TMA
@@ -93,8 +93,8 @@ def test_accumulate_into_c_and_tn_entry(n, tile):
     _check(got - np.asarray(c, np.float64), x, y, k_sizes)
 
 
-# The kernel walks up to 256 groups in descending order of K (ties by index) from a per-CTA table, more in index
-# order: many groups of repeated sizes, empty ones among them, on both sides of that limit.
+# Many groups of repeated sizes, empty ones among them: 40 and 300 lie on both sides of the 256 groups up to which
+# the variant `k-grouped-sorted-walk` (benchmarks/variants/) would walk groups from a per-CTA table.
 @pytest.mark.parametrize("num_groups", [40, 300])
 def test_many_groups_walk_orders(num_groups):
     rng = np.random.default_rng(num_groups)
