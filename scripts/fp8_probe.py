@@ -7,7 +7,7 @@ The set covers each FP8 kernel form the bars depend on: the 1D2D GEMM at short K
 heuristic's tiles, K from 512 to 16384), the 1D1D GEMM (per-channel B, FP32 out, 256 x 128 A-multicast pairs and
 128 x 128 B-multicast pairs), the K-grouped weight gradient at 16 x 7168 x 2048 (the heuristic's tile and 128 x 128)
 and two masked anchors (``--masked``: all six of DeepGEMM's; ``--k-grouped``: the heuristic's tile on the other
-three K-grouped shapes of the bench too). Operands as the bench draws them;
+three K-grouped shapes of the bench too, the BF16 K-grouped kernel on all four and the FP8 one accumulating into C). Operands as the bench draws them;
 timed with the CUDA profiler over rotating input sets (``testing.timing.time_with_profiler``).
 ``scripts/ab_fp8_kernel.sh`` runs it once per kernel variant.
 """
@@ -54,6 +54,15 @@ def main(log: ProbeLog, all_masked: bool, all_k_grouped: bool) -> None:
             fn = jax.jit(lambda a, b, t=tile, s=k_sizes: dg.k_grouped_fp8_gemm_tn_contiguous(a, b, s, tile=t))
             run(f"k_grouped {key} {tile}", fn, lambda i, s=sizes, m=m, n=n: k_grouped_operands(i, s, m, n)[:2],
                 2 * m * n * sum(sizes))
+        if all_k_grouped:  # the BF16 kernel's FP32 epilogue, and the FP8 one accumulating into C (D = C + A^T B)
+            fn = jax.jit(lambda x, y, s=k_sizes: dg.k_grouped_bf16_gemm_tn_contiguous(x, y, s))
+            run(f"k_grouped_bf16 {key}", fn, lambda i, s=sizes, m=m, n=n: k_grouped_operands(i, s, m, n)[2:],
+                2 * m * n * sum(sizes))
+            if key == K_GROUPED_SHAPES[-1]:
+                fn = jax.jit(lambda a, b, c, s=k_sizes: dg.k_grouped_fp8_gemm_tn_contiguous(a, b, s, c=c))
+                run(f"k_grouped {key} +C", fn, lambda i, s=sizes, g=groups, m=m, n=n: (
+                    *k_grouped_operands(i, s, m, n)[:2], jax.random.normal(jax.random.key(i), (g, m, n), jnp.float32)),
+                    2 * m * n * sum(sizes))
     for key in (MASKED_ANCHORS if all_masked else MASKED):
         counts = masked_counts(key)
         masked_m = jnp.asarray(counts)
