@@ -7,7 +7,8 @@ bf16 out) at the same group sizes (the aligned segment lengths, so the same tota
 Masked: DeepGEMM's six anchor shapes (max_m 4096), masked_m = expected * U(0.7, 1.3).
 K-grouped (weight gradients): DeepGEMM's four test shapes (groups, M, N, expected K), K sizes
 expected * U(0.7, 1.3) aligned to 128 with group 1 empty, token-major operands
-(``k_grouped_fp8_gemm_tn_contiguous``, transposes included in the loop time; and
+(``k_grouped_fp8_gemm_tn_contiguous``, its operand transposes included in its times; the NT entry's kernel alone
+on the same operands K-major, DeepGEMM's SM90 layout and its anchors' convention; and
 ``k_grouped_bf16_gemm_tn_contiguous`` on the bf16 sources, read in place) vs the dW that
 ``jax.vjp`` of ``lax.ragged_dot`` computes in BF16 (what a JAX user's backward runs today).
 TFLOPS count valid rows only (the anchors' convention). Kernel time from the profiler; for the rows
@@ -171,13 +172,17 @@ def bench_k_grouped(key, *, reps: int, target_ms: float) -> dict[str, Any]:
 
     def make(i):
         a, b, x, y = k_grouped_operands(i, sizes, m, n)
-        return a, b, x, y
+        # The same operands K-major ([M, sum K], [N, sum K]): DeepGEMM's SM90 layout, which its test builds by
+        # transposing outside the timed kernel.
+        a_nt, b_nt = tuple(t.T for t in a), tuple(t.T for t in b)
+        return a, b, x, y, a_nt, b_nt
 
     sets = timing.build_input_sets(make, max_input_bytes=6 * timing.GiB)
-    ours = jax.jit(lambda a, b, x, y: dg.k_grouped_fp8_gemm_tn_contiguous(a, b, k_sizes))
-    ours_bf16 = jax.jit(lambda a, b, x, y: dg.k_grouped_bf16_gemm_tn_contiguous(x, y, k_sizes))
+    ours = jax.jit(lambda a, b, x, y, a_nt, b_nt: dg.k_grouped_fp8_gemm_tn_contiguous(a, b, k_sizes))
+    ours_nt = jax.jit(lambda a, b, x, y, a_nt, b_nt: dg.k_grouped_fp8_gemm_nt_contiguous(a_nt, b_nt, k_sizes))
+    ours_bf16 = jax.jit(lambda a, b, x, y, a_nt, b_nt: dg.k_grouped_bf16_gemm_tn_contiguous(x, y, k_sizes))
 
-    def ragged_dw(a, b, x, y):  # dW[g] = X_g^T Y_g through the VJP of ragged_dot w.r.t. its weights
+    def ragged_dw(a, b, x, y, a_nt, b_nt):  # dW[g] = X_g^T Y_g through the VJP of ragged_dot w.r.t. its weights
         w0 = jnp.zeros((groups, m, n), jnp.bfloat16)
         _, vjp = jax.vjp(lambda w: jax.lax.ragged_dot(x, w, k_sizes), w0)
         return vjp(y)[0]
@@ -186,6 +191,7 @@ def bench_k_grouped(key, *, reps: int, target_ms: float) -> dict[str, Any]:
                            "flops": 2.0 * m * n * sum(sizes)}
     row["ours_kernel_us"] = _kernel_us(ours, sets)
     row["ours_loop_us"] = _loop_us(ours, sets, reps, target_ms)
+    row["ours_nt_kernel_us"] = _kernel_us(ours_nt, sets)
     row["bf16_kernel_us"] = _kernel_us(ours_bf16, sets)
     row["bf16_loop_us"] = _loop_us(ours_bf16, sets, reps, target_ms)
     try:
@@ -254,13 +260,15 @@ def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS,
         print(format_masked(r))
     rows_k = [bench_k_grouped(key, reps=reps, target_ms=target_ms) for key in K_GROUPED_SHAPES
               if "k_grouped" in parts and case_selected(key, filters)]
-    print("# k-grouped (wgrad, group 1 empty): FP8 kern us | TFLOPS | loop us (incl. transposes) | BF16 kern us |"
+    print("# k-grouped (wgrad, group 1 empty): FP8 TN kern us (incl. transposes) | TFLOPS | loop us |"
+          " FP8 NT kern us (K-major operands: DeepGEMM's SM90 layout) | TFLOPS | BF16 kern us |"
           " TFLOPS | loop us | ragged_dot bf16 dW loop us | x bf16 (FP8 / BF16 loop)")
     for r in rows_k:
         k_us, loop, bf = r["ours_kernel_us"], r["ours_loop_us"], r["ragged_dot_bf16_dw_loop_us"]
-        k16, loop16 = r["bf16_kernel_us"], r["bf16_loop_us"]
+        k16, loop16, k_nt = r["bf16_kernel_us"], r["bf16_loop_us"], r.get("ours_nt_kernel_us")
         print(f"{r['groups']:3d} x M {r['M']:5d} N {r['N']:5d} K~{r['expected_k']:5d} | {k_us:8.1f} |"
-              f" {r['flops'] / k_us / 1e6:6.0f} | {loop:8.1f} | {k16:8.1f} | {r['flops'] / k16 / 1e6:6.0f} |"
+              f" {r['flops'] / k_us / 1e6:6.0f} | {loop:8.1f} | {_fmt(k_nt, '8.1f')} |"
+              f" {_fmt(k_nt and r['flops'] / k_nt / 1e6, '6.0f')} | {k16:8.1f} | {r['flops'] / k16 / 1e6:6.0f} |"
               f" {loop16:8.1f} | {_fmt(bf, '8.1f')} | {_fmt(bf and bf / loop, '5.2f')} / {_fmt(bf and bf / loop16, '5.2f')}")
     with open(json_path, "w") as f:
         json.dump({**meta, "contiguous": rows_c, "masked": rows_m, "k_grouped": rows_k}, f, indent=1)
