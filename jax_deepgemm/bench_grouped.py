@@ -265,10 +265,10 @@ def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS,
           " TFLOPS | loop us | ragged_dot bf16 dW loop us | x bf16 (FP8 / BF16 loop)")
     for r in rows_k:
         k_us, loop, bf = r["ours_kernel_us"], r["ours_loop_us"], r["ragged_dot_bf16_dw_loop_us"]
-        k16, loop16, k_nt = r["bf16_kernel_us"], r["bf16_loop_us"], r.get("ours_nt_kernel_us")
+        k16, loop16, k_nt = r["bf16_kernel_us"], r["bf16_loop_us"], r["ours_nt_kernel_us"]
         print(f"{r['groups']:3d} x M {r['M']:5d} N {r['N']:5d} K~{r['expected_k']:5d} | {k_us:8.1f} |"
-              f" {r['flops'] / k_us / 1e6:6.0f} | {loop:8.1f} | {_fmt(k_nt, '8.1f')} |"
-              f" {_fmt(k_nt and r['flops'] / k_nt / 1e6, '6.0f')} | {k16:8.1f} | {r['flops'] / k16 / 1e6:6.0f} |"
+              f" {r['flops'] / k_us / 1e6:6.0f} | {loop:8.1f} | {k_nt:8.1f} |"
+              f" {r['flops'] / k_nt / 1e6:6.0f} | {k16:8.1f} | {r['flops'] / k16 / 1e6:6.0f} |"
               f" {loop16:8.1f} | {_fmt(bf, '8.1f')} | {_fmt(bf and bf / loop, '5.2f')} / {_fmt(bf and bf / loop16, '5.2f')}")
     with open(json_path, "w") as f:
         json.dump({**meta, "contiguous": rows_c, "masked": rows_m, "k_grouped": rows_k}, f, indent=1)
