@@ -13,8 +13,9 @@
 #
 #   TESTS="tests/test_fp8_gemm.py -k accumulate_into_c" REPEAT=5 bash scripts/ab_fp8_kernel.sh base variants/x
 #   PROBE=scripts/mqa_probe.py TESTS="tests/test_mqa_logits.py" TEST_TAGS=y bash scripts/ab_fp8_kernel.sh base variants/y
-# TEST_TAGS: a regex of the variant tags that run TESTS (default: all); PROBE_ARGS: extra probe arguments, split as a
-# shell splits them (quotes group, as in TESTS).
+# TESTS may hold several '|'-separated pytest selections: they run as concurrent processes (compilation is most of a
+# GPU test's time, and the GPU machine has 16 cores). TEST_TAGS: a regex of the variant tags that run TESTS (default:
+# all); PROBE_ARGS: extra probe arguments, split as a shell splits them (quotes group, as in TESTS).
 # TEST_TIMEOUT / PROBE_TIMEOUT (seconds, default 300 / 240): a variant whose kernel hangs (a barrier mismatch) is
 # killed and reported instead of running the device call to its limit.
 # A variant prebuilt on the CPU machine (scripts/prebuild_variants.sh; carry `prebuilt`) from the same ffi/ tree is
@@ -70,16 +71,28 @@ for variant in "$@"; do
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
   fi
   if [[ -n $TESTS && $tag =~ $TEST_TAGS ]]; then
-    eval "test_args=($TESTS)"
+    IFS='|' read -r -a test_groups <<< "$TESTS"
     for ((i = 1; i <= REPEAT; i++)); do
-      JAX_DEEPGEMM_REQUIRE_GPU=1 timeout -k 10 "$TEST_TIMEOUT" $PY -P -m pytest -q -m gpu -p no:cacheprovider \
-        "${test_args[@]}" > "$OUT/tests_${tag}_$i.log" 2>&1
-      rc=$?
-      if ((rc == 124 || rc == 137)); then
-        echo "$tag tests run $i: killed after ${TEST_TIMEOUT} s (hang?); last lines:"; tail -n 5 "$OUT/tests_${tag}_$i.log"
-      else
-        tail -n 1 "$OUT/tests_${tag}_$i.log" | sed "s/^/$tag tests run $i: /"
-      fi
+      pids=()
+      for g in "${!test_groups[@]}"; do
+        eval "test_args=(${test_groups[g]})"
+        log=$OUT/tests_${tag}_${i}_$g.log
+        # Concurrent groups share the GPU: none may take 75 % of its memory up front.
+        XLA_PYTHON_CLIENT_PREALLOCATE=$( ((${#test_groups[@]} > 1)) && echo false || echo true) \
+          JAX_DEEPGEMM_REQUIRE_GPU=1 timeout -k 10 "$TEST_TIMEOUT" $PY -P -m pytest -q -m gpu -p no:cacheprovider \
+          "${test_args[@]}" > "$log" 2>&1 &
+        pids+=($!)
+      done
+      for g in "${!test_groups[@]}"; do
+        wait "${pids[g]}"
+        rc=$?
+        log=$OUT/tests_${tag}_${i}_$g.log
+        if ((rc == 124 || rc == 137)); then
+          echo "$tag tests run $i group $g: killed after ${TEST_TIMEOUT} s (hang?); last lines:"; tail -n 5 "$log"
+        else
+          tail -n 1 "$log" | sed "s/^/$tag tests run $i group $g: /"
+        fi
+      done
     done
   fi
   eval "probe_args=($PROBE_ARGS)"
