@@ -15,6 +15,10 @@ constexpr int kBf16SmemCapacity = 232448;  // opt-in dynamic shared memory per b
 
 // BF16 output tiles whose width is a multiple of 64 are staged in shared memory for TMA stores.
 constexpr int Bf16GemmSmemDBytes(int block_m, int block_n) { return block_m * block_n * 2; }
+// FP32 output (+ C) leaves through a per-warp slab of 8 rows x 128 bytes (kernels/staged_store.cuh): row-contiguous
+// 16-byte stores instead of the accumulator layout's 8 rows x 8 bytes per warp instruction. Needs 16-byte rows.
+constexpr bool Bf16GemmUsesStagedStore(bool out_fp32, int n) { return out_fp32 && n % 4 == 0; }
+constexpr int Bf16GemmStagedSlabBytes(int block_m) { return block_m / 64 * 4 /* warps */ * 8 * 128; }
 // One pipeline stage: A and B 64-K slices (128 bytes per operand row) and its full + empty mbarriers.
 constexpr int kBf16GemmBarrierBytesPerStage = 16;
 constexpr int Bf16GemmStageBytes(int block_m, int block_n) {
@@ -38,6 +42,7 @@ struct Bf16GemmOperands {
 struct Bf16GemmConfig {
   int block_m = 0, block_n = 0, cluster_m = 1, major = 0, num_stages = 0, grid = 0, raster_band = 0;
   bool tma_store = false;  // BF16 D staged in shared memory and written with TMA (needs n % 8 == 0)
+  bool staged_store = false;  // FP32 D through per-warp shared-memory slabs (needs n % 4 == 0)
 };
 
 // Whether a launch stores D through shared memory + TMA (then that staging area precedes the stages):
@@ -45,6 +50,10 @@ struct Bf16GemmConfig {
 // store D directly (FP32 D, optional + C; narrow decode tiles; odd pitches).
 constexpr bool Bf16GemmUsesTmaStore(bool out_fp32, int n, int block_n) {
   return !out_fp32 && n % 8 == 0 && block_n % 64 == 0;
+}
+// Shared memory ahead of the pipeline stages: the TMA-store staging or the staged store's slabs.
+constexpr int Bf16GemmDStagingBytes(bool tma_store, bool staged_store, int block_m, int block_n) {
+  return tma_store ? Bf16GemmSmemDBytes(block_m, block_n) : staged_store ? Bf16GemmStagedSlabBytes(block_m) : 0;
 }
 
 // Launches the compiled instance `cfg` names (bf16_gemm.cu); cudaErrorInvalidConfiguration if none.

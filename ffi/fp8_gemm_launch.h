@@ -26,8 +26,19 @@ constexpr int kMGroupedMaxBlockM = 128;
 
 // BF16 (1D2D) tiles whose width is a multiple of 64 stage D in shared memory for TMA stores.
 constexpr bool Fp8GemmHasSmemD(int block_n, BScale scale) { return scale == BScale::kBlock128 && block_n % 64 == 0; }
+// The other tiles of two math warpgroups (FP32 output; BF16 tiles 144-176 wide or narrower than 64) store D from
+// registers through a per-warp slab of shared memory: 8 rows of one 128-byte (FP32) or 64-byte (BF16) column chunk,
+// re-read row-contiguous, so that each store is a 16-byte piece of a row (sm90_fp8_gemm.cuh, the staged epilogue).
+// The accumulator layout stored directly writes 8 rows x 8 or 16 bytes per warp instruction. (64-row tiles keep
+// the direct stores: their two-CTAs-per-SM stage budget has no room.)
+constexpr bool Fp8GemmHasStagedD(int block_m, int block_n, BScale scale) {
+  return block_m >= 128 && !Fp8GemmHasSmemD(block_n, scale);
+}
+constexpr int Fp8GemmStagedRowBytes(BScale scale) { return scale == BScale::kPerChannel ? 128 : 64; }
 constexpr int Fp8GemmSmemDBytes(int block_m, int block_n, BScale scale) {
-  return Fp8GemmHasSmemD(block_n, scale) ? block_m * block_n * 2 : 0;
+  return Fp8GemmHasSmemD(block_n, scale)              ? block_m * block_n * 2
+         : Fp8GemmHasStagedD(block_m, block_n, scale) ? 8 /* math warps */ * 8 * Fp8GemmStagedRowBytes(scale)
+                                                      : 0;
 }
 
 // Shared-memory budget of one pipeline stage: A and B 128-K slices (one 128-byte row per operand row),

@@ -28,4 +28,15 @@ struct GemmGrouping {
   }
 };
 
+// The K-grouped FP8 walk takes the groups in descending order of K (ties by index), from a table each CTA builds
+// in shared memory (gemm_tile_walk.cuh): with a static round-robin walk, the last tiles a CTA takes are then the
+// cheapest ones. One slot per group; more than kKGroupedWalkMaxGroups groups are walked in index order.
+struct KGroupedSlot {
+  int group, kb_begin, kb_end, poisoned;
+};
+constexpr int kKGroupedWalkMaxGroups = 256;
+constexpr int KGroupedWalkTableBytes(int num_groups) {
+  return num_groups <= kKGroupedWalkMaxGroups ? (num_groups * int(sizeof(KGroupedSlot)) + 127) / 128 * 128 : 0;
+}
+
 }  // namespace jdg

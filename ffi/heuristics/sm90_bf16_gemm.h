@@ -27,8 +27,8 @@ inline constexpr Bf16BlockShape kBf16Shapes[] = {JDG_BF16_ALL(JDG_BF16_BLOCK_SHA
 
 // Pipeline depth: what fits next to the (optional) BF16 output staging, at most 16 stages (16 x 64 K
 // in flight is plenty for the memory-bound small-M shapes).
-inline int Bf16GemmStages(Bf16BlockShape s, bool tma_store) {
-  const int budget = kBf16SmemCapacity - (tma_store ? Bf16GemmSmemDBytes(s.m, s.n) : 0);
+inline int Bf16GemmStages(Bf16BlockShape s, bool tma_store, bool staged_store) {
+  const int budget = kBf16SmemCapacity - Bf16GemmDStagingBytes(tma_store, staged_store, s.m, s.n);
   return std::min(16, budget / Bf16GemmStageBytes(s.m, s.n));
 }
 
@@ -69,7 +69,7 @@ inline Bf16GemmConfig PickBf16GemmConfig(int m, int n, int k, int num_groups, bo
     // A 128-row tile over M <= 64 would run half its tensor-core work on padding.
     if (force_block_m <= 0 && s.m == 128 && m <= 64) continue;
     const bool tma_store = Bf16GemmUsesTmaStore(out_fp32, n, s.n);
-    if (Bf16GemmStages(s, tma_store) < 2) continue;
+    if (Bf16GemmStages(s, tma_store, Bf16GemmUsesStagedStore(out_fp32, n)) < 2) continue;
     const double cost = Bf16GemmCost(m, n, k, num_groups, s, num_sms, out_bytes, tma_store);
     // Within 2 %, prefer the larger tile (fewer B/A re-reads than the model counts).
     const int rank = s.m * s.n * s.cluster_m, best_rank = best.block_m * best.block_n * best.cluster_m;
@@ -88,7 +88,9 @@ inline Bf16GemmConfig PickBf16GemmConfig(int m, int n, int k, int num_groups, bo
                             ((n + best.block_n - 1) / best.block_n);
   best.grid = std::max(1, std::min(cluster_tiles, num_sms / best.cluster_m)) * best.cluster_m;
   best.tma_store = Bf16GemmUsesTmaStore(out_fp32, n, best.block_n);
-  best.num_stages = Bf16GemmStages({best.block_m, best.block_n, best.cluster_m, best.major}, best.tma_store);
+  best.staged_store = Bf16GemmUsesStagedStore(out_fp32, n);
+  best.num_stages =
+      Bf16GemmStages({best.block_m, best.block_n, best.cluster_m, best.major}, best.tma_store, best.staged_store);
   best.raster_band = 8;
 
   static const bool print = std::getenv("JAX_DEEPGEMM_PRINT_CONFIGS") != nullptr;

@@ -30,13 +30,15 @@ inline constexpr BlockShape kFp8Block128Shapes[] = {JDG_FP8_1D2D_ALL(JDG_BLOCK_S
 inline constexpr BlockShape kFp8PerChannelShapes[] = {JDG_FP8_1D1D_ALL(JDG_BLOCK_SHAPE)};
 #undef JDG_BLOCK_SHAPE
 
-inline int Fp8GemmStages(BlockShape s, BScale scale, bool sfa_mn_major = false, bool two_per_sm = false) {
+// `reserved_bytes`: shared memory the launch adds beyond the stages and D (the K-grouped walk's table).
+inline int Fp8GemmStages(BlockShape s, BScale scale, bool sfa_mn_major = false, bool two_per_sm = false,
+                         int reserved_bytes = 0) {
   const int per_stage =
       Fp8GemmStageBytes(s.m, s.n, scale) + (sfa_mn_major ? Fp8GemmOptionalSfaStageBytes(s.m) : 0);
   // More stages keep more bytes in flight (what small-M, memory-bound shapes need); beyond ~24
   // nothing improves and the barrier bookkeeping grows.
   const int smem = two_per_sm ? kSm90SmemTwoPerSm : kSm90SmemCapacity;
-  return std::min(24, (smem - Fp8GemmSmemDBytes(s.m, s.n, scale)) / per_stage);
+  return std::min(24, (smem - Fp8GemmSmemDBytes(s.m, s.n, scale) - reserved_bytes) / per_stage);
 }
 
 // Modelled cycles for one problem: waves x per-tile time, the per-tile time being the slower of
@@ -264,7 +266,9 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
   // Persistent grid: one CTA per SM at most, a whole number of clusters. Split-K: one CTA per (tile, split).
   best.grid = best.split_k > 1 ? cluster_tiles * best.split_k
                                : std::max(1, std::min(cluster_tiles, num_sms / cluster_size)) * cluster_size;
-  best.num_stages = Fp8GemmStages({best.block_m, best.block_n}, scale, sfa_mn_major, best.two_per_sm);
+  // (1D1D: room for a K-grouped walk table of k_groups groups; a dense call's single group costs 128 bytes.)
+  best.num_stages = Fp8GemmStages({best.block_m, best.block_n}, scale, sfa_mn_major, best.two_per_sm,
+                                  scale == BScale::kPerChannel ? KGroupedWalkTableBytes(k_groups) : 0);
   best.raster_band = 8;
 
   static const bool print = std::getenv("JAX_DEEPGEMM_PRINT_CONFIGS") != nullptr;

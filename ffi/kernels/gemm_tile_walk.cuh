@@ -126,13 +126,20 @@ constexpr int kKGroupAlignment = 128;
 // as 0, the ranges are clipped to the K of the operands, and from the first size that is not a
 // multiple of 128 on, every group is `poisoned` (its offsets no longer fall on 128-row blocks: the
 // kernel writes NaN there).
+// With `table` (BuildKGroupedWalk), the groups are walked in its order and their ranges read from it.
 template <int kBlockK>
 __device__ __forceinline__ bool NextKGroupedTile(const TileScheduler& sched, const GemmGrouping& grouping,
                                                  int num_k_blocks, int tile, int& m_block, int& n_block, int& group,
-                                                 int& kb_begin, int& kb_end, bool& poisoned) {
+                                                 int& kb_begin, int& kb_end, bool& poisoned,
+                                                 const KGroupedSlot* table = nullptr) {
   static_assert(kKGroupAlignment % kBlockK == 0, "a group's K range is whole K-blocks");
   group = tile / sched.num_tiles;
   if (group >= grouping.num_groups || !sched.Get(tile - group * sched.num_tiles, m_block, n_block)) return false;
+  if (table != nullptr) {
+    const KGroupedSlot slot = table[group];
+    group = slot.group, kb_begin = slot.kb_begin, kb_end = slot.kb_end, poisoned = slot.poisoned != 0;
+    return true;
+  }
   int offset = 0;  // in rows of K
   poisoned = false;
   for (int g = 0; g < group; ++g) {
@@ -145,6 +152,34 @@ __device__ __forceinline__ bool NextKGroupedTile(const TileScheduler& sched, con
   kb_begin = min(offset / kBlockK, num_k_blocks);
   kb_end = poisoned ? kb_begin : min((offset + size) / kBlockK, num_k_blocks);
   return true;
+}
+
+// Fills `table` (shared memory, KGroupedWalkTableBytes) with every group's slot, in descending order of K (ties by
+// index), with its K-block range and poisoning exactly as NextKGroupedTile reads them without a table. All threads
+// of the CTA call it; `scratch` (num_groups ints of shared memory) is free again once it returns.
+template <int kBlockK>
+__device__ void BuildKGroupedWalk(const GemmGrouping& grouping, int num_k_blocks, KGroupedSlot* table, int* scratch) {
+  const int num_groups = grouping.num_groups;
+  for (int g = threadIdx.x; g < num_groups; g += blockDim.x) scratch[g] = max(__ldg(grouping.group_k + g), 0);
+  __syncthreads();
+  for (int g = threadIdx.x; g < num_groups; g += blockDim.x) {
+    const int size = scratch[g];
+    int offset = 0, rank = 0;  // offset in rows of K
+    bool poisoned = false;
+    for (int h = 0; h < num_groups; ++h) {
+      const int other = scratch[h];
+      offset += h < g ? other : 0;
+      poisoned |= h <= g && other % kKGroupAlignment != 0;
+      rank += other > size || (other == size && h < g);
+    }
+    KGroupedSlot slot;
+    slot.group = g;
+    slot.kb_begin = min(offset / kBlockK, num_k_blocks);
+    slot.kb_end = poisoned ? slot.kb_begin : min((offset + size) / kBlockK, num_k_blocks);
+    slot.poisoned = poisoned ? 1 : 0;
+    table[rank] = slot;
+  }
+  __syncthreads();
 }
 
 }  // namespace jdg

@@ -39,6 +39,7 @@
 #include "bf16_gemm_launch.h"
 #include "kernels/gemm_tile_walk.cuh"
 #include "kernels/stage_ring.cuh"
+#include "kernels/staged_store.cuh"
 #include "kernels/wgmma_desc.cuh"
 
 namespace jdg {
@@ -50,6 +51,7 @@ struct Bf16GemmParams {
   void* d;                // BF16 or FP32 [m, n]
   int out_fp32;           // 1: FP32 D (register stores), 0: BF16 D
   int use_tma_store;      // BF16 D through swizzled shared memory + TMA store (needs n % 8 == 0)
+  int use_staged_store;   // FP32 D (+ C) through per-warp slabs (kernels/staged_store.cuh; needs n % 4 == 0)
   int raster_band;        // tiles per band of the L2 rasterisation
   GemmGrouping grouping;  // M-grouped MoE layouts (B is [num_groups * n, k]); default: dense
 };
@@ -101,8 +103,11 @@ struct Bf16GemmTraits {
   static constexpr int kTxBytes = kSmemA + kSmemB;
   static_assert(kSmemA + kSmemB + kBf16GemmBarrierBytesPerStage == Bf16GemmStageBytes(kBlockM, kBlockN),
                 "stage layout and the heuristic's stage budget must agree");
-  static constexpr int SmemBytes(int num_stages, bool tma_store) {
-    return (tma_store ? kSmemD : 0) + num_stages * Bf16GemmStageBytes(kBlockM, kBlockN);
+  static constexpr int kSmemSlabs = Bf16GemmStagedSlabBytes(kBlockM);  // used only with staged stores
+  static_assert(kSmemSlabs == kNumMathWarpgroups * 4 * kStagedSlabBytes<float>, "one FP32 slab per math warp");
+  static constexpr int SmemBytes(int num_stages, bool tma_store, bool staged_store) {
+    return Bf16GemmDStagingBytes(tma_store, staged_store, kBlockM, kBlockN) +
+           num_stages * Bf16GemmStageBytes(kBlockM, kBlockN);
   }
 };
 
@@ -165,9 +170,10 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
   constexpr int kAccums = kBlockN / 2;  // FP32 accumulators per thread for a 64 x BLOCK_N slice
 
   extern __shared__ __align__(1024) uint8_t smem[];
-  // [BF16 D staging: BLOCK_N/64 chunks][BLOCK_M rows][128 B], 128B-swizzled; only with TMA stores]
+  // [D staging: BF16 for TMA stores, [BLOCK_N/64 chunks][BLOCK_M rows][128 B], 128B-swizzled; or FP32 slabs of the
+  // staged stores, [math warps][8 rows][128 B]; or nothing]
   uint8_t* smem_d = smem;
-  uint8_t* smem_a = smem + (p.use_tma_store ? Traits::kSmemD : 0);
+  uint8_t* smem_a = smem + (p.use_tma_store ? Traits::kSmemD : p.use_staged_store ? Traits::kSmemSlabs : 0);
   uint8_t* smem_b = smem_a + num_stages * Traits::kSmemA;
   Barrier* full = reinterpret_cast<Barrier*>(smem_b + num_stages * Traits::kSmemB);
   Barrier* empty = full + num_stages;
@@ -381,8 +387,30 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
         }
         continue;
       }
-      // Registers -> global memory, bounds-checked (FP32 output (+ C), or n % 8 != 0).
+      // Registers -> global memory, bounds-checked: FP32 output (+ C) staged (16-byte rows), else direct.
       const int64_t d_row0 = k_grouped ? int64_t(group) * p.m : 0;  // K-grouped D is [G * M, N]
+      if (p.use_staged_store) {
+        if (p.c != nullptr) {
+          // C (aliasing D) is read in full before any store: no load then waits behind a store (staged_store.cuh).
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int row = row0 + 8 * h;
+            if (row < row_lo || row >= row_hi) continue;
+            const float* c = p.c + (d_row0 + row) * p.n + n0 + 2 * quad;
+#pragma unroll
+            for (int g = 0; g < kBlockN / 8; ++g) {
+              if (n0 + 8 * g + 2 * quad >= p.n) break;  // n % 4 == 0: a pair is whole
+              const float2 v = *reinterpret_cast<const float2*>(c + 8 * g);
+              accum[4 * g + 2 * h] += v.x, accum[4 * g + 2 * h + 1] += v.y;
+            }
+          }
+        }
+        StagedStore<float, kBlockN, 1>(reinterpret_cast<const float(&)[1][kAccums]>(accum),
+                                       smem_d + (threadIdx.x / 32) * kStagedSlabBytes<float>,
+                                       static_cast<float*>(p.d) + d_row0 * p.n, row0 - lane / 4, n0, p.n, row_lo,
+                                       row_hi, lane);
+        continue;
+      }
       if (p.out_fp32) {
         StoreRowsDirect<true, kBlockN>(p, accum, row0, n0 + 2 * quad, row_lo, row_hi, d_row0);
       } else {

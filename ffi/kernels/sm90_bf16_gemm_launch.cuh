@@ -25,7 +25,9 @@ cudaError_t LaunchSm90Bf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig&
   if (opt_in != cudaSuccess) return opt_in;
 
   const bool use_tma_store = Bf16GemmUsesTmaStore(op.out_fp32, op.n, kBlockN);
-  if (use_tma_store != cfg.tma_store) return cudaErrorInvalidValue;  // the stage budget assumed the other layout
+  const bool use_staged_store = Bf16GemmUsesStagedStore(op.out_fp32, op.n);
+  // (the stage budget assumed the other D layout)
+  if (use_tma_store != cfg.tma_store || use_staged_store != cfg.staged_store) return cudaErrorInvalidValue;
   if (op.out_fp32 == false && op.c != nullptr) return cudaErrorInvalidValue;  // + C only with FP32 output
   // A 2-CTA cluster shares one B tile between two M-blocks, which may belong to different experts.
   const bool m_grouped = op.grouping.m_grouped();
@@ -38,7 +40,7 @@ cudaError_t LaunchSm90Bf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig&
   // An MN-major operand's row pitch is M (A) or N (B) elements: TMA needs it 16-byte aligned.
   if ((Traits::kAMnMajor && op.m % 8 != 0) || (Traits::kBMnMajor && op.n % 8 != 0)) return cudaErrorInvalidValue;
   if (!op.grouping.masked_layout_fits(op.m, kBlockM)) return cudaErrorInvalidValue;
-  const int smem_bytes = Traits::SmemBytes(cfg.num_stages, use_tma_store);
+  const int smem_bytes = Traits::SmemBytes(cfg.num_stages, use_tma_store, use_staged_store);
   if (cfg.num_stages < 1 || smem_bytes > kBf16SmemCapacity) return cudaErrorInvalidValue;
 
   CUtensorMap tma_a, tma_b, tma_d;
@@ -73,6 +75,7 @@ cudaError_t LaunchSm90Bf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig&
   params.d = op.d;
   params.out_fp32 = op.out_fp32 ? 1 : 0;
   params.use_tma_store = use_tma_store ? 1 : 0;
+  params.use_staged_store = use_staged_store ? 1 : 0;
   params.raster_band = cfg.raster_band;
   params.grouping = op.grouping;
 

@@ -35,6 +35,7 @@
 
 #include <cstdint>
 #include <numeric>
+#include <type_traits>
 #include <utility>
 
 #include <cute/arch/cluster_sm90.hpp>
@@ -48,6 +49,7 @@
 #include "fp8_gemm_launch.h"
 #include "kernels/gemm_tile_walk.cuh"
 #include "kernels/stage_ring.cuh"
+#include "kernels/staged_store.cuh"
 #include "kernels/wgmma_desc.cuh"
 
 namespace jdg {
@@ -219,6 +221,10 @@ struct Fp8GemmTraits {
   static constexpr int kSmemScales = Fp8GemmScaleStageBytes(kBlockM);  // [BLOCK_M] sfa + [4] sfb floats
   static constexpr int kStageBytes = kSmemA + kSmemB + kSmemSfb + kSmemScales;
   static constexpr bool kTmaStoreD = Fp8GemmHasSmemD(kBlockN, kBScale);
+  static constexpr bool kStagedStoreD = Fp8GemmHasStagedD(kBlockM, kBlockN, kBScale);
+  static_assert(8 * Fp8GemmStagedRowBytes(kBScale) ==
+                    (kBScale == BScale::kPerChannel ? kStagedSlabBytes<float> : kStagedSlabBytes<__nv_bfloat16>),
+                "the launch's D staging budget and the staged store's slab must agree");
   static constexpr int kSmemD = Fp8GemmSmemDBytes(kBlockM, kBlockN, kBScale);  // multiple of 1024
   static constexpr int kBarrierBytes = kFp8GemmBarrierBytesPerStage;  // full + empty barrier per stage
   static constexpr int kTxBytes = kSmemA + kSmemB + (kBScale == BScale::kPerChannel ? kBlockN * 4 : 0);
@@ -289,7 +295,9 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
   constexpr int kScaleFloats = Traits::kSmemScales / 4;
 
   extern __shared__ __align__(1024) uint8_t smem[];
-  uint8_t* smem_d = smem;  // BF16 output staging: [BLOCK_N/64 chunks][BLOCK_M rows][128 B], 128B-swizzled
+  // D staging: BF16 for TMA stores, [BLOCK_N/64 chunks][BLOCK_M rows][128 B], 128B-swizzled; or the per-warp slabs
+  // of the staged register stores, [8 math warps][kStagedSlabBytes<D type>].
+  uint8_t* smem_d = smem;
   uint8_t* smem_a = smem + Traits::kSmemD;
   uint8_t* smem_b = smem_a + num_stages * Traits::kSmemA;
   float* smem_sfb = reinterpret_cast<float*>(smem_b + num_stages * Traits::kSmemB);
@@ -312,13 +320,20 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
   // and 2i+1, A for N-blocks 2j and 2j+1): each loads half of it and multicasts it to both, so a
   // stage may be refilled only when the consumers of both CTAs have released it.
   const int cta_rank = Traits::kClusterSize > 1 ? int(cute::block_rank_in_cluster()) : 0;
+  const bool k_grouped = kBScale == BScale::kPerChannel && p.grouping.group_k != nullptr;
+  // K-grouped: the groups' walk order and K ranges, after the stage barriers (16-byte aligned: every stage area
+  // is a multiple of 128 bytes). Built before the ring starts: its scratch is stage 0's A tile.
+  KGroupedSlot* k_group_table = nullptr;
+  if (k_grouped && KGroupedWalkTableBytes(p.grouping.num_groups) > 0) {
+    k_group_table = reinterpret_cast<KGroupedSlot*>(empty + num_stages);
+    BuildKGroupedWalk<kFp8BlockK>(p.grouping, p.num_k_blocks, k_group_table, reinterpret_cast<int*>(smem_a));
+  }
   InitStageRing<Traits::kClusterSize>(full, empty, num_stages, Traits::kNumMathWarpgroups * 4,
                                       Traits::kScalesInSmem ? 32 : 0);
 
   // The scheduler walks cluster tiles (kClusterM M-blocks x kClusterN N-blocks); all CTAs see one order.
   TileScheduler sched(p.m, p.n, kBlockM * kClusterM, kBlockN * kClusterN, p.raster_band);
   const int first_tile = blockIdx.x / Traits::kClusterSize, tile_stride = gridDim.x / Traits::kClusterSize;
-  const bool k_grouped = kBScale == BScale::kPerChannel && p.grouping.group_k != nullptr;
   const bool ragged = Traits::kRaggedWalk && p.grouping.group_ends != nullptr;
   // Tile `tile` of this CTA's walk: its M/N blocks, its group (expert), its K-block range (empty for a
   // padding tile or an empty group), whether its group's K layout is broken (K-grouped only) and, for a
@@ -335,8 +350,12 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       return true;
     }
     if (k_grouped) {
+      // Odd rounds of the walk run backwards (boustrophedon): with the groups in descending K, a CTA that took one
+      // of a round's last, shortest tiles takes one of the next round's first, longest ones.
+      const int round = tile / tile_stride;
+      if (k_group_table != nullptr && round % 2 == 1) tile = round * tile_stride + (tile_stride - 1 - (tile - round * tile_stride));
       if (!NextKGroupedTile<kFp8BlockK>(sched, p.grouping, p.num_k_blocks, tile, m_block, n_block, group, kb_begin,
-                                        kb_end, poisoned))
+                                        kb_end, poisoned, k_group_table))
         return false;
       // both CTAs of a cluster work on the same group
       if constexpr (kClusterM > 1) m_block = m_block * kClusterM + cta_rank;
@@ -718,10 +737,11 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
               // Released after the promotion, with a CTA-scope fence first (ReleaseStageAfterLoads): an LDS still
               // queued when the producer (for a pair, the peer CTA's) sees the stage free would read what TMA
               // refills (suspected cause of a 1-in-6 wrong element in test_accumulate_into_c without the turn ring).
+              // (No early test of the next stage's full barrier here: after the 1D1D release it cost the 256 x 128
+              // tiles 1.6 %, session 32.)
               if (w == kLastWave) {
                 __syncwarp();
                 ReleaseStageAfterLoads<Traits::kClusterSize>(empty[stage], lane);
-                next_full = full[next_stage].test_wait(uint32_t(next_phase));
               }
             }
           }
@@ -914,9 +934,10 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           continue;
         }
       }
-      // Registers -> global memory, bounds-checked (FP32 output, narrow tiles, or n % 8 != 0).
-      const bool n_even = (p.n % 2) == 0;
       const int64_t d_row0 = k_grouped ? int64_t(group) * p.m : 0;  // K-grouped D is [G * m, n]
+      // Registers -> global memory, bounds-checked (staged where Traits::kStagedStoreD allows; direct for 64-row
+      // tiles, split-K shares and rows that are not 16-byte multiples).
+      const bool n_even = (p.n % 2) == 0;
       // Calls fn(w, g, h, offset, pair) for each of this thread's element pairs that the unit stores.
       auto for_each_stored_pair = [&](auto&& fn) {
 #pragma unroll
@@ -975,6 +996,16 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
               if (pair) final_acc[w][4 * g + 2 * h + 1] += c[offset + 1];
             });
           }
+        }
+      }
+      if constexpr (Traits::kStagedStoreD) {
+        using DType = std::conditional_t<kBScale == BScale::kBlock128, __nv_bfloat16, float>;
+        if ((p.n * int(sizeof(DType))) % 16 == 0 && stored_g_end - stored_g_begin == kBlockN / 8) {
+          StagedStore<DType, kBlockN, kWaves>(final_acc, smem_d + (threadIdx.x / 32) * kStagedSlabBytes<DType>,
+                                              static_cast<DType*>(p.d) + d_row0 * p.n,
+                                              m_block * kBlockM + wg_row_in_tile - lane / 4, n0, p.n, row_lo, row_hi,
+                                              lane);
+          continue;
         }
       }
       for_each_stored_pair([&](int w, int g, int h, int64_t offset, bool pair) {

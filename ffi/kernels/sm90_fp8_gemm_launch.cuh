@@ -86,8 +86,10 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   struct MaxClusters {};  // one occupancy query per instance and device
   struct MaxClustersTwoPerSm {};  // the same with half the shared memory per CTA (cfg.two_per_sm)
   // The 128-row tiles' optional A-scale area (the heuristic counted it in cfg.num_stages).
+  // K-grouped: the walk's table of groups (Fp8GemmStages reserved it).
   const int smem_bytes = Traits::SmemBytes(cfg.num_stages) +
-                         (Traits::kSfaMaySmem && sfa_smem ? cfg.num_stages * Fp8GemmOptionalSfaStageBytes(kBlockM) : 0);
+                         (Traits::kSfaMaySmem && sfa_smem ? cfg.num_stages * Fp8GemmOptionalSfaStageBytes(kBlockM) : 0) +
+                         (op.grouping.k_grouped() ? KGroupedWalkTableBytes(op.grouping.num_groups) : 0);
   if (smem_bytes > kSm90SmemCapacity) return cudaErrorInvalidConfiguration;
   if (split_k > 1) {
     // Clusters that cannot all be resident at once would run in a second wave: a chosen split is lowered until
