@@ -8,7 +8,7 @@
 # scripts/fp8_probe.py; scripts/mqa_probe.py for the indexer kernels). Only the files that differ from the tree
 # before are rewritten (fresh mtimes), so the persistent build directory recompiles just the translation units that
 # include them: ~100 s for the first build and for an FP8 kernel variant, and (expected, not yet timed) ~30 s for an
-# indexer one. The sources are restored at the end (a file that only a variant has stays, unused); the probe lines
+# indexer one. The sources are restored between variants and at the end (files only a variant has are deleted); the probe lines
 # of all variants are appended to $OUT/probe.txt and printed last.
 #
 #   TESTS="tests/test_fp8_gemm.py -k accumulate_into_c" REPEAT=5 bash scripts/ab_fp8_kernel.sh base variants/x
@@ -46,7 +46,15 @@ sync_files() {
     cmp -s "$src/$f" "$dst/$f" || { mkdir -p "$(dirname "$dst/$f")" && cp "$src/$f" "$dst/$f"; }
   done < <(find "$src" -type f -print0)
 }
-restore_ffi() { sync_files "$saved"/ffi ffi; }
+# Back to the tree as it was, including deleting the files only a variant added (a new header left behind would
+# change the ffi/ tree hash, and a later `base` would miss its prebuilt extension: session 35 rebuilt it, 69 s).
+restore_ffi() {
+  sync_files "$saved"/ffi ffi
+  local f
+  while IFS= read -r -d '' f; do
+    [[ -e $saved/$f ]] || rm -f "$f"
+  done < <(find ffi -type f -print0)
+}
 trap restore_ffi EXIT
 for variant in "$@"; do
   tag=$(basename "${variant%.cuh}")
