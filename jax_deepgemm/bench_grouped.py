@@ -52,6 +52,19 @@ def _sizes(seed: int, groups: int, expected: int) -> list[int]:
     return [int(expected * rng.uniform(0.7, 1.3)) for _ in range(groups)]
 
 
+def contiguous_sizes(key) -> list[int]:
+    """The bench's group sizes for a contiguous case ``(groups, expected_m, N, K)``: expected * U(0.7, 1.3), seeded
+    (each segment padded to 128 rows by the layout)."""
+    groups, expected, n, _ = key
+    return _sizes(groups * expected + n, groups, expected)
+
+
+def contiguous_operands(i: int, sizes, n: int, k: int):
+    """Input set ``i`` of a contiguous case: ``((a, a_scale), (b, b_scale), per-row expert ids)``."""
+    a, b, _, _, row_ids, _ = m_grouped_operands(i, sizes, n, k)
+    return a, b, jnp.asarray(row_ids)
+
+
 def masked_counts(key) -> np.ndarray:
     """The bench's ``masked_m`` for a masked case ``(groups, expected_m, N, K)``: expected * U(0.7, 1.3), seeded."""
     groups, expected, n, _ = key
@@ -95,7 +108,7 @@ def bench_contiguous(key, *, reps: int, target_ms: float) -> dict[str, Any]:
     import jax_deepgemm as dg
 
     groups, expected, n, k = key
-    sizes = _sizes(groups * expected + n, groups, expected)
+    sizes = contiguous_sizes(key)
     row_ids, _ = contiguous_layout(sizes)
     # ragged_dot's groups: the aligned segment lengths (padding rows included), summing to M
     segments = jnp.asarray([-(-s // 128) * 128 for s in sizes], jnp.int32)

@@ -1,13 +1,14 @@
 """Kernel time of a fixed set of FP8 problems, one line each: the quick A/B of a kernel change.
 
-    python3 -P scripts/fp8_probe.py TAG [--out FILE] [--masked]
+    python3 -P scripts/fp8_probe.py TAG [--out FILE] [--masked] [--k-grouped] [--contiguous]
 
 The set covers each FP8 kernel form the bars depend on: the 1D2D GEMM at short K on a wide tile
 (1193 x 7168 x 2048, 128 x 192, the masked decode tile), dense M = 4096 at short and long K (the
 heuristic's tiles, K from 512 to 16384), the 1D1D GEMM (per-channel B, FP32 out, 256 x 128 A-multicast pairs and
 128 x 128 B-multicast pairs), the K-grouped weight gradient at 16 x 7168 x 2048 (the heuristic's tile and 128 x 128)
 and two masked anchors (``--masked``: all six of DeepGEMM's; ``--k-grouped``: the heuristic's tile on the other
-three K-grouped shapes of the bench too, the BF16 K-grouped kernel on all four and the FP8 one accumulating into C). Operands as the bench draws them;
+three K-grouped shapes of the bench too, the BF16 K-grouped kernel on all four and the FP8 one accumulating into C;
+``--contiguous``: DeepGEMM's four contiguous M-grouped anchors). Operands as the bench draws them;
 timed with the CUDA profiler over rotating input sets (``testing.timing.time_with_profiler``).
 ``scripts/ab_fp8_kernel.sh`` runs it once per kernel variant.
 """
@@ -16,8 +17,8 @@ import jax
 import jax.numpy as jnp
 
 import jax_deepgemm as dg
-from jax_deepgemm.bench_grouped import (K_GROUPED_SHAPES, MASKED_ANCHORS, k_grouped_sizes, masked_counts,
-                                        masked_operands)
+from jax_deepgemm.bench_grouped import (CONTIGUOUS_ANCHORS, K_GROUPED_SHAPES, MASKED_ANCHORS, contiguous_operands,
+                                        contiguous_sizes, k_grouped_sizes, masked_counts, masked_operands)
 from jax_deepgemm.testing import timing
 from jax_deepgemm.testing.generators import fp8_gemm_operands, k_grouped_operands
 from jax_deepgemm.testing.probe import ProbeLog, probe_parser
@@ -36,7 +37,7 @@ DENSE = [  # m, n, k, B scale recipe, forced tile (None: the heuristic's)
 MASKED = [(1, 1024, 7168, 2048), (4, 256, 4096, 7168)]
 
 
-def main(log: ProbeLog, all_masked: bool, all_k_grouped: bool) -> None:
+def main(log: ProbeLog, all_masked: bool, all_k_grouped: bool, contiguous: bool = False) -> None:
     def run(name, fn, make, flops):
         t = timing.time_with_profiler(fn, make_inputs=make, n_reps=3)
         # The library's kernels alone (the TN entries' operand transposes and XLA's copy of a non-donated C are
@@ -66,6 +67,13 @@ def main(log: ProbeLog, all_masked: bool, all_k_grouped: bool) -> None:
                 run(f"k_grouped {key} +C", fn, lambda i, s=sizes, g=groups, m=m, n=n: (
                     *k_grouped_operands(i, s, m, n)[:2], jax.random.normal(jax.random.key(i), (g, m, n), jnp.float32)),
                     2 * m * n * sum(sizes))
+    if contiguous:  # DeepGEMM's four contiguous anchors (issue 4's 1330 TFLOPS bar), the bench's draws, per-row ids
+        for key in CONTIGUOUS_ANCHORS:
+            _, _, n, k = key
+            sizes = contiguous_sizes(key)
+            fn = jax.jit(lambda a, b, ids: dg.m_grouped_fp8_gemm_nt_contiguous(a, b, ids))
+            run(f"contiguous {key}", fn, lambda i, s=sizes, n=n, k=k: contiguous_operands(i, s, n, k),
+                2.0 * sum(sizes) * n * k)
     for key in (MASKED_ANCHORS if all_masked else MASKED):
         counts = masked_counts(key)
         masked_m = jnp.asarray(counts)
@@ -77,5 +85,6 @@ if __name__ == "__main__":
     parser = probe_parser(__doc__)
     parser.add_argument("--masked", action="store_true", help="all six masked anchors, not two")
     parser.add_argument("--k-grouped", action="store_true", help="all four K-grouped shapes (the heuristic's tile)")
+    parser.add_argument("--contiguous", action="store_true", help="DeepGEMM's four contiguous anchors")
     args = parser.parse_args()
-    main(ProbeLog(args.tag, args.out), args.masked, args.k_grouped)
+    main(ProbeLog(args.tag, args.out), args.masked, args.k_grouped, args.contiguous)
