@@ -93,8 +93,8 @@ def test_accumulate_into_c_and_tn_entry(n, tile):
     _check(got - np.asarray(c, np.float64), x, y, k_sizes)
 
 
-# Many groups of repeated sizes, empty ones among them: 40 and 300 lie on both sides of the 256 groups up to which
-# the variant `k-grouped-sorted-walk` (benchmarks/variants/) would walk groups from a per-CTA table.
+# The kernel walks up to 256 groups in descending order of K (ties by index) from a per-CTA table, more in index
+# order: many groups of repeated sizes, empty ones among them, on both sides of that limit.
 @pytest.mark.parametrize("num_groups", [40, 300])
 def test_many_groups_walk_orders(num_groups):
     rng = np.random.default_rng(num_groups)
