@@ -168,7 +168,7 @@ constexpr uint64_t kEvictNormal = 0x1000000000000000ull;  // CacheHintSm90::EVIC
 constexpr uint64_t kEvictFirst = 0x12F0000000000000ull;  // CacheHintSm90::EVICT_FIRST
 // TMA store of one D box with an L2 evict-first hint: D is written once and never re-read by this kernel, so its
 // lines should not push the A and B tiles that other CTAs still read out of L2 (session 36: 4096 x 32768 x 512, whose
-// 268 MB of D is 5x L2, 152.4 -> 146.5 us; the other dense, contiguous and masked rows within 0.5 %).
+// 268 MB of D is 5x L2, 150.8 -> 144.9 us; the other dense, contiguous and masked rows within 0.8 %).
 __device__ __forceinline__ void TmaStoreEvictFirst2D(const void* tma, const void* smem, int32_t x, int32_t y) {
   asm volatile(
       "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group.L2::cache_hint [%0, {%2, %3}], [%1], %4;"
