@@ -29,7 +29,10 @@ def run(spec: str) -> None:
         tail = np.asarray(jax.block_until_ready(f(q, cache, w)))
     words = tail.view(np.uint32).reshape(-1, 8)  # slot = cta * 5 + warpgroup, 16 slots per row
     slots = np.arange(words.shape[0])
-    math = (slots % 5 < 4) & (words[:, 0] | words[:, 1]).astype(bool)
+    # Only the launched CTAs' slots hold stamps (one CTA per schedule row, one schedule row per SM); the others hold
+    # whatever the uncleaned logits buffer held (session 36 read that as stamps where B * next_n * 16 slots > 5 x SMs).
+    num_ctas = meta.shape[0] - 1  # the schedule's [num_sms + 1, 2] rows
+    math = (slots % 5 < 4) & (slots // 5 < num_ctas) & (words[:, 0] | words[:, 1]).astype(bool)
     wv, sv = words[math].astype(np.int64), slots[math]
     if not len(wv) or not (wv[:, 6] & 0xFFFF).any():  # no warpgroup counted a tile: main's kernel, or a CPU
         print(f"== {spec}: no stamps in the logits (needs a GPU and the debug-paged-stamps build)")
