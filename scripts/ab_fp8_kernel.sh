@@ -3,8 +3,8 @@
 # replacement for ffi/kernels/sm90_fp8_gemm.cuh, a folder of replacements for files of ffi/kernels/ (same
 # names), or a folder holding an `ffi/` tree of replacements anywhere under ffi/ (headers, heuristics). Write
 # them from branches here with `bash scripts/extract_variants.sh NAME...` (untracked files travel to the device).
-# Per variant: rebuild (STAGES=build scripts/gpu_check.sh), optionally run a pytest selection REPEAT times (a
-# race shows as an intermittent failure), then the probe (PROBE, default
+# Per variant: rebuild (STAGES=build scripts/gpu_check.sh), the probe, then optionally a pytest selection REPEAT
+# times (a race shows as an intermittent failure). The probe is PROBE (default
 # scripts/fp8_probe.py; scripts/mqa_probe.py for the indexer kernels). Only the files that differ from the tree
 # before are rewritten (fresh mtimes), so the persistent build directory recompiles just the translation units that
 # include them: ~100 s for the first build and for an FP8 kernel variant, and (expected, not yet timed) ~30 s for an
@@ -78,6 +78,11 @@ for variant in "$@"; do
     echo "$tag: built in $((SECONDS - t0)) s; $(grep -cE '[1-9][0-9]* bytes spill' "$OUT/ptxas.txt") ptxas lines with spills"
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
   fi
+  # The probe before the tests: a call cut short by the device budget still has the variant's times (session 36
+  # split its last call in two for that); a hang is caught by either timeout.
+  eval "probe_args=($PROBE_ARGS)"
+  timeout -k 10 "$PROBE_TIMEOUT" $PY -P -u "$PROBE" "$tag" --out "$OUT/probe.txt" "${probe_args[@]}" 2>&1 | grep -v Warning
+  ((PIPESTATUS[0] == 124 || PIPESTATUS[0] == 137)) && echo "$tag: probe killed after ${PROBE_TIMEOUT} s (hang?)"
   if [[ -n $TESTS && $tag =~ $TEST_TAGS ]]; then
     IFS='|' read -r -a test_groups <<< "$TESTS"
     for ((i = 1; i <= REPEAT; i++)); do
@@ -103,8 +108,5 @@ for variant in "$@"; do
       done
     done
   fi
-  eval "probe_args=($PROBE_ARGS)"
-  timeout -k 10 "$PROBE_TIMEOUT" $PY -P -u "$PROBE" "$tag" --out "$OUT/probe.txt" "${probe_args[@]}" 2>&1 | grep -v Warning
-  ((PIPESTATUS[0] == 124 || PIPESTATUS[0] == 137)) && echo "$tag: probe killed after ${PROBE_TIMEOUT} s (hang?)"
 done
 echo; cat "$OUT/probe.txt"
