@@ -673,7 +673,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         // 1D2D: two K-blocks per loop iteration (ptxas keeps the remainder), so that the ring's wrap is predicated
         // rather than a branch and the second K-block's barrier test, scale reads and descriptors may be scheduled
         // into the first one's promotion, as in DeepGEMM's loop, which its JIT unrolls 8 K-blocks deep (RESULTS
-        // session 31). H100, session 36: 2-3 % faster at K >= 7168, 0.5-1.5 % on the contiguous and masked anchors,
+        // session 31). H100, session 36: 2-2.5 % faster at K >= 7168, 0-3 % on the contiguous and masked anchors,
         // 2 % slower at K = 512; four deep lost 5 % on the 128 x 176 pairs. (1D1D: its 256-row tiles spill 84 bytes
         // unrolled.)
 #pragma unroll(kBScale == BScale::kBlock128 ? 2 : 1)
