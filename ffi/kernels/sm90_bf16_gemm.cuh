@@ -37,6 +37,7 @@
 #include <cutlass/arch/reg_reconfig.h>
 
 #include "bf16_gemm_launch.h"
+#include "kernels/cache_hints.cuh"
 #include "kernels/gemm_tile_walk.cuh"
 #include "kernels/stage_ring.cuh"
 #include "kernels/staged_store.cuh"
@@ -237,7 +238,6 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
           empty[stage].wait(phase ^ 1);
           full[stage].arrive_and_expect_tx(Traits::kTxBytes);
           auto* mbar = reinterpret_cast<uint64_t*>(&full[stage]);
-          constexpr uint64_t kEvictNormal = 0x1000000000000000ull;  // CacheHintSm90::EVICT_NORMAL
           if constexpr (Traits::kAMnMajor) {
             // A stored [K, M]: BLOCK_M/64 boxes of 64 K rows x 64 M columns
 #pragma unroll

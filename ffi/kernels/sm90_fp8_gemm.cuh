@@ -47,6 +47,7 @@
 #include <cutlass/arch/reg_reconfig.h>
 
 #include "fp8_gemm_launch.h"
+#include "kernels/cache_hints.cuh"
 #include "kernels/gemm_tile_walk.cuh"
 #include "kernels/stage_ring.cuh"
 #include "kernels/staged_store.cuh"
@@ -164,8 +165,6 @@ __device__ __forceinline__ void ArriveWhenCopiesLand(RingBarrier& bar) {
                : "memory");
 }
 
-constexpr uint64_t kEvictNormal = 0x1000000000000000ull;  // CacheHintSm90::EVICT_NORMAL
-constexpr uint64_t kEvictFirst = 0x12F0000000000000ull;  // CacheHintSm90::EVICT_FIRST
 // TMA store of one D box with an L2 evict-first hint: D is written once and never re-read by this kernel, so its
 // lines should not push the A and B tiles that other CTAs still read out of L2 (session 36: 4096 x 32768 x 512, whose
 // 268 MB of D is 5x L2, 150.8 -> 144.9 us; the other dense, contiguous and masked rows within 0.8 %).

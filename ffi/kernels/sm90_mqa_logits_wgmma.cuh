@@ -25,6 +25,7 @@
 #include <cutlass/arch/barrier.h>
 #include <cutlass/arch/reg_reconfig.h>
 
+#include "kernels/cache_hints.cuh"
 #include "kernels/sm90_mqa_logits.cuh"
 
 namespace jdg {
@@ -504,7 +505,6 @@ __global__ void __launch_bounds__(kRgThreads, 1)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
   constexpr int kNQ = 128 / kH;
-  constexpr uint64_t kEvictNormal = 0x1000000000000000ull;
   using L = RangedSmem<kD, kFp4>;
   extern __shared__ uint8_t smem_raw[];
   // 128B-swizzled TMA destinations and WGMMA descriptors need 1024-byte alignment

@@ -27,6 +27,7 @@
 #include <cutlass/arch/barrier.h>
 #include <cutlass/arch/reg_reconfig.h>
 
+#include "kernels/cache_hints.cuh"
 #include "kernels/sm90_mqa_logits_wgmma.cuh"
 #include "kernels/sm90_paged_mqa_logits.cuh"
 
@@ -230,8 +231,6 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       if (wg == 0) cute::prefetch_tma_descriptor(&tma_q), cute::prefetch_tma_descriptor(&tma_w);
       if (kFp4 && wg == 0) cute::prefetch_tma_descriptor(&tma_qsf);
     }
-    constexpr uint64_t kEvictFirst = 0x12F0000000000000ull;  // CacheHintSm90::EVICT_FIRST: streamed once
-    constexpr uint64_t kEvictNormal = 0x1000000000000000ull;
     Barrier* full = kv_full + wg * kPgKvStages;
     const uint32_t full_u32 = cute::cast_smem_ptr_to_uint(full);
     const uint32_t empty_u32 = cute::cast_smem_ptr_to_uint(kv_empty + wg * kPgKvStages);
