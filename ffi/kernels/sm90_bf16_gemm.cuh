@@ -41,6 +41,7 @@
 #include "kernels/gemm_tile_walk.cuh"
 #include "kernels/stage_ring.cuh"
 #include "kernels/staged_store.cuh"
+#include "kernels/swizzled_stage.cuh"
 #include "kernels/wgmma_desc.cuh"
 
 namespace jdg {
@@ -367,15 +368,7 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
         if (leader) cute::tma_store_wait<0>();
         cutlass::arch::NamedBarrier::sync(128, barrier_id);
         uint8_t* wg_staging = smem_d + warpgroup * 64 * 128;
-#pragma unroll
-        for (int g = 0; g < kBlockN / 8; ++g) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int row = warp_in_wg * 16 + lane / 4 + 8 * h;
-            uint8_t* dst = wg_staging + (g / 8) * (kBlockM * 128) + row * 128 + (((g % 8) ^ (row % 8)) << 4) + 4 * quad;
-            *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(accum[4 * g + 2 * h], accum[4 * g + 2 * h + 1]);
-          }
-        }
+        StageBf16Swizzled<kBlockN, kBlockM * 128>(accum, cute::cast_smem_ptr_to_uint(wg_staging), warp_in_wg, lane);
         cutlass::arch::fence_view_async_shared();
         cutlass::arch::NamedBarrier::sync(128, barrier_id);
         if (leader && wg_row0 < p.m) {

@@ -51,6 +51,7 @@
 #include "kernels/gemm_tile_walk.cuh"
 #include "kernels/stage_ring.cuh"
 #include "kernels/staged_store.cuh"
+#include "kernels/swizzled_stage.cuh"
 #include "kernels/wgmma_desc.cuh"
 
 namespace jdg {
@@ -909,7 +910,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       }
       if constexpr (Traits::kTmaStoreD) {
         if (p.use_tma_store && wg_rows_whole && stored_g_end - stored_g_begin == kBlockN / 8) {
-          // Registers -> swizzled shared memory (conflict-free: the 16-byte unit index is XORed with
+          // Registers -> swizzled shared memory (StageBf16Swizzled: the 16-byte unit index is XORed with
           // the row) -> one TMA store per 64-column chunk of each of this warpgroup's 64-row slices.
           // The store is asynchronous: the warpgroup goes on to the next tile and waits for the smem
           // reads only before it overwrites the staging buffer.
@@ -918,20 +919,9 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           if (leader) cute::tma_store_wait<0>();
           cutlass::arch::NamedBarrier::sync(128, barrier_id);
 #pragma unroll
-          for (int w = 0; w < kWaves; ++w) {
-            uint8_t* wg_staging = smem_d + (w * 128 + warpgroup * 64) * 128;
-#pragma unroll
-            for (int g = 0; g < kBlockN / 8; ++g) {
-#pragma unroll
-              for (int h = 0; h < 2; ++h) {
-                const int row = warp_in_wg * 16 + lane / 4 + 8 * h;
-                uint8_t* dst =
-                    wg_staging + (g / 8) * (kBlockM * 128) + row * 128 + (((g % 8) ^ (row % 8)) << 4) + 4 * quad;
-                *reinterpret_cast<__nv_bfloat162*>(dst) =
-                    __floats2bfloat162_rn(final_acc[w][4 * g + 2 * h], final_acc[w][4 * g + 2 * h + 1]);
-              }
-            }
-          }
+          for (int w = 0; w < kWaves; ++w)
+            StageBf16Swizzled<kBlockN, kBlockM * 128>(
+                final_acc[w], cute::cast_smem_ptr_to_uint(smem_d + (w * 128 + warpgroup * 64) * 128), warp_in_wg, lane);
           cutlass::arch::fence_view_async_shared();
           cutlass::arch::NamedBarrier::sync(128, barrier_id);
           if (leader) {
