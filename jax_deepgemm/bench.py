@@ -44,6 +44,7 @@ import numpy as np
 
 from jax_deepgemm import quantize
 from jax_deepgemm.testing import baselines, timing
+from jax_deepgemm.testing.bench_json import BenchJson
 from jax_deepgemm.testing.shapes import ANCHORS_H100, BENCH_M, BENCH_NK
 
 SMOKE_SHAPES = [(64, 256, 256), (128, 384, 512)]
@@ -471,20 +472,19 @@ def main(argv: list[str] | None = None) -> int:
     print(COLUMNS, flush=True)
 
     previous = _load_previous(args.baselines_from, dev.device_kind) if args.baselines_from else {}
-    rows = []
+    out = BenchJson(args.json, meta, ("rows",))
+    rows = out.rows["rows"]
     for m, n, k in _shapes(args.smoke, args.filter):
         t0 = time.perf_counter()
         r = bench_shape(m, n, k, op=op, timing_kw=timing_kw, kernel_time=kernel_time, seed=args.seed, ops=ops,
                         previous=previous.get((m, n, k)))
         r["bench_wall_s"] = round(time.perf_counter() - t0, 1)
-        rows.append(r)
-        print(format_row(r), flush=True)
+        print(format_row(out.add("rows", r)), flush=True)
 
     print("# xla-fp8 = faster of xla_fp8_dot (dot) / xla_fp8_dq_pattern (dq-pat), per row. What XLA ran:")
     for line in format_lowering(rows, warn=on_gpu):
         print(line)
-    with open(args.json, "w") as f:
-        json.dump({**meta, "rows": rows}, f, indent=1, default=str)
+    out.finish()
     n_err = sum(len(r["errors"]) for r in rows)
     if n_err:
         print(f"# {n_err} errors (see stderr and 'errors' in the JSON)")

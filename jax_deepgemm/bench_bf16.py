@@ -16,7 +16,6 @@ kernel vs kernel and loop vs loop. TFLOPS count valid rows only (the anchors' co
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import jax
@@ -24,8 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_deepgemm.testing import timing
+from jax_deepgemm.testing.bench_json import BenchJson, run_suites
 from jax_deepgemm.testing.generators import contiguous_layout
-from jax_deepgemm.testing.shapes import BENCH_NK, case_selected
+from jax_deepgemm.testing.shapes import BENCH_NK
 
 DENSE_M = 4096
 # (groups, expected rows per group, N, K): the grouped anchor shapes (anchors.md); ragged_dot bf16
@@ -150,38 +150,45 @@ def _tflops(flops, us):
     return flops / us / 1e6 if us else None
 
 
-def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS, filters=None) -> int:
-    rows_d = [bench_dense(n, k, reps=reps, target_ms=target_ms) for n, k in BENCH_NK
-              if "dense" in parts and case_selected((DENSE_M, n, k), filters)]
-    print(f"# dense bf16_gemm_nt, M={DENSE_M}, BF16 out: kern us | TFLOPS | XLA bf16 dot kern us | TFLOPS |"
-          " x XLA (kern) | x XLA (loop)")
-    for r in rows_d:
-        o, x = r["ours"], r["xla_bf16_dot"]
-        print(f"{r['M']:5d} x {r['N']:5d} x {r['K']:5d} | {_fmt(o['kernel_us'], '8.1f')} |"
-              f" {_fmt(_tflops(r['flops'], o['kernel_us']), '6.0f')} | {_fmt(x['kernel_us'], '8.1f')} |"
-              f" {_fmt(_tflops(r['flops'], x['kernel_us']), '6.0f')} | {_fmt(r['x_xla_kernel'], '5.2f')} |"
-              f" {_fmt(r['x_xla_loop'], '5.2f')}" + (f"  ERROR {o['error']}" if "error" in o else ""))
-    rows_c = [bench_contiguous(key, reps=reps, target_ms=target_ms) for key in CONTIGUOUS_SHAPES
-              if "contiguous" in parts and case_selected(key, filters)]
-    print("# contiguous bf16 (per-row ids): kern us | TFLOPS (valid rows) | ragged op kern us (NT / NN) |"
-          " ragged_dot bf16 kern us | TFLOPS | x ragged_dot (kern: contiguous / ragged NT / ragged NN) | x (loop)")
+def format_dense(r: dict) -> str:
+    o, x = r["ours"], r["xla_bf16_dot"]
+    return (f"{r['M']:5d} x {r['N']:5d} x {r['K']:5d} | {_fmt(o['kernel_us'], '8.1f')} |"
+            f" {_fmt(_tflops(r['flops'], o['kernel_us']), '6.0f')} | {_fmt(x['kernel_us'], '8.1f')} |"
+            f" {_fmt(_tflops(r['flops'], x['kernel_us']), '6.0f')} | {_fmt(r['x_xla_kernel'], '5.2f')} |"
+            f" {_fmt(r['x_xla_loop'], '5.2f')}" + (f"  ERROR {o['error']}" if "error" in o else ""))
+
+
+def format_contiguous(r: dict) -> str:
     names = ("ours_contiguous", "ours_ragged", "ours_ragged_nn")
-    for r in rows_c:
-        o, g, nn, rd = r["ours_contiguous"], r["ours_ragged"], r["ours_ragged_nn"], r["ragged_dot_bf16"]
-        print(f"{r['groups']:3d} x {r['expected_m']:5d}  N {r['N']:5d} K {r['K']:5d} | {_fmt(o['kernel_us'], '8.1f')} |"
-              f" {_fmt(_tflops(r['flops'], o['kernel_us']), '6.0f')} | {_fmt(g['kernel_us'], '8.1f')} /"
-              f" {_fmt(nn['kernel_us'], '8.1f')} | {_fmt(rd['kernel_us'], '8.1f')} |"
-              f" {_fmt(_tflops(r['flops'], rd['kernel_us']), '6.0f')} |"
-              f" {' / '.join(_fmt(r[f'x_ragged_dot_kernel_{x}'], '5.2f') for x in names)} |"
-              f" {' / '.join(_fmt(r[f'x_ragged_dot_loop_{x}'], '5.2f') for x in names)}")
-    rows_m = [bench_masked(key, reps=reps, target_ms=target_ms) for key in MASKED_SHAPES
-              if "masked" in parts and case_selected(key, filters)]
-    print(f"# masked bf16 (max_m {MASKED_MAX_M}): kern us | TFLOPS (valid rows) | loop us")
-    for r in rows_m:
-        o = r["ours"]
-        print(f"{r['groups']:3d} x {r['expected_m']:5d}  N {r['N']:5d} K {r['K']:5d} | {_fmt(o['kernel_us'], '8.1f')} |"
-              f" {_fmt(_tflops(r['flops'], o['kernel_us']), '6.0f')} | {_fmt(o['loop_us'], '8.1f')}")
-    with open(json_path, "w") as f:
-        json.dump({**meta, "dense": rows_d, "contiguous": rows_c, "masked": rows_m}, f, indent=1, default=str)
+    o, g, nn, rd = r["ours_contiguous"], r["ours_ragged"], r["ours_ragged_nn"], r["ragged_dot_bf16"]
+    return (f"{r['groups']:3d} x {r['expected_m']:5d}  N {r['N']:5d} K {r['K']:5d} | {_fmt(o['kernel_us'], '8.1f')} |"
+            f" {_fmt(_tflops(r['flops'], o['kernel_us']), '6.0f')} | {_fmt(g['kernel_us'], '8.1f')} /"
+            f" {_fmt(nn['kernel_us'], '8.1f')} | {_fmt(rd['kernel_us'], '8.1f')} |"
+            f" {_fmt(_tflops(r['flops'], rd['kernel_us']), '6.0f')} |"
+            f" {' / '.join(_fmt(r[f'x_ragged_dot_kernel_{x}'], '5.2f') for x in names)} |"
+            f" {' / '.join(_fmt(r[f'x_ragged_dot_loop_{x}'], '5.2f') for x in names)}")
+
+
+def format_masked(r: dict) -> str:
+    o = r["ours"]
+    return (f"{r['groups']:3d} x {r['expected_m']:5d}  N {r['N']:5d} K {r['K']:5d} | {_fmt(o['kernel_us'], '8.1f')} |"
+            f" {_fmt(_tflops(r['flops'], o['kernel_us']), '6.0f')} | {_fmt(o['loop_us'], '8.1f')}")
+
+
+def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS, filters=None) -> int:
+    out = BenchJson(json_path, meta, ("dense", "contiguous", "masked"))
+    suites = (
+        ("dense", [(DENSE_M, n, k) for n, k in BENCH_NK], lambda key, **kw: bench_dense(key[1], key[2], **kw),
+         f"# dense bf16_gemm_nt, M={DENSE_M}, BF16 out: kern us | TFLOPS | XLA bf16 dot kern us | TFLOPS |"
+         " x XLA (kern) | x XLA (loop)", format_dense),
+        ("contiguous", CONTIGUOUS_SHAPES, bench_contiguous,
+         "# contiguous bf16 (per-row ids): kern us | TFLOPS (valid rows) | ragged op kern us (NT / NN) |"
+         " ragged_dot bf16 kern us | TFLOPS | x ragged_dot (kern: contiguous / ragged NT / ragged NN) | x (loop)",
+         format_contiguous),
+        ("masked", MASKED_SHAPES, bench_masked,
+         f"# masked bf16 (max_m {MASKED_MAX_M}): kern us | TFLOPS (valid rows) | loop us", format_masked),
+    )
+    run_suites(out, suites, parts, filters, reps=reps, target_ms=target_ms)
+    out.finish()
     print(f"# wrote {json_path}")
     return 0

@@ -19,7 +19,6 @@ against ragged_dot (loop vs loop, as the dense bench does).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import jax
@@ -27,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_deepgemm.testing import timing
+from jax_deepgemm.testing.bench_json import BenchJson, run_suites
 from jax_deepgemm.testing.generators import contiguous_layout, k_grouped_operands, m_grouped_operands
-from jax_deepgemm.testing.shapes import case_selected
 
 # (groups, expected rows per group, N, K) -> DeepGEMM's kernel µs on our H100 (../shared/anchors.md)
 CONTIGUOUS_ANCHORS = {(4, 8192, 4096, 7168): 1422.0, (4, 8192, 7168, 2048): 754.7,
@@ -260,30 +259,26 @@ def format_masked(r: dict) -> str:
 PARTS = ("contiguous", "masked", "k_grouped")
 
 
+def format_k_grouped(r: dict) -> str:
+    k_us, loop, bf = r["ours_kernel_us"], r["ours_loop_us"], r["ragged_dot_bf16_dw_loop_us"]
+    k16, loop16, k_nt = r["bf16_kernel_us"], r["bf16_loop_us"], r["ours_nt_kernel_us"]
+    return (f"{r['groups']:3d} x M {r['M']:5d} N {r['N']:5d} K~{r['expected_k']:5d} | {k_us:8.1f} |"
+            f" {r['flops'] / k_us / 1e6:6.0f} | {loop:8.1f} | {k_nt:8.1f} |"
+            f" {r['flops'] / k_nt / 1e6:6.0f} | {k16:8.1f} | {r['flops'] / k16 / 1e6:6.0f} |"
+            f" {loop16:8.1f} | {_fmt(bf, '8.1f')} | {_fmt(bf and bf / loop, '5.2f')} / {_fmt(bf and bf / loop16, '5.2f')}")
+
+
+K_GROUPED_HEADER = ("# k-grouped (wgrad, group 1 empty): FP8 TN kern us (incl. transposes) | TFLOPS | loop us |"
+                    " FP8 NT kern us (K-major operands: DeepGEMM's SM90 layout) | TFLOPS | BF16 kern us |"
+                    " TFLOPS | loop us | ragged_dot bf16 dW loop us | x bf16 (FP8 / BF16 loop)")
+
+
 def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS, filters=None) -> int:
-    rows_c = [bench_contiguous(key, reps=reps, target_ms=target_ms) for key in CONTIGUOUS_ANCHORS
-              if "contiguous" in parts and case_selected(key, filters)]
-    print(CONTIGUOUS_HEADER)
-    for r in rows_c:
-        print(format_contiguous(r))
-    rows_m = [bench_masked(key, reps=reps, target_ms=target_ms) for key in MASKED_ANCHORS
-              if "masked" in parts and case_selected(key, filters)]
-    print(MASKED_HEADER)
-    for r in rows_m:
-        print(format_masked(r))
-    rows_k = [bench_k_grouped(key, reps=reps, target_ms=target_ms) for key in K_GROUPED_SHAPES
-              if "k_grouped" in parts and case_selected(key, filters)]
-    print("# k-grouped (wgrad, group 1 empty): FP8 TN kern us (incl. transposes) | TFLOPS | loop us |"
-          " FP8 NT kern us (K-major operands: DeepGEMM's SM90 layout) | TFLOPS | BF16 kern us |"
-          " TFLOPS | loop us | ragged_dot bf16 dW loop us | x bf16 (FP8 / BF16 loop)")
-    for r in rows_k:
-        k_us, loop, bf = r["ours_kernel_us"], r["ours_loop_us"], r["ragged_dot_bf16_dw_loop_us"]
-        k16, loop16, k_nt = r["bf16_kernel_us"], r["bf16_loop_us"], r["ours_nt_kernel_us"]
-        print(f"{r['groups']:3d} x M {r['M']:5d} N {r['N']:5d} K~{r['expected_k']:5d} | {k_us:8.1f} |"
-              f" {r['flops'] / k_us / 1e6:6.0f} | {loop:8.1f} | {k_nt:8.1f} |"
-              f" {r['flops'] / k_nt / 1e6:6.0f} | {k16:8.1f} | {r['flops'] / k16 / 1e6:6.0f} |"
-              f" {loop16:8.1f} | {_fmt(bf, '8.1f')} | {_fmt(bf and bf / loop, '5.2f')} / {_fmt(bf and bf / loop16, '5.2f')}")
-    with open(json_path, "w") as f:
-        json.dump({**meta, "contiguous": rows_c, "masked": rows_m, "k_grouped": rows_k}, f, indent=1)
+    out = BenchJson(json_path, meta, ("contiguous", "masked", "k_grouped"))
+    suites = (("contiguous", CONTIGUOUS_ANCHORS, bench_contiguous, CONTIGUOUS_HEADER, format_contiguous),
+              ("masked", MASKED_ANCHORS, bench_masked, MASKED_HEADER, format_masked),
+              ("k_grouped", K_GROUPED_SHAPES, bench_k_grouped, K_GROUPED_HEADER, format_k_grouped))
+    run_suites(out, suites, parts, filters, reps=reps, target_ms=target_ms)
+    out.finish()
     print(f"# wrote {json_path}")
     return 0

@@ -11,7 +11,6 @@ DeepGEMM anchor are also timed by DeepGEMM's own protocol (``fl``: each call aft
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import jax
@@ -20,6 +19,7 @@ import numpy as np
 
 from jax_deepgemm import fp4 as F
 from jax_deepgemm.testing import timing
+from jax_deepgemm.testing.bench_json import BenchJson
 from jax_deepgemm.testing.shapes import case_selected
 
 # (S, S_kv, H, D, CP, compressed, logits dtype) -> DeepGEMM µs: (logits kernel, its separate clean kernel)
@@ -293,7 +293,8 @@ def format_row(r: dict[str, Any]) -> str:
 def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS, filters=None,
         baselines: bool = True) -> int:
     # Rows are printed (and the JSON rewritten) as they are measured, so a run cut short keeps them.
-    rows = []
+    out = BenchJson(json_path, meta, ("mqa",))
+    rows = out.rows["mqa"]
     fp4_too = "fp4" in parts
     cases = []
     if "ranged" in parts:
@@ -303,10 +304,8 @@ def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS,
     cases = [c for c in cases if case_selected(c[1], filters)]
     print(HEADER, flush=True)
     for bench, key, fp4 in cases:
-        rows.append(bench(key, fp4=fp4, reps=reps, target_ms=target_ms, baselines=baselines))
-        print(format_row(rows[-1]), flush=True)
-        with open(json_path, "w") as f:
-            json.dump({**meta, "mqa": rows}, f, indent=1, default=str)
+        print(format_row(out.add("mqa", bench(key, fp4=fp4, reps=reps, target_ms=target_ms, baselines=baselines))),
+              flush=True)
     # the FP4 bar: paged FP4 >= 1.5x faster than paged FP8 at the same (B, next_n, H, L)
     fp8_paged = {(r["B"], r["next_n"], r["H"], r["L_avg"], r["logits_dtype"]): r["ours_kernel_us"]
                  for r in rows if r["case"] == "paged" and not r["fp4"]}
@@ -316,7 +315,6 @@ def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS,
             if key in fp8_paged:
                 r["speedup_vs_fp8_paged"] = fp8_paged[key] / r["ours_kernel_us"]
                 print(f"# fp4 paged {key}: {r['speedup_vs_fp8_paged']:.2f}x the fp8 paged kernel (bar 1.5x)")
-    with open(json_path, "w") as f:
-        json.dump({**meta, "mqa": rows}, f, indent=1, default=str)
+    out.finish()
     print(f"# wrote {json_path}")
     return 0

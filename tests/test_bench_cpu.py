@@ -26,7 +26,7 @@ def test_smoke_run_writes_every_op(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert bench.COLUMNS in proc.stdout
     data = json.loads(out.read_text())
-    assert data["smoke"] and len(data["rows"]) >= 1
+    assert data["smoke"] and len(data["rows"]) >= 1 and data["complete"] is True
     for row in data["rows"]:
         assert not row["errors"], row["errors"]
         for op in ("ours", "xla_fp8_dot", "xla_fp8_dq_pattern", "dequant_bf16"):
@@ -59,6 +59,69 @@ def test_suites_import_and_declare_their_parts():
     for flag, module in bench._SUITES.items():
         parts = importlib.import_module(f"jax_deepgemm.{module}").PARTS
         assert parts and all(isinstance(p, str) for p in parts), (flag, parts)
+
+
+def test_bench_json_keeps_the_rows_of_a_run_cut_short(tmp_path):
+    """Session 38's dense bench was killed by the call's time limit after four rows and wrote nothing."""
+    from jax_deepgemm.testing.bench_json import BenchJson
+
+    path = tmp_path / "b.json"
+    out = BenchJson(str(path), {"device": "x"}, ("a", "b"))
+    assert json.loads(path.read_text()) == {"device": "x", "a": [], "b": [], "complete": False}
+    row = {"us": 1.5}
+    assert out.add("b", row) is row
+    out.add("a", {"us": 2.0})
+    assert json.loads(path.read_text()) == {"device": "x", "a": [{"us": 2.0}], "b": [row], "complete": False}
+    out.finish()
+    assert json.loads(path.read_text())["complete"] is True
+    assert [p.name for p in tmp_path.iterdir()] == ["b.json"]  # no temporary file left
+
+
+def _stub_suite(monkeypatch, module, benches, formats):
+    """Replaces a GPU-only suite's per-case bench and format functions with recorders (key, kwargs)."""
+    calls = []
+    for name in benches:
+        def bench(key, _name=name, **kw):
+            calls.append((_name, key, kw))
+            return {"bench": _name, "key": list(key)}
+        monkeypatch.setattr(module, name, bench)
+    for name in formats:
+        monkeypatch.setattr(module, name, lambda r: f"row {r['bench']} {r['key']}")
+    return calls
+
+
+def test_grouped_suite_runs_its_parts_and_writes_each_row(tmp_path, monkeypatch, capsys):
+    from jax_deepgemm import bench_grouped as g
+
+    calls = _stub_suite(monkeypatch, g, ("bench_contiguous", "bench_masked", "bench_k_grouped"),
+                        ("format_contiguous", "format_masked", "format_k_grouped"))
+    path = tmp_path / "g.json"
+    assert g.run(json_path=str(path), reps=3, target_ms=1.0, meta={"m": 1}, parts=("contiguous", "k_grouped"),
+                 filters=["^4x8192x7168", "^16x"]) == 0
+    assert calls == [("bench_contiguous", (4, 8192, 7168, 2048), {"reps": 3, "target_ms": 1.0}),
+                     ("bench_k_grouped", (16, 7168, 2048, 2048), {"reps": 3, "target_ms": 1.0})]
+    data = json.loads(path.read_text())
+    assert data["complete"] is True and data["masked"] == []
+    assert data["contiguous"] == [{"bench": "bench_contiguous", "key": [4, 8192, 7168, 2048]}]
+    lines = capsys.readouterr().out.splitlines()
+    # each part's header, then its rows as they are measured
+    assert lines[0] == g.CONTIGUOUS_HEADER and lines[1] == "row bench_contiguous [4, 8192, 7168, 2048]"
+    assert lines[2] == g.MASKED_HEADER and lines[3] == g.K_GROUPED_HEADER
+
+
+def test_bf16_suite_passes_dense_shapes_as_n_and_k(tmp_path, monkeypatch):
+    from jax_deepgemm import bench_bf16 as b
+
+    calls = []
+    monkeypatch.setattr(b, "bench_dense", lambda n, k, **kw: calls.append((n, k, kw)) or {"n": n, "k": k})
+    monkeypatch.setattr(b, "format_dense", lambda r: "dense")
+    path = tmp_path / "b.json"
+    n, k = b.BENCH_NK[0]
+    assert b.run(json_path=str(path), reps=2, target_ms=1.0, meta={}, parts=("dense",),
+                 filters=[f"^{b.DENSE_M}x{n}x{k}$"]) == 0
+    assert calls == [(n, k, {"reps": 2, "target_ms": 1.0})]
+    data = json.loads(path.read_text())
+    assert data["dense"] == [{"n": n, "k": k}] and data["contiguous"] == [] and data["complete"] is True
 
 
 def test_case_filters():
