@@ -298,21 +298,33 @@ __device__ __forceinline__ void DecodeFp4QRows(const uint8_t* src, const uint32_
 }
 
 // This lane's WGMMA A fragments (a[kk]: k step kk, registers {row r, row r + 8} x {columns 4t.., 16 + 4t..})
-// of two packed FP4 rows (kD / 2 bytes at shared addresses row_r / row_r8, their UE8M0 words at sf_r /
-// sf_r8); returns the rows' powers of two (scale their logits). 32-bit shared addresses: no generic-address math.
+// of two packed FP4 rows (the lane's runs at shared addresses run_r / run_r8: row + Fp4RunOffset, their UE8M0 words
+// at sf_r / sf_r8); returns the rows' powers of two (scale their logits). 32-bit shared addresses: no generic-address math.
 // The KV rows take the reference exponent e_max - 6 (e_max: the row's largest group exponent): the largest group
 // becomes e2m1 x 2^6 (<= 384, exact in e4m3) and groups down to 2^-14 below it stay exact, the same 14 binades as
 // RowRefExponent's choice and the same products up to one power of two, so the logits are bitwise those of the
 // query rows' scheme. Its point is the cost: the quad's four lanes hold the same two rows and one group each
 // (lanes 2g, 2g + 1 at D = 64; all of them at D = 32), so e_max is up to two quad shuffles of a max over both rows at
 // once (16-bit halves), not 4 exponents extracted and compared per row by every lane.
+// The lane-dependent arguments (t = lane % 4), loop-invariant, so that callers compute them once: the byte offset of
+// the lane's run in a row, to add to both row addresses, and the byte selector of its scale group in the UE8M0 words.
 template <int kD>
-__device__ __forceinline__ float2 DecodeFp4Fragment(uint32_t row_r, uint32_t row_r8, uint32_t sf_r, uint32_t sf_r8,
-                                                    int t, uint32_t lut, uint32_t (&a)[kD / 32][4]) {
+__device__ __forceinline__ uint32_t Fp4RunOffset(int t) {
+  return uint32_t(t * (kD / 8));
+}
+template <int kD>
+__device__ __forceinline__ uint32_t Fp4GroupSelector(int t) {
+  const uint32_t g = uint32_t(t * kD / 128);  // the scale group of this lane's run
+  // bytes {e_g(r), e_g(r), e_g(r8), e_g(r8)} of (word_r, word_r8)
+  return g * 0x0011u + (4 + g) * 0x1100u;
+}
+template <int kD>
+__device__ __forceinline__ float2 DecodeFp4Fragment(uint32_t run_r, uint32_t run_r8, uint32_t sf_r, uint32_t sf_r8,
+                                                    uint32_t group_selector, uint32_t lut, uint32_t (&a)[kD / 32][4]) {
   constexpr int kWords = kD / 32;  // packed words of this lane's run = k steps
   const uint32_t word_r = uint32_t(LdsS32(sf_r)), word_r8 = uint32_t(LdsS32(sf_r8));
   uint32_t w[2][kWords];
-  const uint32_t rows[2] = {row_r + t * (kD / 8), row_r8 + t * (kD / 8)};
+  const uint32_t rows[2] = {run_r, run_r8};
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     if constexpr (kWords == 4) {
@@ -325,10 +337,9 @@ __device__ __forceinline__ float2 DecodeFp4Fragment(uint32_t row_r, uint32_t row
       w[h][0] = uint32_t(LdsS32(rows[h]));
     }
   }
-  const uint32_t g = uint32_t(t * kD / 128);  // the scale group of this lane's run
   // bytes {e_g(r), e_g(r), e_g(r8), e_g(r8)}: a 16-bit half compares as its exponent, and max - this word leaves
   // 257 x (e_max - e_g) per half (no borrow)
-  const uint32_t e_g = Prmt(word_r, word_r8, g * 0x0011u + (4 + g) * 0x1100u);
+  const uint32_t e_g = Prmt(word_r, word_r8, group_selector);
   // lanes t and t ^ 1 share a group below D = 128, and all four do at D = 32: only shuffle across groups
   uint32_t e_max = e_g;
   if constexpr (kD >= 128) e_max = __vmaxu2(e_max, __shfl_xor_sync(0xFFFFFFFFu, e_max, 1));
@@ -664,8 +675,9 @@ __global__ void __launch_bounds__(kRgThreads, 1)
         // this thread's rows of the stage, decoded into A fragments, then the stage is free
         const uint32_t block = smem_u32 + L::kKv + s * L::kKvBytes;
         const uint32_t sf = smem_u32 + L::kScale + 4 * (s * kRgBlockKv + row);
-        const float2 pw = DecodeFp4Fragment<kD>(block + row * L::kRowBytes, block + (row + 8) * L::kRowBytes, sf,
-                                                sf + 32, t, smem_u32 + L::kLut, a_frag);
+        const float2 pw = DecodeFp4Fragment<kD>(block + row * L::kRowBytes + Fp4RunOffset<kD>(t),
+                                                block + (row + 8) * L::kRowBytes + Fp4RunOffset<kD>(t), sf, sf + 32,
+                                                Fp4GroupSelector<kD>(t), smem_u32 + L::kLut, a_frag);
         sc0 = pw.x, sc1 = pw.y;
         __syncwarp();
         if (lane == 0) MbarArrive(kv_empty_u32 + 8 * s);

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <utility>
 
+#include <cute/arch/cluster_sm90.hpp>
 #include <cute/arch/copy_sm90_tma.hpp>
 #include <cute/arch/mma_sm90_desc.hpp>
 #include <cute/arch/mma_sm90_gmma.hpp>
@@ -391,18 +392,23 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   };
   // FP4: this thread's rows of the next stage's tile (first row t0, context ctx), decoded into A
   // fragments with their scales (rows past the context: 0), then the stage is free.
+  // (this lane's run in its first row, and its scale group's byte selector: computed once, not per tile)
+  const uint32_t lane_run = uint32_t(r0 * L::kRowBytes) + Fp4RunOffset<kD>(t4);
+  const uint32_t group_selector = Fp4GroupSelector<kD>(t4);
   auto decode_fp4_tile = [&](int t0, int ctx, uint32_t (&frag)[kD / 32][4], float& sc0, float& sc1) {
     const int s = int(kv_it % kPgKvStages), phase = int(kv_it / kPgKvStages) & 1;
     ++kv_it;
     MbarWait(full_u32 + 8 * s, phase);
     const uint32_t tile = kv_ring_u32 + s * L::kTileBytes;
     const uint32_t sf = scale_ring_u32 + 4 * (s * L::kScaleSlot);
-    const float2 pw = DecodeFp4Fragment<kD>(tile + r0 * L::kRowBytes, tile + (r0 + 8) * L::kRowBytes,
-                                            sf + 4 * scale_slot(r0), sf + 4 * scale_slot(r0 + 8), t4, lut_u32, frag);
+    const float2 pw = DecodeFp4Fragment<kD>(tile + lane_run, tile + lane_run + 8 * L::kRowBytes,
+                                            sf + 4 * scale_slot(r0), sf + 4 * scale_slot(r0 + 8), group_selector,
+                                            lut_u32, frag);
     sc0 = t0 + r0 < ctx ? pw.x : 0.f;
     sc1 = t0 + r0 + 8 < ctx ? pw.y : 0.f;
-    __syncwarp();
-    if (lane == 0) MbarArrive(empty_u32 + 8 * s);
+    // one lane releases the stage once the whole warp has read it (elect.sync converges the warp and picks the
+    // lane; `lane == 0` re-read the thread index every tile)
+    if (cute::elect_one_sync()) MbarArrive(empty_u32 + 8 * s);
   };
   // The logits of column chunk c of a tile (first row t0) of batch row b, tokens j0.. (count), from the
   // accumulators; -inf past each token's context length when cleaning.
@@ -447,7 +453,11 @@ __global__ void __launch_bounds__(kPgThreads, 1)
   // its own producer warp, and warp 0's query loads need only stages that every WG released when it
   // switched to the current atom.
   constexpr bool kLookahead = kFp4 && kNC <= 64;
-  if constexpr (kLookahead) {
+  // FP4 with 128 columns holding a whole atom (H 64, two tokens): the same walk (a tile's logit row worked out once
+  // per atom, predicated stores, the unit cursor's fast path), one tile at a time: the lookahead's second fragment
+  // set does not fit beside the 64 accumulators (it spilled, session 35).
+  constexpr bool kPlainWalk = kFp4 && kNC == 128 && L::kQRows <= kNC;
+  if constexpr (kLookahead || kPlainWalk) {
     static_assert(kHeadMma, "the FP4 kernels sum over heads on the tensor cores");
     // A tile's logits destination, worked out once per atom (find_tile) instead of at every store: this lane's
     // token row as a byte address, the column bound of its stores (0 for lanes that hold no token of the atom) and
@@ -479,22 +489,26 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     auto store_tile_row = [&](const Tile& tile) {
       float d[4];
       HeadSumMma(acc, desc_w0, d, std::make_index_sequence<kNC / 16>{});
+      // Both rows' values and tests first, then predicated stores: no branch around them (a divergent one: only the
+      // lanes holding a token store), which cost a BSSY / BRA / BSYNC and a re-read of p.bf16 per row.
+      const bool bf16 = p.bf16;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int t = tile.t0 + r0 + 8 * h;
         const float v = h == 0 ? d[0] * tile.sc0 : d[2] * tile.sc1;
-        if (t < tile.out.store_end) {
-          const float logit = t >= tile.out.mask_from ? -INFINITY : v;
-          if (p.bf16)
-            reinterpret_cast<__nv_bfloat16*>(tile.out.addr)[t] = __float2bfloat16_rn(logit);
-          else
-            reinterpret_cast<float*>(tile.out.addr)[t] = logit;
-        }
+        const float logit = t >= tile.out.mask_from ? -INFINITY : v;
+        const bool store = t < tile.out.store_end;
+        if (store && bf16) reinterpret_cast<__nv_bfloat16*>(tile.out.addr)[t] = __float2bfloat16_rn(logit);
+        if (store && !bf16) reinterpret_cast<float*>(tile.out.addr)[t] = logit;
       }
     };
     // Advances the walk to the next unit holding a tile of this WG (the current unit first), counting
     // the atoms entered on the way (each needs its query switch); false past the last unit.
     auto find_tile = [&](int& switches) {
+      // The common case first, outside the walk's loop: the current unit, of the atom already entered, holds a tile
+      // of this WG. (With the loop alone, the compiler hoisted the walk's invariants (atom and row arithmetic) into
+      // the loop's preheader, ~12 uniform-datapath instructions at every tile.)
+      if (have && cur.atom == walk_atom && cur.split * kSplitKv + warpgroup * kTileKv < cur.ctx) return true;
       for (; have; have = cur.Next(p)) {
         if (cur.atom != walk_atom) {
           walk_atom = cur.atom, ++switches;
@@ -513,7 +527,7 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     auto switch_atoms = [&](int switches) {
       for (int k = 0; k < switches; ++k) next_q_stage();
       if (switches == 0) return;
-      build_head_weights();  // (kLookahead implies kHeadMma, asserted above)
+      build_head_weights();  // (both walks imply kHeadMma, asserted above)
     };
     // One tile: WGMMAs on `frag` (this tile), the next tile decoded into `next` meanwhile, logits.
     auto step = [&](uint32_t (&frag)[kD / 32][4], Tile& tile, uint32_t (&next)[kD / 32][4], Tile& next_tile) {
@@ -535,8 +549,28 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       switch_atoms(switches);
       return more;
     };
-    uint32_t frag_a[kD / 32][4], frag_b[kD / 32][4];
-    Tile tile_a, tile_b;
+    // kPlainWalk's tile: QK^T WGMMAs on `frag`, their wait, the logits, then the next tile decoded into `frag`.
+    auto plain_step = [&](uint32_t (&frag)[kD / 32][4], Tile& tile) {
+#pragma unroll
+      for (int i = 0; i < kAcc; ++i) cute::warpgroup_fence_operand(acc[i]);
+      cute::warpgroup_arrive();
+#pragma unroll
+      for (int kk = 0; kk < kD / 32; ++kk)
+        PagedWgmmaFmaRs<RsOp>(frag[kk], desc_q0 + 2 * kk, acc, kk > 0, std::make_index_sequence<kAcc>{});
+      cute::warpgroup_commit_batch();
+      cute::warpgroup_wait<0>();
+#pragma unroll
+      for (int i = 0; i < kAcc; ++i) cute::warpgroup_fence_operand(acc[i]);
+      fence_fragments(frag);
+      store_tile_row(tile);
+      int switches = 0;
+      const bool more = find_tile(switches);
+      if (more) take_tile(frag, tile);
+      switch_atoms(switches);
+      return more;
+    };
+    uint32_t frag_a[kD / 32][4];
+    Tile tile_a;
     // The first atom's query switch (its decode by all four WGs) before the first KV tile's wait: the two loads are
     // in flight together from the start, and the query is decoded while the first KV tile is still arriving (H100,
     // session 37: FP4 paged 0.8-1.6 % faster on the H 64 L 8192 rows; it had waited ~1.1 us for the tile first).
@@ -544,11 +578,17 @@ __global__ void __launch_bounds__(kPgThreads, 1)
     bool more = find_tile(switches);
     switch_atoms(switches);
     if (more) take_tile(frag_a, tile_a);
-    // two steps per iteration, the fragment buffers swapping roles (static register indexing)
-    while (more) {
-      more = step(frag_a, tile_a, frag_b, tile_b);
-      if (!more) break;
-      more = step(frag_b, tile_b, frag_a, tile_a);
+    if constexpr (kPlainWalk) {
+      while (more) more = plain_step(frag_a, tile_a);
+    } else {
+      // two steps per iteration, the fragment buffers swapping roles (static register indexing)
+      uint32_t frag_b[kD / 32][4];
+      Tile tile_b;
+      while (more) {
+        more = step(frag_a, tile_a, frag_b, tile_b);
+        if (!more) break;
+        more = step(frag_b, tile_b, frag_a, tile_a);
+      }
     }
   } else {
     for (; have; have = cur.Next(p)) {
