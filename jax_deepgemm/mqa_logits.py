@@ -506,3 +506,18 @@ def _fp8_paged_mqa_logits_into(q, kv_cache, weights, lens, bt, meta, out, *, cle
     return _fp8_paged_p.bind(q, kv_cache, weights, jnp.asarray(lens, jnp.int32), jnp.asarray(bt, jnp.int32), meta,
                              out, clean_logits=clean_logits, max_context_len=max_context_len,
                              logits_dtype=np.dtype(logits_dtype).name)[0]
+
+
+def _fp4_mqa_logits_into(q, kv, weights, ks, ke, out, *, clean_logits, max_seqlen_k, logits_dtype):
+    (q_p, q_sf), (kv_p, kv_sf) = q, kv
+    return _fp4_mqa_p.bind(q_p, q_sf, kv_p, kv_sf, weights, jnp.asarray(ks, jnp.int32), jnp.asarray(ke, jnp.int32),
+                           out, clean_logits=clean_logits, max_seqlen_k=max_seqlen_k,
+                           logits_dtype=np.dtype(logits_dtype).name)[0]
+
+
+def _fp4_paged_mqa_logits_into(q, kv_cache, weights, lens, bt, meta, out, *, clean_logits, max_context_len,
+                               logits_dtype):
+    q_p, q_sf = q
+    return _fp4_paged_p.bind(q_p, q_sf, kv_cache, weights, jnp.asarray(lens, jnp.int32), jnp.asarray(bt, jnp.int32),
+                             meta, out, clean_logits=clean_logits, max_context_len=max_context_len,
+                             logits_dtype=np.dtype(logits_dtype).name)[0]

@@ -171,7 +171,9 @@ def test_fp4_mqa_logits(s, s_kv, h, d, disable_cp, compressed):
     else:
         ks, ke = cp_ranges(s, s_kv, True)
     msk = int((ke - ks).max()) if compressed else 0
-    got = dg.fp4_mqa_logits((qp, qs), (kp, kss), w, ks, ke, max_seqlen_k=msk)
+    poison = jnp.full((s, msk or s_kv), jnp.nan, jnp.float32)
+    got = M._fp4_mqa_logits_into((qp, qs), (kp, kss), w, ks, ke, poison, clean_logits=True, max_seqlen_k=msk,
+                                 logits_dtype=jnp.float32)
     ref = jax.jit(lambda *a: R.fp4_mqa_logits_reference(*a, max_seqlen_k=msk))
     want = _ref_chunks(lambda qp_, qs_, w_, ks_, ke_: ref(qp_, qs_, kp, kss, w_, ks_, ke_), s, qp, qs, w,
                        jnp.asarray(ks), jnp.asarray(ke), per_row=h * s_kv * 4 * 8 * (d // 32))
@@ -294,13 +296,10 @@ def test_paged_mqa_logits_grid(b, next_n, h, d, bkv, avg, dtype, fp4):
     meta = dg.get_paged_mqa_logits_metadata(jnp.asarray(lens), bkv, _num_sms())
     np.testing.assert_array_equal(np.asarray(meta),
                                   np.asarray(R.paged_mqa_logits_metadata_reference(lens, num_sms=_num_sms())))
-    if fp4:
-        got = dg.fp4_paged_mqa_logits(qq, cache, w, jnp.asarray(lens), jnp.asarray(table), meta, max_ctx,
-                                      logits_dtype=out_dtype)
-    else:
-        poison = jnp.full((b * next_n, max_ctx), jnp.nan, out_dtype)
-        got = M._fp8_paged_mqa_logits_into(qq, cache, w, jnp.asarray(lens), jnp.asarray(table), meta, poison,
-                                           clean_logits=True, max_context_len=max_ctx, logits_dtype=out_dtype)
+    poison = jnp.full((b * next_n, max_ctx), jnp.nan, out_dtype)
+    into = M._fp4_paged_mqa_logits_into if fp4 else M._fp8_paged_mqa_logits_into
+    got = into(qq, cache, w, jnp.asarray(lens), jnp.asarray(table), meta, poison, clean_logits=True,
+               max_context_len=max_ctx, logits_dtype=out_dtype)
     want = _paged_reference(qq, cache, w, jnp.asarray(lens), jnp.asarray(table), max_ctx, fp4)
     if out_dtype == jnp.bfloat16:
         want = np.asarray(jnp.asarray(want).astype(jnp.bfloat16), np.float64)
@@ -405,9 +404,10 @@ def test_fp8_mma_sync_fallback_in_subprocess(tmp_path):
 
 
 def test_sanitizer_small_mqa():
-    """Small ranged and paged FP8 cases for `compute-sanitizer` (gpu_check.sh SANITIZE=1): partial query
+    """Small ranged and paged FP8 and FP4 cases for `compute-sanitizer` (gpu_check.sh SANITIZE=1): partial query
     blocks, KV parts (fewer query blocks than SMs), ranges past S_kv, compressed rows, 16-token cache blocks
-    (four TMA boxes per tile) and 3 query tokens per batch row (two atoms, the second of one token)."""
+    (four TMA boxes per tile), 3 query tokens per batch row (two atoms, the second of one token) and both FP4 paged
+    walks; outputs NaN-poisoned."""
     s, s_kv, h, d = 37, 300, 64, 128
     q, kv, w, q8, kv8, sc = _make_fp8(jax.random.key(11), 0, s, s_kv, (h, d))
     rng = np.random.default_rng(11)
@@ -439,14 +439,21 @@ def test_sanitizer_small_mqa():
     _check_logits(got, want, src, FP8_TOL)
 
     q, kv, w, qp4, qs4, kp4, ks4 = _fp4_inputs(jax.random.key(14), s, s_kv, h, d)
-    got = dg.fp4_mqa_logits((qp4, qs4), (kp4, ks4), w, jnp.asarray(ks), jnp.asarray(ke))
+    got = M._fp4_mqa_logits_into((qp4, qs4), (kp4, ks4), w, jnp.asarray(ks), jnp.asarray(ke),
+                                 jnp.full((s, s_kv), jnp.nan, jnp.float32), clean_logits=True, max_seqlen_k=0,
+                                 logits_dtype=jnp.float32)
     want = np.asarray(R.fp4_mqa_logits_reference(qp4, qs4, kp4, ks4, w, ks_c, ke_c), np.float64)
     src = np.asarray(_ref_f32(q, kv, jnp.ones((s_kv,)), w, ks_c, ke_c), np.float64)
     _check_logits(got, want, src, FP4_TOL)
 
-    qp, tokens, wp, qq, cache, lens, table, max_ctx = _paged_inputs(13, 3, 3, 32, 64, 16, 300, fp4=True)
-    meta = dg.get_paged_mqa_logits_metadata(jnp.asarray(lens), 16, _num_sms())
-    got = dg.fp4_paged_mqa_logits(qq, cache, wp, jnp.asarray(lens), jnp.asarray(table), meta, max_ctx)
-    want = _paged_reference(qq, cache, wp, jnp.asarray(lens), jnp.asarray(table), max_ctx, True)
-    src = _paged_source_reference(qp, tokens, wp, jnp.asarray(lens), jnp.asarray(table), 16, max_ctx)
-    _check_logits(got, want, src, FP4_TOL)
+    # FP4 paged: the lookahead walk (H 32, two-token atoms: 64 columns; 16-token blocks) and the 128-column walk
+    # (H 64, next_n 2, D 128: the bench's B 4096 n 2 instance)
+    for seed, b, next_n, h, d, bkv in ((13, 3, 3, 32, 64, 16), (15, 3, 2, 64, 128, 64)):
+        qp, tokens, wp, qq, cache, lens, table, max_ctx = _paged_inputs(seed, b, next_n, h, d, bkv, 300, fp4=True)
+        meta = dg.get_paged_mqa_logits_metadata(jnp.asarray(lens), bkv, _num_sms())
+        got = M._fp4_paged_mqa_logits_into(qq, cache, wp, jnp.asarray(lens), jnp.asarray(table), meta,
+                                           jnp.full((b * next_n, max_ctx), jnp.nan, jnp.float32), clean_logits=True,
+                                           max_context_len=max_ctx, logits_dtype=jnp.float32)
+        want = _paged_reference(qq, cache, wp, jnp.asarray(lens), jnp.asarray(table), max_ctx, True)
+        src = _paged_source_reference(qp, tokens, wp, jnp.asarray(lens), jnp.asarray(table), bkv, max_ctx)
+        _check_logits(got, want, src, FP4_TOL)
