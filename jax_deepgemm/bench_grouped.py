@@ -90,13 +90,28 @@ def _kernel_us(fn, sets) -> float:
     return timing.time_with_profiler(fn, inputs=sets, n_reps=5).median_us
 
 
-def _flushed_us(fn, sets) -> float | None:
-    """DeepGEMM's protocol; None (with the error printed) if it cannot run, so the row survives."""
+def gemm_kernel_us(kernels: dict[str, dict[str, float]]) -> float | None:
+    """Per-call µs of the GEMM kernels alone in a ``Timing.kernels`` breakdown: what DeepGEMM's anchors time (its
+    ``bench_kineto`` keeps the kernels named like its GEMM). The op's other kernels, e.g. the XLA transpose of the A
+    scales into the MN-major layout the masked and 256-row kernels read (~2 µs), are left out. None if no kernel of
+    the breakdown is a GEMM."""
+    us = [v["us"] for name, v in kernels.items() if "GemmKernel" in name]
+    return sum(us) if us else None
+
+
+def _timed_ours(row: dict[str, Any], fn, sets) -> None:
+    """``ours_kernel_us`` / ``ours_flushed_us``: every kernel of the call; ``ours_gemm_kernel_us`` /
+    ``ours_gemm_flushed_us``: the GEMM kernel alone (DeepGEMM's method); ``ours_kernels``: the breakdown."""
+    t = timing.time_with_profiler(fn, inputs=sets, n_reps=5)
+    row["ours_kernel_us"] = t.median_us
+    row["ours_kernels"] = t.kernels
+    row["ours_gemm_kernel_us"] = gemm_kernel_us(t.kernels)
     try:
-        return timing.time_with_flush(fn, inputs=sets).median_us
-    except Exception as e:  # noqa: BLE001
+        f = timing.time_with_flush(fn, inputs=sets)
+        row["ours_flushed_us"], row["ours_gemm_flushed_us"] = f.median_us, gemm_kernel_us(f.kernels)
+    except Exception as e:  # noqa: BLE001  (DeepGEMM's protocol; the row survives without it)
         print(f"  ! flushed kernel time: {type(e).__name__}: {str(e)[:200]}", flush=True)
-        return None
+        row["ours_flushed_us"] = row["ours_gemm_flushed_us"] = None
 
 
 def _loop_us(fn, sets, reps: int, target_ms: float) -> float:
@@ -128,8 +143,7 @@ def bench_contiguous(key, *, reps: int, target_ms: float) -> dict[str, Any]:
     row: dict[str, Any] = {"groups": groups, "expected_m": expected, "N": n, "K": k, "total_m": len(row_ids),
                            "valid_m": sum(sizes), "flops": flops, "deepgemm_anchor_us": CONTIGUOUS_ANCHORS[key],
                            "deepgemm_anchor_tflops": CONTIGUOUS_ANCHOR_TFLOPS[key]}
-    row["ours_kernel_us"] = _kernel_us(ours, sets)
-    row["ours_flushed_us"] = _flushed_us(ours, sets)
+    _timed_ours(row, ours, sets)
     row["ours_loop_us"] = _loop_us(ours, sets, reps, target_ms)
     sets.delete()
 
@@ -168,8 +182,7 @@ def bench_masked(key, *, reps: int, target_ms: float) -> dict[str, Any]:
     row: dict[str, Any] = {"groups": groups, "expected_m": expected, "N": n, "K": k, "max_m": MASKED_MAX_M,
                            "masked_m": masked_m.tolist(), "flops": 2.0 * float(masked_m.sum()) * n * k,
                            "deepgemm_anchor_us": MASKED_ANCHORS[key], "deepgemm_anchor_tflops": MASKED_ANCHOR_TFLOPS[key]}
-    row["ours_kernel_us"] = _kernel_us(ours, sets)
-    row["ours_flushed_us"] = _flushed_us(ours, sets)
+    _timed_ours(row, ours, sets)
     row["ours_loop_us"] = _loop_us(ours, sets, reps, target_ms)
     sets.delete()
     return row
@@ -220,11 +233,11 @@ def _fmt(x, spec):
 
 
 CONTIGUOUS_HEADER = ("# contiguous (per-row ids): case | kern us | fl us | TFLOPS (valid rows, kern) | xDG (kern) | xDGf (fl) |"
-                     " xDG TF |"
+                     " xDG TF | GEMM kern us | xDG (GEMM kern) | xDGf (GEMM fl) |"
                      " loop us | ragged_dot bf16 / fp8 loop us | x bf16 | x fp8 | ours unaligned (ragged) kern us |"
                      " unaligned / aligned")
 MASKED_HEADER = (f"# masked (max_m {MASKED_MAX_M}): case | kern us | fl us | TFLOPS (valid rows, kern) | xDG (kern) | xDGf (fl)"
-                 " | xDG TF | loop us")
+                 " | xDG TF | GEMM kern us | xDG (GEMM kern) | xDGf (GEMM fl) | loop us")
 
 
 def _ratio(num, den):
@@ -236,12 +249,16 @@ def _shape(r) -> str:
 
 
 def _timed(r) -> str:
-    """kern us | fl us | TFLOPS | xDG | xDGf | xDG TF of a contiguous or masked row (xDG TF: kernel TFLOPS over
-    DeepGEMM's, the ratio that does not depend on the two draws' row counts)."""
+    """kern us | fl us | TFLOPS | xDG | xDGf | xDG TF | GEMM kern us | xDG (GEMM kern) | xDGf (GEMM fl) of a
+    contiguous or masked row. The first three ratios time every kernel of the call (what a user pays); the last two
+    the GEMM kernel alone, as DeepGEMM's anchors do. xDG TF: kernel TFLOPS over DeepGEMM's, the ratio that does not
+    depend on the two draws' row counts."""
     k_us, fl, anchor = r["ours_kernel_us"], r.get("ours_flushed_us"), r["deepgemm_anchor_us"]
+    gemm, gemm_fl = r.get("ours_gemm_kernel_us"), r.get("ours_gemm_flushed_us")
     tflops = r["flops"] / k_us / 1e6
     return (f"{k_us:8.1f} | {_fmt(fl, '8.1f')} | {tflops:6.0f} | {anchor / k_us:4.2f} |"
-            f" {_fmt(_ratio(anchor, fl), '4.2f')} | {_fmt(_ratio(tflops, r.get('deepgemm_anchor_tflops')), '4.2f')}")
+            f" {_fmt(_ratio(anchor, fl), '4.2f')} | {_fmt(_ratio(tflops, r.get('deepgemm_anchor_tflops')), '4.2f')} |"
+            f" {_fmt(gemm, '8.1f')} | {_fmt(_ratio(anchor, gemm), '4.2f')} | {_fmt(_ratio(anchor, gemm_fl), '4.2f')}")
 
 
 def format_contiguous(r: dict) -> str:

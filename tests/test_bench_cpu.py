@@ -156,7 +156,11 @@ def test_grouped_rows_print_with_and_without_flushed_time():
             "deepgemm_anchor_us": 81.38, "ours_kernel_us": 94.3, "ours_loop_us": 120.0}
     masked = bg.format_masked({**base, "ours_flushed_us": 101.7})
     assert " 101.7 " in masked and f"{81.38 / 101.7:4.2f}" in masked and f"{81.38 / 94.3:4.2f}" in masked
-    assert bg.format_masked({**base, "ours_flushed_us": None}).count(" - ") == 3  # fl us, xDGf, xDG TF (no anchor)
+    # fl us, xDGf, xDG TF (no anchor), and the three GEMM-only columns (no breakdown)
+    assert bg.format_masked({**base, "ours_flushed_us": None}).count(" - ") == 6
+    gemm_only = bg.format_masked({**base, "ours_flushed_us": 101.7, "ours_gemm_kernel_us": 92.0,
+                                  "ours_gemm_flushed_us": 99.5})
+    assert f"| {92.0:8.1f} | {81.38 / 92.0:4.2f} | {81.38 / 99.5:4.2f} |" in gemm_only
     tf = 2.0 * 1024 * 4096 * 7168 / 94.3 / 1e6
     assert f"| {tf / 768.0:4.2f} |" in bg.format_masked({**base, "ours_flushed_us": None, "deepgemm_anchor_tflops": 768.0})
     contiguous = bg.format_contiguous({**base, "ours_flushed_us": 98.0, "ragged_dot_bf16_loop_us": 600.0,
@@ -164,6 +168,18 @@ def test_grouped_rows_print_with_and_without_flushed_time():
     assert "5.00" in contiguous and f"{99.0 / 94.3:5.3f}" in contiguous
     assert len(bg.CONTIGUOUS_HEADER.split("|")) == len(contiguous.split("|"))
     assert len(bg.MASKED_HEADER.split("|")) == len(masked.split("|"))
+
+
+def test_gemm_kernel_us_keeps_only_the_gemm_kernels():
+    """DeepGEMM's anchors time its GEMM kernel alone: the grouped suite's GEMM-only time sums the breakdown's
+    GEMM kernels and leaves out the op's other kernels (the A-scale transpose)."""
+    from jax_deepgemm.bench_grouped import gemm_kernel_us
+
+    breakdown = {"void jdg::Sm90Fp8GemmKernel<128, 192, (jdg::BScale)0, 1, 1>(jdg::Fp8GemmParams)": {"us": 36.5,
+                                                                                                  "count": 1.0},
+                 "loop_transpose_fusion": {"us": 1.9, "count": 1.0}}
+    assert gemm_kernel_us(breakdown) == 36.5
+    assert gemm_kernel_us({"loop_transpose_fusion": {"us": 1.9, "count": 1.0}}) is None
 
 
 def test_mqa_rows_print_with_and_without_flushed_time():
