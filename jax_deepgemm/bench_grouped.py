@@ -237,7 +237,7 @@ CONTIGUOUS_HEADER = ("# contiguous (per-row ids): case | kern us | fl us | TFLOP
                      " loop us | ragged_dot bf16 / fp8 loop us | x bf16 | x fp8 | ours unaligned (ragged) kern us |"
                      " unaligned / aligned")
 MASKED_HEADER = (f"# masked (max_m {MASKED_MAX_M}): case | kern us | fl us | TFLOPS (valid rows, kern) | xDG (kern) | xDGf (fl)"
-                 " | xDG TF | GEMM kern us | xDG (GEMM kern) | xDGf (GEMM fl) | loop us")
+                 " | xDG TF | GEMM kern us | xDG (GEMM kern) | xDGf (GEMM fl) | loop us | valid rows (128-row tiles)")
 
 
 def _ratio(num, den):
@@ -270,7 +270,12 @@ def format_contiguous(r: dict) -> str:
 
 
 def format_masked(r: dict) -> str:
-    return f"{_shape(r)} | {_timed(r)} | {r['ours_loop_us']:8.1f}"
+    # The draw's 128-row tile count: near a wave boundary one tile more per expert costs a whole wave (4 x 256 x 7168
+    # x 2048: 10 row tiles run 40.5 us, 11 run 47-49 us; RESULTS "Session 39"), so a ratio to DeepGEMM's single draw
+    # reads right only next to it.
+    counts = r.get("masked_m")
+    rows = f"{sum(counts):6d} ({sum(-(-c // 128) for c in counts):3d})" if counts else "-"
+    return f"{_shape(r)} | {_timed(r)} | {r['ours_loop_us']:8.1f} | {rows}"
 
 
 PARTS = ("contiguous", "masked", "k_grouped")

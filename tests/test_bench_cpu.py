@@ -161,6 +161,8 @@ def test_grouped_rows_print_with_and_without_flushed_time():
     gemm_only = bg.format_masked({**base, "ours_flushed_us": 101.7, "ours_gemm_kernel_us": 92.0,
                                   "ours_gemm_flushed_us": 99.5})
     assert f"| {92.0:8.1f} | {81.38 / 92.0:4.2f} | {81.38 / 99.5:4.2f} |" in gemm_only
+    assert bg.format_masked({**base, "ours_flushed_us": None, "masked_m": [200, 256, 257, 300]}).endswith(
+        "|   1013 ( 10)")  # 2 + 2 + 3 + 3 row tiles
     tf = 2.0 * 1024 * 4096 * 7168 / 94.3 / 1e6
     assert f"| {tf / 768.0:4.2f} |" in bg.format_masked({**base, "ours_flushed_us": None, "deepgemm_anchor_tflops": 768.0})
     contiguous = bg.format_contiguous({**base, "ours_flushed_us": 98.0, "ragged_dot_bf16_loop_us": 600.0,
