@@ -529,8 +529,9 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       if (switches == 0) return;
       build_head_weights();  // (both walks imply kHeadMma, asserted above)
     };
-    // One tile: WGMMAs on `frag` (this tile), the next tile decoded into `next` meanwhile, logits.
-    auto step = [&](uint32_t (&frag)[kD / 32][4], Tile& tile, uint32_t (&next)[kD / 32][4], Tile& next_tile) {
+    // A tile's QK^T: its WGMMAs on the decoded fragments issued (A from registers, B the atom's decoded queries),
+    // then, after whatever overlaps them, their wait.
+    auto issue_qk = [&](uint32_t (&frag)[kD / 32][4]) {
 #pragma unroll
       for (int i = 0; i < kAcc; ++i) cute::warpgroup_fence_operand(acc[i]);
       cute::warpgroup_arrive();
@@ -538,30 +539,28 @@ __global__ void __launch_bounds__(kPgThreads, 1)
       for (int kk = 0; kk < kD / 32; ++kk)
         PagedWgmmaFmaRs<RsOp>(frag[kk], desc_q0 + 2 * kk, acc, kk > 0, std::make_index_sequence<kAcc>{});
       cute::warpgroup_commit_batch();
-      int switches = 0;
-      const bool more = find_tile(switches);
-      if (more) take_tile(next, next_tile);
+    };
+    auto wait_qk = [&](uint32_t (&frag)[kD / 32][4]) {
       cute::warpgroup_wait<0>();
 #pragma unroll
       for (int i = 0; i < kAcc; ++i) cute::warpgroup_fence_operand(acc[i]);
       fence_fragments(frag);
+    };
+    // One tile: WGMMAs on `frag` (this tile), the next tile decoded into `next` meanwhile, logits.
+    auto step = [&](uint32_t (&frag)[kD / 32][4], Tile& tile, uint32_t (&next)[kD / 32][4], Tile& next_tile) {
+      issue_qk(frag);
+      int switches = 0;
+      const bool more = find_tile(switches);
+      if (more) take_tile(next, next_tile);
+      wait_qk(frag);
       store_tile_row(tile);
       switch_atoms(switches);
       return more;
     };
     // kPlainWalk's tile: QK^T WGMMAs on `frag`, their wait, the logits, then the next tile decoded into `frag`.
     auto plain_step = [&](uint32_t (&frag)[kD / 32][4], Tile& tile) {
-#pragma unroll
-      for (int i = 0; i < kAcc; ++i) cute::warpgroup_fence_operand(acc[i]);
-      cute::warpgroup_arrive();
-#pragma unroll
-      for (int kk = 0; kk < kD / 32; ++kk)
-        PagedWgmmaFmaRs<RsOp>(frag[kk], desc_q0 + 2 * kk, acc, kk > 0, std::make_index_sequence<kAcc>{});
-      cute::warpgroup_commit_batch();
-      cute::warpgroup_wait<0>();
-#pragma unroll
-      for (int i = 0; i < kAcc; ++i) cute::warpgroup_fence_operand(acc[i]);
-      fence_fragments(frag);
+      issue_qk(frag);
+      wait_qk(frag);
       store_tile_row(tile);
       int switches = 0;
       const bool more = find_tile(switches);
