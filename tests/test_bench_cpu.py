@@ -172,6 +172,25 @@ def test_grouped_rows_print_with_and_without_flushed_time():
     assert len(bg.MASKED_HEADER.split("|")) == len(masked.split("|"))
 
 
+def test_dense_row_prints_deepgemm_ratio_of_the_gemm_kernel_alone():
+    """The dense suite's xDGg: DeepGEMM's anchor over our GEMM kernel's flushed time alone (the A-scale transpose
+    left out), next to xDGf over the whole call; '-' where no breakdown was recorded."""
+    flushed = {"median_us": 100.0, "kernels": {"void jdg::Sm90Fp8GemmKernel<256, 128>(x)": {"us": 97.5, "count": 1.0},
+                                               "wrapped_transpose": {"us": 2.5, "count": 1.0}}}
+    ours = {"us": 110.0, "tflops": 1.0, "gbps": 1.0, "kernel": {"median_us": 99.0}, "flushed": flushed}
+    skipped = {"error": "not selected (--ops)"}
+    row = {"M": 4096, "N": 7168, "K": 2048, "ours": ours, "dequant_bf16": skipped, "xla_fp8_best": None,
+           "deepgemm_anchor_us": 93.11,
+           "ratios": {"x_xla_fp8": None, "x_dequant_bf16": None, "x_deepgemm": 93.11 / 110.0,
+                      "x_deepgemm_kernel": 93.11 / 99.0, "x_deepgemm_flushed": 93.11 / 100.0,
+                      "x_deepgemm_gemm_flushed": 93.11 / 97.5}}
+    line = bench.format_row(row)
+    assert f" {93.11 / 100.0:5.2f} {93.11 / 97.5:5.2f} |" in line
+    assert len(line.split("|")) == len(bench.COLUMNS.split("|"))
+    row["ratios"]["x_deepgemm_gemm_flushed"] = None
+    assert f" {93.11 / 100.0:5.2f}     - |" in bench.format_row(row)
+
+
 def test_gemm_kernel_us_keeps_only_the_gemm_kernels():
     """DeepGEMM's anchors time its GEMM kernel alone: the grouped suite's GEMM-only time sums the breakdown's
     GEMM kernels and leaves out the op's other kernels (the A-scale transpose)."""

@@ -507,6 +507,13 @@ def _per_rep_kernel_ns(kernels, modules, n_reps: int) -> tuple[list[int], str]:
     return [total // n_reps] * n_reps, f"{len(kernels)} kernels not divisible by {n_reps} reps: even split"
 
 
+def kernels_us(kernels: dict[str, dict[str, float]] | None, name_part: str) -> float | None:
+    """Per-call µs of the kernels of a ``Timing.kernels`` breakdown whose names contain ``name_part`` (e.g. the GEMM
+    kernel alone, as DeepGEMM's ``bench_kineto`` times it, without the op's other kernels); None if there are none."""
+    us = [v["us"] for name, v in (kernels or {}).items() if name_part in name]
+    return sum(us) if us else None
+
+
 def time_with_profiler(
     fn: Callable,
     make_inputs: Callable[[int], tuple] | None = None,
