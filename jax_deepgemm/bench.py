@@ -249,7 +249,7 @@ def bench_shape(m, n, k, *, op, timing_kw: dict, kernel_time: bool, seed: int, o
         "x_xla_fp8_flushed": _ratio(_flushed_us(row[best]), flushed) if best else None,
         # DeepGEMM's protocol times its GEMM kernel alone; ours also runs XLA's A-scale transpose (~2 us)
         "x_deepgemm_gemm_flushed": _ratio(anchor, timing.kernels_us((row["ours"].get("flushed") or {}).get("kernels"),
-                                                                    "GemmKernel")),
+                                                                    timing.GEMM_KERNEL)),
     }
     row["errors"] = errors
     return row

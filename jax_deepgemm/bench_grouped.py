@@ -90,15 +90,12 @@ def _kernel_us(fn, sets) -> float:
     return timing.time_with_profiler(fn, inputs=sets, n_reps=5).median_us
 
 
-GEMM_KERNEL_NAME = "GemmKernel"  # jdg::Sm90Fp8GemmKernel, jdg::Sm90Bf16GemmKernel
-
-
 def gemm_kernel_us(kernels: dict[str, dict[str, float]]) -> float | None:
     """Per-call µs of the GEMM kernels alone in a ``Timing.kernels`` breakdown: what DeepGEMM's anchors time (its
     ``bench_kineto`` keeps the kernels named like its GEMM). The op's other kernels, e.g. the XLA transpose of the A
     scales into the MN-major layout the masked and 256-row kernels read (~2 µs), are left out. None if no kernel of
     the breakdown is a GEMM."""
-    return timing.kernels_us(kernels, GEMM_KERNEL_NAME)
+    return timing.kernels_us(kernels, timing.GEMM_KERNEL)
 
 
 def _timed_ours(row: dict[str, Any], fn, sets) -> None:

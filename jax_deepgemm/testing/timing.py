@@ -507,6 +507,11 @@ def _per_rep_kernel_ns(kernels, modules, n_reps: int) -> tuple[list[int], str]:
     return [total // n_reps] * n_reps, f"{len(kernels)} kernels not divisible by {n_reps} reps: even split"
 
 
+# Part of the name of every GEMM kernel of ours (jdg::Sm90Fp8GemmKernel, jdg::Sm90Bf16GemmKernel): what kernels_us
+# keeps to time a GEMM alone, as DeepGEMM's bench_kineto does.
+GEMM_KERNEL = "GemmKernel"
+
+
 def kernels_us(kernels: dict[str, dict[str, float]] | None, name_part: str) -> float | None:
     """Per-call µs of the kernels of a ``Timing.kernels`` breakdown whose names contain ``name_part`` (e.g. the GEMM
     kernel alone, as DeepGEMM's ``bench_kineto`` times it, without the op's other kernels); None if there are none."""
