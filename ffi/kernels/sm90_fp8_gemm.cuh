@@ -166,18 +166,6 @@ __device__ __forceinline__ void ArriveWhenCopiesLand(RingBarrier& bar) {
                : "memory");
 }
 
-// TMA store of one D box with an L2 evict-first hint: D is written once and never re-read by this kernel, so its
-// lines should not push the A and B tiles that other CTAs still read out of L2 (session 36: 4096 x 32768 x 512, whose
-// 268 MB of D is 5x L2, 150.8 -> 144.9 us; the other dense, contiguous and masked rows within 0.8 %).
-__device__ __forceinline__ void TmaStoreEvictFirst2D(const void* tma, const void* smem, int32_t x, int32_t y) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group.L2::cache_hint [%0, {%2, %3}], [%1], %4;"
-      :
-      : "l"(reinterpret_cast<uint64_t>(tma)), "r"(cute::cast_smem_ptr_to_uint(smem)), "r"(x), "r"(y),
-        "l"(kEvictFirst)
-      : "memory");
-}
-
 // TMA load of one operand's 128-K slice at (k, row0) into `dst`: the whole tile, or, for an operand
 // shared by a 2-CTA cluster, this CTA's half (kRowsPerCta rows) multicast into both CTAs' stages.
 template <bool kMulticast, int kRowsPerCta>
