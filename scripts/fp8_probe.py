@@ -1,6 +1,6 @@
 """Kernel time of a fixed set of FP8 problems, one line each: the quick A/B of a kernel change.
 
-    python3 -P scripts/fp8_probe.py TAG [--out FILE] [--masked] [--k-grouped] [--contiguous]
+    python3 -P scripts/fp8_probe.py TAG [--out FILE] [--masked] [--k-grouped] [--contiguous] [--bf16]
 
 The set covers each FP8 kernel form the bars depend on: the 1D2D GEMM at short K on a wide tile
 (1193 x 7168 x 2048, 128 x 192, the masked decode tile), dense M = 4096 at short and long K (the
@@ -8,7 +8,8 @@ heuristic's tiles, K from 512 to 16384), the 1D1D GEMM (per-channel B, FP32 out,
 128 x 128 B-multicast pairs), the K-grouped weight gradient at 16 x 7168 x 2048 (the heuristic's tile and 128 x 128)
 and two masked anchors (``--masked``: all six of DeepGEMM's; ``--k-grouped``: the heuristic's tile on the other
 three K-grouped shapes of the bench too, the BF16 K-grouped kernel on all four and the FP8 one accumulating into C;
-``--contiguous``: DeepGEMM's four contiguous M-grouped anchors). Operands as the bench draws them;
+``--contiguous``: DeepGEMM's four contiguous M-grouped anchors; ``--bf16``: the BF16 GEMM's TMA-stored epilogue, dense
+M = 4096 at three (N, K) and contiguous at two of the anchors). Operands as the bench draws them;
 timed with the CUDA profiler over rotating input sets (``testing.timing.time_with_profiler``).
 ``scripts/ab_fp8_kernel.sh`` runs it once per kernel variant.
 """
@@ -20,7 +21,7 @@ import jax_deepgemm as dg
 from jax_deepgemm.bench_grouped import (CONTIGUOUS_ANCHORS, K_GROUPED_SHAPES, MASKED_ANCHORS, contiguous_operands,
                                         contiguous_sizes, k_grouped_sizes, masked_counts, masked_operands)
 from jax_deepgemm.testing import timing
-from jax_deepgemm.testing.generators import fp8_gemm_operands, k_grouped_operands
+from jax_deepgemm.testing.generators import contiguous_layout, fp8_gemm_operands, k_grouped_operands
 from jax_deepgemm.testing.probe import ProbeLog, probe_parser
 
 DENSE = [  # m, n, k, B scale recipe, forced tile (None: the heuristic's)
@@ -37,7 +38,11 @@ DENSE = [  # m, n, k, B scale recipe, forced tile (None: the heuristic's)
 MASKED = [(1, 1024, 7168, 2048), (4, 256, 4096, 7168)]
 
 
-def main(log: ProbeLog, all_masked: bool, all_k_grouped: bool, contiguous: bool = False) -> None:
+BF16_DENSE = [(4096, 32768, 512), (4096, 7168, 2048), (4096, 24576, 1536)]  # BF16 out: D through TMA stores
+BF16_CONTIGUOUS = [(4, 8192, 7168, 2048), (8, 4096, 4096, 7168)]
+
+
+def main(log: ProbeLog, all_masked: bool, all_k_grouped: bool, contiguous: bool = False, bf16: bool = False) -> None:
     def run(name, fn, make, flops):
         t = timing.time_with_profiler(fn, make_inputs=make, n_reps=3)
         # The library's kernels alone (the TN entries' operand transposes and XLA's copy of a non-donated C are
@@ -74,6 +79,20 @@ def main(log: ProbeLog, all_masked: bool, all_k_grouped: bool, contiguous: bool 
             fn = jax.jit(lambda a, b, ids: dg.m_grouped_fp8_gemm_nt_contiguous(a, b, ids))
             run(f"contiguous {key}", fn, lambda i, s=sizes, n=n, k=k: contiguous_operands(i, s, n, k),
                 2.0 * sum(sizes) * n * k)
+    if bf16:
+        def normal_bf16(seed, shape):
+            return jax.random.normal(jax.random.key(seed), shape, jnp.float32).astype(jnp.bfloat16)
+
+        for m, n, k in BF16_DENSE:
+            run(f"bf16 dense {m}x{n}x{k}", jax.jit(lambda a, b: dg.bf16_gemm_nt(a, b)),
+                lambda i, m=m, n=n, k=k: (normal_bf16(2 * i, (m, k)), normal_bf16(2 * i + 1, (n, k))), 2 * m * n * k)
+        for key in BF16_CONTIGUOUS:
+            groups, _, n, k = key
+            sizes = contiguous_sizes(key)
+            ids = jnp.asarray(contiguous_layout(sizes)[0])
+            run(f"bf16 contiguous {key}", jax.jit(lambda a, b, ids=ids: dg.m_grouped_bf16_gemm_nt_contiguous(a, b, ids)),
+                lambda i, g=groups, n=n, k=k, m=len(ids): (normal_bf16(2 * i, (m, k)), normal_bf16(2 * i + 1, (g, n, k))),
+                2.0 * sum(sizes) * n * k)
     for key in (MASKED_ANCHORS if all_masked else MASKED):
         counts = masked_counts(key)
         masked_m = jnp.asarray(counts)
@@ -86,5 +105,6 @@ if __name__ == "__main__":
     parser.add_argument("--masked", action="store_true", help="all six masked anchors, not two")
     parser.add_argument("--k-grouped", action="store_true", help="all four K-grouped shapes (the heuristic's tile)")
     parser.add_argument("--contiguous", action="store_true", help="DeepGEMM's four contiguous anchors")
+    parser.add_argument("--bf16", action="store_true", help="BF16 dense and contiguous GEMMs (TMA-stored D)")
     args = parser.parse_args()
-    main(ProbeLog(args.tag, args.out), args.masked, args.k_grouped, args.contiguous)
+    main(ProbeLog(args.tag, args.out), args.masked, args.k_grouped, args.contiguous, args.bf16)
