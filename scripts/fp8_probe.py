@@ -47,7 +47,7 @@ def main(log: ProbeLog, all_masked: bool, all_k_grouped: bool, contiguous: bool 
         t = timing.time_with_profiler(fn, make_inputs=make, n_reps=3)
         # The library's kernels alone (the TN entries' operand transposes and XLA's copy of a non-donated C are
         # in the total, the same in every variant).
-        own_us = sum(v["us"] for kernel, v in t.kernels.items() if "Sm90" in kernel)
+        own_us = timing.kernels_us(t.kernels, "Sm90") or 0.0
         log.add(name, t.median_us, f"{flops / t.median_us / 1e6:6.0f} TFLOPS; own kernels {own_us:8.1f} us")
 
     for m, n, k, recipe, tile in DENSE:
