@@ -44,7 +44,7 @@ import numpy as np
 
 from jax_deepgemm import quantize
 from jax_deepgemm.testing import baselines, timing
-from jax_deepgemm.testing.bench_json import BenchJson
+from jax_deepgemm.testing.bench_json import BenchJson, ratio
 from jax_deepgemm.testing.shapes import ANCHORS_H100, BENCH_M, BENCH_NK
 
 SMOKE_SHAPES = [(64, 256, 256), (128, 384, 512)]
@@ -242,14 +242,14 @@ def bench_shape(m, n, k, *, op, timing_kw: dict, kernel_time: bool, seed: int, o
     dq_us = row["dequant_bf16"].get("us")
     row["ratios"] = {
         "x_xla_fp8": row[best]["us"] / ours_us if ours_us and best else None,
-        "x_dequant_bf16": dq_us / ours_us if ours_us and dq_us else None,
-        "x_deepgemm": anchor / ours_us if ours_us and anchor else None,
-        "x_deepgemm_kernel": anchor / kern if kern and anchor else None,
-        "x_deepgemm_flushed": anchor / flushed if flushed and anchor else None,
-        "x_xla_fp8_flushed": _ratio(_flushed_us(row[best]), flushed) if best else None,
+        "x_dequant_bf16": ratio(dq_us, ours_us),
+        "x_deepgemm": ratio(anchor, ours_us),
+        "x_deepgemm_kernel": ratio(anchor, kern),
+        "x_deepgemm_flushed": ratio(anchor, flushed),
+        "x_xla_fp8_flushed": ratio(_flushed_us(row[best]), flushed) if best else None,
         # DeepGEMM's protocol times its GEMM kernel alone; ours also runs XLA's A-scale transpose (~2 us)
-        "x_deepgemm_gemm_flushed": _ratio(anchor, timing.kernels_us((row["ours"].get("flushed") or {}).get("kernels"),
-                                                                    timing.GEMM_KERNEL)),
+        "x_deepgemm_gemm_flushed": ratio(anchor, timing.kernels_us((row["ours"].get("flushed") or {}).get("kernels"),
+                                                                   timing.GEMM_KERNEL)),
     }
     row["errors"] = errors
     return row
@@ -309,12 +309,8 @@ def format_row(r: dict) -> str:
             f" {_f(r['dequant_bf16'].get('us'), '.2f', 8)} {_f(q['x_dequant_bf16'], '.2f', 5)} |"
             f" {_f(r['deepgemm_anchor_us'], '.2f', 7)} {_f(q['x_deepgemm'], '.2f', 5)}"
             f" {_f(q['x_deepgemm_kernel'], '.2f', 5)} {_f(q.get('x_deepgemm_flushed'), '.2f', 5)}"
-            f" {_f(q.get('x_deepgemm_gemm_flushed'), '.2f', 5)} | {_f(_ratio(o.get('us'), _kernel_us(o)), '.2f', 5)}"
-            f" {_f(_ratio(x.get('us'), _kernel_us(x)), '.2f', 5)}")
-
-
-def _ratio(num, den):
-    return num / den if isinstance(num, (int, float)) and isinstance(den, (int, float)) and den > 0 else None
+            f" {_f(q.get('x_deepgemm_gemm_flushed'), '.2f', 5)} | {_f(ratio(o.get('us'), _kernel_us(o)), '.2f', 5)}"
+            f" {_f(ratio(x.get('us'), _kernel_us(x)), '.2f', 5)}")
 
 
 def format_lowering(rows: list[dict], warn: bool = True) -> list[str]:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_deepgemm.testing import timing
-from jax_deepgemm.testing.bench_json import BenchJson, run_suites
+from jax_deepgemm.testing.bench_json import BenchJson, fmt, ratio, run_suites
 from jax_deepgemm.testing.generators import contiguous_layout
 from jax_deepgemm.testing.shapes import BENCH_NK
 
@@ -62,10 +62,6 @@ def _time(fn, sets, reps: int, target_ms: float) -> dict[str, Any]:
     return out
 
 
-def _ratio(base, ours):
-    return base / ours if base and ours else None
-
-
 def bench_dense(n: int, k: int, *, reps: int, target_ms: float) -> dict[str, Any]:
     import jax_deepgemm as dg
 
@@ -80,8 +76,8 @@ def bench_dense(n: int, k: int, *, reps: int, target_ms: float) -> dict[str, Any
     row: dict[str, Any] = {"M": m, "N": n, "K": k, "flops": 2.0 * m * n * k}
     row["ours"] = _time(ours, sets, reps, target_ms)
     row["xla_bf16_dot"] = _time(xla, sets, reps, target_ms)
-    row["x_xla_kernel"] = _ratio(row["xla_bf16_dot"]["kernel_us"], row["ours"]["kernel_us"])
-    row["x_xla_loop"] = _ratio(row["xla_bf16_dot"]["loop_us"], row["ours"]["loop_us"])
+    row["x_xla_kernel"] = ratio(row["xla_bf16_dot"]["kernel_us"], row["ours"]["kernel_us"])
+    row["x_xla_loop"] = ratio(row["xla_bf16_dot"]["loop_us"], row["ours"]["loop_us"])
     sets.delete()
     return row
 
@@ -117,8 +113,8 @@ def bench_contiguous(key, *, reps: int, target_ms: float) -> dict[str, Any]:
     row["ours_ragged_nn"] = _time(ours_ragged_nn, sets, reps, target_ms)
     row["ragged_dot_bf16"] = _time(rd, sets, reps, target_ms)
     for name in ("ours_contiguous", "ours_ragged", "ours_ragged_nn"):
-        row[f"x_ragged_dot_kernel_{name}"] = _ratio(row["ragged_dot_bf16"]["kernel_us"], row[name]["kernel_us"])
-        row[f"x_ragged_dot_loop_{name}"] = _ratio(row["ragged_dot_bf16"]["loop_us"], row[name]["loop_us"])
+        row[f"x_ragged_dot_kernel_{name}"] = ratio(row["ragged_dot_bf16"]["kernel_us"], row[name]["kernel_us"])
+        row[f"x_ragged_dot_loop_{name}"] = ratio(row["ragged_dot_bf16"]["loop_us"], row[name]["loop_us"])
     sets.delete()
     return row
 
@@ -142,37 +138,33 @@ def bench_masked(key, *, reps: int, target_ms: float) -> dict[str, Any]:
     return row
 
 
-def _fmt(x, spec):
-    return format(x, spec) if x is not None else "-"
-
-
 def _tflops(flops, us):
     return flops / us / 1e6 if us else None
 
 
 def format_dense(r: dict) -> str:
     o, x = r["ours"], r["xla_bf16_dot"]
-    return (f"{r['M']:5d} x {r['N']:5d} x {r['K']:5d} | {_fmt(o['kernel_us'], '8.1f')} |"
-            f" {_fmt(_tflops(r['flops'], o['kernel_us']), '6.0f')} | {_fmt(x['kernel_us'], '8.1f')} |"
-            f" {_fmt(_tflops(r['flops'], x['kernel_us']), '6.0f')} | {_fmt(r['x_xla_kernel'], '5.2f')} |"
-            f" {_fmt(r['x_xla_loop'], '5.2f')}" + (f"  ERROR {o['error']}" if "error" in o else ""))
+    return (f"{r['M']:5d} x {r['N']:5d} x {r['K']:5d} | {fmt(o['kernel_us'], '8.1f')} |"
+            f" {fmt(_tflops(r['flops'], o['kernel_us']), '6.0f')} | {fmt(x['kernel_us'], '8.1f')} |"
+            f" {fmt(_tflops(r['flops'], x['kernel_us']), '6.0f')} | {fmt(r['x_xla_kernel'], '5.2f')} |"
+            f" {fmt(r['x_xla_loop'], '5.2f')}" + (f"  ERROR {o['error']}" if "error" in o else ""))
 
 
 def format_contiguous(r: dict) -> str:
     names = ("ours_contiguous", "ours_ragged", "ours_ragged_nn")
     o, g, nn, rd = r["ours_contiguous"], r["ours_ragged"], r["ours_ragged_nn"], r["ragged_dot_bf16"]
-    return (f"{r['groups']:3d} x {r['expected_m']:5d}  N {r['N']:5d} K {r['K']:5d} | {_fmt(o['kernel_us'], '8.1f')} |"
-            f" {_fmt(_tflops(r['flops'], o['kernel_us']), '6.0f')} | {_fmt(g['kernel_us'], '8.1f')} /"
-            f" {_fmt(nn['kernel_us'], '8.1f')} | {_fmt(rd['kernel_us'], '8.1f')} |"
-            f" {_fmt(_tflops(r['flops'], rd['kernel_us']), '6.0f')} |"
-            f" {' / '.join(_fmt(r[f'x_ragged_dot_kernel_{x}'], '5.2f') for x in names)} |"
-            f" {' / '.join(_fmt(r[f'x_ragged_dot_loop_{x}'], '5.2f') for x in names)}")
+    return (f"{r['groups']:3d} x {r['expected_m']:5d}  N {r['N']:5d} K {r['K']:5d} | {fmt(o['kernel_us'], '8.1f')} |"
+            f" {fmt(_tflops(r['flops'], o['kernel_us']), '6.0f')} | {fmt(g['kernel_us'], '8.1f')} /"
+            f" {fmt(nn['kernel_us'], '8.1f')} | {fmt(rd['kernel_us'], '8.1f')} |"
+            f" {fmt(_tflops(r['flops'], rd['kernel_us']), '6.0f')} |"
+            f" {' / '.join(fmt(r[f'x_ragged_dot_kernel_{x}'], '5.2f') for x in names)} |"
+            f" {' / '.join(fmt(r[f'x_ragged_dot_loop_{x}'], '5.2f') for x in names)}")
 
 
 def format_masked(r: dict) -> str:
     o = r["ours"]
-    return (f"{r['groups']:3d} x {r['expected_m']:5d}  N {r['N']:5d} K {r['K']:5d} | {_fmt(o['kernel_us'], '8.1f')} |"
-            f" {_fmt(_tflops(r['flops'], o['kernel_us']), '6.0f')} | {_fmt(o['loop_us'], '8.1f')}")
+    return (f"{r['groups']:3d} x {r['expected_m']:5d}  N {r['N']:5d} K {r['K']:5d} | {fmt(o['kernel_us'], '8.1f')} |"
+            f" {fmt(_tflops(r['flops'], o['kernel_us']), '6.0f')} | {fmt(o['loop_us'], '8.1f')}")
 
 
 def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS, filters=None) -> int:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_deepgemm.testing import timing
-from jax_deepgemm.testing.bench_json import BenchJson, run_suites
+from jax_deepgemm.testing.bench_json import BenchJson, fmt, ratio, run_suites
 from jax_deepgemm.testing.generators import contiguous_layout, k_grouped_operands, m_grouped_operands
 
 # (groups, expected rows per group, N, K) -> DeepGEMM's kernel µs on our H100 (../shared/anchors.md)
@@ -227,20 +227,12 @@ def bench_k_grouped(key, *, reps: int, target_ms: float) -> dict[str, Any]:
     return row
 
 
-def _fmt(x, spec):
-    return format(x, spec) if x is not None else "-"
-
-
 CONTIGUOUS_HEADER = ("# contiguous (per-row ids): case | kern us | fl us | TFLOPS (valid rows, kern) | xDG (kern) | xDGf (fl) |"
                      " xDG TF | GEMM kern us | xDG (GEMM kern) | xDGf (GEMM fl) |"
                      " loop us | ragged_dot bf16 / fp8 loop us | x bf16 | x fp8 | ours unaligned (ragged) kern us |"
                      " unaligned / aligned")
 MASKED_HEADER = (f"# masked (max_m {MASKED_MAX_M}): case | kern us | fl us | TFLOPS (valid rows, kern) | xDG (kern) | xDGf (fl)"
                  " | xDG TF | GEMM kern us | xDG (GEMM kern) | xDGf (GEMM fl) | loop us | valid rows (128-row tiles)")
-
-
-def _ratio(num, den):
-    return num / den if num is not None and den else None
 
 
 def _shape(r) -> str:
@@ -255,16 +247,16 @@ def _timed(r) -> str:
     k_us, fl, anchor = r["ours_kernel_us"], r.get("ours_flushed_us"), r["deepgemm_anchor_us"]
     gemm, gemm_fl = r.get("ours_gemm_kernel_us"), r.get("ours_gemm_flushed_us")
     tflops = r["flops"] / k_us / 1e6
-    return (f"{k_us:8.1f} | {_fmt(fl, '8.1f')} | {tflops:6.0f} | {anchor / k_us:4.2f} |"
-            f" {_fmt(_ratio(anchor, fl), '4.2f')} | {_fmt(_ratio(tflops, r.get('deepgemm_anchor_tflops')), '4.2f')} |"
-            f" {_fmt(gemm, '8.1f')} | {_fmt(_ratio(anchor, gemm), '4.2f')} | {_fmt(_ratio(anchor, gemm_fl), '4.2f')}")
+    return (f"{k_us:8.1f} | {fmt(fl, '8.1f')} | {tflops:6.0f} | {anchor / k_us:4.2f} |"
+            f" {fmt(ratio(anchor, fl), '4.2f')} | {fmt(ratio(tflops, r.get('deepgemm_anchor_tflops')), '4.2f')} |"
+            f" {fmt(gemm, '8.1f')} | {fmt(ratio(anchor, gemm), '4.2f')} | {fmt(ratio(anchor, gemm_fl), '4.2f')}")
 
 
 def format_contiguous(r: dict) -> str:
     loop, bf, f8 = r["ours_loop_us"], r.get("ragged_dot_bf16_loop_us"), r.get("ragged_dot_fp8_loop_us")
     unaligned = r["ragged_unaligned_kernel_us"]
-    return (f"{_shape(r)} | {_timed(r)} | {loop:8.1f} | {_fmt(bf, '8.1f')} / {_fmt(f8, '8.1f')} |"
-            f" {_fmt(_ratio(bf, loop), '5.2f')} | {_fmt(_ratio(f8, loop), '5.2f')} | {unaligned:8.1f} |"
+    return (f"{_shape(r)} | {_timed(r)} | {loop:8.1f} | {fmt(bf, '8.1f')} / {fmt(f8, '8.1f')} |"
+            f" {fmt(ratio(bf, loop), '5.2f')} | {fmt(ratio(f8, loop), '5.2f')} | {unaligned:8.1f} |"
             f" {unaligned / r['ours_kernel_us']:5.3f}")
 
 
@@ -286,7 +278,7 @@ def format_k_grouped(r: dict) -> str:
     return (f"{r['groups']:3d} x M {r['M']:5d} N {r['N']:5d} K~{r['expected_k']:5d} | {k_us:8.1f} |"
             f" {r['flops'] / k_us / 1e6:6.0f} | {loop:8.1f} | {k_nt:8.1f} |"
             f" {r['flops'] / k_nt / 1e6:6.0f} | {k16:8.1f} | {r['flops'] / k16 / 1e6:6.0f} |"
-            f" {loop16:8.1f} | {_fmt(bf, '8.1f')} | {_fmt(bf and bf / loop, '5.2f')} / {_fmt(bf and bf / loop16, '5.2f')}")
+            f" {loop16:8.1f} | {fmt(bf, '8.1f')} | {fmt(bf and bf / loop, '5.2f')} / {fmt(bf and bf / loop16, '5.2f')}")
 
 
 K_GROUPED_HEADER = ("# k-grouped (wgrad, group 1 empty): FP8 TN kern us (incl. transposes) | TFLOPS | loop us |"

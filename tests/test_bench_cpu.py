@@ -262,3 +262,20 @@ def test_paged_problem_builds_a_callable_case(fp4):
     assert out.shape == (3 * 2, max_ctx)
     past = np.arange(max_ctx)[None, :] >= np.asarray(lens).reshape(-1, 1)
     assert np.isneginf(out[past]).all() and np.isfinite(out[~past]).all()
+
+
+def test_ratio_and_cell_helpers_print_a_dash_for_what_was_not_measured():
+    """Every suite's ratios and cells come from these two helpers: an errored or unmeasured time (None, the error
+    string a failed case leaves) gives no ratio and a '-' cell, never a crash or a division by zero."""
+    from jax_deepgemm import bench_bf16
+    from jax_deepgemm.testing.bench_json import fmt, ratio
+
+    assert ratio(93.11, 100.0) == pytest.approx(0.9311)
+    assert ratio(None, 100.0) is None and ratio(93.11, None) is None and ratio("error", 1.0) is None
+    assert ratio(1.0, 0.0) is None and ratio(1.0, -2.0) is None
+    assert fmt(None, "5.2f") == "-" and fmt(0.5, "5.2f") == " 0.50"
+    ok = {"kernel_us": 50.0, "loop_us": 60.0}
+    row = {"M": 4096, "N": 7168, "K": 2048, "flops": 2.0 * 4096 * 7168 * 2048, "ours": {**ok, "kernel_us": None,
+           "error": "boom"}, "xla_bf16_dot": ok, "x_xla_kernel": ratio(50.0, None), "x_xla_loop": ratio(60.0, 55.0)}
+    line = bench_bf16.format_dense(row)
+    assert line.endswith("ERROR boom") and line.count(" - ") == 3 and f"{60.0 / 55.0:5.2f}" in line

@@ -1,6 +1,6 @@
 """The benchmark suites' JSON output, rewritten after every measured row, so that a run cut short (a device call's
 time limit, a crash in a later case) keeps what it measured: session 38 lost four M = 4096 rows that way. The file
-says ``"complete": false`` until the run gets to its end."""
+says ``"complete": false`` until the run gets to its end. Also the two cell helpers every suite's printed lines use."""
 
 from __future__ import annotations
 
@@ -44,3 +44,14 @@ def run_suites(out: BenchJson, suites, parts, filters, **bench_kw) -> None:
         for key in keys:
             if part in parts and case_selected(key, filters):
                 print(fmt(out.add(part, bench(key, **bench_kw))), flush=True)
+
+
+def ratio(num, den):
+    """``num / den``, or None where either was not measured (None, an error string) or ``den`` is not positive."""
+    numbers = isinstance(num, (int, float)) and isinstance(den, (int, float))
+    return num / den if numbers and den > 0 else None
+
+
+def fmt(x, spec: str) -> str:
+    """A table cell: ``x`` formatted by ``spec``, or ``-`` where it was not measured."""
+    return format(x, spec) if x is not None else "-"
