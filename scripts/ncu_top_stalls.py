@@ -4,14 +4,19 @@ On the GPU machine:
   ncu --set full -k regex:Sm90Fp8GemmKernel --launch-skip 1 --launch-count 1 -o prof \
       python3 -P scripts/profile_one.py 4096 4096 7168
   ncu --import prof.ncu-rep --page source --csv --print-source sass > source.csv
-  python3 scripts/ncu_top_stalls.py source.csv [N]
+  python3 scripts/ncu_top_stalls.py source.csv [N] [--regions NAME=LO-HI,...]
+
+Addresses print as offsets from the kernel's first instruction, as `scripts/sass_local.sh`'s listing numbers them
+(`/*2880*/`), so a hot spot can be read in context on the CPU machine. `--regions` sums the samples, executed
+instructions and stall reasons per range of offsets (hex, LO inclusive), e.g. the K loop against the tile prologue:
+  --regions prologue=540-2350,kloop=2350-7c00,epilogue=7c00-8400,producer=c910-20000
 """
 
 import csv
 import sys
 
 
-def main(path: str, top: int) -> None:
+def main(path: str, top: int, regions: list[tuple[str, int, int]] = ()) -> None:
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     header_at = next((i for i, r in enumerate(rows) if any("Warp Stall Sampling" in c for c in r)), None)
@@ -27,10 +32,15 @@ def main(path: str, top: int) -> None:
     def value(r):
         return _number(r, samples)
 
+    base = min((int(r[address], 16) for r in body), default=0) if address is not None else 0
+
+    def offset(r) -> int:
+        return int(r[address], 16) - base if address is not None else -1
+
     total = sum(value(r) for r in body) or 1.0
     print(f"{len(body)} SASS lines, {total:.0f} stall samples; top {top}:")
     for r in sorted(body, key=value, reverse=True)[:top]:
-        where = r[address] if address is not None else "?"
+        where = f"{offset(r):#06x}" if address is not None else "?"
         text = r[source] if source is not None else ""
         print(f"{100 * value(r) / total:5.1f}%  {where:>6}  {text[:110]}")
     def opcode(r) -> str:  # "@!P0 BRA.U ..." -> "BRA"
@@ -55,6 +65,14 @@ def main(path: str, top: int) -> None:
     print("by reason:", ", ".join(f"{n[6:]} {100 * v / all_stalls:.1f}%" for n, v in
                                   sorted(totals.items(), key=lambda kv: -kv[1])[:10]))
     executed = col.get("Instructions Executed")
+    for name, lo, hi in regions:
+        rows_in = [r for r in body if lo <= offset(r) < hi]
+        why = {n[6:]: sum(_number(r, i) for r in rows_in) for n, i in reasons}
+        why_total = sum(why.values()) or 1.0
+        ran = sum(_number(r, executed) for r in rows_in) if executed is not None else 0.0
+        print(f"region {name} [{lo:#x}, {hi:#x}): {100 * sum(value(r) for r in rows_in) / total:.1f}% of samples, "
+              f"{ran:.0f} warp instructions executed; " + ", ".join(
+                  f"{n} {100 * v / why_total:.0f}%" for n, v in sorted(why.items(), key=lambda kv: -kv[1])[:5]))
     if executed is not None:
         mix = by_opcode(lambda r: _number(r, executed))
         count = sum(mix.values()) or 1.0
@@ -69,5 +87,21 @@ def _number(row: list[str], index: int) -> float:
         return 0.0
 
 
+def _regions(spec: str) -> list[tuple[str, int, int]]:
+    """'kloop=2350-7c00,epilogue=7c00-8400' -> [("kloop", 0x2350, 0x7c00), ...]"""
+    out = []
+    for item in filter(None, spec.split(",")):
+        name, span = item.split("=")
+        lo, hi = span.split("-")
+        out.append((name, int(lo, 16), int(hi, 16)))
+    return out
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 30)
+    args = sys.argv[1:]
+    spec = ""
+    if "--regions" in args:
+        at = args.index("--regions")
+        spec = args[at + 1]
+        del args[at:at + 2]
+    main(args[0], int(args[1]) if len(args) > 1 else 30, _regions(spec))
