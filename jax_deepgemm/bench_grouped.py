@@ -278,7 +278,7 @@ def format_k_grouped(r: dict) -> str:
     return (f"{r['groups']:3d} x M {r['M']:5d} N {r['N']:5d} K~{r['expected_k']:5d} | {k_us:8.1f} |"
             f" {r['flops'] / k_us / 1e6:6.0f} | {loop:8.1f} | {k_nt:8.1f} |"
             f" {r['flops'] / k_nt / 1e6:6.0f} | {k16:8.1f} | {r['flops'] / k16 / 1e6:6.0f} |"
-            f" {loop16:8.1f} | {fmt(bf, '8.1f')} | {fmt(bf and bf / loop, '5.2f')} / {fmt(bf and bf / loop16, '5.2f')}")
+            f" {loop16:8.1f} | {fmt(bf, '8.1f')} | {fmt(ratio(bf, loop), '5.2f')} / {fmt(ratio(bf, loop16), '5.2f')}")
 
 
 K_GROUPED_HEADER = ("# k-grouped (wgrad, group 1 empty): FP8 TN kern us (incl. transposes) | TFLOPS | loop us |"

@@ -19,7 +19,7 @@ import numpy as np
 
 from jax_deepgemm import fp4 as F
 from jax_deepgemm.testing import timing
-from jax_deepgemm.testing.bench_json import BenchJson, fmt
+from jax_deepgemm.testing.bench_json import BenchJson, fmt, ratio
 from jax_deepgemm.testing.shapes import case_selected
 
 # (S, S_kv, H, D, CP, compressed, logits dtype) -> DeepGEMM µs: (logits kernel, its separate clean kernel)
@@ -281,9 +281,9 @@ def format_row(r: dict[str, Any]) -> str:
         name = (f"{'fp4' if r['fp4'] else 'fp8'} paged B {r['B']} n {r['next_n']} H {r['H']} L {r['L_avg']}"
                 f" {r['logits_dtype']}")
     return (f"{name:60s} | {k_us:8.1f} | {fmt(fl, '8.1f')} | {r['flops'] / k_us / 1e6:6.0f} |"
-            f" {r['bytes'] / k_us / 1e3:6.0f} | {fmt(anchor, '6.0f')} | {fmt(anchor and anchor / k_us, '4.2f')} |"
-            f" {fmt(anchor and fl and anchor / fl, '4.2f')} | {loop:8.1f} | {fmt(base, '8.1f')} |"
-            f" {fmt(base and base / loop, '5.2f')}")
+            f" {r['bytes'] / k_us / 1e3:6.0f} | {fmt(anchor, '6.0f')} | {fmt(ratio(anchor, k_us), '4.2f')} |"
+            f" {fmt(ratio(anchor, fl), '4.2f')} | {loop:8.1f} | {fmt(base, '8.1f')} |"
+            f" {fmt(ratio(base, loop), '5.2f')}")
 
 
 def run(*, json_path: str, reps: int, target_ms: float, meta: dict, parts=PARTS, filters=None,
