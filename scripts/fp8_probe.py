@@ -1,6 +1,7 @@
 """Kernel time of a fixed set of FP8 problems, one line each: the quick A/B of a kernel change.
 
     python3 -P scripts/fp8_probe.py TAG [--out FILE] [--masked] [--k-grouped] [--contiguous] [--bf16]
+    python3 -P scripts/fp8_probe.py TAG [--out FILE] --small-m
 
 The set covers each FP8 kernel form the bars depend on: the 1D2D GEMM at short K on a wide tile
 (1193 x 7168 x 2048, 128 x 192, the masked decode tile), dense M = 4096 at short and long K (the
@@ -9,7 +10,9 @@ heuristic's tiles, K from 512 to 16384), the 1D1D GEMM (per-channel B, FP32 out,
 and two masked anchors (``--masked``: all six of DeepGEMM's; ``--k-grouped``: the heuristic's tile on the other
 three K-grouped shapes of the bench too, the BF16 K-grouped kernel on all four and the FP8 one accumulating into C;
 ``--contiguous``: DeepGEMM's four contiguous M-grouped anchors; ``--bf16``: the BF16 GEMM's TMA-stored epilogue, dense
-M = 4096 at three (N, K) and contiguous at two of the anchors). Operands as the bench draws them;
+M = 4096 at three (N, K) and contiguous at two of the anchors). ``--small-m`` instead times only the bench's twelve
+M = 64 / 128 shapes with the heuristic's tile (what a change to its small-M branch moves). Operands as the bench
+draws them;
 timed with the CUDA profiler over rotating input sets (``testing.timing.time_with_profiler``).
 ``scripts/ab_fp8_kernel.sh`` runs it once per kernel variant.
 """
@@ -23,6 +26,7 @@ from jax_deepgemm.bench_grouped import (CONTIGUOUS_ANCHORS, K_GROUPED_SHAPES, MA
 from jax_deepgemm.testing import timing
 from jax_deepgemm.testing.generators import contiguous_layout, fp8_gemm_operands, k_grouped_operands
 from jax_deepgemm.testing.probe import ProbeLog, probe_parser
+from jax_deepgemm.testing.shapes import BENCH_NK
 
 DENSE = [  # m, n, k, B scale recipe, forced tile (None: the heuristic's)
     (1193, 7168, 2048, "block", (128, 192, 1, 1)),
@@ -42,13 +46,26 @@ BF16_DENSE = [(4096, 32768, 512), (4096, 7168, 2048), (4096, 24576, 1536)]  # BF
 BF16_CONTIGUOUS = [(4, 8192, 7168, 2048), (8, 4096, 4096, 7168)]
 
 
+def _run(log: ProbeLog, name, fn, make, flops, n_reps: int = 3):
+    t = timing.time_with_profiler(fn, make_inputs=make, n_reps=n_reps)
+    # The library's kernels alone (the TN entries' operand transposes and XLA's copy of a non-donated C are
+    # in the total, the same in every variant).
+    own_us = timing.kernels_us(t.kernels, "Sm90") or 0.0
+    log.add(name, t.median_us, f"{flops / t.median_us / 1e6:6.0f} TFLOPS; own kernels {own_us:8.1f} us")
+
+
+def small_m(log: ProbeLog) -> None:
+    """The bench's small-M rows (memory-bound: GB/s is the figure of merit; more repetitions, the times are short)."""
+    for m in (64, 128):
+        for n, k in BENCH_NK:
+            fn = jax.jit(lambda a, b: dg.fp8_gemm_nt(a, b))
+            _run(log, f"dense {m}x{n}x{k} block None", fn, lambda i, m=m, n=n, k=k: fp8_gemm_operands(i, m, n, k)[:2],
+                 2 * m * n * k, n_reps=7)
+
+
 def main(log: ProbeLog, all_masked: bool, all_k_grouped: bool, contiguous: bool = False, bf16: bool = False) -> None:
     def run(name, fn, make, flops):
-        t = timing.time_with_profiler(fn, make_inputs=make, n_reps=3)
-        # The library's kernels alone (the TN entries' operand transposes and XLA's copy of a non-donated C are
-        # in the total, the same in every variant).
-        own_us = timing.kernels_us(t.kernels, "Sm90") or 0.0
-        log.add(name, t.median_us, f"{flops / t.median_us / 1e6:6.0f} TFLOPS; own kernels {own_us:8.1f} us")
+        _run(log, name, fn, make, flops)
 
     for m, n, k, recipe, tile in DENSE:
         fn = jax.jit(lambda a, b, t=tile: dg.fp8_gemm_nt(a, b, tile=t))
@@ -106,5 +123,9 @@ if __name__ == "__main__":
     parser.add_argument("--k-grouped", action="store_true", help="all four K-grouped shapes (the heuristic's tile)")
     parser.add_argument("--contiguous", action="store_true", help="DeepGEMM's four contiguous anchors")
     parser.add_argument("--bf16", action="store_true", help="BF16 dense and contiguous GEMMs (TMA-stored D)")
+    parser.add_argument("--small-m", action="store_true", help="only the bench's M = 64 / 128 shapes")
     args = parser.parse_args()
-    main(ProbeLog(args.tag, args.out), args.masked, args.k_grouped, args.contiguous, args.bf16)
+    if args.small_m:
+        small_m(ProbeLog(args.tag, args.out))
+    else:
+        main(ProbeLog(args.tag, args.out), args.masked, args.k_grouped, args.contiguous, args.bf16)
