@@ -45,6 +45,12 @@ int Fp8GemmSplitK(int m, int n, int k, int num_sms, int block_m, int block_n, in
   return cfg.block_m == 0 ? 1 : cfg.split_k;
 }
 
+std::array<int, 5> Fp8GemmBlockTile(int m, int n, int k, int num_sms, bool sfa_mn_major) {
+  const Fp8GemmConfig cfg = PickFp8GemmConfig(m, n, k, BScale::kBlock128, num_sms, 0, 0, 0, 0, 0, 0, sfa_mn_major,
+                                              /*force_split_k=*/0);
+  return {cfg.block_m, cfg.block_n, cfg.cluster_m, cfg.cluster_n, cfg.split_k};
+}
+
 std::array<int, 4> Fp8GemmPerChannelTile(int m, int n, int k, int num_sms, int k_groups, bool sfa_mn_major) {
   const Fp8GemmConfig cfg = PickFp8GemmConfig(m, n, k, BScale::kPerChannel, num_sms, 0, 0, 0, 0, 0, 0, sfa_mn_major,
                                               /*force_split_k=*/1, /*masked_groups=*/0, k_groups);

@@ -109,6 +109,17 @@ int Fp8GemmSplitK(int m, int n, int k, int num_sms, int block_m, int block_n, in
 #endif
 }
 
+// The 1D2D heuristic's (block_m, block_n, cluster_m, cluster_n, split_k) for a dense problem (None without CUDA
+// kernels).
+nb::object Fp8GemmBlockTile(int m, int n, int k, int num_sms, bool sfa_mn_major) {
+#if JAX_DEEPGEMM_WITH_CUDA
+  const std::array<int, 5> t = jdg::Fp8GemmBlockTile(m, n, k, num_sms, sfa_mn_major);
+  return nb::make_tuple(t[0], t[1], t[2], t[3], t[4]);
+#else
+  return nb::none();
+#endif
+}
+
 // The 1D1D heuristic's (block_m, block_n, cluster_m, cluster_n) for a dense (k_groups = 1) or K-grouped problem
 // (None without CUDA kernels).
 nb::object Fp8GemmPerChannelTile(int m, int n, int k, int num_sms, int k_groups, bool sfa_mn_major) {
@@ -131,6 +142,8 @@ NB_MODULE(_C, m) {
         "whether the 1D2D heuristic picks a 128- or 256-row tile (which stream MN-major A scales by TMA)");
   m.def("fp8_gemm_split_k", &Fp8GemmSplitK,
         "CTAs the 1D2D heuristic splits each tile's K-blocks over for this problem (1: none)");
+  m.def("fp8_gemm_block_tile", &Fp8GemmBlockTile,
+        "(block_m, block_n, cluster_m, cluster_n, split_k) of the 1D2D heuristic for a dense problem");
   m.def("fp8_gemm_per_channel_tile", &Fp8GemmPerChannelTile,
         "(block_m, block_n, cluster_m, cluster_n) of the 1D1D heuristic, dense (k_groups = 1) or K-grouped");
   m.def("has_cuda_kernels", [] { return bool(JAX_DEEPGEMM_WITH_CUDA); });

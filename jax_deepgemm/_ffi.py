@@ -88,6 +88,16 @@ def fp8_gemm_split_k(m: int, n: int, k: int, num_sms: int, block_m: int = 0, blo
                                    bool(sfa_mn_major)))
 
 
+def fp8_gemm_block_tile(m: int, n: int, k: int, num_sms: int,
+                        sfa_mn_major: bool = False) -> tuple[int, int, int, int, int] | None:
+    """The ``(block_m, block_n, cluster_m, cluster_n, split_k)`` the dense 1D2D FP8 GEMM heuristic (128 x 128 B
+    scales, BF16 out) picks (``split_k`` before the launch lowers it to fit the GPU's clusters). None without the CUDA
+    kernels."""
+    if _C is None or not _C.has_cuda_kernels():
+        return None
+    return tuple(_C.fp8_gemm_block_tile(m, n, k, num_sms, bool(sfa_mn_major)))
+
+
 def fp8_gemm_per_channel_tile(m: int, n: int, k: int, num_sms: int, k_groups: int = 1,
                               sfa_mn_major: bool = False) -> tuple[int, int, int, int] | None:
     """The ``(block_m, block_n, cluster_m, cluster_n)`` the 1D1D FP8 GEMM heuristic (per-channel B scales, FP32 out)

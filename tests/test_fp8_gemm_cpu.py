@@ -240,17 +240,20 @@ def test_split_k_tile_is_a_primitive_param():
 
 def test_split_k_heuristic_only_when_tiles_leave_sms_idle():
     """The heuristic splits K when the tiles fill at most half of the SMs and K is long (64 x 576 x 7168: 9 tiles of
-    64 x 64 on 132 SMs, split 7; 64 x 2112 x 7168: 33 tiles, split 7 at two CTAs per SM), never over more than 8 CTAs (one cluster), not
-    for a full grid (4096 x 7168 x 7168) or short K (64 x 576 x 1024, 8 K-blocks); a forced split is clamped to the
-    K-blocks and to 8."""
+    64 x 64 on 132 SMs, split 7; 64 x 7168 x 16384: 112 tiles, split 2 at two CTAs per SM), never over more than 8 CTAs
+    (one cluster), not where narrower tiles fill the SMs unsplit (64 / 128 x 2112 x 7168), for a full grid
+    (4096 x 7168 x 7168) or short K (64 x 576 x 1024, 8 K-blocks); a forced split is clamped to the K-blocks and to
+    8."""
     from jax_deepgemm import _ffi
 
     if not _ffi.has_cuda_kernels():
         pytest.skip("the heuristic lives in the CUDA extension (CPU-only install)")
     assert _ffi.fp8_gemm_split_k(64, 576, 7168, 132) == 7
-    # 64-row tiles split up to 2 x 132 CTAs, two per SM: 33 tiles x 7, 112 x 2.
-    assert _ffi.fp8_gemm_split_k(64, 2112, 7168, 132) == 7
+    # 64-row tiles split up to 2 x 132 CTAs, two per SM: 112 tiles x 2.
     assert _ffi.fp8_gemm_split_k(64, 7168, 16384, 132) == 2
+    # 64 x 16 (64 x 32) tiles fill 132 SMs one each at 64 (128) x 2112: unsplit (DeepGEMM's picks, session 41).
+    assert _ffi.fp8_gemm_split_k(64, 2112, 7168, 132) == 1
+    assert _ffi.fp8_gemm_split_k(128, 2112, 7168, 132) == 1
     # 128 x 7168 x 16384: 112 tiles of 128 x 64 are too many to split; 56 of 128 x 128 split in 2 (session 16).
     assert _ffi.fp8_gemm_split_k(128, 7168, 16384, 132) == 2
     # 128 x 4096 x 7168: 128 unsplit 64 x 64 tiles fill the SMs one each (faster than 128 x 64 split 2).
@@ -260,6 +263,22 @@ def test_split_k_heuristic_only_when_tiles_leave_sms_idle():
     assert _ffi.fp8_gemm_split_k(64, 576, 1024, 132) == 1
     assert _ffi.fp8_gemm_split_k(64, 576, 7168, 132, 64, 16, 1, 1, 64) == 8
     assert _ffi.fp8_gemm_split_k(64, 576, 384, 132, 64, 16, 1, 1, 64) == 3
+
+
+def test_small_m_heuristic_takes_narrow_unsplit_tiles_that_fill_the_sms():
+    """At small M with long K the heuristic runs 64 x 16 or 64 x 32 tiles unsplit where they fill more than three
+    quarters of the SMs and no more than all of them (H100, session 41: 4-6 % faster than the split-K picks there),
+    else its split-K or 64 x 64 picks; on fewer SMs the same shape may split instead."""
+    from jax_deepgemm import _ffi
+
+    if not _ffi.has_cuda_kernels():
+        pytest.skip("the heuristic lives in the CUDA extension (CPU-only install)")
+    assert _ffi.fp8_gemm_block_tile(64, 2112, 7168, 132) == (64, 16, 1, 1, 1)  # 132 tiles
+    assert _ffi.fp8_gemm_block_tile(128, 2112, 7168, 132) == (64, 32, 1, 1, 1)  # 2 x 66 tiles
+    assert _ffi.fp8_gemm_block_tile(64, 4096, 7168, 132) == (64, 32, 1, 1, 1)  # 128 tiles
+    assert _ffi.fp8_gemm_block_tile(128, 4096, 7168, 132) == (64, 64, 1, 1, 1)  # 64 x 32 would be 256 tiles
+    # On 100 SMs neither fills them (132 tiles of 64 x 16, 66 of 64 x 32): 64 x 64 split-K, two CTAs per SM.
+    assert _ffi.fp8_gemm_block_tile(64, 2112, 7168, 100) == (64, 64, 1, 1, 6)
 
 
 def test_split_k_errors():
