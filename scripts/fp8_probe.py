@@ -56,9 +56,9 @@ def _run(log: ProbeLog, name, fn, make, flops, n_reps: int = 3):
 
 def small_m(log: ProbeLog) -> None:
     """The bench's small-M rows (memory-bound: GB/s is the figure of merit; more repetitions, the times are short)."""
+    fn = jax.jit(dg.fp8_gemm_nt)
     for m in (64, 128):
         for n, k in BENCH_NK:
-            fn = jax.jit(lambda a, b: dg.fp8_gemm_nt(a, b))
             _run(log, f"dense {m}x{n}x{k} block None", fn, lambda i, m=m, n=n, k=k: fp8_gemm_operands(i, m, n, k)[:2],
                  2 * m * n * k, n_reps=7)
 
