@@ -17,6 +17,8 @@ timed with the CUDA profiler over rotating input sets (``testing.timing.time_wit
 ``scripts/ab_fp8_kernel.sh`` runs it once per kernel variant.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -64,8 +66,7 @@ def small_m(log: ProbeLog) -> None:
 
 
 def main(log: ProbeLog, all_masked: bool, all_k_grouped: bool, contiguous: bool = False, bf16: bool = False) -> None:
-    def run(name, fn, make, flops):
-        _run(log, name, fn, make, flops)
+    run = functools.partial(_run, log)
 
     for m, n, k, recipe, tile in DENSE:
         fn = jax.jit(lambda a, b, t=tile: dg.fp8_gemm_nt(a, b, tile=t))
