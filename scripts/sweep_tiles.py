@@ -5,6 +5,7 @@ For fitting `ffi/heuristics/sm90_fp8_gemm.h` on the GPU in one device call:
     python3 -P scripts/sweep_tiles.py 4096x7168x16384 64x2112x7168 ...   (default: the 18 bench shapes)
     SWEEP_TILES=128x128x1x2,64x64x1x1x4 python3 -P scripts/sweep_tiles.py ...  (only these; 5th entry: split-K)
     SWEEP_SFA_MN_MAJOR_MIN_M=1000000 python3 -P scripts/sweep_tiles.py ...  (A scales K-major at any M)
+    SWEEP_XLA=1 python3 -P scripts/sweep_tiles.py ...  (also XLA's per-tensor FP8 GEMM, all its kernels, same timer)
 
 Times with the CUDA profiler (testing.timing.time_with_profiler: rotating input sets larger than L2).
 Prints one block per shape: tile, µs, TFLOPS, calc_diff against the reference on the first and last
@@ -22,6 +23,7 @@ import numpy as np
 import jax_deepgemm as dg
 from jax_deepgemm import _ffi
 from jax_deepgemm.reference import fp8_gemm_nt_reference
+from jax_deepgemm.testing.baselines import per_tensor_cast_to_fp8, xla_fp8_dot
 from jax_deepgemm.testing import timing
 from jax_deepgemm.testing.generators import fp8_gemm_operands
 from jax_deepgemm.testing.numeric import calc_diff
@@ -38,6 +40,17 @@ def _kernel_us(m, n, k, tile) -> float:
     fn = jax.jit(lambda a, b: dg.fp8_gemm_nt(a, b, tile=tile))
     make = lambda i: fp8_gemm_operands(seed=i, m=m, n=n, k=k)[:2]  # noqa: E731
     return timing.time_with_profiler(fn, make_inputs=make, n_reps=3).median_us
+
+
+def _xla_us(m, n, k) -> float:
+    """XLA's per-tensor FP8 GEMM (cuBLASLt, plus whatever kernels XLA adds to the call) on the same timer."""
+
+    def make(i):
+        ka, kb = jax.random.split(jax.random.key(i))
+        return (*per_tensor_cast_to_fp8(jax.random.normal(ka, (m, k))),
+                *per_tensor_cast_to_fp8(jax.random.normal(kb, (n, k))))
+
+    return timing.time_with_profiler(jax.jit(xla_fp8_dot), make_inputs=make, n_reps=3).median_us
 
 
 def _diff(m, n, k, tile, rows: int = 256) -> float:
@@ -71,6 +84,9 @@ def main(argv) -> int:
         default_us = _kernel_us(m, n, k, None)
         print(f"\n{m}x{n}x{k}: heuristic {default_us:8.2f} us {flops / default_us / 1e6:7.0f} TFLOPS"
               f"  {_verdict(_diff(m, n, k, None))}", flush=True)  # (a timeout must not lose the lines)
+        if os.environ.get("SWEEP_XLA"):
+            xla_us = _xla_us(m, n, k)
+            print(f"  {'xla-fp8':>14} {xla_us:8.2f} us {flops / xla_us / 1e6:7.0f} TFLOPS", flush=True)
         for tile in tiles:
             if not os.environ.get("SWEEP_TILES") and ((tile[0] == 128 and m <= 64) or (tile[0] == 64 and m >= 1024)):
                 continue
