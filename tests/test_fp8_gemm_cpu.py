@@ -266,9 +266,9 @@ def test_split_k_heuristic_only_when_tiles_leave_sms_idle():
 
 
 def test_small_m_heuristic_takes_narrow_unsplit_tiles_that_fill_the_sms():
-    """At small M with long K the heuristic runs 64 x 16 or 64 x 32 tiles unsplit where they fill more than three
-    quarters of the SMs and no more than all of them (H100, session 41: 4-6 % faster than the split-K picks there),
-    else its split-K or 64 x 64 picks; on fewer SMs the same shape may split instead."""
+    """At small M with long K (and at M <= 64 with 8-31 K-blocks) the heuristic runs 64 x 16 or 64 x 32 tiles unsplit
+    where they fill more than three quarters of the SMs and no more than all of them (H100, session 41: 4-6 % faster
+    than the split-K picks there), else its split-K or 64 x 64 picks; on fewer SMs the same shape may split instead."""
     from jax_deepgemm import _ffi
 
     if not _ffi.has_cuda_kernels():
@@ -277,6 +277,12 @@ def test_small_m_heuristic_takes_narrow_unsplit_tiles_that_fill_the_sms():
     assert _ffi.fp8_gemm_block_tile(128, 2112, 7168, 132) == (64, 32, 1, 1, 1)  # 2 x 66 tiles
     assert _ffi.fp8_gemm_block_tile(64, 4096, 7168, 132) == (64, 32, 1, 1, 1)  # 128 tiles
     assert _ffi.fp8_gemm_block_tile(128, 4096, 7168, 132) == (64, 64, 1, 1, 1)  # 64 x 32 would be 256 tiles
+    # M <= 64 with 8-31 K-blocks too (H100, session 42: 64 x 2112 x 1024 / 2048 4.47 / 5.74 us against the 64 x 32
+    # pairs' 5.01 / 6.30); shorter K keeps the cost model's pick, and so does M = 128 there.
+    assert _ffi.fp8_gemm_block_tile(64, 2112, 1024, 132) == (64, 16, 1, 1, 1)
+    assert _ffi.fp8_gemm_block_tile(64, 2112, 2048, 132) == (64, 16, 1, 1, 1)
+    assert _ffi.fp8_gemm_block_tile(64, 2112, 512, 132) != (64, 16, 1, 1, 1)
+    assert _ffi.fp8_gemm_block_tile(128, 2112, 2048, 132) == (64, 32, 1, 2, 1)  # the cost model's pairs
     # On 100 SMs neither fills them (132 tiles of 64 x 16, 66 of 64 x 32): 64 x 64 split-K, two CTAs per SM.
     assert _ffi.fp8_gemm_block_tile(64, 2112, 7168, 100) == (64, 64, 1, 1, 6)
 
