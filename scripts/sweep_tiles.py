@@ -23,8 +23,8 @@ import numpy as np
 import jax_deepgemm as dg
 from jax_deepgemm import _ffi
 from jax_deepgemm.reference import fp8_gemm_nt_reference
-from jax_deepgemm.testing.baselines import per_tensor_cast_to_fp8, xla_fp8_dot
 from jax_deepgemm.testing import timing
+from jax_deepgemm.testing.baselines import per_tensor_cast_to_fp8, xla_fp8_dot
 from jax_deepgemm.testing.generators import fp8_gemm_operands
 from jax_deepgemm.testing.numeric import calc_diff
 from jax_deepgemm.testing.shapes import BENCH_M, BENCH_NK
