@@ -212,21 +212,31 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
     return 2 * ctas <= num_sms ? std::max(1, std::min({num_sms / ctas, num_k_blocks / 8, kFp8MaxSplitK})) : 1;
   };
   const bool forced = force_block_m > 0 || force_block_n > 0 || force_cluster_m > 0 || force_cluster_n > 0;
-  // The 64 x 16 or 64 x 32 tiles (16 first) whose unsplit count fills more than three quarters of the SMs and no more
-  // than all of them, else 0.
-  auto narrow_block_n = [&]() {
+  // Narrower 64-row tiles, unsplit, where they fill most SMs one each (DeepGEMM's own picks at these shapes): the 64 x
+  // 16 or 64 x 32 tiles (16 first) whose count is more than three quarters of the SMs and no more than all of them. No
+  // split-K hand-over, one K chain per SM of 16 or 32 columns (the 4-set batched K loop). Taken at small M with long K
+  // (H100, session 41, kernel us with the earlier picks, 64 x 64 split 7 two per SM, 128 x 64 split 4 lowered to fit,
+  // 64 x 64 split 4 two per SM: 64 x 2112 x 7168 on 64 x 16 12.9 -> 12.3, 128 x 2112 x 7168 on 64 x 32 14.3 -> 13.4,
+  // 64 x 4096 x 7168 on 64 x 32 17.4 -> 16.7; the nine other small-M bench shapes keep their picks), and at M <= 64
+  // with 8-31 K-blocks instead of the cost model's 64 x 32 pairs (H100, session 42, 3 repetitions, diff 2.2e-7 /
+  // 2.7e-7 against the reference: 64 x 2112 x 1024 4.47 against 5.01 us, 64 x 2112 x 2048 5.74 against 6.30).
+  int narrow_n = 0;
+  if (force_split_k == 0 && dense_1d2d && !forced &&
+      ((m <= 128 && num_k_blocks >= 32) || (m <= 64 && num_k_blocks >= 8))) {
     for (const int bn : {16, 32}) {
       const int tiles = (m + 63) / 64 * ((n + bn - 1) / bn);
-      if (4 * tiles > 3 * num_sms && tiles <= num_sms) return bn;
+      if (narrow_n == 0 && 4 * tiles > 3 * num_sms && tiles <= num_sms) narrow_n = bn;
     }
-    return 0;
-  };
-  if (force_split_k == 0 && dense_1d2d && !forced && m <= 128 && num_k_blocks >= 32) {
+  }
+  if (narrow_n > 0) {
+    best = Fp8GemmConfig{};
+    best.block_m = 64, best.block_n = narrow_n;
+  } else if (force_split_k == 0 && dense_1d2d && !forced && m <= 128 && num_k_blocks >= 32) {
     // Small M, long K (H200, session 10, 128-K slices per CTA vs time): at 64 x 2112 x 7168 the 64 x 32 pairs
     // (66 CTAs, 56 slices each) took 15.5 us, split in 2 13.8 us, 64 x 64 tiles split in 4 (132 CTAs, 14 slices)
     // 12.9 us; at 128 x 2112 x 7168 the pairs 15.9 us, 128 x 64 split in 4 or 64 x 64 split in 2 14.6-14.7 us.
     // So here the tile is BLOCK_M x 64, unpaired, and its K is split to fill the SMs (unless narrower tiles fill them
-    // unsplit, below).
+    // unsplit, above).
     // When 128 x 64 tiles are too many to split (more than half the SMs), 128 x 128 tiles split in 2: 128 x 7168 x
     // 16384 took 40.5-43.6 us so (56 clusters of 2) against 69.6 us with 128 x 128 pairs, 61.3 us with 64 x 64 tiles
     // and 49.3 us with 64 x 128 ones (session 16). At M <= 64 (64 x 7168 x 16384) 64 x 128 split 2 and unsplit
@@ -245,16 +255,7 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
     // faster than 128 x 64 split 2 at 128 x 4096 x 7168 (16.40 / 16.54 / 16.68 us against 17.70 / 17.53 in three
     // session-16 calls).
     const int tiles_64x64 = (m + 63) / 64 * ((n + 63) / 64);
-    // Narrower 64-row tiles, unsplit, where they fill most SMs one each (DeepGEMM's own picks at these shapes): no
-    // split-K hand-over, one K chain per SM of 16 or 32 columns (the 4-set batched K loop). H100, session 41, kernel
-    // us with the earlier picks (64 x 64 split 7 two per SM; 128 x 64 split 4 lowered to fit; 64 x 64 split 4 two
-    // per SM): 64 x 2112 x 7168 on 64 x 16 12.9 -> 12.3, 128 x 2112 x 7168 on 64 x 32 14.3 -> 13.4, 64 x 4096 x
-    // 7168 on 64 x 32 17.4 -> 16.7; the nine other small-M bench shapes keep their picks.
-    const int narrow_n = narrow_block_n();
-    if (narrow_n > 0) {
-      best = Fp8GemmConfig{};
-      best.block_m = 64, best.block_n = narrow_n;
-    } else if (bm == 128 && 4 * tiles_64x64 > 3 * num_sms && tiles_64x64 <= num_sms) {
+    if (bm == 128 && 4 * tiles_64x64 > 3 * num_sms && tiles_64x64 <= num_sms) {
       best = Fp8GemmConfig{};
       best.block_m = 64, best.block_n = 64;
     } else if (split_two_per_sm > std::max(1, split_for(ctas))) {
@@ -267,15 +268,6 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
     } else if (bm == 128 && 2 * wide_tiles <= num_sms) {
       best = Fp8GemmConfig{};
       best.block_m = bm, best.block_n = 128, best.split_k = 2, best.split_k_fits = true;
-    }
-  }
-  if (force_split_k == 0 && dense_1d2d && !forced && m <= 64 && num_k_blocks >= 8 && num_k_blocks < 32) {
-    // M <= 64, shorter K (8-31 K-blocks): the same narrow tiles where they fill the SMs, instead of the cost model's
-    // pick (64 x 32 pairs). H100, session 42 (kernel us, 3 repetitions; diff 2.2e-7 / 2.7e-7 against the reference):
-    // 64 x 2112 x 1024 4.47 against 5.01, 64 x 2112 x 2048 5.74 against 6.30.
-    if (const int narrow_n = narrow_block_n(); narrow_n > 0) {
-      best = Fp8GemmConfig{};
-      best.block_m = 64, best.block_n = narrow_n;
     }
   }
   const int cluster_size = best.cluster_m * best.cluster_n;
