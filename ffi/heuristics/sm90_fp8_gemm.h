@@ -277,8 +277,10 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
   if (force_split_k > 1) {
     if (!may_split) return Fp8GemmConfig{};  // no such compiled kernel: caller reports it
     best.split_k = std::min({force_split_k, num_k_blocks, kFp8MaxSplitK});
-    // More CTAs than SMs: 64-row tiles then run two per SM (the heuristic's deep splits do so too).
-    best.two_per_sm = best.block_m == 64 && int64_t(cluster_tiles) * best.split_k > num_sms;
+    // More CTAs than SMs: 64-row tiles then run two per SM (the heuristic's deep splits do so too), except the
+    // narrow ones, whose two consumer warpgroups take a whole SM (Fp8GemmDualChain).
+    best.two_per_sm = best.block_m == 64 && !Fp8GemmDualChain(best.block_m, best.block_n, scale) &&
+                      int64_t(cluster_tiles) * best.split_k > num_sms;
   } else if (force_split_k == 0 && may_split && best.split_k == 1 && num_k_blocks >= 16) {
     best.split_k = split_for(cluster_tiles);
     best.split_k_fits = true;

@@ -80,6 +80,9 @@ struct Fp8GemmParams {
 constexpr uint32_t kSplitKBarrier = 14;
 // Named barrier that staggers the two math warpgroups of a tile by one wave (raw PTX id, as above).
 constexpr uint32_t kStaggerBarrier = 13;
+// Named barriers of the dual-chain hand-over (raw PTX ids, as above): partial written / partial read.
+constexpr uint32_t kDualPartialBarrier = 11;
+constexpr uint32_t kDualFreeBarrier = 12;
 
 // The 1D2D promotion of one 8-column group of a 64-row slice: final += scale · accumulator, with s0 the scale of the
 // thread's first row and s1 of the row 8 below (the WGMMA accumulator layout: 2 columns of each row per thread).
@@ -196,15 +199,18 @@ struct Fp8GemmTraits {
   static constexpr int kBRowsPerCta = kBlockN / kClusterM;  // rows of the B tile each CTA of a cluster loads
   static constexpr int kARowsPerCta = kBlockM / kClusterN;  // rows of the A tile each CTA of a cluster loads
   static constexpr int kNumWaves = kBlockM == 256 ? 2 : 1;
-  static constexpr int kNumMathWarpgroups = kBlockM == 64 ? 1 : 2;
+  // Two consumer warpgroups on one 64-row tile, alternate K-block batches each (Fp8GemmDualChain).
+  static constexpr bool kDualChain = Fp8GemmDualChain(kBlockM, kBlockN, kBScale);
+  static constexpr int kNumMathWarpgroups = kBlockM == 64 && !kDualChain ? 1 : 2;
   static constexpr int kNumMathThreads = kNumMathWarpgroups * 128;
   static constexpr int kNumThreads = kNumMathThreads + 128;  // + one producer warpgroup
   // 64-row tiles are compiled so that two CTAs fit on one SM (launch registers <= 128 per thread; the math
   // warpgroup then takes 208, the producer 40): a 64-row CTA's K loop is one latency-bound chain (~440 cycles per
   // K-block: WGMMA round trip, then the promotion), so small-M split-K runs two chains per SM when its stages fit
-  // in half the shared memory (Fp8GemmConfig::two_per_sm).
-  static constexpr int kMinCtasPerSm = kBlockM == 64 ? 2 : 1;
-  static constexpr int kMathRegisters = kBlockM == 64 ? 208 : 232;
+  // in half the shared memory (Fp8GemmConfig::two_per_sm). The narrow dual-chain tiles run their two chains in one
+  // CTA instead, one per SM.
+  static constexpr int kMinCtasPerSm = kBlockM == 64 && !kDualChain ? 2 : 1;
+  static constexpr int kMathRegisters = kBlockM == 64 && !kDualChain ? 208 : 232;
   // BLOCK_M = 256: the A (and 1D2D B) scales of each stage sit in shared memory, written by the producer
   // warpgroup's second warp or by TMA (1D1D B scales always arrive by TMA with the operands); the math warps
   // would otherwise issue 4 dependent global loads per slice per thread, with L1 almost all given to shared
@@ -328,7 +334,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     k_group_table = reinterpret_cast<KGroupedSlot*>(empty + num_stages);
     BuildKGroupedWalk<kFp8BlockK>(p.grouping, p.num_k_blocks, k_group_table, reinterpret_cast<int*>(smem_a));
   }
-  InitStageRing<Traits::kClusterSize>(full, empty, num_stages, Traits::kNumMathWarpgroups * 4,
+  // (Dual-chain tiles: each stage is consumed and released by one of the two warpgroups.)
+  InitStageRing<Traits::kClusterSize>(full, empty, num_stages, (Traits::kDualChain ? 1 : Traits::kNumMathWarpgroups) * 4,
                                       Traits::kScalesInSmem ? 32 : 0);
 
   // The scheduler walks cluster tiles (kClusterM M-blocks x kClusterN N-blocks); all CTAs see one order.
@@ -467,14 +474,17 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     const int warp_in_wg = (threadIdx.x / 32) % 4;
     const int quad = lane % 4;  // column pair within each 8-column group
     // Row of this thread's first accumulator in wave w (and that + 8): waves are 128 rows apart.
-    const int wg_row_in_tile = warpgroup * 64 + warp_in_wg * 16 + lane / 4;
+    // Dual-chain tiles: both warpgroups hold the tile's 64 rows; `chain` picks the K-block batches each takes.
+    const int chain = Traits::kDualChain ? warpgroup : 0;
+    const int row_wg = Traits::kDualChain ? 0 : warpgroup;
+    const int wg_row_in_tile = row_wg * 64 + warp_in_wg * 16 + lane / 4;
     float accum[kAccums], final_acc[kWaves][kAccums];
     float accum_more[Traits::kKBatch > 1 ? Traits::kKBatch - 1 : 1][kAccums];  // sets 1.. of a K-block batch
     bool split_k_wait_pending = false;  // split-K: the second hand-over barrier, waited at exit
     bool staggered = false;  // kStaggerWarpgroups: the warpgroups were staggered once, on this CTA's first K loop
     // WGMMA descriptors of stage 0, wave 0, K-step 0 for this warpgroup's rows (and all of B). The
     // start address field (14 bits of 16-byte units) never carries: shared memory is < 256 KB.
-    const uint64_t desc_a0 = SmemDescK128B(smem_a + warpgroup * 64 * kFp8BlockK);
+    const uint64_t desc_a0 = SmemDescK128B(smem_a + row_wg * 64 * kFp8BlockK);
     const uint64_t desc_b0 = SmemDescK128B(smem_b);
     const uint32_t desc_a0_lo = uint32_t(desc_a0), desc_b0_lo = uint32_t(desc_b0);
     const uint64_t desc_a0_hi = desc_a0 & ~uint64_t(0xffffffffu), desc_b0_hi = desc_b0 & ~uint64_t(0xffffffffu);
@@ -575,6 +585,11 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         asm volatile("bar.arrive %0, %1;\n" ::"n"(kStaggerBarrier), "n"(Traits::kNumMathThreads) : "memory");
       };
 
+      // Steps the ring past `count` (<= num_stages) stages that the other chain consumes.
+      [[maybe_unused]] auto skip_stages = [&](int count) {
+        stage += count;
+        if (stage >= num_stages) stage -= num_stages, phase ^= 1;
+      };
       // Accumulator set j of a K-block batch (set 0 is `accum`).
       auto batch_set = [&]<int kJ>() -> float* {
         if constexpr (kJ == 0) return accum;
@@ -588,6 +603,12 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         constexpr int kBatch = Traits::kKBatch;
         int kb = 0;
         for (; kb + kBatch <= num_k_blocks; kb += kBatch) {
+          if constexpr (Traits::kDualChain) {
+            if ((kb / kBatch) % 2 != chain) {  // the other warpgroup's batch: step over its stages
+              skip_stages(kBatch);
+              continue;
+            }
+          }
           int batch_stage[kBatch];
           [&]<int... kJ>(std::integer_sequence<int, kJ...>) {
             ([&] {
@@ -646,6 +667,10 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         int kb = 0;
         if constexpr (Traits::kKBatch > 1) {
           kb = batched_k_loop();
+          if constexpr (Traits::kDualChain) {
+            // The K-blocks after the last whole batch belong to the chain whose turn the next batch would be.
+            if ((num_k_blocks / Traits::kKBatch) % 2 != chain) skip_stages(num_k_blocks - kb), kb = num_k_blocks;
+          }
           if (kb < num_k_blocks) {  // the remainder's first scales (those read into registers)
             if (!sfa_smem_128) sa[0][0] = __ldg(sfa0 + kb * sfa_kb_step), sa[0][1] = __ldg(sfa1 + kb * sfa_kb_step);
             if constexpr (kBScale == BScale::kBlock128) sb[0] = __ldg(sfb_rows[0] + kb);
@@ -715,11 +740,11 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
             }
 
             float* fin = final_acc[w];
-            // The next K-block's stage and its full phase.
-            const bool ring_wraps = stage + 1 == num_stages;
-            const int next_stage = ring_wraps ? 0 : stage + 1, next_phase = ring_wraps ? phase ^ 1 : phase;
             if constexpr (kBScale == BScale::kBlock128) {
               if (w == kLastWave) {
+                // The next K-block's stage and its full phase, tested early (1D1D releases later, without it).
+                const bool ring_wraps = stage + 1 == num_stages;
+                const int next_stage = ring_wraps ? 0 : stage + 1, next_phase = ring_wraps ? phase ^ 1 : phase;
                 ReleaseStage<Traits::kClusterSize>(empty[stage], lane);
                 next_full = full[next_stage].test_wait(uint32_t(next_phase));
               }
@@ -804,6 +829,23 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         k_loop_at_offset.template operator()<kAllWaves>();
       }
 
+      if constexpr (Traits::kDualChain) {
+        // Chain 1 hands its partial to chain 0 (one float per accumulator and thread, the 128 threads' floats of an
+        // accumulator adjacent), which adds it in a fixed order and stores the tile; chain 1 waits until it is read,
+        // so that its next tile's partial cannot overwrite it. Chain 1 keeps zeros (split-K parks them, unstored).
+        float* partial = reinterpret_cast<float*>(smem_d) + threadIdx.x % 128;
+        if (chain == 1) {
+#pragma unroll
+          for (int i = 0; i < kAccums; ++i) partial[i * 128] = final_acc[0][i], final_acc[0][i] = 0.0f;
+          asm volatile("bar.arrive %0, %1;\n" ::"n"(kDualPartialBarrier), "n"(Traits::kNumMathThreads) : "memory");
+          asm volatile("bar.sync %0, %1;\n" ::"n"(kDualFreeBarrier), "n"(Traits::kNumMathThreads) : "memory");
+        } else {
+          asm volatile("bar.sync %0, %1;\n" ::"n"(kDualPartialBarrier), "n"(Traits::kNumMathThreads) : "memory");
+#pragma unroll
+          for (int i = 0; i < kAccums; ++i) final_acc[0][i] += partial[i * 128];
+          asm volatile("bar.arrive %0, %1;\n" ::"n"(kDualFreeBarrier), "n"(Traits::kNumMathThreads) : "memory");
+        }
+      }
       // Split-K: the 8-column groups of the tile this CTA reduces and stores (all of them without split-K).
       int stored_g_begin = 0, stored_g_end = kBlockN / 8;
       if constexpr (Traits::kMaySplitK) {
@@ -854,6 +896,9 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           split_k_wait_pending = true;
         }
       }
+      if constexpr (Traits::kDualChain) {
+        if (chain == 1) continue;  // chain 0 stores the tile
+      }
       if (kBScale == BScale::kPerChannel && poisoned) {
 #pragma unroll
         for (int w = 0; w < kWaves; ++w) {
@@ -893,7 +938,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       bool wg_rows_whole = true;
       if constexpr (Traits::kRaggedWalk) {
         if (ragged) RaggedTileRows<kBlockM>(p.grouping, p.m, m_block, group, row_lo, row_hi);
-        const int wg_row0 = m_block * kBlockM + warpgroup * 64;
+        const int wg_row0 = m_block * kBlockM + row_wg * 64;
         wg_rows_whole = row_lo <= wg_row0 && min(wg_row0 + 64 + 128 * (kWaves - 1), p.m) <= row_hi;
       }
       if constexpr (Traits::kTmaStoreD) {
