@@ -335,7 +335,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     BuildKGroupedWalk<kFp8BlockK>(p.grouping, p.num_k_blocks, k_group_table, reinterpret_cast<int*>(smem_a));
   }
   // (Dual-chain tiles: each stage is consumed and released by one of the two warpgroups.)
-  InitStageRing<Traits::kClusterSize>(full, empty, num_stages, (Traits::kDualChain ? 1 : Traits::kNumMathWarpgroups) * 4,
+  constexpr int kReleasingWarpgroups = Traits::kDualChain ? 1 : Traits::kNumMathWarpgroups;
+  InitStageRing<Traits::kClusterSize>(full, empty, num_stages, kReleasingWarpgroups * 4,
                                       Traits::kScalesInSmem ? 32 : 0);
 
   // The scheduler walks cluster tiles (kClusterM M-blocks x kClusterN N-blocks); all CTAs see one order.
