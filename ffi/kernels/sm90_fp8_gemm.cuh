@@ -108,6 +108,17 @@ __device__ __forceinline__ void PromotePerColumn(float* fin, const float* acc, f
   }
 }
 
+// A named barrier by raw PTX id over kThreads math threads (ids above the CUTLASS NamedBarrier ones the epilogue
+// uses): wait for all of them, or arrive without waiting.
+template <uint32_t kId, int kThreads>
+__device__ __forceinline__ void NamedBarrierSync() {
+  asm volatile("bar.sync %0, %1;\n" ::"n"(kId), "n"(kThreads) : "memory");
+}
+template <uint32_t kId, int kThreads>
+__device__ __forceinline__ void NamedBarrierArrive() {
+  asm volatile("bar.arrive %0, %1;\n" ::"n"(kId), "n"(kThreads) : "memory");
+}
+
 // Cluster-wide barrier of the split-K hand-over, split into its two halves. Not the `.aligned` forms: the producer
 // warpgroup's threads reach it on diverged paths.
 __device__ __forceinline__ void SplitKClusterArrive() { asm volatile("barrier.cluster.arrive.release;\n" ::: "memory"); }
@@ -577,13 +588,13 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           if (staggered || !loop_has_k_blocks) return false;
           staggered = true;
           if (warpgroup == 1)
-            asm volatile("bar.sync %0, %1;\n" ::"n"(kStaggerBarrier), "n"(Traits::kNumMathThreads) : "memory");
+            NamedBarrierSync<kStaggerBarrier, Traits::kNumMathThreads>();
           return warpgroup == 0;
         }
         return false;
       };
       auto stagger_release = [&]() {
-        asm volatile("bar.arrive %0, %1;\n" ::"n"(kStaggerBarrier), "n"(Traits::kNumMathThreads) : "memory");
+        NamedBarrierArrive<kStaggerBarrier, Traits::kNumMathThreads>();
       };
 
       // Steps the ring past `count` (<= num_stages) stages that the other chain consumes.
@@ -838,13 +849,13 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         if (chain == 1) {
 #pragma unroll
           for (int i = 0; i < kAccums; ++i) partial[i * 128] = final_acc[0][i], final_acc[0][i] = 0.0f;
-          asm volatile("bar.arrive %0, %1;\n" ::"n"(kDualPartialBarrier), "n"(Traits::kNumMathThreads) : "memory");
-          asm volatile("bar.sync %0, %1;\n" ::"n"(kDualFreeBarrier), "n"(Traits::kNumMathThreads) : "memory");
+          NamedBarrierArrive<kDualPartialBarrier, Traits::kNumMathThreads>();
+          NamedBarrierSync<kDualFreeBarrier, Traits::kNumMathThreads>();
         } else {
-          asm volatile("bar.sync %0, %1;\n" ::"n"(kDualPartialBarrier), "n"(Traits::kNumMathThreads) : "memory");
+          NamedBarrierSync<kDualPartialBarrier, Traits::kNumMathThreads>();
 #pragma unroll
           for (int i = 0; i < kAccums; ++i) final_acc[0][i] += partial[i * 128];
-          asm volatile("bar.arrive %0, %1;\n" ::"n"(kDualFreeBarrier), "n"(Traits::kNumMathThreads) : "memory");
+          NamedBarrierArrive<kDualFreeBarrier, Traits::kNumMathThreads>();
         }
       }
       // Split-K: the 8-column groups of the tile this CTA reduces and stores (all of them without split-K).
@@ -861,7 +872,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           constexpr int kGroups = kBlockN / 8;
           float4* parked = reinterpret_cast<float4*>(smem_a) + threadIdx.x;
           const uint32_t split = cute::block_rank_in_cluster();
-          asm volatile("bar.sync %0, %1;\n" ::"n"(kSplitKBarrier), "n"(Traits::kNumMathThreads) : "memory");
+          NamedBarrierSync<kSplitKBarrier, Traits::kNumMathThreads>();
 #pragma unroll
           for (int g = 0; g < kGroups; ++g)
             parked[g * Traits::kNumMathThreads] = make_float4(final_acc[0][4 * g], final_acc[0][4 * g + 1],
