@@ -140,7 +140,7 @@ def test_masked_deepgemm_shapes(num_groups, expected_m, n, k):
 
 
 @pytest.mark.parametrize("sfa_mn_major", [False, True])
-@pytest.mark.parametrize("tile", [None, (64, 16), (64, 32), (64, 128), (128, 176), (128, 144), (128, 192)])
+@pytest.mark.parametrize("tile", [None, (64, 16), (64, 32), (64, 64), (64, 128), (128, 176), (128, 144), (128, 192)])
 def test_masked_scale_layouts_and_tiles(sfa_mn_major, tile):
     """Both A-scale layouts, 64-row and wide (B-scale straddling) tiles, empty / 1-row / partial / full groups.
     N = 2112 is 11 tiles of 192 columns: an odd count, so a pair of CTAs along N would have its last one past N."""
