@@ -6,11 +6,13 @@
 # each time (RESULTS, "Session 30"). Such a case is run once more, with XLA's command buffers (CUDA graphs) off,
 # and its line shows the retry's result and that the first run died.
 #   bash scripts/sanitize.sh [pytest -k expression]       (after `STAGES=build bash scripts/gpu_check.sh`)
+#   SAN_TOOLS=racecheck bash scripts/sanitize.sh "test_fp8_gemm and sanitizer_small"   (one tool, one case)
 # Logs go to $SAN_LOGS (default /tmp/sanitizer_logs, not $OUT: the device tool returns only a few files).
 set -uo pipefail
 PY=${PY:-python3}
 SAN_LOGS=${SAN_LOGS:-/tmp/sanitizer_logs}
 PER_CASE_S=${PER_CASE_S:-150}
+SAN_TOOLS=${SAN_TOOLS:-"memcheck racecheck"}
 expr=${1:-sanitizer_small}
 cd "$(dirname "$0")/.."
 mkdir -p "$SAN_LOGS"
@@ -23,7 +25,7 @@ run_case() {  # tool case log [extra XLA flags]
     timeout "$PER_CASE_S" compute-sanitizer --tool "$1" --error-exitcode 99 \
     $PY -P -m pytest "$2" -q -p no:cacheprovider > "$3" 2>&1
 }
-for tool in memcheck racecheck; do
+for tool in $SAN_TOOLS; do
   for case in "${cases[@]}"; do
     log="$SAN_LOGS/${tool}_${case//[^A-Za-z0-9_]/_}.log"
     t0=$SECONDS
