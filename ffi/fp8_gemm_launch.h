@@ -35,27 +35,28 @@ constexpr bool Fp8GemmHasStagedD(int block_m, int block_n, BScale scale) {
   return block_m >= 128 && !Fp8GemmHasSmemD(block_n, scale);
 }
 constexpr int Fp8GemmStagedRowBytes(BScale scale) { return scale == BScale::kPerChannel ? 128 : 64; }
-// The narrow 64-row 1D2D tiles (64 x 16, 64 x 32) run two consumer warpgroups on the same 64 rows, taking alternate
-// K-block batches (two WGMMA chains per CTA); the second hands its FP32 partial to the first through shared memory
-// (64 x BLOCK_N floats, in the D area) at the end of each tile. One chain's K loop is latency-bound (WGMMA round trip,
-// then the promotion); with two, one promotes while the other's WGMMAs run. H100, session 43, kernel us: 64 x 2112 x
-// 7168 (64 x 16) 12.3 -> 11.9, 128 x 2112 x 7168 (64 x 32) 13.4 -> 12.6, 64 x 4096 x 7168 (64 x 32) 16.7 -> 15.8.
-//
-// Switched off in session 44: the two chains share one stage ring and each steps over the other's stages, so a chain
-// may wait on a stage's full barrier two phases past the one it last saw, which a parity wait cannot tell from the
-// phase before: a TMA landing late enough is read as landed (stale operands, silently). It showed as a few wrong
-// elements at 64 x 7168 x 16384 once 64 x 64 tiles took the dual chain (session 44, GPU test). The fix (each chain its
-// own half of the ring, filled in its order) is benchmarks/variants/dual-ring-scales.patch, not yet run on a GPU;
-// until then these tiles run the single-chain kernel of session 42 (same SASS).
-constexpr bool kFp8DualChainEnabled = false;
+// The 64 x 64 1D2D tiles run two consumer warpgroups on the same 64 rows, taking alternate K-block batches (two
+// WGMMA chains per CTA, one CTA per SM); the second hands its FP32 partial to the first through shared memory
+// (64 x 64 floats, after the D staging area) at the end of each tile. One chain's K loop is latency-bound (WGMMA
+// round trip, then the promotion); with two, one promotes while the other's WGMMAs run. Each chain fills and consumes
+// its own half of the stage ring in order (sm90_fp8_gemm.cuh: in one shared ring a chain could wait on a full
+// barrier two phases past the one it had seen, which a parity wait cannot tell apart; session 44). H100, session 46,
+// kernel us against one chain: 128 x 4096 x 7168 18.8 -> 16.3, 64 x 7168 x 16384 (split 2, two CTAs per SM before)
+// 47.4 -> 44.7, 64 x 7168 x 2048 9.4 -> 8.9. Not the narrow 64 x 16 / 64 x 32 tiles: with half rings two chains made
+// them slower than one (64 x 2112 x 7168 11.9 -> 13.5-13.8, 128 x 2112 x 7168 12.6 -> 14.4-14.7, session 46).
 constexpr bool Fp8GemmDualChain(int block_m, int block_n, BScale scale) {
-  return kFp8DualChainEnabled && block_m == 64 && block_n <= 32 && scale == BScale::kBlock128;
+  return block_m == 64 && block_n == 64 && scale == BScale::kBlock128;
+}
+// The dual chain's hand-over area (64 x BLOCK_N floats) follows the TMA store's staging area, which the previous
+// tile's asynchronous store may still be reading.
+constexpr int Fp8GemmDualPartialBytes(int block_m, int block_n, BScale scale) {
+  return Fp8GemmDualChain(block_m, block_n, scale) ? block_m * block_n * 4 : 0;
 }
 constexpr int Fp8GemmSmemDBytes(int block_m, int block_n, BScale scale) {
-  return Fp8GemmHasSmemD(block_n, scale)              ? block_m * block_n * 2
-         : Fp8GemmHasStagedD(block_m, block_n, scale) ? 8 /* math warps */ * 8 * Fp8GemmStagedRowBytes(scale)
-         : Fp8GemmDualChain(block_m, block_n, scale)  ? block_m * block_n * 4
-                                                      : 0;
+  return (Fp8GemmHasSmemD(block_n, scale)               ? block_m * block_n * 2
+          : Fp8GemmHasStagedD(block_m, block_n, scale) ? 8 /* math warps */ * 8 * Fp8GemmStagedRowBytes(scale)
+                                                       : 0) +
+         Fp8GemmDualPartialBytes(block_m, block_n, scale);
 }
 
 // Shared-memory budget of one pipeline stage: A and B 128-K slices (one 128-byte row per operand row),

@@ -251,9 +251,9 @@ def test_sanitizer_small():
     for tile in ((64, 64, 1, 1, 3), (128, 64, 1, 1, 2), (64, 32, 1, 1, 3)):
         out = _fp8_gemm_nt_into(a, b, _poisoned(m, n, jnp.bfloat16), tile=tile)
         _assert_close(out, _reference(a, b, b_kind="block"), x, w)
-    # the 64-row batched tiles unsplit over 18 K-blocks: 4 batches of 4, then a remainder of 2 (with the dual chain
-    # on, see kFp8DualChainEnabled: the batches alternate between two consumer warpgroups, each in its half of the
-    # stage ring, and the second chain's partial is handed over)
+    # the 64-row batched tiles unsplit over 18 K-blocks: 4 batches of 4, then a remainder of 2 (on 64 x 64, the dual
+    # chain: the batches alternate between two consumer warpgroups, each in its half of the stage ring, and the
+    # second chain's partial is handed over; see Fp8GemmDualChain)
     m, n, k = 70, 576, 2304
     a, b, x, w = fp8_gemm_operands(seed=7, m=m, n=n, k=k)
     for tile in ((64, 16, 1, 1, 1), (64, 32, 1, 1, 1), (64, 64, 1, 1, 1)):

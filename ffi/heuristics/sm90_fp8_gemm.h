@@ -38,7 +38,9 @@ inline int Fp8GemmStages(BlockShape s, BScale scale, bool sfa_mn_major = false, 
   // More stages keep more bytes in flight (what small-M, memory-bound shapes need); beyond ~24
   // nothing improves and the barrier bookkeeping grows.
   const int smem = two_per_sm ? kSm90SmemTwoPerSm : kSm90SmemCapacity;
-  return std::min(24, (smem - Fp8GemmSmemDBytes(s.m, s.n, scale) - reserved_bytes) / per_stage);
+  const int stages = std::min(24, (smem - Fp8GemmSmemDBytes(s.m, s.n, scale) - reserved_bytes) / per_stage);
+  // Dual-chain tiles split the ring into two halves, one per chain.
+  return Fp8GemmDualChain(s.m, s.n, scale) ? stages / 2 * 2 : stages;
 }
 
 // Modelled cycles for one problem: waves x per-tile time, the per-tile time being the slower of
@@ -242,15 +244,11 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
     // and 49.3 us with 64 x 128 ones (session 16). At M <= 64 (64 x 7168 x 16384) 64 x 128 split 2 and unsplit
     // 64 x 64 tiles measured within noise of each other (36.1-39.2 us against 36.6-36.8): kept unsplit. Not wider
     // splits of 128-wide tiles: 128 x 128 split 4 took 14.9 us at 128 x 2112 x 7168, 128 x 64 split 3 13.2 us.
-    // 64-row tiles: when two CTAs per SM allow a deeper split (two K chains per SM, see kMinCtasPerSm in
-    // sm90_fp8_gemm.cuh), up to 2 x num_sms CTAs of half the stages. Session 16, one machine: 64 x 2112 x 7168
-    // 11.05 us (split 7, lowered to fit) and 10.58 (split 5) against 12.00 for split 3 at one CTA per SM;
-    // 64 x 4096 x 7168 14.5 against 15.6 (split 2); 64 x 7168 x 16384 35.7 against 37.8 (unsplit).
+    // (Until session 44, 64 x 64 tiles ran two CTAs per SM here, each one K chain, with deeper splits; now each CTA
+    // runs two chains (Fp8GemmDualChain), one per SM: 64 x 7168 x 16384 47.1 us split 2 -> 44.6 unsplit, H100.)
     const int bm = m <= 64 ? 64 : 128;
     const int ctas = (m + bm - 1) / bm * ((n + 63) / 64);
     const int wide_tiles = (m + bm - 1) / bm * ((n + 127) / 128);
-    const int split_two_per_sm =
-        bm == 64 && ctas <= num_sms ? std::max(1, std::min({2 * num_sms / ctas, num_k_blocks / 8, kFp8MaxSplitK})) : 1;
     // 64 < M <= 128 where unsplit 64 x 64 tiles fill most SMs one each: no split-K hand-over, and they measured
     // faster than 128 x 64 split 2 at 128 x 4096 x 7168 (16.40 / 16.54 / 16.68 us against 17.70 / 17.53 in three
     // session-16 calls).
@@ -258,10 +256,6 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
     if (bm == 128 && 4 * tiles_64x64 > 3 * num_sms && tiles_64x64 <= num_sms) {
       best = Fp8GemmConfig{};
       best.block_m = 64, best.block_n = 64;
-    } else if (split_two_per_sm > std::max(1, split_for(ctas))) {
-      best = Fp8GemmConfig{};
-      best.block_m = bm, best.block_n = 64, best.split_k = split_two_per_sm, best.split_k_fits = true;
-      best.two_per_sm = true;
     } else if (split_for(ctas) > 1) {
       best = Fp8GemmConfig{};
       best.block_m = bm, best.block_n = 64, best.split_k = split_for(ctas), best.split_k_fits = true;
@@ -277,8 +271,8 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
   if (force_split_k > 1) {
     if (!may_split) return Fp8GemmConfig{};  // no such compiled kernel: caller reports it
     best.split_k = std::min({force_split_k, num_k_blocks, kFp8MaxSplitK});
-    // More CTAs than SMs: 64-row tiles then run two per SM (the heuristic's deep splits do so too), except the
-    // narrow ones, whose two consumer warpgroups take a whole SM (Fp8GemmDualChain).
+    // More CTAs than SMs: 64-row tiles then run two per SM, except the dual-chain ones, whose two consumer
+    // warpgroups take a whole SM (Fp8GemmDualChain).
     best.two_per_sm = best.block_m == 64 && !Fp8GemmDualChain(best.block_m, best.block_n, scale) &&
                       int64_t(cluster_tiles) * best.split_k > num_sms;
   } else if (force_split_k == 0 && may_split && best.split_k == 1 && num_k_blocks >= 16) {

@@ -84,6 +84,14 @@ constexpr uint32_t kStaggerBarrier = 13;
 constexpr uint32_t kDualPartialBarrier = 11;
 constexpr uint32_t kDualFreeBarrier = 12;
 
+// Dual-chain tiles: the chain that takes K-block i of a tile's n. The chains alternate batches of kBatch K-blocks;
+// the K-blocks after the last whole batch go to the chain whose turn the next batch would be.
+template <int kBatch>
+__device__ __forceinline__ int DualChainOf(int i, int n) {
+  const int whole_batches = n / kBatch;
+  return (i < whole_batches * kBatch ? i / kBatch : whole_batches) % 2;
+}
+
 // The 1D2D promotion of one 8-column group of a 64-row slice: final += scale · accumulator, with s0 the scale of the
 // thread's first row and s1 of the row 8 below (the WGMMA accumulator layout: 2 columns of each row per thread).
 __device__ __forceinline__ void PromoteGroup(float* fin, const float* acc, float s0, float s1) {
@@ -215,11 +223,11 @@ struct Fp8GemmTraits {
   static constexpr int kNumMathWarpgroups = kBlockM == 64 && !kDualChain ? 1 : 2;
   static constexpr int kNumMathThreads = kNumMathWarpgroups * 128;
   static constexpr int kNumThreads = kNumMathThreads + 128;  // + one producer warpgroup
-  // 64-row tiles are compiled so that two CTAs fit on one SM (launch registers <= 128 per thread; the math
-  // warpgroup then takes 208, the producer 40): a 64-row CTA's K loop is one latency-bound chain (~440 cycles per
-  // K-block: WGMMA round trip, then the promotion), so small-M split-K runs two chains per SM when its stages fit
-  // in half the shared memory (Fp8GemmConfig::two_per_sm). The narrow dual-chain tiles run their two chains in one
-  // CTA instead, one per SM.
+  // The other 64-row tiles (64 x 16, 64 x 32, 64 x 128, and the 1D1D 64 x 64) are compiled so that two CTAs fit on
+  // one SM (launch registers <= 128 per thread; the math warpgroup then takes 208, the producer 40): a 64-row CTA's
+  // K loop is one latency-bound chain (~440 cycles per K-block: WGMMA round trip, then the promotion), so a forced
+  // split-K runs two chains per SM when its stages fit in half the shared memory (Fp8GemmConfig::two_per_sm). The
+  // dual-chain tiles run their two chains in one CTA instead, one per SM.
   static constexpr int kMinCtasPerSm = kBlockM == 64 && !kDualChain ? 2 : 1;
   static constexpr int kMathRegisters = kBlockM == 64 && !kDualChain ? 208 : 232;
   // BLOCK_M = 256: the A (and 1D2D B) scales of each stage sit in shared memory, written by the producer
@@ -269,14 +277,15 @@ struct Fp8GemmTraits {
   // warpgroup's K loop is a latency chain: issue a K-block's WGMMAs, wait for them, promote, next (~440 cycles per
   // K-block against ~130 of tensor work for 64 x 64, session 16). With kKBatch accumulator sets it issues kKBatch
   // K-blocks back to back and promotes each as it completes, while the later ones run (2-14 % faster on the small-M
-  // tiles, session 17). As many sets as fit beside the promoted copy without spilling (ptxas): 4, or 3 for 64 x 64
-  // at 208 registers. 128 x 128 tiles without split-K (the pairs) take two sets: two warpgroups in step finish their
-  // WGMMAs together (they share the tensor cores, interleaved) and promote together, so one set left the tensor
-  // cores idle during every promotion (1D2D: 8-10 % faster at M = 4096, session 18). With split-K's code they spill.
+  // tiles, session 17). As many sets as fit beside the promoted copy without spilling (ptxas): 4 (64 x 16 / 64 x 32
+  // at 208 registers; 64 x 64 as a dual-chain tile at 232: it took 3 at 208 before session 44). 128 x 128 tiles
+  // without split-K (the pairs) take two sets: two warpgroups in step finish their WGMMAs together (they share the
+  // tensor cores, interleaved) and promote together, so one set left the tensor cores idle during every promotion
+  // (1D2D: 8-10 % faster at M = 4096, session 18). With split-K's code they spill.
   // The 1D1D 128 x 128 tiles (K-grouped weight gradients) take two sets as well: their promotion, a row scale x
   // column scale product per element plus the column scales' loads, is twice the 1D2D one.
   static constexpr int kKBatch = kNumWaves == 1 && kBScale == BScale::kBlock128 && kBlockN <= 64 && kScaleRows == 1
-                                     ? (kBlockN <= 32 || kBlockM == 128 ? 4 : 3)
+                                     ? 4
                                  : kNumWaves == 1 && kBlockM == 128 && kBlockN == 128 && !kMaySplitK
                                      ? 2
                                      : 1;
@@ -290,6 +299,7 @@ struct Fp8GemmTraits {
   static constexpr bool kStaggerWarpgroups =
       kBScale == BScale::kBlock128 && (kNumWaves == 2 || (kBlockM == 128 && kKBatch == 1 && !kMaySplitK));
   static_assert(!kStaggerWarpgroups || kKBatch == 1, "the batched K loop does not stagger");
+  static_assert(!kDualChain || (kKBatch > 1 && !kScalesInSmem), "dual chains take batches; no scale-loader warp");
 
   static_assert(kStageBytes + kBarrierBytes == Fp8GemmStageBytes(kBlockM, kBlockN, kBScale),
                 "stage layout and the heuristic's stage budget must agree");
@@ -349,6 +359,12 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
   constexpr int kReleasingWarpgroups = Traits::kDualChain ? 1 : Traits::kNumMathWarpgroups;
   InitStageRing<Traits::kClusterSize>(full, empty, num_stages, kReleasingWarpgroups * 4,
                                       Traits::kScalesInSmem ? 32 : 0);
+  // Dual-chain tiles split the ring: chain c fills and consumes stages [c * ring_len, (c + 1) * ring_len) in order
+  // (the launch makes num_stages even, each half at least a batch). Each chain then waits on every phase of its
+  // stages' full barriers in turn. (In one shared ring a chain stepped over the other's stages, so it could wait on
+  // a stage two phases past the one it had seen, which the parity wait cannot tell from the phase before it: a
+  // late TMA landing was read as landed. Session 44: a few wrong elements at 64 x 7168 x 16384, 64 x 64 tiles.)
+  const int ring_len = Traits::kDualChain ? num_stages / 2 : num_stages;
 
   // The scheduler walks cluster tiles (kClusterM M-blocks x kClusterN N-blocks); all CTAs see one order.
   TileScheduler sched(p.m, p.n, kBlockM * kClusterM, kBlockN * kClusterN, p.raster_band);
@@ -415,6 +431,14 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       if (sfa_by_tma) cute::prefetch_tma_descriptor(&tma_sfa);
       const uint32_t tx_bytes = Traits::kTxBytes + (sfa_by_tma ? kBlockM * 4 : 0);
       int stage = 0, phase = 0;
+      // Dual-chain tiles: the other chain's cursor in its half of the ring (see the consumers' ring_begin), stage |
+      // phase << 16 (one register: the producer runs on 40), swapped with stage / phase around each of chain 1's
+      // K-blocks.
+      [[maybe_unused]] int other_cursor = ring_len;
+      auto swap_cursors = [&] {
+        const int cursor = stage | phase << 16;
+        stage = other_cursor & 0xffff, phase = other_cursor >> 16, other_cursor = cursor;
+      };
       int m_block, n_block, group, second_group, kb_begin, kb_end;
       bool poisoned;
       for (int tile = first_tile; next_tile(tile, m_block, n_block, group, second_group, kb_begin, kb_end, poisoned);
@@ -425,6 +449,9 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           // empty K group has no K-blocks: nothing to load, the consumers write zeros or C.)
           const int b_row0 = (k_grouped ? 0 : (pass == 0 ? group : second_group) * p.n) + n_block * kBlockN;
           for (int kb = kb_begin; kb < kb_end; ++kb) {
+            const bool chain1 =
+                Traits::kDualChain && DualChainOf<Traits::kKBatch>(kb - kb_begin, kb_end - kb_begin) == 1;
+            if (chain1) swap_cursors();
             empty[stage].wait(phase ^ 1);
             full[stage].arrive_and_expect_tx(tx_bytes);
             auto* mbar = reinterpret_cast<uint64_t*>(&full[stage]);
@@ -439,7 +466,12 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
               if (sfa_by_tma)  // rows past M read as zero (never stored)
                 cute::SM90_TMA_LOAD_2D::copy(&tma_sfa, mbar, kEvictNormal, smem_scales + stage * scale_floats, a_row0, kb);
             }
-            if (++stage == num_stages) stage = 0, phase ^= 1;
+            if (chain1) {
+              if (++stage == 2 * ring_len) stage = ring_len, phase ^= 1;
+              swap_cursors();
+            } else if (++stage == ring_len) {
+              stage = 0, phase ^= 1;
+            }
           }
         }  // pass
       }
@@ -500,7 +532,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     const uint64_t desc_b0 = SmemDescK128B(smem_b);
     const uint32_t desc_a0_lo = uint32_t(desc_a0), desc_b0_lo = uint32_t(desc_b0);
     const uint64_t desc_a0_hi = desc_a0 & ~uint64_t(0xffffffffu), desc_b0_hi = desc_b0 & ~uint64_t(0xffffffffu);
-    int stage = 0, phase = 0;
+    const int ring_begin = chain * ring_len, ring_end = ring_begin + ring_len;  // this chain's stages
+    int stage = ring_begin, phase = 0;
     int m_block, n_block, group, second_group, kb_begin, kb_end;
     bool poisoned;
     for (int tile = first_tile; next_tile(tile, m_block, n_block, group, second_group, kb_begin, kb_end, poisoned);
@@ -597,11 +630,6 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         NamedBarrierArrive<kStaggerBarrier, Traits::kNumMathThreads>();
       };
 
-      // Steps the ring past `count` (<= num_stages) stages that the other chain consumes.
-      [[maybe_unused]] auto skip_stages = [&](int count) {
-        stage += count;
-        if (stage >= num_stages) stage -= num_stages, phase ^= 1;
-      };
       // Accumulator set j of a K-block batch (set 0 is `accum`).
       auto batch_set = [&]<int kJ>() -> float* {
         if constexpr (kJ == 0) return accum;
@@ -616,9 +644,20 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         int kb = 0;
         for (; kb + kBatch <= num_k_blocks; kb += kBatch) {
           if constexpr (Traits::kDualChain) {
-            if ((kb / kBatch) % 2 != chain) {  // the other warpgroup's batch: step over its stages
-              skip_stages(kBatch);
-              continue;
+            if ((kb / kBatch) % 2 != chain) continue;  // the other chain's batch (its stages are its own)
+          }
+          // This batch's register-loaded scales and their products, read before its stages are waited on and its
+          // WGMMAs issued: read after the issue (as before session 44), ptxas hoisted each set's WGMMA wait above the
+          // previous set's promotion to cover the loads, so all promotions ran after the batch's last WGMMA, with the
+          // tensor cores idle. (1D1D: the row scales; its column scales are read from each set's stage just before
+          // its promotion, 32 registers at a time.)
+          float s0[kBatch], s1[kBatch];
+          if (!sfa_smem_128) {
+#pragma unroll
+            for (int j = 0; j < kBatch; ++j) {
+              const float a0 = __ldg(sfa0 + (kb + j) * sfa_kb_step), a1 = __ldg(sfa1 + (kb + j) * sfa_kb_step);
+              const float b = kBScale == BScale::kBlock128 ? __ldg(sfb_rows[0] + kb + j) : 1.0f;
+              s0[j] = a0 * b, s1[j] = a1 * b;
             }
           }
           int batch_stage[kBatch];
@@ -627,23 +666,16 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
               batch_stage[kJ] = stage;
               full[stage].wait(phase);
               issue(stage, 0, batch_set.template operator()<kJ>());
-              if (++stage == num_stages) stage = 0, phase ^= 1;
+              if (++stage == ring_end) stage = ring_begin, phase ^= 1;
             }(), ...);
           }(std::make_integer_sequence<int, kBatch>{});
-          // This batch's scales, read while its WGMMAs run (1D1D: the row scales; the column scales are read from
-          // each set's stage just before its promotion, 32 registers at a time).
-          float s0[kBatch], s1[kBatch];
+          if (sfa_smem_128) {  // 128-row tiles' A scales staged by TMA: read once their stages have landed
 #pragma unroll
-          for (int j = 0; j < kBatch; ++j) {
-            float a0, a1;
-            if (sfa_smem_128) {
+            for (int j = 0; j < kBatch; ++j) {
               const float* scales = smem_scales + batch_stage[j] * kBlockM;
-              a0 = scales[wg_row_in_tile], a1 = scales[wg_row_in_tile + 8];
-            } else {
-              a0 = __ldg(sfa0 + (kb + j) * sfa_kb_step), a1 = __ldg(sfa1 + (kb + j) * sfa_kb_step);
+              const float b = kBScale == BScale::kBlock128 ? __ldg(sfb_rows[0] + kb + j) : 1.0f;
+              s0[j] = scales[wg_row_in_tile] * b, s1[j] = scales[wg_row_in_tile + 8] * b;
             }
-            const float b = kBScale == BScale::kBlock128 ? __ldg(sfb_rows[0] + kb + j) : 1.0f;
-            s0[j] = a0 * b, s1[j] = a1 * b;
           }
           [&]<int... kJ>(std::integer_sequence<int, kJ...>) {
             ([&] {
@@ -681,7 +713,7 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
           kb = batched_k_loop();
           if constexpr (Traits::kDualChain) {
             // The K-blocks after the last whole batch belong to the chain whose turn the next batch would be.
-            if ((num_k_blocks / Traits::kKBatch) % 2 != chain) skip_stages(num_k_blocks - kb), kb = num_k_blocks;
+            if (DualChainOf<Traits::kKBatch>(kb, num_k_blocks) != chain) kb = num_k_blocks;
           }
           if (kb < num_k_blocks) {  // the remainder's first scales (those read into registers)
             if (!sfa_smem_128) sa[0][0] = __ldg(sfa0 + kb * sfa_kb_step), sa[0][1] = __ldg(sfa1 + kb * sfa_kb_step);
@@ -755,8 +787,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
             if constexpr (kBScale == BScale::kBlock128) {
               if (w == kLastWave) {
                 // The next K-block's stage and its full phase, tested early (1D1D releases later, without it).
-                const bool ring_wraps = stage + 1 == num_stages;
-                const int next_stage = ring_wraps ? 0 : stage + 1, next_phase = ring_wraps ? phase ^ 1 : phase;
+                const bool ring_wraps = stage + 1 == ring_end;
+                const int next_stage = ring_wraps ? ring_begin : stage + 1, next_phase = ring_wraps ? phase ^ 1 : phase;
                 ReleaseStage<Traits::kClusterSize>(empty[stage], lane);
                 next_full = full[next_stage].test_wait(uint32_t(next_phase));
               }
@@ -796,9 +828,9 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
               for (int r = 0; r < Traits::kScaleRows; ++r) sb[r] = next_sb[r];
             }
           }
-          if (++stage == num_stages) {
-            stage = 0, phase ^= 1;
-            cur_lo_a = desc_a0_lo, cur_lo_b = desc_b0_lo;
+          if (++stage == ring_end) {
+            stage = ring_begin, phase ^= 1;
+            cur_lo_a = stage_desc_lo_a(ring_begin), cur_lo_b = stage_desc_lo_b(ring_begin);
           } else {
             cur_lo_a += uint32_t(Traits::kSmemA >> 4), cur_lo_b += uint32_t(Traits::kSmemB >> 4);
           }
@@ -845,7 +877,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
         // Chain 1 hands its partial to chain 0 (one float per accumulator and thread, the 128 threads' floats of an
         // accumulator adjacent), which adds it in a fixed order and stores the tile; chain 1 waits until it is read,
         // so that its next tile's partial cannot overwrite it. Chain 1 keeps zeros (split-K parks them, unstored).
-        float* partial = reinterpret_cast<float*>(smem_d) + threadIdx.x % 128;
+        const int partial_offset = Traits::kSmemD - Fp8GemmDualPartialBytes(kBlockM, kBlockN, kBScale);
+        float* partial = reinterpret_cast<float*>(smem_d + partial_offset) + threadIdx.x % 128;
         if (chain == 1) {
 #pragma unroll
           for (int i = 0; i < kAccums; ++i) partial[i * 128] = final_acc[0][i], final_acc[0][i] = 0.0f;

@@ -79,10 +79,15 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   int split_k = cfg.split_k, grid = cfg.grid;
   if (split_k > 1) {
     // One cluster of split_k CTAs per output tile; each CTA parks its FP32 partial in its stage ring for the others
-    // to read, so the ring must hold BLOCK_M x BLOCK_N floats.
+    // to read, so the ring must hold them.
     if (!Traits::kMaySplitK || m_grouped || split_k > kFp8MaxSplitK) return cudaErrorInvalidValue;
-    if (kBlockM * kBlockN * 4 > cfg.num_stages * (Traits::kSmemA + Traits::kSmemB)) return cudaErrorInvalidConfiguration;
+    // (Every math thread parks kBlockN / 2 floats: a dual-chain tile's second chain parks zeros.)
+    if (Traits::kNumMathThreads * kBlockN * 2 > cfg.num_stages * (Traits::kSmemA + Traits::kSmemB))
+      return cudaErrorInvalidConfiguration;
   }
+  // Dual-chain tiles split the ring in two halves, each holding at least one K-block batch (sm90_fp8_gemm.cuh).
+  if (Traits::kDualChain && (cfg.num_stages % 2 != 0 || cfg.num_stages / 2 < Traits::kKBatch))
+    return cudaErrorInvalidConfiguration;
   struct MaxClusters {};  // one occupancy query per instance and device
   struct MaxClustersTwoPerSm {};  // the same with half the shared memory per CTA (cfg.two_per_sm)
   // The 128-row tiles' optional A-scale area (the heuristic counted it in cfg.num_stages).
