@@ -240,7 +240,7 @@ def test_split_k_tile_is_a_primitive_param():
 
 def test_split_k_heuristic_only_when_tiles_leave_sms_idle():
     """The heuristic splits K when the tiles fill at most half of the SMs and K is long (64 x 576 x 7168: 9 tiles of
-    64 x 64 on 132 SMs, split 7; 64 x 7168 x 16384: 112 tiles, split 2 at two CTAs per SM), never over more than 8 CTAs
+    64 x 64 on 132 SMs, split 7; not 64 x 7168 x 16384: 112 tiles, unsplit on two chains each), never over more than 8 CTAs
     (one cluster), not where narrower tiles fill the SMs unsplit (64 / 128 x 2112 x 7168), for a full grid
     (4096 x 7168 x 7168) or short K (64 x 576 x 1024, 8 K-blocks); a forced split is clamped to the K-blocks and to
     8."""
@@ -249,8 +249,9 @@ def test_split_k_heuristic_only_when_tiles_leave_sms_idle():
     if not _ffi.has_cuda_kernels():
         pytest.skip("the heuristic lives in the CUDA extension (CPU-only install)")
     assert _ffi.fp8_gemm_split_k(64, 576, 7168, 132) == 7
-    # 64-row tiles split up to 2 x 132 CTAs, two per SM: 112 tiles x 2.
-    assert _ffi.fp8_gemm_split_k(64, 7168, 16384, 132) == 2
+    # 112 tiles of 64 x 64 (more than half the SMs): unsplit, each CTA two K chains (H100, session 46: 44.7 us
+    # against 47.4 for split 2 at two one-chain CTAs per SM).
+    assert _ffi.fp8_gemm_split_k(64, 7168, 16384, 132) == 1
     # 64 x 16 (64 x 32) tiles fill 132 SMs one each at 64 (128) x 2112: unsplit (DeepGEMM's picks, session 41).
     assert _ffi.fp8_gemm_split_k(64, 2112, 7168, 132) == 1
     assert _ffi.fp8_gemm_split_k(128, 2112, 7168, 132) == 1
@@ -283,8 +284,9 @@ def test_small_m_heuristic_takes_narrow_unsplit_tiles_that_fill_the_sms():
     assert _ffi.fp8_gemm_block_tile(64, 2112, 2048, 132) == (64, 16, 1, 1, 1)
     assert _ffi.fp8_gemm_block_tile(64, 2112, 512, 132) != (64, 16, 1, 1, 1)
     assert _ffi.fp8_gemm_block_tile(128, 2112, 2048, 132) == (64, 32, 1, 2, 1)  # the cost model's pairs
-    # On 100 SMs neither fills them (132 tiles of 64 x 16, 66 of 64 x 32): 64 x 64 split-K, two CTAs per SM.
-    assert _ffi.fp8_gemm_block_tile(64, 2112, 7168, 100) == (64, 64, 1, 1, 6)
+    # On 100 SMs neither fills them (132 tiles of 64 x 16, 66 of 64 x 32): 64 x 64 split-K, one two-chain CTA per
+    # SM (33 tiles x 3).
+    assert _ffi.fp8_gemm_block_tile(64, 2112, 7168, 100) == (64, 64, 1, 1, 3)
 
 
 def test_split_k_errors():
