@@ -252,8 +252,10 @@ def test_split_k_heuristic_only_when_tiles_leave_sms_idle():
     # 112 tiles of 64 x 64 (more than half the SMs): unsplit, each CTA two K chains (H100, session 46: 44.7 us
     # against 47.4 for split 2 at two one-chain CTAs per SM).
     assert _ffi.fp8_gemm_split_k(64, 7168, 16384, 132) == 1
-    # 64 x 16 (64 x 32) tiles fill 132 SMs one each at 64 (128) x 2112: unsplit (DeepGEMM's picks, session 41).
-    assert _ffi.fp8_gemm_split_k(64, 2112, 7168, 132) == 1
+    # 64 x 32 tiles fill 132 SMs one each at 128 x 2112: unsplit (DeepGEMM's pick, session 41). The 64 x 16 ones at
+    # 64 x 2112 x 7168 split in 2, two CTAs per SM (session 48: 11.9 -> 11.6 us), but not at K = 4096 (8.1 -> 9.2).
+    assert _ffi.fp8_gemm_split_k(64, 2112, 7168, 132) == 2
+    assert _ffi.fp8_gemm_split_k(64, 2112, 4096, 132) == 1
     assert _ffi.fp8_gemm_split_k(128, 2112, 7168, 132) == 1
     # 128 x 7168 x 16384: 112 tiles of 128 x 64 are too many to split; 56 of 128 x 128 split in 2 (session 16).
     assert _ffi.fp8_gemm_split_k(128, 7168, 16384, 132) == 2
@@ -269,12 +271,15 @@ def test_split_k_heuristic_only_when_tiles_leave_sms_idle():
 def test_small_m_heuristic_takes_narrow_unsplit_tiles_that_fill_the_sms():
     """At small M with long K (and at M <= 64 with 8-31 K-blocks) the heuristic runs 64 x 16 or 64 x 32 tiles unsplit
     where they fill more than three quarters of the SMs and no more than all of them (H100, session 41: 4-6 % faster
-    than the split-K picks there), else its split-K or 64 x 64 picks; on fewer SMs the same shape may split instead."""
+    than the split-K picks there), the 64 x 16 ones at M <= 64 with >= 56 K-blocks split in 2 (session 48), else its
+    split-K or 64 x 64 picks; on fewer SMs the same shape may split instead."""
     from jax_deepgemm import _ffi
 
     if not _ffi.has_cuda_kernels():
         pytest.skip("the heuristic lives in the CUDA extension (CPU-only install)")
-    assert _ffi.fp8_gemm_block_tile(64, 2112, 7168, 132) == (64, 16, 1, 1, 1)  # 132 tiles
+    assert _ffi.fp8_gemm_block_tile(64, 2112, 7168, 132) == (64, 16, 1, 1, 2)  # 132 tiles, K split in 2 (>= 56 K-blocks)
+    assert _ffi.fp8_gemm_block_tile(64, 1792, 7168, 132) == (64, 16, 1, 1, 2)  # 112 tiles
+    assert _ffi.fp8_gemm_block_tile(64, 2112, 4096, 132) == (64, 16, 1, 1, 1)
     assert _ffi.fp8_gemm_block_tile(128, 2112, 7168, 132) == (64, 32, 1, 1, 1)  # 2 x 66 tiles
     assert _ffi.fp8_gemm_block_tile(64, 4096, 7168, 132) == (64, 32, 1, 1, 1)  # 128 tiles
     assert _ffi.fp8_gemm_block_tile(128, 4096, 7168, 132) == (64, 64, 1, 1, 1)  # 64 x 32 would be 256 tiles
