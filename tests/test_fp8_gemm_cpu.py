@@ -277,7 +277,7 @@ def test_small_m_heuristic_takes_narrow_unsplit_tiles_that_fill_the_sms():
 
     if not _ffi.has_cuda_kernels():
         pytest.skip("the heuristic lives in the CUDA extension (CPU-only install)")
-    assert _ffi.fp8_gemm_block_tile(64, 2112, 7168, 132) == (64, 16, 1, 1, 2)  # 132 tiles, K split in 2 (>= 56 K-blocks)
+    assert _ffi.fp8_gemm_block_tile(64, 2112, 7168, 132) == (64, 16, 1, 1, 2)  # 132 tiles, split 2 (>= 56 K-blocks)
     assert _ffi.fp8_gemm_block_tile(64, 1792, 7168, 132) == (64, 16, 1, 1, 2)  # 112 tiles
     assert _ffi.fp8_gemm_block_tile(64, 2112, 4096, 132) == (64, 16, 1, 1, 1)
     assert _ffi.fp8_gemm_block_tile(128, 2112, 7168, 132) == (64, 32, 1, 1, 1)  # 2 x 66 tiles

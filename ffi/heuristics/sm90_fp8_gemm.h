@@ -233,8 +233,8 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
   if (narrow_n > 0) {
     best = Fp8GemmConfig{};
     best.block_m = 64, best.block_n = narrow_n;
-    // The 64 x 16 tiles at M <= 64 and K >= 7168 split K in 2 and run two one-chain CTAs per SM: each SM then has
-    // two K loops of half the K-blocks in flight, where one CTA's single chain waits on its stages (session 48's
+    // The 64 x 16 tiles at M <= 64 with >= 56 K-blocks split K in 2 and run two one-chain CTAs per SM: each SM then
+    // has two K loops of half the K-blocks in flight, where one CTA's single chain waits on its stages (session 48's
     // clocks: ~3 us of an 8.8 us K loop at 64 x 2112 x 7168). H100, session 48, kernel us, unsplit -> split 2, two
     // sweeps: 64 x 2112 x 7168 11.92 / 11.87 -> 11.61 / 11.54, 64 x 2048 x 7168 11.85 -> 11.43, 64 x 1792 x 7168
     // 11.69 -> 10.67. Not at K = 4096 (64 x 2112 x 4096 8.13 -> 9.20), nor the 64 x 32 tiles (128 x 2112 x 7168 12.74
