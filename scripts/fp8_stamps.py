@@ -2,6 +2,7 @@
 (benchmarks/variants/) writes over D, and prints their spread over the CTAs.
 
     python3 -P scripts/fp8_stamps.py 64x2112x7168 128x2112x7168 ...   (the heuristic's tile; unsplit tiles only)
+    python3 -P scripts/fp8_stamps.py --tile 64x16 64x2112x7168   (a forced unsplit tile: the heuristic splits this one)
 
 Only with that variant's extension (timing only, its D is wrong). Each CTA's consumer thread 0 writes 12 values over
 rows 0-11, columns 0-3 of its last tile (8 bytes each): globaltimer at entry and after its last TMA store landed, and
@@ -66,6 +67,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("shapes", nargs="+", help="MxNxK")
     parser.add_argument("--calls", type=int, default=6)
+    parser.add_argument("--tile", help="BMxBN: force this tile, unsplit and unpaired, instead of the heuristic's")
     args = parser.parse_args()
     if jax.devices()[0].platform != "gpu" or not dg.has_cuda_kernels():
         print("needs a GPU and the CUDA kernels (the debug-fp8-stamps variant)")
@@ -73,12 +75,17 @@ def main() -> int:
     num_sms = _ffi.device_sm_count()
     for shape in args.shapes:
         m, n, k = (int(v) for v in shape.split("x"))
-        block_m, block_n, _, _, split = _ffi.fp8_gemm_block_tile(m, n, k, num_sms)
+        if args.tile:
+            block_m, block_n = (int(v) for v in args.tile.split("x"))
+            split, tile = 1, (block_m, block_n, 1, 1, 1)
+        else:
+            block_m, block_n, _, _, split = _ffi.fp8_gemm_block_tile(m, n, k, num_sms)
+            tile = None
         tiles = -(-m // block_m) * -(-n // block_n)
         if split != 1 or tiles > num_sms:
             print(f"{shape}: tile {block_m}x{block_n} split {split}, {tiles} tiles: stamps need one unsplit tile per CTA")
             continue
-        fn = jax.jit(dg.fp8_gemm_nt)
+        fn = jax.jit(lambda a, b: dg.fp8_gemm_nt(a, b, tile=tile))
         out = None
         for i in range(args.calls):  # fresh operands each call: nothing of them in L2
             a, b = fp8_gemm_operands(seed=100 + i, m=m, n=n, k=k)[:2]
