@@ -3,6 +3,7 @@
 
     python3 -P scripts/fp8_stamps.py 64x2112x7168 128x2112x7168 ...   (the heuristic's tile; unsplit tiles only)
     python3 -P scripts/fp8_stamps.py --tile 64x16 64x2112x7168   (a forced unsplit tile: the heuristic splits this one)
+    python3 -P scripts/fp8_stamps.py --fine ...   (with the debug-fp8-stamps-fine variant: the start-up step by step)
 
 Only with that variant's extension (timing only, its D is wrong). Each CTA's consumer thread 0 writes 12 values over
 rows 0-11, columns 0-3 of its last tile (8 bytes each): globaltimer at entry and after its last TMA store landed, and
@@ -23,22 +24,37 @@ from jax_deepgemm import _ffi
 from jax_deepgemm.testing.generators import fp8_gemm_operands
 
 FIELDS = ("g0", "g_end", "c0", "c_init", "c_first", "c_kdone", "c_end", "c_wait", "p_first", "p_last", "p_wait", "smid")
+# `debug-fp8-stamps-fine` (on top of the above): the start-up's clocks over columns 4-7 of rows 0-6.
+FINE_FIELDS = ("p_dealloc", "p_prefetched", "p_walked", "p_b_issued", "c_alloc", "c_walked", "c_before_wait")
 
 
-def read_stamps(d: np.ndarray, m: int, n: int, block_m: int, block_n: int) -> dict[str, np.ndarray]:
+def read_stamps(d: np.ndarray, m: int, n: int, block_m: int, block_n: int, fine: bool = False) -> dict[str, np.ndarray]:
     """The stamps of every tile of D (one per CTA when the grid holds one tile per CTA)."""
     raw = np.ascontiguousarray(np.asarray(d).view(np.uint16))
+    fields = [(name, i, 0) for i, name in enumerate(FIELDS)]
+    if fine:
+        fields += [(name, i, 4) for i, name in enumerate(FINE_FIELDS)]
     rows = []
     for m0 in range(0, m, block_m):
         for n0 in range(0, n, block_n):
-            rows.append([raw[m0 + i, n0:n0 + 4].copy().view(np.uint64)[0] for i in range(len(FIELDS))])
+            rows.append([raw[m0 + i, n0 + c:n0 + c + 4].copy().view(np.uint64)[0] for _, i, c in fields])
     table = np.array(rows, dtype=np.uint64)
-    return {name: table[:, i] for i, name in enumerate(FIELDS)}
+    return {name: table[:, j] for j, (name, _, _) in enumerate(fields)}
 
 
 def cycles_since(later: np.ndarray, earlier: np.ndarray) -> np.ndarray:
     """Difference of two 32-bit clock readings (wrap-safe)."""
     return ((later.astype(np.int64) - earlier.astype(np.int64)) & 0xFFFFFFFF).astype(np.float64)
+
+
+FINE_LABELS = (
+    ("p_dealloc", "  producer: registers released (us)"),
+    ("p_prefetched", "  producer: descriptors prefetched (us)"),
+    ("p_walked", "  producer: first tile walked (us)"),
+    ("c_alloc", "  consumer: registers allocated (us)"),
+    ("c_walked", "  consumer: first tile walked (us)"),
+    ("c_before_wait", "  consumer: at its first full wait (us)"),
+)
 
 
 def summarize(s: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
@@ -52,7 +68,9 @@ def summarize(s: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
         ("CTA run, entry to its stores landed (us)", ns / 1e3),
         ("SM clock (GHz)", ghz),
         ("ring set-up done (us)", us(cycles_since(s["c_init"], s["c0"]))),
+        *[(label, us(cycles_since(s[name], s["c0"]))) for name, label in FINE_LABELS if name in s],
         ("producer's first stage issued (us)", us(cycles_since(s["p_first"], s["c0"]))),
+        *([("  producer: its B load issued (us)", us(cycles_since(s["p_b_issued"], s["c0"])))] if "p_b_issued" in s else []),
         ("consumer's first stage full (us)", us(cycles_since(s["c_first"], s["c0"]))),
         ("producer's last stage issued (us)", us(cycles_since(s["p_last"], s["c0"]))),
         ("consumer's last K-block done (us)", us(cycles_since(s["c_kdone"], s["c0"]))),
@@ -68,6 +86,7 @@ def main() -> int:
     parser.add_argument("shapes", nargs="+", help="MxNxK")
     parser.add_argument("--calls", type=int, default=6)
     parser.add_argument("--tile", help="BMxBN: force this tile, unsplit and unpaired, instead of the heuristic's")
+    parser.add_argument("--fine", action="store_true", help="also read debug-fp8-stamps-fine's start-up clocks")
     args = parser.parse_args()
     if jax.devices()[0].platform != "gpu" or not dg.has_cuda_kernels():
         print("needs a GPU and the CUDA kernels (the debug-fp8-stamps variant)")
@@ -91,7 +110,7 @@ def main() -> int:
             a, b = fp8_gemm_operands(seed=100 + i, m=m, n=n, k=k)[:2]
             jax.block_until_ready((a, b))
             out = jax.block_until_ready(fn(a, b))
-        stamps = read_stamps(np.asarray(out), m, n, block_m, block_n)
+        stamps = read_stamps(np.asarray(out), m, n, block_m, block_n, fine=args.fine)
         print(f"\n{shape}: tile {block_m}x{block_n}, {tiles} CTAs on {len(set(stamps['smid'].tolist()))} SMs; "
               f"span first entry to last exit {(stamps['g_end'].max() - stamps['g0'].min()) / 1e3:.2f} us")
         print(f"  {'':46} {'min':>7} {'p10':>7} {'median':>7} {'p90':>7} {'max':>7}")

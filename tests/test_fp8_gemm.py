@@ -78,6 +78,16 @@ def test_1d2d_matches_reference(m, n, k):
     _assert_close(out, _reference(a, b), x, w)
 
 
+@pytest.mark.parametrize("m,n,k", [(64, 1536, 7168), (33, 1536, 7168), (100, 576, 7168), (64, 1024, 7168)])
+def test_1d2d_small_m_64x32_split_picks(m, n, k):
+    """The heuristic's 64 x 32 split-K picks for few N-blocks beside the bench's shapes (split 3 two CTAs per SM at
+    N = 1536, split 4 at N = 576 (100 rows: two M-blocks, two CTAs per SM) and N = 1024), on poisoned outputs."""
+    assert _ffi.fp8_gemm_block_tile(m, n, k, _ffi.device_sm_count())[:2] == (64, 32)
+    a, b, x, w = fp8_gemm_operands(seed=m * 5 + n + k, m=m, n=n, k=k)
+    out = jax.jit(_fp8_gemm_nt_into)(a, b, _poisoned(m, n, jnp.bfloat16))
+    _assert_close(out, _reference(a, b), x, w)
+
+
 @pytest.mark.parametrize("m,n,k", [(1, 2112, 7168), (200, 576, 7168), (4096, 7168, 2048), (129, 4096, 512)])
 def test_1d1d_per_row_scales(m, n, k):
     a, b, x, w = fp8_gemm_operands(seed=m + n + k, m=m, n=n, k=k, b_recipe="channel")
@@ -148,7 +158,7 @@ def test_split_k_forced(m, n, k):
 
 
 def test_split_k_default_is_deterministic():
-    """The heuristic splits K at 64 x 576 x 7168 (9 tiles of 64 x 64, split 7, on 132 SMs); the result does not depend
+    """The heuristic splits K at 64 x 576 x 7168 (18 tiles of 64 x 32, split 4, on 132 SMs); the result does not depend
     on which split arrives last (20 calls bitwise equal), and the unsplit kernel (forced) matches the reference too."""
     m, n, k = 64, 576, 7168
     assert _ffi.fp8_gemm_split_k(m, n, k, _ffi.device_sm_count()) > 1

@@ -239,16 +239,16 @@ def test_split_k_tile_is_a_primitive_param():
 
 
 def test_split_k_heuristic_only_when_tiles_leave_sms_idle():
-    """The heuristic splits K when the tiles fill at most half of the SMs and K is long (64 x 576 x 7168: 9 tiles of
-    64 x 64 on 132 SMs, split 7; not 64 x 7168 x 16384: 112 tiles, unsplit on two chains each), never over more than 8 CTAs
-    (one cluster), not where narrower tiles fill the SMs unsplit (64 / 128 x 2112 x 7168), for a full grid
+    """The heuristic splits K when the tiles fill at most half of the SMs and K is long (64 x 576 x 7168: 18 tiles of
+    64 x 32 on 132 SMs, split 4; not 64 x 7168 x 16384: 112 tiles, unsplit on two chains each), never over more than 8
+    CTAs (one cluster), not where narrower tiles fill the SMs unsplit (64 / 128 x 2112 x 7168), for a full grid
     (4096 x 7168 x 7168) or short K (64 x 576 x 1024, 8 K-blocks); a forced split is clamped to the K-blocks and to
     8."""
     from jax_deepgemm import _ffi
 
     if not _ffi.has_cuda_kernels():
         pytest.skip("the heuristic lives in the CUDA extension (CPU-only install)")
-    assert _ffi.fp8_gemm_split_k(64, 576, 7168, 132) == 7
+    assert _ffi.fp8_gemm_split_k(64, 576, 7168, 132) == 4
     # 112 tiles of 64 x 64 (more than half the SMs): unsplit, each CTA two K chains (H100, session 46: 44.7 us
     # against 47.4 for split 2 at two one-chain CTAs per SM).
     assert _ffi.fp8_gemm_split_k(64, 7168, 16384, 132) == 1
@@ -292,6 +292,24 @@ def test_small_m_heuristic_takes_narrow_unsplit_tiles_that_fill_the_sms():
     # On 100 SMs neither fills them (132 tiles of 64 x 16, 66 of 64 x 32): 64 x 64 split-K, one two-chain CTA per
     # SM (33 tiles x 3).
     assert _ffi.fp8_gemm_block_tile(64, 2112, 7168, 100) == (64, 64, 1, 1, 3)
+
+
+def test_small_m_heuristic_splits_few_64x32_tiles_up_to_4():
+    """At small M with >= 56 K-blocks, fewer 64 x 32 tiles than half the SMs (the unfused DeepSeek projections) split
+    K in up to 4 to reach the SMs, two CTAs per SM past them (H100, session 49: 64 / 128 x 576 x 7168 8.89 / 9.65 ->
+    7.54 / 8.34 us, 64 x 1536 x 7168 10.68 -> 10.08); not at 128 x 1536 x 7168 (96 tiles, 128 x 64 split 4 faster),
+    shorter K, or N so small that 4 splits reach fewer than half the SMs (64 x 64 x 16384 keeps 64 x 64 split 8)."""
+    from jax_deepgemm import _ffi
+
+    if not _ffi.has_cuda_kernels():
+        pytest.skip("the heuristic lives in the CUDA extension (CPU-only install)")
+    assert _ffi.fp8_gemm_block_tile(64, 576, 7168, 132) == (64, 32, 1, 1, 4)  # 18 tiles x 4
+    assert _ffi.fp8_gemm_block_tile(1, 576, 7168, 132) == (64, 32, 1, 1, 4)
+    assert _ffi.fp8_gemm_block_tile(128, 576, 7168, 132) == (64, 32, 1, 1, 4)  # 36 tiles x 4, two CTAs per SM
+    assert _ffi.fp8_gemm_block_tile(64, 1536, 7168, 132) == (64, 32, 1, 1, 3)  # 48 tiles x 3, two CTAs per SM
+    assert _ffi.fp8_gemm_block_tile(128, 1536, 7168, 132)[:2] == (128, 64)
+    assert _ffi.fp8_gemm_block_tile(64, 576, 4096, 132)[:2] != (64, 32)
+    assert _ffi.fp8_gemm_block_tile(64, 64, 16384, 132) == (64, 64, 1, 1, 8)
 
 
 def test_split_k_errors():

@@ -48,3 +48,23 @@ def test_intervals_use_each_ctas_clock_rate_and_survive_a_clock_wrap():
     assert got["K loop: first full to last K-block (us)"][0] == pytest.approx(3.0)
     assert got["  of it waiting for full stages (us)"][0] == pytest.approx(0.5)
     assert got["epilogue: last K-block to stores landed (us)"][0] == pytest.approx(1.0)
+
+
+def test_fine_stamps_sit_in_columns_4_to_7_and_become_start_up_intervals():
+    fields, fine = len(fp8_stamps.FIELDS), len(fp8_stamps.FINE_FIELDS)
+    d = np.asarray(_d_with_stamps(64, 16, 64, 16, [[7] * fields])).view(np.uint16).copy()
+    c0 = 1_000
+    for i in range(fine):  # 1800 cycles (1 us at 1.8 GHz) per step after c0
+        d[i, 4:8] = np.array([c0 + 1_800 * (i + 1)], np.uint64).view(np.uint16)
+    stamps = fp8_stamps.read_stamps(d.view(ml_dtypes.bfloat16), 64, 16, 64, 16, fine=True)
+    assert list(stamps) == list(fp8_stamps.FIELDS) + list(fp8_stamps.FINE_FIELDS)
+    assert stamps["smid"].tolist() == [7]  # the coarse fields still come from columns 0-3
+    s = {**stamps, "g0": np.array([0], np.uint64), "g_end": np.array([5_000], np.uint64),
+         "c0": np.array([c0], np.uint64), "c_end": np.array([c0 + 9_000], np.uint64)}
+    got = dict(fp8_stamps.summarize(s))
+    assert got["  producer: registers released (us)"][0] == pytest.approx(1.0)
+    assert got["  producer: first tile walked (us)"][0] == pytest.approx(3.0)
+    assert got["  producer: its B load issued (us)"][0] == pytest.approx(4.0)
+    assert got["  consumer: at its first full wait (us)"][0] == pytest.approx(7.0)
+    assert "  producer: registers released (us)" not in dict(fp8_stamps.summarize(
+        {name: s[name] for name in fp8_stamps.FIELDS}))
