@@ -78,10 +78,12 @@ def test_1d2d_matches_reference(m, n, k):
     _assert_close(out, _reference(a, b), x, w)
 
 
-@pytest.mark.parametrize("m,n,k", [(64, 1536, 7168), (33, 1536, 7168), (100, 576, 7168), (64, 1024, 7168)])
+@pytest.mark.parametrize("m,n,k", [(64, 1536, 7168), (33, 1536, 7168), (100, 576, 7168), (64, 1024, 7168),
+                                   (1, 576, 4096), (64, 1536, 16384)])
 def test_1d2d_small_m_64x32_split_picks(m, n, k):
     """The heuristic's 64 x 32 split-K picks for few N-blocks beside the bench's shapes (split 3 two CTAs per SM at
-    N = 1536, split 4 at N = 576 (100 rows: two M-blocks, two CTAs per SM) and N = 1024), on poisoned outputs."""
+    N = 1536, split 4 at N = 576 (100 rows: two M-blocks, two CTAs per SM), N = 1024 and from 96 K-blocks), on
+    poisoned outputs."""
     assert _ffi.fp8_gemm_block_tile(m, n, k, _ffi.device_sm_count())[:2] == (64, 32)
     a, b, x, w = fp8_gemm_operands(seed=m * 5 + n + k, m=m, n=n, k=k)
     out = jax.jit(_fp8_gemm_nt_into)(a, b, _poisoned(m, n, jnp.bfloat16))

@@ -295,10 +295,11 @@ def test_small_m_heuristic_takes_narrow_unsplit_tiles_that_fill_the_sms():
 
 
 def test_small_m_heuristic_splits_few_64x32_tiles_up_to_4():
-    """At small M with >= 56 K-blocks, fewer 64 x 32 tiles than half the SMs (the unfused DeepSeek projections) split
-    K in up to 4 to reach the SMs, two CTAs per SM past them (H100, session 49: 64 / 128 x 576 x 7168 8.89 / 9.65 ->
-    7.54 / 8.34 us, 64 x 1536 x 7168 10.68 -> 10.08); not at 128 x 1536 x 7168 (96 tiles, 128 x 64 split 4 faster),
-    shorter K, or N so small that 4 splits reach fewer than half the SMs (64 x 64 x 16384 keeps 64 x 64 split 8)."""
+    """At small M with >= 32 K-blocks, fewer 64 x 32 tiles than half the SMs (the unfused DeepSeek projections) split
+    K to reach the SMs, in 4 from 96 K-blocks, two CTAs per SM past them (H100, session 49: 64 / 128 x 576 x 7168
+    8.89 / 9.65 -> 7.53 / 8.24 us, 64 x 1536 x 7168 10.68 -> 10.06, 64 x 1536 x 16384 15.76 -> 14.98); not at
+    128 x 1536 x 7168 (96 tiles, 128 x 64 split 4 faster), shorter K, or N so small that 4 splits reach fewer than
+    half the SMs (64 x 64 x 16384 keeps 64 x 64 split 8)."""
     from jax_deepgemm import _ffi
 
     if not _ffi.has_cuda_kernels():
@@ -307,8 +308,11 @@ def test_small_m_heuristic_splits_few_64x32_tiles_up_to_4():
     assert _ffi.fp8_gemm_block_tile(1, 576, 7168, 132) == (64, 32, 1, 1, 4)
     assert _ffi.fp8_gemm_block_tile(128, 576, 7168, 132) == (64, 32, 1, 1, 4)  # 36 tiles x 4, two CTAs per SM
     assert _ffi.fp8_gemm_block_tile(64, 1536, 7168, 132) == (64, 32, 1, 1, 3)  # 48 tiles x 3, two CTAs per SM
+    assert _ffi.fp8_gemm_block_tile(64, 1536, 4096, 132) == (64, 32, 1, 1, 3)
+    assert _ffi.fp8_gemm_block_tile(64, 1536, 16384, 132) == (64, 32, 1, 1, 4)  # >= 96 K-blocks
+    assert _ffi.fp8_gemm_block_tile(64, 576, 4096, 132) == (64, 32, 1, 1, 4)
     assert _ffi.fp8_gemm_block_tile(128, 1536, 7168, 132)[:2] == (128, 64)
-    assert _ffi.fp8_gemm_block_tile(64, 576, 4096, 132)[:2] != (64, 32)
+    assert _ffi.fp8_gemm_block_tile(64, 576, 2048, 132)[:2] != (64, 32)
     assert _ffi.fp8_gemm_block_tile(64, 64, 16384, 132) == (64, 64, 1, 1, 8)
 
 

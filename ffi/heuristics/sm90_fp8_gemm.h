@@ -258,23 +258,24 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
     const int bm = m <= 64 ? 64 : 128;
     const int ctas = (m + bm - 1) / bm * ((n + 63) / 64);
     const int wide_tiles = (m + bm - 1) / bm * ((n + 127) / 128);
-    // 64 < M <= 128 where unsplit 64 x 64 tiles fill most SMs one each: no split-K hand-over, and they measured
-    // faster than 128 x 64 split 2 at 128 x 4096 x 7168 (16.40 / 16.54 / 16.68 us against 17.70 / 17.53 in three
-    // session-16 calls).
     const int tiles_64x64 = (m + 63) / 64 * ((n + 63) / 64);
-    // Few N-blocks (the unfused DeepSeek projections, N = 576 or 1536 at K = 7168): 64 x 32 tiles, fewer than half
-    // the SMs of them, split in up to 4 to reach the SMs (two CTAs per SM past them; clusters of 4 that do not all fit
-    // are lowered at launch). H100, session 49, kernel us against the earlier picks: 64 x 576 x 7168 8.89 -> 7.54
-    // (split 4, 72 CTAs), 128 x 576 x 7168 9.65 -> 8.34 (split 4, 144), 64 x 1536 x 7168 10.68 -> 10.08 (split 3, 144);
-    // not 128 x 1536 x 7168 (96 tiles: unsplit 12.12, split 2 12.24 against 128 x 64 split 4's 11.79), nor 64 x 32
-    // split 7 (64 x 576 x 7168 11.76).
+    // Few N-blocks (the unfused DeepSeek projections, N = 576 or 1536): 64 x 32 tiles, fewer than half the SMs of
+    // them, split to reach the SMs (in 4 from 96 K-blocks; two CTAs per SM past them; clusters of 4 that do not all
+    // fit are lowered at launch). H100, session 49, kernel us against the earlier picks: 64 / 128 x 576 x 7168
+    // 8.89 / 9.65 -> 7.53 / 8.24 (split 4), 64 x 1536 x 7168 10.68 -> 10.06 (split 3; split 2 10.33), 64 / 128 x 576
+    // x 4096 7.94 / 8.67 -> 6.35 / 7.02, 64 x 1536 x 4096 9.03 -> 8.45, 64 / 128 x 576 x 16384 10.72 / 13.08 -> 10.17 /
+    // 12.54, 64 x 1536 x 16384 15.76 -> 14.98 (split 4; split 3 16.16). Not 128 x 1536 x 7168 (96 tiles: unsplit
+    // 12.12, split 2 12.24 against 128 x 64 split 4's 11.79), nor 64 x 32 split 6-7 (64 x 576 x 7168 11.76).
     const int tiles_64x32 = (m + 63) / 64 * ((n + 31) / 32);
-    if (num_k_blocks >= 56 && 2 * tiles_64x32 < num_sms && 4 * tiles_64x32 * 2 >= num_sms) {
+    if (2 * tiles_64x32 < num_sms && 4 * tiles_64x32 * 2 >= num_sms) {
       best = Fp8GemmConfig{};
-      best.block_m = 64, best.block_n = 32;
-      best.split_k = std::min(4, (num_sms + tiles_64x32 - 1) / tiles_64x32), best.split_k_fits = true;
+      best.block_m = 64, best.block_n = 32, best.split_k_fits = true;
+      best.split_k = num_k_blocks >= 96 ? 4 : std::min(4, (num_sms + tiles_64x32 - 1) / tiles_64x32);
       best.two_per_sm = tiles_64x32 * best.split_k > num_sms;
     } else if (bm == 128 && 4 * tiles_64x64 > 3 * num_sms && tiles_64x64 <= num_sms) {
+      // 64 < M <= 128 where unsplit 64 x 64 tiles fill most SMs one each: no split-K hand-over, and they measured
+      // faster than 128 x 64 split 2 at 128 x 4096 x 7168 (16.40 / 16.54 / 16.68 us against 17.70 / 17.53 in three
+      // session-16 calls).
       best = Fp8GemmConfig{};
       best.block_m = 64, best.block_n = 64;
     } else if (split_for(ctas) > 1) {
