@@ -45,10 +45,17 @@ int Fp8GemmSplitK(int m, int n, int k, int num_sms, int block_m, int block_n, in
   return cfg.block_m == 0 ? 1 : cfg.split_k;
 }
 
+int64_t Fp8GemmSplitWorkspaceBytes(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m,
+                                   int cluster_n, int split_k, bool sfa_mn_major) {
+  const Fp8GemmConfig cfg = PickFp8GemmConfig(m, n, k, BScale::kBlock128, num_sms, block_m, block_n, cluster_m,
+                                              cluster_n, 0, 0, sfa_mn_major, split_k);
+  return cfg.block_m == 0 ? 0 : Fp8GemmSplitPartialBytes(cfg, m, n);
+}
+
 std::array<int, 5> Fp8GemmBlockTile(int m, int n, int k, int num_sms, bool sfa_mn_major) {
   const Fp8GemmConfig cfg = PickFp8GemmConfig(m, n, k, BScale::kBlock128, num_sms, 0, 0, 0, 0, 0, 0, sfa_mn_major,
                                               /*force_split_k=*/0);
-  return {cfg.block_m, cfg.block_n, cfg.cluster_m, cfg.cluster_n, cfg.split_k};
+  return {cfg.block_m, cfg.block_n, cfg.cluster_m, cfg.cluster_n, cfg.split_global ? -cfg.split_k : cfg.split_k};
 }
 
 std::array<int, 4> Fp8GemmPerChannelTile(int m, int n, int k, int num_sms, int k_groups, bool sfa_mn_major) {
@@ -62,7 +69,7 @@ namespace {
 ffi::Error Fp8GemmNt(cudaStream_t stream, int32_t device, BScale scale, const ffi::AnyBuffer& a, const ffi::AnyBuffer& sfa,
                      const ffi::AnyBuffer& b, const ffi::AnyBuffer& sfb, const ffi::AnyBuffer* c, ffi::AnyBuffer d,
                      int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t cluster_n, int32_t num_sms,
-                     bool sfa_mn_major = false, int32_t split_k = 0) {
+                     bool sfa_mn_major = false, int32_t split_k = 0, ffi::AnyBuffer* split_partials = nullptr) {
   // decode
   if (a.dimensions().size() != 2 || b.dimensions().size() != 2)
     return ffi::Error::InvalidArgument("fp8_gemm: a and b must be rank 2 (batch dims are folded in Python)");
@@ -102,16 +109,20 @@ ffi::Error Fp8GemmNt(cudaStream_t stream, int32_t device, BScale scale, const ff
   op.sfb_row_stride = int(sfb_row_stride);
   op.sfa_mn_stride = int(sfa_mn_stride);
   op.c = c != nullptr ? static_cast<const float*>(c->untyped_data()) : nullptr;
+  if (split_partials != nullptr) {
+    op.split_partials = split_partials->untyped_data();
+    op.split_partials_bytes = split_partials->size_bytes();
+  }
   return CudaStatus(DispatchFp8Gemm(scale, op, cfg, stream), "fp8_gemm kernel launch");
 }
 
 ffi::Error Fp8GemmNt1d2d(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer sfa, ffi::AnyBuffer b,
                          ffi::AnyBuffer sfb, ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d,
                          int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t cluster_n, int32_t num_sms,
-                         ffi::Result<ffi::AnyBuffer> /*workspace: unused*/, int32_t sfa_mn_major, int32_t split_k) {
+                         ffi::Result<ffi::AnyBuffer> workspace, int32_t sfa_mn_major, int32_t split_k) {
   JDG_RETURN_IF_ERROR(CheckAliasedOutput("fp8_gemm", aliased_d, *d, false));
   return Fp8GemmNt(stream, device, BScale::kBlock128, a, sfa, b, sfb, nullptr, *d, block_m, block_n, cluster_m,
-                   cluster_n, num_sms, sfa_mn_major != 0, split_k);
+                   cluster_n, num_sms, sfa_mn_major != 0, split_k, &(*workspace));
 }
 
 // _v3 (exported programs from before split-K): no workspace output and no split_k attribute (the heuristic decides).
@@ -160,8 +171,9 @@ auto DenseFp8GemmBinding() {
 }  // namespace
 
 // bf16 d [M, N]; b_scale [ceil(N/128), ceil(K/128)]; a_scale [M, ceil(K/128)] or, with sfa_mn_major = 1,
-// [ceil(K/128), align(M, 4)]; workspace: u8 [1], unused (split-K scratch until session 15, when the partials moved into
-// distributed shared memory; kept so that exported programs still load); split_k: 0 = heuristic, 1 = none, > 1 forced.
+// [ceil(K/128), align(M, 4)]; workspace: u8, the FP32 partials of a split-K through global memory
+// (Fp8GemmSplitWorkspaceBytes, sized in Python; one byte when the config has none: then any split goes through
+// clusters); split_k: 0 = heuristic, 1 = none, > 1 forced, < -1 forced through global memory.
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmFp8GemmNt1d2d, jdg::Fp8GemmNt1d2d,
                               DenseFp8GemmBinding()
                                   .Ret<xla::ffi::AnyBuffer>()  // workspace

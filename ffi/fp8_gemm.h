@@ -22,8 +22,12 @@ bool Fp8GemmPrefersMnMajorSfa(int m, int n, int k, int num_sms, int block_m, int
 // the launch may lower it so that its clusters fit on the GPU at once).
 int Fp8GemmSplitK(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m, int cluster_n, int split_k,
                   bool sfa_mn_major);
+// Bytes of split-K scratch (FP32 partials) the 1D2D kernel takes for this problem and config: > 0 only when it splits
+// K through global memory. fp8_gemm_nt sizes the workspace output with it at trace time.
+int64_t Fp8GemmSplitWorkspaceBytes(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m,
+                                   int cluster_n, int split_k, bool sfa_mn_major);
 // The (block_m, block_n, cluster_m, cluster_n, split_k) the 1D2D heuristic picks for a dense problem (split_k before
-// the launch lowers it to fit the GPU's clusters): tests and tuning ask.
+// the launch lowers it to fit the GPU's clusters; negative: split through global memory): tests and tuning ask.
 std::array<int, 5> Fp8GemmBlockTile(int m, int n, int k, int num_sms, bool sfa_mn_major);
 // The (block_m, block_n, cluster_m, cluster_n) the 1D1D (per-channel B scales) heuristic picks for the dense FP32-out
 // GEMM (k_groups = 1) or the K-grouped one (k_groups problems of mean K k): tests and tuning ask.

@@ -93,6 +93,10 @@ struct Fp8GemmOperands {
   // M-grouped (1D2D only: contiguous, masked, ragged; b is [num_groups, n, k] and sfb [num_groups, ceil(n/128),
   // num_k_blocks]) or K-grouped (1D1D only; d and c are [num_groups * m, n]); default: dense.
   GemmGrouping grouping;
+  // Split-K through global memory (Fp8GemmConfig::split_global): the FP32 partials' scratch, at least
+  // Fp8GemmSplitPartialBytes of the config (else the launch hands the partials over through a cluster instead).
+  void* split_partials = nullptr;
+  size_t split_partials_bytes = 0;
 };
 
 // The operands of one call from the handler's buffers (any buffer type with untyped_data()).
@@ -121,6 +125,10 @@ struct Fp8GemmConfig {
   // at once (a forced split is kept).
   int split_k = 1;
   bool split_k_fits = false;
+  // Split-K without clusters: every CTA writes its FP32 partial to global scratch (Fp8GemmOperands::split_partials)
+  // and counts its arrival; the tile's last CTA sums all partials in split order and stores the tile. Any number of
+  // splits then fits the GPU at once (clusters of 4 must sit in one GPC: 33 of them do not fit on 132 SMs).
+  bool split_global = false;
   // Split-K with 64-row tiles: few enough stages that two CTAs share an SM (two K chains per SM).
   bool two_per_sm = false;
 };
@@ -134,6 +142,22 @@ constexpr int kFp8MaxSplitK = 8;
 inline int64_t Fp8GemmTiles(const Fp8GemmConfig& cfg, int64_t m, int64_t n) {
   const int64_t cm = cfg.block_m * cfg.cluster_m, cn = cfg.block_n * cfg.cluster_n;
   return (m + cm - 1) / cm * cfg.cluster_m * ((n + cn - 1) / cn * cfg.cluster_n);
+}
+
+// Tiles compiled with the split-K hand-over through global memory.
+constexpr bool Fp8GemmMaySplitGlobal(int block_m, int block_n) { return block_m * block_n <= 128 * 64; }
+
+// Most CTAs a split-K launch through global memory shares a tile's K-blocks over (the last one reads all partials at
+// once).
+constexpr int kFp8MaxSplitGlobal = 4;
+
+// Most output tiles a split-K launch through global memory may have (its arrival counters, sm90_fp8_gemm.cuh).
+constexpr int kFp8SplitGlobalMaxTiles = 1024;
+
+// Bytes of FP32 partials a split-K launch through global memory needs (0 for any other config).
+inline int64_t Fp8GemmSplitPartialBytes(const Fp8GemmConfig& cfg, int64_t m, int64_t n) {
+  if (!cfg.split_global || cfg.split_k <= 1) return 0;
+  return Fp8GemmTiles(cfg, m, n) * cfg.split_k * cfg.block_m * cfg.block_n * int64_t(sizeof(float));
 }
 
 // Launches the compiled instance `cfg` names (fp8_gemm.cu); cudaErrorInvalidConfiguration if none.

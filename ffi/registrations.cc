@@ -109,8 +109,20 @@ int Fp8GemmSplitK(int m, int n, int k, int num_sms, int block_m, int block_n, in
 #endif
 }
 
+// Bytes of split-K scratch the dense 1D2D kernel takes for this problem (0: it splits through clusters or not at
+// all, or no CUDA kernels).
+int64_t Fp8GemmSplitWorkspaceBytes(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m,
+                                   int cluster_n, int split_k, bool sfa_mn_major) {
+#if JAX_DEEPGEMM_WITH_CUDA
+  return jdg::Fp8GemmSplitWorkspaceBytes(m, n, k, num_sms, block_m, block_n, cluster_m, cluster_n, split_k,
+                                         sfa_mn_major);
+#else
+  return 0;
+#endif
+}
+
 // The 1D2D heuristic's (block_m, block_n, cluster_m, cluster_n, split_k) for a dense problem (None without CUDA
-// kernels).
+// kernels; split_k < 0: through global memory).
 nb::object Fp8GemmBlockTile(int m, int n, int k, int num_sms, bool sfa_mn_major) {
 #if JAX_DEEPGEMM_WITH_CUDA
   const std::array<int, 5> t = jdg::Fp8GemmBlockTile(m, n, k, num_sms, sfa_mn_major);
@@ -142,6 +154,8 @@ NB_MODULE(_C, m) {
         "whether the 1D2D heuristic picks a 128- or 256-row tile (which stream MN-major A scales by TMA)");
   m.def("fp8_gemm_split_k", &Fp8GemmSplitK,
         "CTAs the 1D2D heuristic splits each tile's K-blocks over for this problem (1: none)");
+  m.def("fp8_gemm_split_workspace_bytes", &Fp8GemmSplitWorkspaceBytes,
+        "bytes of FP32 split-K partials the 1D2D kernel takes for this problem (0: none through global memory)");
   m.def("fp8_gemm_block_tile", &Fp8GemmBlockTile,
         "(block_m, block_n, cluster_m, cluster_n, split_k) of the 1D2D heuristic for a dense problem");
   m.def("fp8_gemm_per_channel_tile", &Fp8GemmPerChannelTile,

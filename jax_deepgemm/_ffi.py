@@ -88,11 +88,22 @@ def fp8_gemm_split_k(m: int, n: int, k: int, num_sms: int, block_m: int = 0, blo
                                    bool(sfa_mn_major)))
 
 
+def fp8_gemm_split_workspace_bytes(m: int, n: int, k: int, num_sms: int, block_m: int = 0, block_n: int = 0,
+                                   cluster_m: int = 0, cluster_n: int = 0, split_k: int = 0,
+                                   sfa_mn_major: bool = False) -> int:
+    """Bytes of FP32 split-K partials the dense 1D2D FP8 GEMM kernel takes for this problem and (forced or heuristic)
+    config: > 0 only when it splits K through global memory; 0 without the CUDA kernels."""
+    if _C is None or not _C.has_cuda_kernels():
+        return 0
+    return int(_C.fp8_gemm_split_workspace_bytes(m, n, k, num_sms, block_m, block_n, cluster_m, cluster_n, split_k,
+                                                 bool(sfa_mn_major)))
+
+
 def fp8_gemm_block_tile(m: int, n: int, k: int, num_sms: int,
                         sfa_mn_major: bool = False) -> tuple[int, int, int, int, int] | None:
     """The ``(block_m, block_n, cluster_m, cluster_n, split_k)`` the dense 1D2D FP8 GEMM heuristic (128 x 128 B
-    scales, BF16 out) picks (``split_k`` before the launch lowers it to fit the GPU's clusters). None without the CUDA
-    kernels."""
+    scales, BF16 out) picks (``split_k`` before the launch lowers it to fit the GPU's clusters; negative: the split's
+    partials go through global memory). None without the CUDA kernels."""
     if _C is None or not _C.has_cuda_kernels():
         return None
     return tuple(_C.fp8_gemm_block_tile(m, n, k, num_sms, bool(sfa_mn_major)))

@@ -69,8 +69,9 @@ def _tile_params(tile, num_sms: int) -> dict[str, int]:
     if len(tile) not in (0, 2, 3, 4, 5):
         raise ValueError(f"tile must be (block_m, block_n[, cluster_m[, cluster_n[, split_k]]]), got {tile!r}")
     block_m, block_n, cluster_m, cluster_n, split_k = (*tile, 0, 0, 0, 0, 0)[:5]
-    if int(split_k) < 0:
-        raise ValueError(f"tile: split_k must be >= 0 (0 = heuristic, 1 = none), got {split_k}")
+    if int(split_k) == -1:
+        raise ValueError("tile: split_k must be >= 0 (0 = heuristic, 1 = none) or < -1 (that split through global "
+                         "memory), got -1")
     return dict(block_m=int(block_m), block_n=int(block_n), cluster_m=int(cluster_m), cluster_n=int(cluster_n),
                 num_sms=int(num_sms), split_k=int(split_k))
 
@@ -85,7 +86,7 @@ def _tile_fields(params: dict[str, int]) -> tuple[int, int, int, int]:
 def _params_1d1d(params: dict[str, int]) -> dict[str, int]:
     """The 1D1D kernel has no split-K (its FP32 output may accumulate into C)."""
     params = dict(params)
-    if params.pop("split_k") > 1:
+    if abs(params.pop("split_k")) > 1:
         raise ValueError("tile: split_k applies to the BF16-output (128x128 block-scaled B) kernel only")
     _checks.check_compiled_tile("tile", _tile_fields(params), _ffi.fp8_gemm_tiles()["1d1d"], _TILE_FIELDS)
     return params
@@ -94,31 +95,51 @@ def _params_1d1d(params: dict[str, int]) -> dict[str, int]:
 _SPLIT_K_MAX_BLOCK = 128  # kFp8SplitKMaxBlockN and the one-wave BLOCK_M limit (ffi/fp8_gemm_launch.h)
 
 
-def _params_1d2d(params: dict[str, int], sfa_mn_major: bool) -> dict[str, int]:
-    """The 1D2D primitive's params: the tile attributes and the A-scale layout."""
+_SPLIT_GLOBAL_MAX_AREA = 128 * 64  # Fp8GemmMaySplitGlobal (ffi/fp8_gemm_launch.h)
+_TILE_PARAMS = ("block_m", "block_n", "cluster_m", "cluster_n", "num_sms", "split_k")
+
+
+def _params_1d2d(m: int, n: int, k: int, params: dict[str, int], sfa_mn_major: bool) -> dict[str, int]:
+    """The 1D2D primitive's params: the tile attributes, the A-scale layout and the size of its split-K scratch output
+    (asked of the kernel's heuristic for this problem, as the handler will decide)."""
     _checks.check_compiled_tile("tile", _tile_fields(params), _ffi.fp8_gemm_tiles()["1d2d"], _TILE_FIELDS)
-    if params["split_k"] > 1 and (params["block_m"] > _SPLIT_K_MAX_BLOCK or params["block_n"] > _SPLIT_K_MAX_BLOCK):
+    split = abs(params["split_k"])
+    if split > 1 and (params["block_m"] > _SPLIT_K_MAX_BLOCK or params["block_n"] > _SPLIT_K_MAX_BLOCK):
         raise ValueError(f"tile: split_k is compiled into tiles up to {_SPLIT_K_MAX_BLOCK} x {_SPLIT_K_MAX_BLOCK} only, "
                          f"got block_m={params['block_m']}, block_n={params['block_n']}")
-    if params["split_k"] > 1 and (params["cluster_m"] > 1 or params["cluster_n"] > 1):
-        raise ValueError("tile: split_k needs an unpaired tile (cluster_m = cluster_n = 1): the splits of a tile form "
-                         f"one cluster, got cluster_m={params['cluster_m']}, cluster_n={params['cluster_n']}")
-    return dict(params, sfa_mn_major=int(sfa_mn_major))
+    if split > 1 and (params["cluster_m"] > 1 or params["cluster_n"] > 1):
+        raise ValueError("tile: split_k needs an unpaired tile (cluster_m = cluster_n = 1): the splits of a tile share "
+                         f"its output, got cluster_m={params['cluster_m']}, cluster_n={params['cluster_n']}")
+    if params["split_k"] < -1 and not 0 < params["block_m"] * params["block_n"] <= _SPLIT_GLOBAL_MAX_AREA:
+        raise ValueError("tile: a split through global memory (split_k < -1) needs block_m and block_n, and is compiled "
+                         f"into tiles up to 128 x 64 only, got block_m={params['block_m']}, "
+                         f"block_n={params['block_n']}")
+    num_sms = params["num_sms"] or _ffi.device_sm_count()
+    workspace = _ffi.fp8_gemm_split_workspace_bytes(m, n, k, num_sms, params["block_m"], params["block_n"],
+                                                    params["cluster_m"], params["cluster_n"], params["split_k"],
+                                                    sfa_mn_major)
+    return dict(params, sfa_mn_major=int(sfa_mn_major), workspace_bytes=int(workspace))
 
 
-def _out_shape_1d2d(a, a_scale, b, b_scale, *out, **_):
-    # D, and a one-byte output the _v4 target keeps for exported programs (it was the split-K scratch)
-    return [((a.shape[0], b.shape[0]), jnp.bfloat16), ((1,), jnp.uint8)]
+def _out_shape_1d2d(a, a_scale, b, b_scale, *out, workspace_bytes: int, **_):
+    # D, and the split-K scratch: the FP32 partials of a split through global memory, else one byte (an XLA buffer
+    # either way)
+    return [((a.shape[0], b.shape[0]), jnp.bfloat16), ((max(workspace_bytes, 1),), jnp.uint8)]
+
+
+def _attrs_1d2d(workspace_bytes: int, **params) -> dict:
+    """The scratch size is the shape of an output, not an attribute."""
+    return int32_attrs(**params)
 
 
 def _out_shape_1d1d(a, a_scale, b, b_scale_t, *out, **_):
     return [((a.shape[0], b.shape[0]), jnp.float32)]
 
 
-def _reference_1d2d(a, a_scale, b, b_scale, *out, sfa_mn_major: int = 0, **_):
+def _reference_1d2d(a, a_scale, b, b_scale, *out, sfa_mn_major: int = 0, workspace_bytes: int, **_):
     a_scale = _sfa_k_major(a_scale, sfa_mn_major, a.shape[0])
     return (fp8_gemm_nt_reference(a, a_scale, b, b_scale, out_dtype=jnp.bfloat16, b_scale_kind="block"),
-            jnp.zeros((1,), jnp.uint8))
+            jnp.zeros((max(workspace_bytes, 1),), jnp.uint8))
 
 
 def _reference_1d1d(a, a_scale, b, b_scale_t, *out, accumulate: int, **_):
@@ -143,6 +164,10 @@ def _batch_gemm(prim, args, dims, **params):
         for i in a_side:
             x = move_batch_dim_to_front(args[i], dims[i], size)
             flat[i] = x.reshape(size * x.shape[1], *x.shape[2:])
+        if "workspace_bytes" in params:  # the folded M may split K differently
+            tile = {key: params[key] for key in _TILE_PARAMS}
+            params = _params_1d2d(flat[0].shape[0], flat[2].shape[0], flat[0].shape[1], tile,
+                                  bool(params["sfa_mn_major"]))
         out, *rest = prim.bind(*flat, **params)
         return (out.reshape(size, -1, out.shape[-1]), *rest), (0,) + (None,) * len(rest)
     moved = [move_batch_dim_to_front(x, d, size) for x, d in zip(args, dims)]
@@ -156,7 +181,7 @@ _fp8_gemm_nt_1d2d_p = make_primitive(
         target="jax_deepgemm_fp8_gemm_nt_1d2d_v4",
         out_shapes=_out_shape_1d2d,
         reference=_reference_1d2d,
-        attrs=int32_attrs,
+        attrs=_attrs_1d2d,
         batch=_batch_gemm,
         aliased_output_operand=4,
     )
@@ -243,6 +268,7 @@ def fp8_gemm_nt(
         tests; see ``jax_deepgemm._ffi.fp8_gemm_tiles()``; cluster_m/cluster_n = 2: CTA pairs multicasting B/A;
         split_k > 1 shares each tile's K-blocks among a cluster of that many CTAs (at most 8; BF16-output kernel,
         unpaired tiles up to 128 x 128; a forced split launches tiles x split_k CTAs whatever num_sms says),
+        split_k < -1 the same split (at most 4) without clusters, its FP32 partials summed through global memory,
         1 = never); 0 entries and None = heuristic.
 
     Returns:
@@ -271,7 +297,7 @@ def _fp8_gemm(op: str, a, b, *, out_dtype, c, num_sms, tile) -> jax.Array:
     if kind == "block" and c is None and out_dtype == jnp.bfloat16:
         mn_major = _wants_mn_major_sfa(a2.shape[0], n, k, params)
         sa = _sfa_mn_major(sa2) if mn_major else sa2
-        d, _ = _fp8_gemm_nt_1d2d_p.bind(a2, sa, b_fp8, b_scale, **_params_1d2d(params, mn_major))
+        d, _ = _fp8_gemm_nt_1d2d_p.bind(a2, sa, b_fp8, b_scale, **_params_1d2d(a2.shape[0], n, k, params, mn_major))
         return d.reshape(out_shape)
     b_scale_t = _per_row_scales_transposed(b_scale, n, kind)
     extra = () if c is None else (c.reshape(a2.shape[0], n),)
@@ -303,7 +329,7 @@ def _fp8_gemm_nt_into(a, b, out: jax.Array, *, tile: tuple[int, int] | None = No
         sa = _sfa_mn_major(a_scale) if sfa_mn_major else a_scale
         m, k = a_fp8.shape
         return _fp8_gemm_nt_1d2d_p.bind(a_fp8, sa, b_fp8, b_scale, out,
-                                        **_params_1d2d(params, bool(sfa_mn_major)))[0]
+                                        **_params_1d2d(m, b_fp8.shape[0], k, params, bool(sfa_mn_major)))[0]
     n = b_fp8.shape[0]
     b_scale_t = _per_row_scales_transposed(b_scale, n, "channel" if b_scale.shape[0] == n else "block")
     return _fp8_gemm_nt_1d1d_p.bind(a_fp8, a_scale, b_fp8, b_scale_t, out, accumulate=0, **_params_1d1d(params))[0]

@@ -159,6 +159,56 @@ def test_split_k_forced(m, n, k):
             _assert_close(out, ref, x, w)
 
 
+@pytest.mark.parametrize("m,n,k", [(64, 2112, 7168), (128, 2112, 7168), (200, 576, 7168), (1, 1002, 1664),
+                                   (33, 4096, 7168)])
+def test_split_k_global_forced(m, n, k):
+    """Split-K through global memory forced (a negative split: no clusters; every CTA writes its FP32 partial to the
+    scratch output and the tile's last arrival sums them): the compiled tiles up to 128 x 64, the dual-chain 64 x 64,
+    N % 8 != 0 (register epilogue), M past the last tile's rows, splits that do not divide the K-blocks, more splits
+    than K-blocks or than 4 (clamped), and grids of more CTAs than SMs (33 x 4 clusters of 4 would not fit on 132 SMs at once).
+    Each tile's arrival counters must be back at zero after every call: the later cases reuse them."""
+    a, b, x, w = fp8_gemm_operands(seed=m + n + 5, m=m, n=n, k=k)
+    ref = _reference(a, b, b_kind="block")
+    cases = [((64, 64, 1, 1), 4), ((128, 64, 1, 1), 4), ((64, 32, 1, 1), 3), ((64, 16, 1, 1), 4), ((128, 32, 1, 1), 2),
+             ((64, 64, 1, 1), 64)]
+    for tile, split in cases:
+        for mn_major in (False, True) if tile[0] == 128 else (False,):
+            assert _ffi.fp8_gemm_split_workspace_bytes(m, n, k, _ffi.device_sm_count(), *tile, -split, mn_major) > 0
+            out = jax.jit(_fp8_gemm_nt_into, static_argnames=("tile", "sfa_mn_major"))(
+                a, b, _poisoned(m, n, jnp.bfloat16), tile=(*tile, -split), sfa_mn_major=mn_major)
+            _assert_close(out, ref, x, w)
+
+
+def test_split_k_global_is_deterministic():
+    """64 x 64 tiles split 4 through global memory at 64 x 2112 x 7168 (132 CTAs): whichever split arrives last, it
+    sums the partials in split order, so 20 calls are bitwise equal; under vmap the folded M sizes the scratch anew."""
+    m, n, k = 64, 2112, 7168
+    a, b, x, w = fp8_gemm_operands(seed=23, m=m, n=n, k=k)
+    f = jax.jit(functools.partial(dg.fp8_gemm_nt, tile=(64, 64, 1, 1, -4)))
+    first = f(a, b)
+    _assert_close(first, _reference(a, b), x, w)
+    for _ in range(19):
+        assert_bitwise_equal(f(a, b), first)
+    a2 = (jnp.stack([a[0], a[0][::-1]]), jnp.stack([a[1], a[1][::-1]]))
+    batched = jax.jit(jax.vmap(lambda a0, a1: dg.fp8_gemm_nt((a0, a1), b, tile=(64, 64, 1, 1, -4))))(*a2)
+    assert_bitwise_equal(batched[0], first)
+    _assert_close(batched[1], _reference((a2[0][1], a2[1][1]), b), x[::-1], w)
+
+
+def test_split_k_global_falls_back_to_clusters_without_scratch():
+    """A program whose scratch output is one byte (exported before the split through global memory) still runs the
+    heuristic's 64 x 16 split at 64 x 2112 x 7168, through clusters, and matches the reference."""
+    from jax_deepgemm.fp8_gemm import _fp8_gemm_nt_1d2d_p
+
+    m, n, k = 64, 2112, 7168
+    assert _ffi.fp8_gemm_block_tile(m, n, k, _ffi.device_sm_count()) == (64, 16, 1, 1, -2)
+    a, b, x, w = fp8_gemm_operands(seed=29, m=m, n=n, k=k)
+    params = dict(block_m=0, block_n=0, cluster_m=0, cluster_n=0, num_sms=0, split_k=0, sfa_mn_major=0,
+                  workspace_bytes=0)
+    out = jax.jit(lambda a, b, d: _fp8_gemm_nt_1d2d_p.bind(*a, *b, d, **params)[0])(a, b, _poisoned(m, n, jnp.bfloat16))
+    _assert_close(out, _reference(a, b), x, w)
+
+
 def test_split_k_default_is_deterministic():
     """The heuristic splits K at 64 x 576 x 7168 (18 tiles of 64 x 32, split 4, on 132 SMs); the result does not depend
     on which split arrives last (20 calls bitwise equal), and the unsplit kernel (forced) matches the reference too."""

@@ -271,14 +271,16 @@ def test_split_k_heuristic_only_when_tiles_leave_sms_idle():
 def test_small_m_heuristic_takes_narrow_unsplit_tiles_that_fill_the_sms():
     """At small M with long K (and at M <= 64 with 8-31 K-blocks) the heuristic runs 64 x 16 or 64 x 32 tiles unsplit
     where they fill more than three quarters of the SMs and no more than all of them (H100, session 41: 4-6 % faster
-    than the split-K picks there), the 64 x 16 ones at M <= 64 with >= 56 K-blocks split in 2 (session 48), else its
-    split-K or 64 x 64 picks; on fewer SMs the same shape may split instead."""
+    than the split-K picks there), the 64 x 16 ones at M <= 64 with >= 56 K-blocks split in 2 (session 48) through
+    global memory (a negative split; session 50), else its split-K or 64 x 64 picks; on fewer SMs the same shape may
+    split instead."""
     from jax_deepgemm import _ffi
 
     if not _ffi.has_cuda_kernels():
         pytest.skip("the heuristic lives in the CUDA extension (CPU-only install)")
-    assert _ffi.fp8_gemm_block_tile(64, 2112, 7168, 132) == (64, 16, 1, 1, 2)  # 132 tiles, split 2 (>= 56 K-blocks)
-    assert _ffi.fp8_gemm_block_tile(64, 1792, 7168, 132) == (64, 16, 1, 1, 2)  # 112 tiles
+    assert _ffi.fp8_gemm_block_tile(64, 2112, 7168, 132) == (64, 16, 1, 1, -2)  # 132 tiles, split 2 (>= 56 K-blocks)
+    assert _ffi.fp8_gemm_block_tile(64, 1792, 7168, 132) == (64, 16, 1, 1, -2)  # 112 tiles
+    assert _ffi.fp8_gemm_block_tile(1, 2112, 7168, 132) == (64, 16, 1, 1, -2)
     assert _ffi.fp8_gemm_block_tile(64, 2112, 4096, 132) == (64, 16, 1, 1, 1)
     assert _ffi.fp8_gemm_block_tile(128, 2112, 7168, 132) == (64, 32, 1, 1, 1)  # 2 x 66 tiles
     assert _ffi.fp8_gemm_block_tile(64, 4096, 7168, 132) == (64, 32, 1, 1, 1)  # 128 tiles
@@ -292,6 +294,29 @@ def test_small_m_heuristic_takes_narrow_unsplit_tiles_that_fill_the_sms():
     # On 100 SMs neither fills them (132 tiles of 64 x 16, 66 of 64 x 32): 64 x 64 split-K, one two-chain CTA per
     # SM (33 tiles x 3).
     assert _ffi.fp8_gemm_block_tile(64, 2112, 7168, 100) == (64, 64, 1, 1, 3)
+
+
+def test_split_k_workspace_only_for_splits_through_global_memory():
+    """fp8_gemm_nt sizes its scratch output from the kernel's pick: 64 x 16 x 4 bytes per (tile, split) for the 64 x 16
+    split through global memory at 64 x 2112 x 7168 (132 tiles x 2), nothing for cluster splits or unsplit picks, a
+    forced negative split sized likewise, clamped to 4 splits, and refused (no such kernel) on tiles wider than
+    128 x 64, which the global hand-over is not compiled into."""
+    from jax_deepgemm import _ffi
+
+    if not _ffi.has_cuda_kernels():
+        pytest.skip("the heuristic lives in the CUDA extension (CPU-only install)")
+    assert _ffi.fp8_gemm_split_workspace_bytes(64, 2112, 7168, 132) == 132 * 2 * 64 * 16 * 4
+    assert _ffi.fp8_gemm_split_workspace_bytes(64, 576, 7168, 132) == 0  # 64 x 32 split 4 through clusters
+    assert _ffi.fp8_gemm_split_workspace_bytes(128, 2112, 7168, 132) == 0  # unsplit
+    assert _ffi.fp8_gemm_split_workspace_bytes(64, 2112, 7168, 132, 64, 64, 1, 1, -3) == 33 * 3 * 64 * 64 * 4
+    assert _ffi.fp8_gemm_split_workspace_bytes(64, 2112, 7168, 132, 64, 64, 1, 1, -8) == 33 * 4 * 64 * 64 * 4
+    assert _ffi.fp8_gemm_split_workspace_bytes(64, 2112, 7168, 132, 64, 64, 1, 1, 3) == 0
+    assert _ffi.fp8_gemm_split_workspace_bytes(200, 2112, 7168, 132, 128, 64, 1, 1, -2) == 2 * 33 * 2 * 128 * 64 * 4
+    a = (jnp.zeros((64, 1024), jnp.float8_e4m3fn), jnp.ones((64, 8), jnp.float32))
+    b = (jnp.zeros((256, 1024), jnp.float8_e4m3fn), jnp.ones((2, 8), jnp.float32))
+    for tile in [(128, 128, 1, 1, -2), (0, 0, 0, 0, -2)]:
+        with pytest.raises(ValueError, match="split through global memory"):
+            jax.jit(functools.partial(fp8_gemm_nt, tile=tile)).trace(a, b)
 
 
 def test_small_m_heuristic_splits_few_64x32_tiles_up_to_4():

@@ -139,6 +139,9 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
                                                int force_block_n, int force_cluster_m, int force_cluster_n,
                                                int max_block_n, int max_block_m, bool sfa_mn_major, int force_split_k,
                                                int masked_groups, int k_groups) {
+  // force_split_k < -1: that split (negated), its partials handed over through global memory (split_global).
+  const bool force_split_global = force_split_k < -1;
+  if (force_split_global) force_split_k = -force_split_k;
   const BlockShape* shapes = scale == BScale::kBlock128 ? kFp8Block128Shapes : kFp8PerChannelShapes;
   const int num_shapes = scale == BScale::kBlock128 ? int(std::size(kFp8Block128Shapes))
                                                     : int(std::size(kFp8PerChannelShapes));
@@ -239,9 +242,10 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
     // sweeps: 64 x 2112 x 7168 11.92 / 11.87 -> 11.61 / 11.54, 64 x 2048 x 7168 11.85 -> 11.43, 64 x 1792 x 7168
     // 11.69 -> 10.67. Not at K = 4096 (64 x 2112 x 4096 8.13 -> 9.20), nor the 64 x 32 tiles (128 x 2112 x 7168 12.74
     // -> 14.52, 64 x 4096 x 7168 15.72 -> 16.08).
-    // (Not lowered to fit, as a forced split: the stages are sized for two CTAs per SM, and tiles <= SMs clusters of
-    // two such CTAs always fit.)
-    if (narrow_n == 16 && m <= 64 && num_k_blocks >= 56) best.split_k = 2, best.two_per_sm = true;
+    // The partials go through global memory, not a cluster: H100, session 50, same machine, 64 x 2112 x 7168 11.95 ->
+    // 11.15 us (the cluster launch of two-per-SM CTAs costs more than the round trip through L2).
+    if (narrow_n == 16 && m <= 64 && num_k_blocks >= 56)
+      best.split_k = 2, best.two_per_sm = true, best.split_global = true;
   } else if (force_split_k == 0 && dense_1d2d && !forced && m <= 128 && num_k_blocks >= 32) {
     // Small M, long K (H200, session 10, 128-K slices per CTA vs time): at 64 x 2112 x 7168 the 64 x 32 pairs
     // (66 CTAs, 56 slices each) took 15.5 us, split in 2 13.8 us, 64 x 64 tiles split in 4 (132 CTAs, 14 slices)
@@ -292,7 +296,10 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
   const bool may_split = dense_1d2d && best.block_m <= 128 && best.block_n <= kFp8SplitKMaxBlockN && cluster_size == 1;
   if (force_split_k > 1) {
     if (!may_split) return Fp8GemmConfig{};  // no such compiled kernel: caller reports it
-    best.split_k = std::min({force_split_k, num_k_blocks, kFp8MaxSplitK});
+    best.split_k = std::min({force_split_k, num_k_blocks, force_split_global ? kFp8MaxSplitGlobal : kFp8MaxSplitK});
+    best.split_global = force_split_global;
+    if (force_split_global && (cluster_tiles > kFp8SplitGlobalMaxTiles || !Fp8GemmMaySplitGlobal(best.block_m, best.block_n)))
+      return Fp8GemmConfig{};
     // More CTAs than SMs: 64-row tiles then run two per SM, except the dual-chain ones, whose two consumer
     // warpgroups take a whole SM (Fp8GemmDualChain).
     best.two_per_sm = best.block_m == 64 && !Fp8GemmDualChain(best.block_m, best.block_n, scale) &&

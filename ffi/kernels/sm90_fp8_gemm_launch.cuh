@@ -77,7 +77,12 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   params.raster_band = cfg.raster_band;
   params.use_tma_store = use_tma_store ? 1 : 0;
   int split_k = cfg.split_k, grid = cfg.grid;
-  if (split_k > 1) {
+  // Split-K through global memory when the config asks for it and the caller's scratch holds the partials (an exported
+  // program from before it has a one-byte scratch: its split goes through clusters, lowered to fit).
+  const bool split_global = Traits::kMaySplitGlobal && split_k > 1 && cfg.split_global && op.split_partials != nullptr &&
+                            int64_t(op.split_partials_bytes) >= Fp8GemmSplitPartialBytes(cfg, op.m, op.n) &&
+                            Fp8GemmTiles(cfg, op.m, op.n) <= kFp8SplitGlobalMaxTiles;
+  if (split_k > 1 && !split_global) {
     // One cluster of split_k CTAs per output tile; each CTA parks its FP32 partial in its stage ring for the others
     // to read, so the ring must hold them.
     if (!Traits::kMaySplitK || m_grouped || split_k > kFp8MaxSplitK) return cudaErrorInvalidValue;
@@ -96,7 +101,7 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
                          (Traits::kSfaMaySmem && sfa_smem ? cfg.num_stages * Fp8GemmOptionalSfaStageBytes(kBlockM) : 0) +
                          (op.grouping.k_grouped() ? KGroupedWalkTableBytes(op.grouping.num_groups) : 0);
   if (smem_bytes > kSm90SmemCapacity) return cudaErrorInvalidConfiguration;
-  if (split_k > 1) {
+  if (split_k > 1 && !split_global) {
     // Clusters that cannot all be resident at once would run in a second wave: a chosen split is lowered until
     // they fit (a cluster must sit in one GPC, so fewer clusters of 4 than SMs / 4 fit, for example).
     const int64_t tiles = Fp8GemmTiles(cfg, op.m, op.n);
@@ -111,8 +116,13 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
     grid = split_k > 1 ? int(tiles) * split_k : int(std::min<int64_t>(tiles, GetDeviceInfo(op.device).num_sms));
   }
   params.split_k = split_k;
+  if (split_global) {
+    if (m_grouped || split_k > kFp8MaxSplitGlobal) return cudaErrorInvalidValue;
+    params.split_partials = static_cast<float*>(op.split_partials);
+    grid = int(Fp8GemmTiles(cfg, op.m, op.n)) * split_k;
+  }
   const PersistentLaunch launch(MaxClusters{}, op.device, kernel, grid, Traits::kNumThreads, smem_bytes,
-                                split_k > 1 ? split_k : Traits::kClusterSize, kSm90SmemCapacity, stream, "fp8_gemm",
+                                split_k > 1 && !split_global ? split_k : Traits::kClusterSize, kSm90SmemCapacity, stream, "fp8_gemm",
                                 /*persistent=*/split_k == 1);
   return cudaLaunchKernelEx(launch.config(), kernel, tma_a, tma_b, tma_sfb, tma_sfa, tma_d, params, cfg.num_stages);
 }
