@@ -298,7 +298,8 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
     if (!may_split) return Fp8GemmConfig{};  // no such compiled kernel: caller reports it
     best.split_k = std::min({force_split_k, num_k_blocks, force_split_global ? kFp8MaxSplitGlobal : kFp8MaxSplitK});
     best.split_global = force_split_global;
-    if (force_split_global && (cluster_tiles > kFp8SplitGlobalMaxTiles || !Fp8GemmMaySplitGlobal(best.block_m, best.block_n)))
+    if (force_split_global &&
+        (cluster_tiles > kFp8SplitGlobalMaxTiles || !Fp8GemmMaySplitGlobal(best.block_m, best.block_n)))
       return Fp8GemmConfig{};
     // More CTAs than SMs: 64-row tiles then run two per SM, except the dual-chain ones, whose two consumer
     // warpgroups take a whole SM (Fp8GemmDualChain).

@@ -915,8 +915,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       if constexpr (Traits::kMaySplitK) {
         if (Traits::kMaySplitGlobal && p.split_k > 1 && p.split_partials != nullptr) {
           // Split-K hand-over through global memory (no cluster; one tile per CTA, walk entry = blockIdx.x). Every
-          // CTA writes its partial (the threads' float4s of an 8-column group adjacent), fences, and counts its
-          // arrival; the tile's last CTA sums all the partials in split order (deterministic) and stores the tile;
+          // CTA writes its partial (the threads' float4s of an 8-column group adjacent) and counts its arrival
+          // once; the tile's last CTA sums all the partials in split order (deterministic) and stores the tile;
           // the others are done. A dual-chain tile's partial is chain 0's alone (chain 1 handed its share over above
           // and stores nothing).
           if (Traits::kDualChain && chain == 1) continue;

@@ -79,7 +79,8 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   int split_k = cfg.split_k, grid = cfg.grid;
   // Split-K through global memory when the config asks for it and the caller's scratch holds the partials (an exported
   // program from before it has a one-byte scratch: its split goes through clusters, lowered to fit).
-  const bool split_global = Traits::kMaySplitGlobal && split_k > 1 && cfg.split_global && op.split_partials != nullptr &&
+  const bool split_global = Traits::kMaySplitGlobal && split_k > 1 && cfg.split_global &&
+                            op.split_partials != nullptr &&
                             int64_t(op.split_partials_bytes) >= Fp8GemmSplitPartialBytes(cfg, op.m, op.n) &&
                             Fp8GemmTiles(cfg, op.m, op.n) <= kFp8SplitGlobalMaxTiles;
   if (split_k > 1 && !split_global) {
@@ -122,8 +123,8 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
     grid = int(Fp8GemmTiles(cfg, op.m, op.n)) * split_k;
   }
   const PersistentLaunch launch(MaxClusters{}, op.device, kernel, grid, Traits::kNumThreads, smem_bytes,
-                                split_k > 1 && !split_global ? split_k : Traits::kClusterSize, kSm90SmemCapacity, stream, "fp8_gemm",
-                                /*persistent=*/split_k == 1);
+                                split_k > 1 && !split_global ? split_k : Traits::kClusterSize, kSm90SmemCapacity,
+                                stream, "fp8_gemm", /*persistent=*/split_k == 1);
   return cudaLaunchKernelEx(launch.config(), kernel, tma_a, tma_b, tma_sfb, tma_sfa, tma_d, params, cfg.num_stages);
 }
 
