@@ -122,6 +122,20 @@ def test_every_compiled_tile_shape():
                 _assert_close(out, ref, x, w)
 
 
+@pytest.mark.parametrize("m", [1, 37])
+def test_every_compiled_tile_shape_below_one_a_box(m):
+    """Each compiled instance, forced, with fewer rows than its A box: the box then loads round_up(M, 8) rows, so the
+    stage's other rows hold stale data (a product of its own, never stored; poisoned output, finite values required)."""
+    tiles = _ffi.fp8_gemm_tiles()
+    n, k = 1002, 1664
+    for kind, dtype, recipe in (("1d2d", jnp.bfloat16, "block"), ("1d1d", jnp.float32, "channel")):
+        a, b, x, w = fp8_gemm_operands(seed=m, m=m, n=n, k=k, b_recipe=recipe)
+        ref = _reference(a, b, b_kind=recipe)
+        for tile in tiles[kind]:
+            out = jax.jit(_fp8_gemm_nt_into, static_argnames=("tile",))(a, b, _poisoned(m, n, dtype), tile=tile)
+            _assert_close(out, ref, x, w)
+
+
 @pytest.mark.parametrize("m,n,k", [(520, 1002, 512), (1000, 2112, 7168), (1000, 2112, 640), (300, 1024, 128),
                                    (520, 1024, 256), (4100, 4096, 384)])
 def test_multicast_and_two_wave_tiles(m, n, k):

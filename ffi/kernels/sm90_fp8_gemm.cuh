@@ -60,6 +60,7 @@ constexpr int kFp8BlockK = 128;  // one 128-byte swizzled row of FP8 per operand
 
 struct Fp8GemmParams {
   int m, n, k;
+  int a_box_rows;           // rows of A each stage loads (kARowsPerCta, or fewer when M is smaller)
   int num_k_blocks;         // ceil(k / 128)
   const float* sfa;         // K-major [m, num_k_blocks], or MN-major [num_k_blocks, sfa_mn_stride]
   int sfa_mn_stride;        // 0: K-major sfa
@@ -448,7 +449,8 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       cute::prefetch_tma_descriptor(&tma_b);
       if constexpr (kBScale == BScale::kPerChannel) cute::prefetch_tma_descriptor(&tma_sfb);
       if (sfa_by_tma) cute::prefetch_tma_descriptor(&tma_sfa);
-      const uint32_t tx_bytes = Traits::kTxBytes + (sfa_by_tma ? kBlockM * 4 : 0);
+      const uint32_t tx_bytes =
+          Traits::kTxBytes - (Traits::kARowsPerCta - p.a_box_rows) * kFp8BlockK + (sfa_by_tma ? kBlockM * 4 : 0);
       int stage = 0, phase = 0;
       // Dual-chain tiles: the other chain's cursor in its half of the ring (see the consumers' ring_begin), stage |
       // phase << 16 (one register: the producer runs on 40), swapped with stage / phase around each of chain 1's

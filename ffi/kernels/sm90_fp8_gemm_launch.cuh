@@ -25,8 +25,14 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   });
   if (opt_in != cudaSuccess) return opt_in;
 
+  // Fewer rows than one A box (M < BLOCK_M: decode): the box holds the rows there are, rounded up to the 8-row swizzle
+  // atom, instead of a whole BLOCK_M rows of which TMA zero-fills the rest: the fill cost more the more A loads an SM
+  // issues (H200, session 51, kernel us: 1 x 2112 x 7168 20.0 -> 9.9, 32 x 2112 x 7168 16.3 -> 10.0, 1 x 4096 x 7168
+  // 20.2 -> 12.6). The accumulator rows past it hold whatever the stage last held; each is its own A row's product
+  // and never stored.
+  const int a_box_rows = kClusterN == 1 && op.m < Traits::kARowsPerCta ? (op.m + 7) / 8 * 8 : Traits::kARowsPerCta;
   CUtensorMap tma_a, tma_b, tma_sfb, tma_sfa, tma_d;
-  bool ok = MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, op.m, op.k, op.k, Traits::kARowsPerCta, kFp8BlockK,
+  bool ok = MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, op.m, op.k, op.k, a_box_rows, kFp8BlockK,
                             CU_TENSOR_MAP_SWIZZLE_128B) &&
             MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(op.n) * (op.grouping.k_grouped() ? 1 : op.grouping.num_groups), op.k, op.k, Traits::kBRowsPerCta,
                             kFp8BlockK, CU_TENSOR_MAP_SWIZZLE_128B);
@@ -67,6 +73,7 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   params.m = op.m;
   params.n = op.n;
   params.k = op.k;
+  params.a_box_rows = a_box_rows;
   params.num_k_blocks = op.num_k_blocks;
   params.sfa = op.sfa;
   params.sfa_mn_stride = op.sfa_mn_stride;
