@@ -6,6 +6,7 @@ For fitting `ffi/heuristics/sm90_fp8_gemm.h` on the GPU in one device call:
     SWEEP_TILES=128x128x1x2,64x64x1x1x4 python3 -P scripts/sweep_tiles.py ...  (only these; 5th entry: split-K)
     SWEEP_SFA_MN_MAJOR_MIN_M=1000000 python3 -P scripts/sweep_tiles.py ...  (A scales K-major at any M)
     SWEEP_XLA=1 python3 -P scripts/sweep_tiles.py ...  (also XLA's per-tensor FP8 GEMM, all its kernels, same timer)
+    SWEEP_BF16=1 python3 -P scripts/sweep_tiles.py ...  (the BF16 GEMM's heuristic pick instead, beside XLA's bf16 dot)
 
 Times with the CUDA profiler (testing.timing.time_with_profiler: rotating input sets larger than L2).
 Prints one block per shape: tile, µs, TFLOPS, calc_diff against the reference on the first and last
@@ -62,6 +63,23 @@ def _diff(m, n, k, tile, rows: int = 256) -> float:
     return calc_diff(np.asarray(out[idx].astype(jnp.float32)), np.asarray(ref.astype(jnp.float32)))
 
 
+def _bf16_sweep(shapes) -> None:
+    """The BF16 GEMM (heuristic pick) and XLA's bf16 dot on the same timer, calc_diff against the f32 product."""
+    for m, n, k in shapes:
+        def make(i):
+            ka, kb = jax.random.split(jax.random.key(i))
+            return (jax.random.normal(ka, (m, k), jnp.bfloat16), jax.random.normal(kb, (n, k), jnp.bfloat16))
+
+        ours = jax.jit(dg.bf16_gemm_nt)
+        xla = jax.jit(lambda a, b: jnp.dot(a, b.T, preferred_element_type=jnp.bfloat16))
+        a, b = make(7)
+        exact = np.asarray(jnp.dot(a.astype(jnp.float32), b.astype(jnp.float32).T,
+                                   precision=jax.lax.Precision.HIGHEST))
+        diff = calc_diff(np.asarray(ours(a, b).astype(jnp.float32)), exact)
+        us = [timing.time_with_profiler(f, make_inputs=make, n_reps=3).median_us for f in (ours, xla)]
+        print(f"{m}x{n}x{k}: bf16 {us[0]:8.2f} us  xla-bf16 {us[1]:8.2f} us  {_verdict(diff)}", flush=True)
+
+
 def _verdict(diff: float) -> str:
     return f"diff {diff:.1e}" + ("" if diff < 1e-3 else " WRONG")
 
@@ -78,6 +96,9 @@ def main(argv) -> int:
         tiles = [w for w in wanted if tuple(w[:4]) in {tuple(t) for t in tiles}]
     if not tiles or jax.devices()[0].platform != "gpu":
         print("needs a GPU and the CUDA kernels")
+        return 0
+    if os.environ.get("SWEEP_BF16"):
+        _bf16_sweep(_shapes(argv))
         return 0
     for m, n, k in _shapes(argv):
         flops = 2.0 * m * n * k

@@ -135,6 +135,22 @@ def test_every_compiled_tile_shape(n, dtype):
         _assert_close(out, ref, BF16_TOL if dtype == jnp.bfloat16 else FP32_TOL)
 
 
+@pytest.mark.parametrize("m", [1, 37])
+def test_every_compiled_tile_shape_below_one_a_box(m):
+    """Each compiled instance, forced, with fewer rows than one A tile (decode sizes): a K-major A box may then hold
+    fewer rows than the tile, whose other stage rows keep stale data (never stored; poisoned output)."""
+    n, k = 2112, 1544
+    a, b = _bf16(m + 13, m, k), _bf16(14, n, k)
+    ref = _ref_nt(a, b)
+    into = jax.jit(bg._bf16_gemm_nt_into, static_argnames=("tile", "major"))
+    for bm, bn, cluster, major in bg.bf16_gemm_tiles():
+        sa, sb = _stored(a, b, major)
+        if major & bg.MAJOR_A_MN and m % 8:
+            continue  # an MN-major A needs a 16-byte row pitch
+        out = into(sa, sb, _poisoned((m, n), jnp.bfloat16), tile=(bm, bn, cluster), major=major)
+        _assert_close(out, ref, BF16_TOL)
+
+
 @pytest.mark.parametrize("m,n,k", [(64, 2112, 7168), (4096, 7168, 2048), (4096, 24576, 1536), (8, 576, 7168)])
 @pytest.mark.parametrize("op", ["nn", "tn", "tt"])
 def test_mn_major_layouts(op, m, n, k):
