@@ -49,6 +49,7 @@ namespace jdg {
 struct Bf16GemmParams {
   int m, n, k;
   int num_k_blocks;       // ceil(k / 64)
+  int a_tail_box_rows;    // rows of a K-major A that a tail tile's stage loads (tma_a_tail; BLOCK_M: no tail box)
   const float* c;         // optional FP32 [m, n] added to the product (aliases d; FP32 output only)
   void* d;                // BF16 or FP32 [m, n]
   int out_fp32;           // 1: FP32 D (register stores), 0: BF16 D
@@ -161,7 +162,8 @@ __device__ __forceinline__ void StoreRowsDirect(const Bf16GemmParams& p, const f
 
 template <int kBlockM, int kBlockN, int kClusterM, int kMajor>
 __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kMajor>::kNumThreads, 1)
-    Sm90Bf16GemmKernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_b,
+    Sm90Bf16GemmKernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_a_tail,
+                       const __grid_constant__ CUtensorMap tma_b,
                        const __grid_constant__ CUtensorMap tma_d, const Bf16GemmParams p, const int num_stages) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Traits = Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kMajor>;
@@ -224,7 +226,9 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
     cutlass::arch::warpgroup_reg_dealloc<40>();
     if (threadIdx.x == Traits::kNumMathThreads) {
       cute::prefetch_tma_descriptor(&tma_a);
+      if (!Traits::kAMnMajor && p.a_tail_box_rows < kBlockM) cute::prefetch_tma_descriptor(&tma_a_tail);
       cute::prefetch_tma_descriptor(&tma_b);
+      const uint32_t tail_tx_bytes = Traits::kTxBytes - (kBlockM - p.a_tail_box_rows) * kBf16BlockK * 2;
       int stage = 0, phase = 0;
       int m_block, n_block, group, kb_begin, kb_end, row_lo, row_hi;
       bool poisoned;
@@ -235,9 +239,12 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
         // slice (K-grouped: all of B, over the group's K range).
         const int expert = k_grouped ? 0 : max(group, 0);
         const int b_row0 = expert * p.n + n_block * kBlockN, b_k0 = expert * p.k;
+        // The K-major A's tail box where it holds every row left (the last M-block's; a ragged tile may start
+        // elsewhere).
+        const bool a_tail = !Traits::kAMnMajor && m_block * kBlockM + p.a_tail_box_rows >= p.m;
         for (int kb = kb_begin; kb < kb_end; ++kb) {
           empty[stage].wait(phase ^ 1);
-          full[stage].arrive_and_expect_tx(Traits::kTxBytes);
+          full[stage].arrive_and_expect_tx(a_tail ? tail_tx_bytes : Traits::kTxBytes);
           auto* mbar = reinterpret_cast<uint64_t*>(&full[stage]);
           if constexpr (Traits::kAMnMajor) {
             // A stored [K, M]: BLOCK_M/64 boxes of 64 K rows x 64 M columns
@@ -246,8 +253,8 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
               cute::SM90_TMA_LOAD_2D::copy(&tma_a, mbar, kEvictNormal, smem_a + stage * Traits::kSmemA + c * 64 * 128,
                                            m_block * kBlockM + 64 * c, kb * kBf16BlockK);
           } else {
-            cute::SM90_TMA_LOAD_2D::copy(&tma_a, mbar, kEvictNormal, smem_a + stage * Traits::kSmemA,
-                                         kb * kBf16BlockK, m_block * kBlockM);
+            cute::SM90_TMA_LOAD_2D::copy(a_tail ? &tma_a_tail : &tma_a, mbar, kEvictNormal,
+                                         smem_a + stage * Traits::kSmemA, kb * kBf16BlockK, m_block * kBlockM);
           }
           if constexpr (Traits::kBMnMajor) {
             // B stored [K, N] ([G * K, N]): BLOCK_N/64 boxes of 64 K rows x 64 N columns

@@ -43,14 +43,22 @@ cudaError_t LaunchSm90Bf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig&
   const int smem_bytes = Traits::SmemBytes(cfg.num_stages, use_tma_store, use_staged_store);
   if (cfg.num_stages < 1 || smem_bytes > kBf16SmemCapacity) return cudaErrorInvalidValue;
 
-  CUtensorMap tma_a, tma_b, tma_d;
+  CUtensorMap tma_a, tma_a_tail, tma_b, tma_d;
   // K-major operands: [rows, K] in boxes of [rows per tile, 64 K]; MN-major ones: [K, M or N] in
-  // boxes of [64 K, 64 M or N] (one 128-byte swizzled row per K).
+  // boxes of [64 K, 64 M or N] (one 128-byte swizzled row per K). A K-major A's last M-block (all of it when M <
+  // BLOCK_M: decode) loads in a box of the rows there are, rounded up to the 8-row swizzle atom (tma_a_tail), as in
+  // the FP8 kernel: TMA's zero fill of the other rows was most of the time at small M (H100, session 52, kernel us:
+  // 1 x 2112 x 7168 29.3 -> 18.4, 100 x 2112 x 7168 24.9 -> 19.4, 1 x 4096 x 7168 32.9 -> 22.2).
+  const int a_tail_rows = op.m % kBlockM;
+  const int a_tail_box_rows = !Traits::kAMnMajor && a_tail_rows != 0 ? (a_tail_rows + 7) / 8 * 8 : kBlockM;
   bool ok = Traits::kAMnMajor
                 ? MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, op.k, op.m, op.m, kBf16BlockK, 64,
                                   CU_TENSOR_MAP_SWIZZLE_128B)
                 : MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, op.m, op.k, op.k, kBlockM,
-                                  kBf16BlockK, CU_TENSOR_MAP_SWIZZLE_128B);
+                                  kBf16BlockK, CU_TENSOR_MAP_SWIZZLE_128B) &&
+                      MakeTensorMap2D(&tma_a_tail, op.a, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, op.m, op.k, op.k,
+                                      a_tail_box_rows, kBf16BlockK, CU_TENSOR_MAP_SWIZZLE_128B);
+  if (Traits::kAMnMajor) tma_a_tail = tma_a;  // unused
   ok = ok && (Traits::kBMnMajor
                   ? MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
                                     uint64_t(op.k) * (m_grouped ? op.grouping.num_groups : 1), op.n, op.n, kBf16BlockK, 64,
@@ -70,6 +78,7 @@ cudaError_t LaunchSm90Bf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig&
   params.m = op.m;
   params.n = op.n;
   params.k = op.k;
+  params.a_tail_box_rows = a_tail_box_rows;
   params.num_k_blocks = (op.k + kBf16BlockK - 1) / kBf16BlockK;
   params.c = op.c;
   params.d = op.d;
@@ -82,7 +91,7 @@ cudaError_t LaunchSm90Bf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig&
   struct MaxClusters {};  // one occupancy query per instance and device
   const PersistentLaunch launch(MaxClusters{}, op.device, kernel, cfg.grid, Traits::kNumThreads, smem_bytes, kClusterM,
                                 kBf16SmemCapacity, stream, "bf16_gemm");
-  return cudaLaunchKernelEx(launch.config(), kernel, tma_a, tma_b, tma_d, params, cfg.num_stages);
+  return cudaLaunchKernelEx(launch.config(), kernel, tma_a, tma_a_tail, tma_b, tma_d, params, cfg.num_stages);
 }
 
 }  // namespace jdg

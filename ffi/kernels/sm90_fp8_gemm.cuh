@@ -60,7 +60,7 @@ constexpr int kFp8BlockK = 128;  // one 128-byte swizzled row of FP8 per operand
 
 struct Fp8GemmParams {
   int m, n, k;
-  int a_box_rows;           // rows of A each stage loads (kARowsPerCta, or fewer when M is smaller)
+  int a_tail_box_rows;      // rows of A a tail tile's stage loads (tma_a_tail's box; kARowsPerCta: no tail box)
   int num_k_blocks;         // ceil(k / 128)
   const float* sfa;         // K-major [m, num_k_blocks], or MN-major [num_k_blocks, sfa_mn_stride]
   int sfa_mn_stride;        // 0: K-major sfa
@@ -329,7 +329,8 @@ struct Fp8GemmTraits {
 template <int kBlockM, int kBlockN, BScale kBScale, int kClusterM, int kClusterN>
 __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClusterM, kClusterN>::kNumThreads,
                                   Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClusterM, kClusterN>::kMinCtasPerSm)
-    Sm90Fp8GemmKernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_b,
+    Sm90Fp8GemmKernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_a_tail,
+                      const __grid_constant__ CUtensorMap tma_b,
                       const __grid_constant__ CUtensorMap tma_sfb, const __grid_constant__ CUtensorMap tma_sfa,
                       const __grid_constant__ CUtensorMap tma_d,
                       const Fp8GemmParams p, const int num_stages) {
@@ -446,11 +447,12 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
     const int producer_warp = (threadIdx.x - Traits::kNumMathThreads) / 32;
     if (threadIdx.x == Traits::kNumMathThreads) {
       cute::prefetch_tma_descriptor(&tma_a);
+      if (kClusterN == 1 && p.a_tail_box_rows < Traits::kARowsPerCta) cute::prefetch_tma_descriptor(&tma_a_tail);
       cute::prefetch_tma_descriptor(&tma_b);
       if constexpr (kBScale == BScale::kPerChannel) cute::prefetch_tma_descriptor(&tma_sfb);
       if (sfa_by_tma) cute::prefetch_tma_descriptor(&tma_sfa);
-      const uint32_t tx_bytes =
-          Traits::kTxBytes - (Traits::kARowsPerCta - p.a_box_rows) * kFp8BlockK + (sfa_by_tma ? kBlockM * 4 : 0);
+      const uint32_t tx_bytes = Traits::kTxBytes + (sfa_by_tma ? kBlockM * 4 : 0);
+      const uint32_t tail_tx_bytes = tx_bytes - (Traits::kARowsPerCta - p.a_tail_box_rows) * kFp8BlockK;
       int stage = 0, phase = 0;
       // Dual-chain tiles: the other chain's cursor in its half of the ring (see the consumers' ring_begin), stage |
       // phase << 16 (one register: the producer runs on 40), swapped with stage / phase around each of chain 1's
@@ -465,6 +467,9 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       for (int tile = first_tile; next_tile(tile, m_block, n_block, group, second_group, kb_begin, kb_end, poisoned);
            tile += tile_stride) {
         const int a_row0 = m_block * kBlockM;
+        // The tail box where it holds every row of A left (the last M-block's; a ragged tile may start elsewhere).
+        // None for A pairs along N (compiled out: the 256 x 128 pair spilled with it).
+        const bool a_tail = kClusterN == 1 && a_row0 + p.a_tail_box_rows >= p.m;
         for (int pass = 0; pass < (second_group >= 0 ? 2 : 1); ++pass) {
           // M-grouped: B is [G * n, k] and the tile multiplies its expert's rows. (A padding tile or an
           // empty K group has no K-blocks: nothing to load, the consumers write zeros or C.)
@@ -474,9 +479,10 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
                 Traits::kDualChain && DualChainOf<Traits::kKBatch>(kb - kb_begin, kb_end - kb_begin) == 1;
             if (chain1) swap_cursors();
             empty[stage].wait(phase ^ 1);
-            full[stage].arrive_and_expect_tx(tx_bytes);
+            full[stage].arrive_and_expect_tx(a_tail ? tail_tx_bytes : tx_bytes);
             auto* mbar = reinterpret_cast<uint64_t*>(&full[stage]);
-            LoadOperandSlice<(kClusterN > 1), Traits::kARowsPerCta>(&tma_a, mbar, smem_a + stage * Traits::kSmemA,
+            LoadOperandSlice<(kClusterN > 1), Traits::kARowsPerCta>(a_tail ? &tma_a_tail : &tma_a, mbar,
+                                                                    smem_a + stage * Traits::kSmemA,
                                                                     kb * kFp8BlockK, a_row0, cta_rank);
             LoadOperandSlice<(kClusterM > 1), Traits::kBRowsPerCta>(&tma_b, mbar, smem_b + stage * Traits::kSmemB,
                                                                     kb * kFp8BlockK, b_row0, cta_rank);

@@ -25,15 +25,20 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   });
   if (opt_in != cudaSuccess) return opt_in;
 
-  // Fewer rows than one A box (M < BLOCK_M: decode): the box holds the rows there are, rounded up to the 8-row swizzle
-  // atom, instead of a whole BLOCK_M rows of which TMA zero-fills the rest: the fill cost more the more A loads an SM
-  // issues (H200, session 51, kernel us: 1 x 2112 x 7168 20.0 -> 9.9, 32 x 2112 x 7168 16.3 -> 10.0, 1 x 4096 x 7168
-  // 20.2 -> 12.6). The accumulator rows past it hold whatever the stage last held; each is its own A row's product
-  // and never stored.
-  const int a_box_rows = kClusterN == 1 && op.m < Traits::kARowsPerCta ? (op.m + 7) / 8 * 8 : Traits::kARowsPerCta;
-  CUtensorMap tma_a, tma_b, tma_sfb, tma_sfa, tma_d;
-  bool ok = MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, op.m, op.k, op.k, a_box_rows, kFp8BlockK,
-                            CU_TENSOR_MAP_SWIZZLE_128B) &&
+  // The last M-block's rows of A (all of them when M < BLOCK_M: decode) load in a box of the rows there are, rounded
+  // up to the 8-row swizzle atom (tma_a_tail), instead of a whole BLOCK_M rows of which TMA zero-fills the rest: the
+  // fill cost more the more A loads an SM issues (kernel us, M < BLOCK_M, H200, session 51: 1 x 2112 x 7168
+  // 20.0 -> 9.9, 32 x 2112 x 7168 16.3 -> 10.0, 1 x 4096 x 7168 20.2 -> 12.6; the last block, H100, session 52:
+  // 100 x 2112 x 7168 15.6 -> 12.6, 200 x 2112 x 7168 19.9 -> 15.4, 96 x 4096 x 7168 20.1 -> 16.0). The
+  // accumulator rows past the box hold whatever the stage last held; each is its own A row's product and never
+  // stored. (Not for A pairs along N, whose CTAs each load half the rows.)
+  const int a_tail_rows = op.m % Traits::kARowsPerCta;
+  const int a_tail_box_rows = kClusterN == 1 && a_tail_rows != 0 ? (a_tail_rows + 7) / 8 * 8 : Traits::kARowsPerCta;
+  CUtensorMap tma_a, tma_a_tail, tma_b, tma_sfb, tma_sfa, tma_d;
+  bool ok = MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, op.m, op.k, op.k, Traits::kARowsPerCta,
+                            kFp8BlockK, CU_TENSOR_MAP_SWIZZLE_128B) &&
+            MakeTensorMap2D(&tma_a_tail, op.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, op.m, op.k, op.k, a_tail_box_rows,
+                            kFp8BlockK, CU_TENSOR_MAP_SWIZZLE_128B) &&
             MakeTensorMap2D(&tma_b, op.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, uint64_t(op.n) * (op.grouping.k_grouped() ? 1 : op.grouping.num_groups), op.k, op.k, Traits::kBRowsPerCta,
                             kFp8BlockK, CU_TENSOR_MAP_SWIZZLE_128B);
   if constexpr (kBScale == BScale::kPerChannel) {
@@ -73,7 +78,7 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   params.m = op.m;
   params.n = op.n;
   params.k = op.k;
-  params.a_box_rows = a_box_rows;
+  params.a_tail_box_rows = a_tail_box_rows;
   params.num_k_blocks = op.num_k_blocks;
   params.sfa = op.sfa;
   params.sfa_mn_stride = op.sfa_mn_stride;
@@ -132,7 +137,8 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   const PersistentLaunch launch(MaxClusters{}, op.device, kernel, grid, Traits::kNumThreads, smem_bytes,
                                 split_k > 1 && !split_global ? split_k : Traits::kClusterSize, kSm90SmemCapacity,
                                 stream, "fp8_gemm", /*persistent=*/split_k == 1);
-  return cudaLaunchKernelEx(launch.config(), kernel, tma_a, tma_b, tma_sfb, tma_sfa, tma_d, params, cfg.num_stages);
+  return cudaLaunchKernelEx(launch.config(), kernel, tma_a, tma_a_tail, tma_b, tma_sfb, tma_sfa, tma_d, params,
+                            cfg.num_stages);
 }
 
 }  // namespace jdg
