@@ -138,7 +138,8 @@ def test_every_compiled_tile_shape(n, dtype):
 @pytest.mark.parametrize("m", [1, 37])
 def test_every_compiled_tile_shape_below_one_a_box(m):
     """Each compiled instance, forced, with fewer rows than one A tile (decode sizes): a K-major A box may then hold
-    fewer rows than the tile, whose other stage rows keep stale data (never stored; poisoned output)."""
+    fewer rows than the tile, whose other stage rows keep stale data (never stored; poisoned output). The last
+    M-block's box past the first (M = 200) is test_every_compiled_tile_shape's."""
     n, k = 2112, 1544
     a, b = _bf16(m + 13, m, k), _bf16(14, n, k)
     ref = _ref_nt(a, b)

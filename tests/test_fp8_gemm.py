@@ -125,7 +125,8 @@ def test_every_compiled_tile_shape():
 @pytest.mark.parametrize("m", [1, 37])
 def test_every_compiled_tile_shape_below_one_a_box(m):
     """Each compiled instance, forced, with fewer rows than its A box: the box then loads round_up(M, 8) rows, so the
-    stage's other rows hold stale data (a product of its own, never stored; poisoned output, finite values required)."""
+    stage's other rows hold stale data (a product of its own, never stored; poisoned output, finite values required).
+    The last M-block's box past the first (M = 200) is test_every_compiled_tile_shape's."""
     tiles = _ffi.fp8_gemm_tiles()
     n, k = 1002, 1664
     for kind, dtype, recipe in (("1d2d", jnp.bfloat16, "block"), ("1d1d", jnp.float32, "channel")):
