@@ -49,7 +49,7 @@ inline int Fp8GemmStages(BlockShape s, BScale scale, bool sfa_mn_major = false, 
 // at only ~20 B/cycle, so a grid with few CTAs cannot reach the chip's ~1650 B/cycle. `groups` problems of this
 // size share one persistent grid (the K-grouped form): the waves are counted over all of their tiles.
 inline double Fp8GemmCost(int m, int n, int k, BlockShape s, BScale scale, int num_sms, int out_bytes,
-                          int groups = 1) {
+                          int groups = 1, double* sm_cycles = nullptr, bool credit_dual_chain = false) {
   // A cluster runs its CTAs in lock step on a pair of tiles; a pair whose second M-block (N-block)
   // is past M (N) still occupies both SMs.
   const double tiles = double((m + s.m * s.cluster_m - 1) / (s.m * s.cluster_m)) * s.cluster_m *
@@ -71,9 +71,18 @@ inline double Fp8GemmCost(int m, int n, int k, BlockShape s, BScale scale, int n
   constexpr double kKBlockOverhead = 300;
   // TMA-stored tiles write D in full lines, asynchronously; register stores cost ~4x more.
   const double epilogue = s.m * s.n * out_bytes / (Fp8GemmHasSmemD(s.n, scale) ? 64.0 : 16.0);
-  const double per_sm = waves * (k_blocks * (std::max(mma, feed) + kKBlockOverhead) + epilogue);
+  // credit_dual_chain (dense M <= 128 only: measured there): dual-chain tiles (64 x 64) run two K chains per SM,
+  // alternating batches of 4 K-blocks, so with two batches or more one chain's overhead overlaps the other's tensor
+  // work. H100, session 53, kernel us: 64 x 24576 x 1536 on 64 x 64 17.93 against 19.16 for the 64 x 128 tiles the
+  // model preferred, 1 x 24576 x 1536 16.58 against 17.97; at 4 K-blocks (one batch) 64 x 32768 x 512 stays on
+  // 64 x 128, 11.43 against 12.11 on 64 x 64.
+  const double overhead = credit_dual_chain && Fp8GemmDualChain(s.m, s.n, scale) && k_blocks >= 8
+                              ? kKBlockOverhead / 2
+                              : kKBlockOverhead;
+  const double per_sm = waves * (k_blocks * (std::max(mma, feed) + overhead) + epilogue);
   const double dram_bytes = (double(m) * k + double(n) * k + double(m) * n * out_bytes) * groups;
   const double dram = dram_bytes / std::min(1650.0, active_sms * 20.0);
+  if (sm_cycles != nullptr) *sm_cycles = per_sm;
   return std::max(per_sm, dram);
 }
 
@@ -147,7 +156,13 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
                                                     : int(std::size(kFp8PerChannelShapes));
   const int out_bytes = scale == BScale::kBlock128 ? 2 : 4;
   Fp8GemmConfig best;
-  double best_cost = 0;
+  double best_cost = 0, best_sm_cost = 0;
+  bool best_on_floor = false;
+  // Dense M <= 128: where two tiles both sit on the model's DRAM floor, the one with less SM time (fewer waves) wins,
+  // not the rank below. H100, session 53, kernel us, on one wave of 128 x 192 tiles against two waves of the 128 x 128
+  // pairs the rank preferred: 128 / 100 x 24576 x 1536 19.71 / 19.35 against 22.26 / 22.10, 128 x 24576 x 512 10.51
+  // against 12.08. (128 x 32768 x 512 keeps its pairs, which have less SM time there: 13.86, 128 x 192 14.66.)
+  const bool floor_by_sm_time = scale == BScale::kBlock128 && max_block_m == 0 && masked_groups == 0 && m <= 128;
   for (int i = 0; i < num_shapes; ++i) {
     const BlockShape s = shapes[i];
     if (force_block_m > 0 && s.m != force_block_m) continue;
@@ -175,8 +190,11 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
       const int64_t ctas = int64_t(m + 63) / 64 * ((n + s.n - 1) / s.n);
       if (ctas > num_sms || 2 * ctas < num_sms) continue;
     }
+    double sm_cost = 0;
     double cost = masked_groups > 0 ? Fp8GemmMaskedCost(masked_groups, m, n, k, s, num_sms)
-                                    : Fp8GemmCost(m, n, k, s, scale, num_sms, out_bytes, k_groups);
+                                    : Fp8GemmCost(m, n, k, s, scale, num_sms, out_bytes, k_groups, &sm_cost,
+                                                  floor_by_sm_time);
+    const bool on_floor = sm_cost < cost;
     // 1D1D 128 x 128 tiles run two accumulator sets, so their per-column promotion overlaps the other set's WGMMAs,
     // which the per-K-block overhead above does not credit. Fitted on one row, the dense channel-scaled 7168 x 2048
     // x 2048 (session 28, H100): (128, 128, 2, 1) 88.7 us against the (256, 128, 1, 2) the model picked, 95.7 us;
@@ -187,18 +205,26 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
     // with K-major scales; 64-row tiles read them from registers one K-block ahead, now one cache line
     // per K-block instead of one per row (128 x 128 pairs did so: ~17 % slower). 128-row tiles now take
     // them by TMA too (session 10: 6-12 % faster than K-major at 4096 x {2112, 24576, 4096, 7168} x K).
-    if (sfa_mn_major) cost *= s.m == 256 ? 0.87 : s.m == 128 ? 0.92 : 1.15;
+    if (sfa_mn_major) {
+      const double f = s.m == 256 ? 0.87 : s.m == 128 ? 0.92 : 1.15;
+      cost *= f, sm_cost *= f;
+    }
     // Within 2 %, prefer a tile whose width divides 128 (one B scale row, a 128-byte-multiple TMA
     // store: measured 10 % faster at 4096x32768x512 than the modelled-equal 128x192), then the larger.
     // Among clusters, A multicast (pairs along N) measured 1-3 % faster than B multicast at M = 4096.
     auto rank = [](int bm, int bn, int cluster_m, int cluster_n) {
       return (128 % bn == 0 ? 1 << 30 : 0) + 2 * bm * bn * cluster_m * cluster_n + (cluster_n > 1 ? 1 : 0);
     };
-    const bool better = best.block_m == 0 || cost < best_cost * (masked_groups > 0 ? 1.0 : 0.98) ||
-                        (masked_groups == 0 && cost < best_cost * 1.02 && rank(s.m, s.n, s.cluster_m, s.cluster_n) >
-                                                        rank(best.block_m, best.block_n, best.cluster_m, best.cluster_n));
+    const bool both_on_floor = floor_by_sm_time && best.block_m != 0 && on_floor && best_on_floor &&
+                               cost < best_cost * 1.02 && best_cost < cost * 1.02;
+    const bool better = best.block_m == 0 ||
+                        (both_on_floor ? sm_cost < best_sm_cost * 0.98
+                                       : cost < best_cost * (masked_groups > 0 ? 1.0 : 0.98) ||
+                                             (masked_groups == 0 && cost < best_cost * 1.02 &&
+                                              rank(s.m, s.n, s.cluster_m, s.cluster_n) >
+                                                  rank(best.block_m, best.block_n, best.cluster_m, best.cluster_n)));
     if (better) {
-      best_cost = cost;
+      best_cost = cost, best_sm_cost = sm_cost, best_on_floor = on_floor;
       best.block_m = s.m;
       best.block_n = s.n;
       best.cluster_m = s.cluster_m;
