@@ -346,8 +346,9 @@ def test_small_m_heuristic_on_the_dram_floor_takes_fewer_waves():
     with less SM time wins, not the rank that prefers 128-wide tiles (H100, session 53, kernel us: 128 x 24576 x 1536
     one wave of 128 x 192 19.71 against 22.26 on the 128 x 128 pairs, 128 x 24576 x 512 10.51 against 12.08), and at
     M <= 64 with >= 8 K-blocks the dual-chain 64 x 64 tile is credited its overlapped chains (64 x 24576 x 1536 17.93
-    against 19.16 on 64 x 128). Shapes that measured the other way keep their picks: 64 x 32768 x 512 (4 K-blocks, one
-    batch) stays on 64 x 128 and 128 x 32768 x 512 on the pairs; M = 4096 and the grouped forms are not affected."""
+    against 19.16 on 64 x 128). 128-row pairs along N are not taken over one M-block with short K (128 x 32768 x 512
+    13.27 unpaired against 13.78 paired). Shapes that measured the other way keep their picks: 64 x 32768 x 512
+    (4 K-blocks, one batch) stays on 64 x 128; M = 4096 and the grouped forms are not affected."""
     from jax_deepgemm import _ffi
 
     if not _ffi.has_cuda_kernels():
@@ -358,7 +359,8 @@ def test_small_m_heuristic_on_the_dram_floor_takes_fewer_waves():
     for m in (1, 32, 64):
         assert _ffi.fp8_gemm_block_tile(m, 24576, 1536, 132) == (64, 64, 1, 1, 1)
     assert _ffi.fp8_gemm_block_tile(64, 32768, 512, 132) == (64, 128, 1, 1, 1)
-    assert _ffi.fp8_gemm_block_tile(128, 32768, 512, 132) == (128, 128, 1, 2, 1)
+    assert _ffi.fp8_gemm_block_tile(128, 32768, 512, 132) == (128, 128, 1, 1, 1)
+    assert _ffi.fp8_gemm_block_tile(128, 7168, 16384, 132) == (128, 128, 1, 1, 2)  # long K: the split-K branch
     assert _ffi.fp8_gemm_block_tile(4096, 24576, 1536, 132) == (256, 128, 1, 2, 1)
     assert _ffi.fp8_gemm_block_tile(256, 24576, 1536, 132) == (128, 128, 1, 2, 1)  # M > 128: the rank as before
 

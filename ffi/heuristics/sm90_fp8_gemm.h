@@ -161,7 +161,7 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
   // Dense M <= 128: where two tiles both sit on the model's DRAM floor, the one with less SM time (fewer waves) wins,
   // not the rank below. H100, session 53, kernel us, on one wave of 128 x 192 tiles against two waves of the 128 x 128
   // pairs the rank preferred: 128 / 100 x 24576 x 1536 19.71 / 19.35 against 22.26 / 22.10, 128 x 24576 x 512 10.51
-  // against 12.08. (128 x 32768 x 512 keeps its pairs, which have less SM time there: 13.86, 128 x 192 14.66.)
+  // against 12.08. (At 128 x 32768 x 512 128 x 192 has more SM time and stays out: 14.66 against 13.27 unpaired.)
   const bool floor_by_sm_time = scale == BScale::kBlock128 && max_block_m == 0 && masked_groups == 0 && m <= 128;
   for (int i = 0; i < num_shapes; ++i) {
     const BlockShape s = shapes[i];
@@ -179,6 +179,12 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
     // (128 x 7168 x 2048: 12.3 us with 128 x 128 pairs; 9.5 us with the unpaired 64 x 128 tiles picked instead, 11.0
     // with 64 x 64; session 16).
     if (force_cluster_m <= 0 && max_block_m == 0 && masked_groups == 0 && s.cluster_m > 1 && m <= s.m) continue;
+    // Pairs along N over a single 128-row tile with short K: the A tile they share is at most 128 x 3968 bytes, too
+    // little to pay for running the two CTAs in lock step (H100, session 53, kernel us: 128 x 32768 x 512 13.27 on
+    // unpaired 128 x 128 tiles against 13.78 / 13.86 paired, 128 x 24576 x 1536 22.07 against 22.26 / 22.54).
+    if (force_cluster_n <= 0 && max_block_m == 0 && masked_groups == 0 && s.m == 128 && s.cluster_n > 1 &&
+        m <= s.m && k < 32 * 128)
+      continue;
     // 64-row pairs share A, which pays when most SMs run one tile each and would all re-read A from L2
     // (64 x 2112 x 7168: 13.4 us paired 64 x 32 vs 15.5 us for any unpaired tile). Over more than one
     // wave a wider unpaired tile wins (64 x 7168 x 16384: 39.5 us 64 x 64 vs 54.8 us paired 64 x 32), and
