@@ -179,8 +179,8 @@ inline Fp8GemmConfig PickFp8GemmConfigUncached(int m, int n, int k, BScale scale
     // (128 x 7168 x 2048: 12.3 us with 128 x 128 pairs; 9.5 us with the unpaired 64 x 128 tiles picked instead, 11.0
     // with 64 x 64; session 16).
     if (force_cluster_m <= 0 && max_block_m == 0 && masked_groups == 0 && s.cluster_m > 1 && m <= s.m) continue;
-    // Pairs along N over a single 128-row tile with short K: the A tile they share is at most 128 x 3968 bytes, too
-    // little to pay for running the two CTAs in lock step (H100, session 53, kernel us: 128 x 32768 x 512 13.27 on
+    // Pairs along N over a single 128-row tile with short K (< 32 K-blocks): the A tile they share is too small to pay
+    // for running the two CTAs in lock step (H100, session 53, kernel us: 128 x 32768 x 512 13.27 on
     // unpaired 128 x 128 tiles against 13.78 / 13.86 paired, 128 x 24576 x 1536 22.07 against 22.26 / 22.54).
     if (force_cluster_n <= 0 && max_block_m == 0 && masked_groups == 0 && s.m == 128 && s.cluster_n > 1 &&
         m <= s.m && k < 32 * 128)
