@@ -43,4 +43,13 @@ inline bool MakeTensorMap2D(CUtensorMap* map, const void* base, CUtensorMapDataT
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+// Rows of the box that loads the last block of a [rows, K] operand tiled `block_rows` at a time: the rows left,
+// rounded up to the 8-row swizzle atom (or a whole block when none are left over). A kernel loading that block
+// through this box instead of a whole one keeps TMA from zero-filling rows past the end (the FP8 and BF16 GEMMs'
+// tma_a_tail).
+inline int TailBoxRows(int64_t rows, int block_rows) {
+  const int left = int(rows % block_rows);
+  return left == 0 ? block_rows : (left + 7) / 8 * 8;
+}
+
 }  // namespace jdg

@@ -49,8 +49,7 @@ cudaError_t LaunchSm90Bf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig&
   // BLOCK_M: decode) loads in a box of the rows there are, rounded up to the 8-row swizzle atom (tma_a_tail), as in
   // the FP8 kernel: TMA's zero fill of the other rows was most of the time at small M (H100, session 52, kernel us:
   // 1 x 2112 x 7168 29.3 -> 18.4, 100 x 2112 x 7168 24.9 -> 19.4, 1 x 4096 x 7168 32.9 -> 22.2).
-  const int a_tail_rows = op.m % kBlockM;
-  const int a_tail_box_rows = !Traits::kAMnMajor && a_tail_rows != 0 ? (a_tail_rows + 7) / 8 * 8 : kBlockM;
+  const int a_tail_box_rows = !Traits::kAMnMajor ? TailBoxRows(op.m, kBlockM) : kBlockM;
   bool ok = Traits::kAMnMajor
                 ? MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, op.k, op.m, op.m, kBf16BlockK, 64,
                                   CU_TENSOR_MAP_SWIZZLE_128B)

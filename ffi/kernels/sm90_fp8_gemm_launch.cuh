@@ -32,8 +32,7 @@ cudaError_t LaunchSm90Fp8Gemm(const Fp8GemmOperands& op, const Fp8GemmConfig& cf
   // 100 x 2112 x 7168 15.6 -> 12.6, 200 x 2112 x 7168 19.9 -> 15.4, 96 x 4096 x 7168 20.1 -> 16.0). The
   // accumulator rows past the box hold whatever the stage last held; each is its own A row's product and never
   // stored. (Not for A pairs along N, whose CTAs each load half the rows.)
-  const int a_tail_rows = op.m % Traits::kARowsPerCta;
-  const int a_tail_box_rows = kClusterN == 1 && a_tail_rows != 0 ? (a_tail_rows + 7) / 8 * 8 : Traits::kARowsPerCta;
+  const int a_tail_box_rows = kClusterN == 1 ? TailBoxRows(op.m, Traits::kARowsPerCta) : Traits::kARowsPerCta;
   CUtensorMap tma_a, tma_a_tail, tma_b, tma_sfb, tma_sfa, tma_d;
   bool ok = MakeTensorMap2D(&tma_a, op.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, op.m, op.k, op.k, Traits::kARowsPerCta,
                             kFp8BlockK, CU_TENSOR_MAP_SWIZZLE_128B) &&
