@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "bf16_gemm_launch.h"
 #include "common/device_info.h"
@@ -24,6 +25,18 @@ cudaError_t DispatchBf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig& c
   JDG_BF16_ALL(JDG_CASE)
 #undef JDG_CASE
   return cudaErrorInvalidConfiguration;
+}
+
+int64_t Bf16GemmSplitWorkspaceBytes(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m,
+                                    int split_k, bool out_fp32, int major) {
+  const Bf16GemmConfig cfg =
+      PickBf16GemmConfig(m, n, k, 1, out_fp32, num_sms, block_m, block_n, cluster_m, major, split_k);
+  return cfg.block_m == 0 ? 0 : Bf16GemmSplitPartialBytes(cfg, m, n);
+}
+
+std::array<int, 4> Bf16GemmTile(int m, int n, int k, int num_sms, bool out_fp32, int major) {
+  const Bf16GemmConfig cfg = PickBf16GemmConfig(m, n, k, 1, out_fp32, num_sms, 0, 0, 0, major, /*force_split_k=*/0);
+  return {cfg.block_m, cfg.block_n, cfg.cluster_m, cfg.split_k};
 }
 
 namespace {
@@ -54,10 +67,12 @@ ffi::Error CheckK(const char* op, int64_t k) {
 }
 
 // D[M,N] = op(A) . op(B)^T: `major` bit 0 = A stored [K, M] (else [M, K]), bit 1 = B stored [K, N]
-// (else [N, K]). The kernel reads MN-major operands in place (no transpose).
-ffi::Error Bf16Gemm(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer b,
-                    ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, int32_t block_m, int32_t block_n,
-                    int32_t cluster_m, int32_t num_sms, int32_t accumulate, int32_t major) {
+// (else [N, K]). The kernel reads MN-major operands in place (no transpose). split_k: 0 = heuristic, 1 = none, > 1
+// forced; its FP32 partials go to `workspace` (Bf16GemmSplitWorkspaceBytes, sized in Python; nullptr: no split).
+ffi::Error Bf16GemmImpl(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer b,
+                        ffi::RemainingArgs aliased_d, ffi::AnyBuffer* d, int32_t block_m, int32_t block_n,
+                        int32_t cluster_m, int32_t num_sms, int32_t accumulate, int32_t major, int32_t split_k,
+                        ffi::AnyBuffer* workspace) {
   constexpr const char* kOp = "bf16_gemm";
   JDG_RETURN_IF_ERROR(CheckAliasedOutput(kOp, aliased_d, *d, accumulate != 0));
   // decode
@@ -83,15 +98,45 @@ ffi::Error Bf16Gemm(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::
   int sms = 0;
   JDG_RETURN_IF_ERROR(UsableSm90Sms(kOp, device, num_sms, sms));
   // decide
-  const Bf16GemmConfig cfg =
-      PickBf16GemmConfig(int(m), int(n), int(k), 1, out_fp32, sms, block_m, block_n, cluster_m, major);
+  auto pick = [&](int split) {
+    return PickBf16GemmConfig(int(m), int(n), int(k), 1, out_fp32, sms, block_m, block_n, cluster_m, major, split);
+  };
+  Bf16GemmConfig cfg = pick(workspace != nullptr ? split_k : 1);
   if (cfg.block_m == 0)
-    return ffi::Error::InvalidArgument("bf16_gemm: requested block_m/block_n/cluster_m is not a compiled kernel");
+    return ffi::Error::InvalidArgument(
+        "bf16_gemm: requested block_m/block_n/cluster_m/split_k is not a compiled kernel");
+  if (cfg.split_k > 1 && (workspace == nullptr || int64_t(workspace->size_bytes()) <
+                                                      Bf16GemmSplitPartialBytes(cfg, m, n))) {
+    // The workspace was sized for another device (SM count): a forced split is an error, the heuristic's runs unsplit.
+    if (split_k > 1)
+      return ffi::Error::InvalidArgument("bf16_gemm: the workspace is smaller than the forced split-K needs");
+    cfg = pick(1);
+  }
   // launch
   Bf16GemmOperands op = MakeBf16GemmOperands(device, m, n, k, a, b, *d);
   op.major = major;
   op.c = accumulate != 0 ? static_cast<const float*>(d->untyped_data()) : nullptr;
+  if (cfg.split_k > 1) {
+    op.split_partials = workspace->untyped_data();
+    op.split_partials_bytes = workspace->size_bytes();
+  }
   return CudaStatus(DispatchBf16Gemm(op, cfg, stream), "bf16_gemm kernel launch");
+}
+
+ffi::Error Bf16Gemm(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer b,
+                    ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, ffi::Result<ffi::AnyBuffer> workspace,
+                    int32_t block_m, int32_t block_n, int32_t cluster_m, int32_t num_sms, int32_t accumulate,
+                    int32_t major, int32_t split_k) {
+  return Bf16GemmImpl(stream, device, a, b, aliased_d, &(*d), block_m, block_n, cluster_m, num_sms, accumulate, major,
+                      split_k, &(*workspace));
+}
+
+// _v1 (exported programs from before split-K): no workspace output, no split_k attribute, no split.
+ffi::Error Bf16GemmV1(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer b,
+                      ffi::RemainingArgs aliased_d, ffi::Result<ffi::AnyBuffer> d, int32_t block_m, int32_t block_n,
+                      int32_t cluster_m, int32_t num_sms, int32_t accumulate, int32_t major) {
+  return Bf16GemmImpl(stream, device, a, b, aliased_d, &(*d), block_m, block_n, cluster_m, num_sms, accumulate, major,
+                      1, nullptr);
 }
 
 ffi::Error MGroupedBf16GemmNtContiguous(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, ffi::AnyBuffer b,
@@ -269,20 +314,38 @@ ffi::Error KGroupedBf16GemmContiguous(cudaStream_t stream, int32_t device, ffi::
 }  // namespace
 }  // namespace jdg
 
+namespace {
+// What every dense BF16 GEMM target binds up to its output d.
+auto DenseBf16GemmBinding() {
+  return xla::ffi::Ffi::Bind()
+      .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+      .Ctx<xla::ffi::DeviceOrdinal>()
+      .Arg<xla::ffi::AnyBuffer>()   // a  bf16 [M, K] ([K, M] if major & 1)
+      .Arg<xla::ffi::AnyBuffer>()   // b  bf16 [N, K] ([K, N] if major & 2)
+      .RemainingArgs()              // optional: d itself (aliased; C when accumulate=1)
+      .Ret<xla::ffi::AnyBuffer>();  // d  bf16 or f32 [M, N]
+}
+// ... and its attributes.
+template <class Binding>
+auto DenseBf16GemmAttrs(Binding binding) {
+  return std::move(binding).template Attr<int32_t>("block_m")  // 0: heuristic
+      .template Attr<int32_t>("block_n")            // 0: heuristic
+      .template Attr<int32_t>("cluster_m")          // 0: heuristic; 1 or 2 CTAs sharing B
+      .template Attr<int32_t>("num_sms")            // 0: all SMs of the device
+      .template Attr<int32_t>("accumulate")         // 1: d += a.b^T (f32 d aliased)
+      .template Attr<int32_t>("major");             // bit 0: A MN-major, bit 1: B MN-major
+}
+}  // namespace
+
+// workspace: u8, the FP32 partials of a split-K (Bf16GemmSplitWorkspaceBytes, sized in Python; one byte when the
+// config has none); split_k: 0 = heuristic, 1 = none, > 1 forced.
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmBf16Gemm, jdg::Bf16Gemm,
-                              xla::ffi::Ffi::Bind()
-                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
-                                  .Ctx<xla::ffi::DeviceOrdinal>()
-                                  .Arg<xla::ffi::AnyBuffer>()   // a  bf16 [M, K] ([K, M] if major & 1)
-                                  .Arg<xla::ffi::AnyBuffer>()   // b  bf16 [N, K] ([K, N] if major & 2)
-                                  .RemainingArgs()              // optional: d itself (aliased; C when accumulate=1)
-                                  .Ret<xla::ffi::AnyBuffer>()   // d  bf16 or f32 [M, N]
-                                  .Attr<int32_t>("block_m")     // 0: heuristic
-                                  .Attr<int32_t>("block_n")     // 0: heuristic
-                                  .Attr<int32_t>("cluster_m")   // 0: heuristic; 1 or 2 CTAs sharing B
-                                  .Attr<int32_t>("num_sms")     // 0: all SMs of the device
-                                  .Attr<int32_t>("accumulate")  // 1: d += a.b^T (f32 d aliased)
-                                  .Attr<int32_t>("major"),      // bit 0: A MN-major, bit 1: B MN-major
+                              DenseBf16GemmAttrs(DenseBf16GemmBinding().Ret<xla::ffi::AnyBuffer>())
+                                  .Attr<int32_t>("split_k"),
+                              {xla::ffi::Traits::kCmdBufferCompatible});
+
+// _v1 (before split-K): no workspace, no split_k.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmBf16GemmV1, jdg::Bf16GemmV1, DenseBf16GemmAttrs(DenseBf16GemmBinding()),
                               {xla::ffi::Traits::kCmdBufferCompatible});
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxDeepgemmMGroupedBf16GemmNtContiguous, jdg::MGroupedBf16GemmNtContiguous,

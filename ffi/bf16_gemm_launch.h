@@ -37,13 +37,38 @@ struct Bf16GemmOperands {
   // M-grouped (contiguous, masked, ragged; b is [num_groups, n, k]) or K-grouped (NT or TN; d, FP32, is
   // [num_groups * m, n]); default: dense.
   GemmGrouping grouping;
+  // Split-K (Bf16GemmConfig::split_k > 1): scratch for the FP32 partials, at least Bf16GemmSplitPartialBytes.
+  void* split_partials = nullptr;
+  size_t split_partials_bytes = 0;
 };
 
 struct Bf16GemmConfig {
   int block_m = 0, block_n = 0, cluster_m = 1, major = 0, num_stages = 0, grid = 0, raster_band = 0;
   bool tma_store = false;  // BF16 D staged in shared memory and written with TMA (needs n % 8 == 0)
   bool staged_store = false;  // FP32 D through per-warp shared-memory slabs (needs n % 4 == 0)
+  // > 1: each output tile's K-blocks are shared by this many CTAs, one (tile, split) each (grid = tiles x split_k),
+  // whose FP32 partials meet in global scratch (kernels/split_k_global.cuh). Dense NT only (Bf16GemmMaySplitK).
+  int split_k = 1;
 };
+
+// Split-K is compiled into the dense NT kernels of unpaired tiles up to 128 wide: the decode shapes, whose few tiles
+// would otherwise each run one long chain of 64-K slices while most SMs idle.
+constexpr bool Bf16GemmMaySplitK(int block_n, int cluster_m, int major) {
+  return major == 0 && cluster_m == 1 && block_n <= 128;
+}
+// Most CTAs one tile's K-blocks are split over (the last one reads all their partials at once).
+constexpr int kBf16MaxSplitK = 8;
+// Most output tiles a split-K launch may have (its arrival counters, sm90_bf16_gemm.cuh).
+constexpr int kBf16SplitMaxTiles = 1024;
+
+inline int64_t Bf16GemmTiles(const Bf16GemmConfig& cfg, int64_t m, int64_t n) {
+  return (m + cfg.block_m - 1) / cfg.block_m * ((n + cfg.block_n - 1) / cfg.block_n);
+}
+// Bytes of FP32 partials a split-K launch needs (0 without split-K).
+inline int64_t Bf16GemmSplitPartialBytes(const Bf16GemmConfig& cfg, int64_t m, int64_t n) {
+  if (cfg.split_k <= 1) return 0;
+  return Bf16GemmTiles(cfg, m, n) * cfg.split_k * cfg.block_m * cfg.block_n * int64_t(sizeof(float));
+}
 
 // Whether a launch stores D through shared memory + TMA (then that staging area precedes the stages):
 // BF16 D with a 16-byte row pitch, from a tile made of whole 64-column chunks. Otherwise registers

@@ -47,7 +47,8 @@ nb::dict Registrations() {
   targets["jax_deepgemm_paged_mqa_logits_metadata_v1"] = EncapsulateFfi(JaxDeepgemmPagedMqaLogitsMetadata);
   targets["jax_deepgemm_fp8_paged_mqa_logits_v1"] = EncapsulateFfi(JaxDeepgemmFp8PagedMqaLogits);
   targets["jax_deepgemm_fp4_paged_mqa_logits_v1"] = EncapsulateFfi(JaxDeepgemmFp4PagedMqaLogits);
-  targets["jax_deepgemm_bf16_gemm_v1"] = EncapsulateFfi(JaxDeepgemmBf16Gemm);
+  targets["jax_deepgemm_bf16_gemm_v1"] = EncapsulateFfi(JaxDeepgemmBf16GemmV1);  // exported programs
+  targets["jax_deepgemm_bf16_gemm_v2"] = EncapsulateFfi(JaxDeepgemmBf16Gemm);
   targets["jax_deepgemm_m_grouped_bf16_gemm_nt_contiguous_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedBf16GemmNtContiguous);
   targets["jax_deepgemm_m_grouped_bf16_gemm_nt_masked_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedBf16GemmNtMasked);
   targets["jax_deepgemm_m_grouped_bf16_gemm_nt_ragged_v1"] = EncapsulateFfi(JaxDeepgemmMGroupedBf16GemmNtRagged);
@@ -143,6 +144,26 @@ nb::object Fp8GemmPerChannelTile(int m, int n, int k, int num_sms, int k_groups,
 #endif
 }
 
+// Bytes of split-K scratch the dense BF16 kernel takes for this problem (0: no split, or no CUDA kernels).
+int64_t Bf16GemmSplitWorkspaceBytes(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m,
+                                    int split_k, bool out_fp32, int major) {
+#if JAX_DEEPGEMM_WITH_CUDA
+  return jdg::Bf16GemmSplitWorkspaceBytes(m, n, k, num_sms, block_m, block_n, cluster_m, split_k, out_fp32, major);
+#else
+  return 0;
+#endif
+}
+
+// The dense BF16 heuristic's (block_m, block_n, cluster_m, split_k) (None without CUDA kernels).
+nb::object Bf16GemmTile(int m, int n, int k, int num_sms, bool out_fp32, int major) {
+#if JAX_DEEPGEMM_WITH_CUDA
+  const std::array<int, 4> t = jdg::Bf16GemmTile(m, n, k, num_sms, out_fp32, major);
+  return nb::make_tuple(t[0], t[1], t[2], t[3]);
+#else
+  return nb::none();
+#endif
+}
+
 }  // namespace
 
 NB_MODULE(_C, m) {
@@ -160,5 +181,8 @@ NB_MODULE(_C, m) {
         "(block_m, block_n, cluster_m, cluster_n, split_k) of the 1D2D heuristic for a dense problem");
   m.def("fp8_gemm_per_channel_tile", &Fp8GemmPerChannelTile,
         "(block_m, block_n, cluster_m, cluster_n) of the 1D1D heuristic, dense (k_groups = 1) or K-grouped");
+  m.def("bf16_gemm_split_workspace_bytes", &Bf16GemmSplitWorkspaceBytes,
+        "bytes of FP32 split-K partials the dense BF16 kernel takes for this problem (0: no split)");
+  m.def("bf16_gemm_tile", &Bf16GemmTile, "(block_m, block_n, cluster_m, split_k) of the dense BF16 heuristic");
   m.def("has_cuda_kernels", [] { return bool(JAX_DEEPGEMM_WITH_CUDA); });
 }

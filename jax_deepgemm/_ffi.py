@@ -119,6 +119,26 @@ def fp8_gemm_per_channel_tile(m: int, n: int, k: int, num_sms: int, k_groups: in
     return tuple(_C.fp8_gemm_per_channel_tile(m, n, k, num_sms, k_groups, bool(sfa_mn_major)))
 
 
+def bf16_gemm_split_workspace_bytes(m: int, n: int, k: int, num_sms: int, block_m: int = 0, block_n: int = 0,
+                                    cluster_m: int = 0, split_k: int = 0, out_fp32: bool = False,
+                                    major: int = 0) -> int:
+    """Bytes of FP32 split-K partials the dense BF16 GEMM kernel takes for this problem and (forced or heuristic)
+    config: > 0 only when it splits K; 0 without the CUDA kernels."""
+    if _C is None or not _C.has_cuda_kernels():
+        return 0
+    return int(_C.bf16_gemm_split_workspace_bytes(m, n, k, num_sms, block_m, block_n, cluster_m, split_k,
+                                                  bool(out_fp32), major))
+
+
+def bf16_gemm_tile(m: int, n: int, k: int, num_sms: int, out_fp32: bool = False,
+                   major: int = 0) -> tuple[int, int, int, int] | None:
+    """The ``(block_m, block_n, cluster_m, split_k)`` the dense BF16 GEMM heuristic picks. None without the CUDA
+    kernels."""
+    if _C is None or not _C.has_cuda_kernels():
+        return None
+    return tuple(_C.bf16_gemm_tile(m, n, k, num_sms, bool(out_fp32), major))
+
+
 def device_sm_count(default: int = 132) -> int:
     """SM count of the first GPU (what the kernels' heuristics size their grids for); ``default`` (H100/H200) when
     there is no GPU, e.g. when tracing on a CPU machine for export."""

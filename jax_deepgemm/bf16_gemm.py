@@ -101,9 +101,11 @@ def bf16_gemm_nt_reference(a: jax.Array, b: jax.Array, c: jax.Array | None = Non
 # ---------------------------------------------------------------------------------------------
 
 # Operands: a [M, K] (or [K, M] when major & 1) bf16, b [N, K] (or [K, N] when major & 2) bf16
-# [, out: aliased to D (holds C when accumulate=1)].
-# Params: block_m, block_n, cluster_m (0 = heuristic), num_sms (0 = all), accumulate (0/1), major
-# (operand-major mask), out_fp32 (0/1: output dtype; not an FFI attribute, the handler reads D's dtype).
+# [, out: aliased to D (holds C when accumulate=1)]. Outputs: D, and the split-K scratch (u8: the FP32 partials when
+# the kernel splits K, else one byte).
+# Params: block_m, block_n, cluster_m (0 = heuristic), split_k (0 = heuristic, 1 = none), num_sms (0 = all),
+# accumulate (0/1), major (operand-major mask), out_fp32 (0/1: output dtype; not an FFI attribute, the handler reads
+# D's dtype), workspace_bytes (the scratch's size: an output shape, not an attribute).
 
 
 def _k_major(a, b, major: int):
@@ -111,21 +113,42 @@ def _k_major(a, b, major: int):
     return (a.T if major & MAJOR_A_MN else a), (b.T if major & MAJOR_B_MN else b)
 
 
-def _dense_out_shape(a, b, *out, out_fp32: int, major: int, **_):
-    m = a.shape[1] if major & MAJOR_A_MN else a.shape[0]
+def _dense_mnk(a, b, major: int) -> tuple[int, int, int]:
+    m, k = a.shape[::-1] if major & MAJOR_A_MN else a.shape
     n = b.shape[1] if major & MAJOR_B_MN else b.shape[0]
-    return [((m, n), jnp.float32 if out_fp32 else jnp.bfloat16)]
+    return m, n, k
 
 
-def _dense_reference(a, b, *out, out_fp32: int, accumulate: int, major: int, **_):
+def _dense_out_shape(a, b, *out, out_fp32: int, major: int, workspace_bytes: int, **_):
+    m, n, _k = _dense_mnk(a, b, major)
+    return [((m, n), jnp.float32 if out_fp32 else jnp.bfloat16), ((max(workspace_bytes, 1),), jnp.uint8)]
+
+
+def _dense_reference(a, b, *out, out_fp32: int, accumulate: int, major: int, workspace_bytes: int, **_):
     c = out[0] if (out and accumulate) else None
     a, b = _k_major(a, b, major)
-    return (bf16_gemm_nt_reference(a, b, c, jnp.float32 if out_fp32 else jnp.bfloat16),)
+    return (bf16_gemm_nt_reference(a, b, c, jnp.float32 if out_fp32 else jnp.bfloat16),
+            jnp.zeros((max(workspace_bytes, 1),), jnp.uint8))
 
 
-def _dense_attrs(*, out_fp32: int, **params) -> dict[str, Any]:
-    del out_fp32  # a static of the primitive (output dtype), not a kernel attribute
+def _dense_attrs(*, out_fp32: int, workspace_bytes: int, **params) -> dict[str, Any]:
+    del out_fp32, workspace_bytes  # statics of the primitive (output dtype and scratch size), not kernel attributes
     return int32_attrs(**params)
+
+
+_TILE_PARAMS = ("block_m", "block_n", "cluster_m", "split_k", "num_sms")
+
+
+def _dense_params(m: int, n: int, k: int, tile_params: dict[str, int], *, out_fp32: int, major: int) -> dict[str, int]:
+    """The dense primitive's params: the tile attributes, the output dtype and the size of the split-K scratch output
+    (asked of the kernel's heuristic for this problem, as the handler will decide)."""
+    from jax_deepgemm import _ffi
+
+    p = tile_params
+    num_sms = p["num_sms"] or _ffi.device_sm_count()
+    workspace = _ffi.bf16_gemm_split_workspace_bytes(m, n, k, num_sms, p["block_m"], p["block_n"], p["cluster_m"],
+                                                     p["split_k"], bool(out_fp32), major)
+    return dict(p, out_fp32=int(out_fp32), major=int(major), workspace_bytes=int(workspace))
 
 
 def _batch_dense(prim, args, dims, **params):
@@ -137,15 +160,19 @@ def _batch_dense(prim, args, dims, **params):
         for i in a_side:
             x = move_batch_dim_to_front(args[i], dims[i], size)
             flat[i] = x.reshape(size * x.shape[1], *x.shape[2:])
-        (out,) = prim.bind(*flat, **params)
-        return (out.reshape(size, -1, out.shape[-1]),), (0,)
+        # the folded M may split K differently
+        m, n, k = _dense_mnk(flat[0], flat[1], params["major"])
+        params = dict(params, **_dense_params(m, n, k, {key: params[key] for key in _TILE_PARAMS},
+                                              out_fp32=params["out_fp32"], major=params["major"]))
+        out, scratch = prim.bind(*flat, **params)
+        return (out.reshape(size, -1, out.shape[-1]), scratch), (0, None)
     return batch_by_map(prim, args, dims, **params)
 
 
 _bf16_gemm_p = make_primitive(
     OpSpec(
         name="jax_deepgemm_bf16_gemm",
-        target="jax_deepgemm_bf16_gemm_v1",
+        target="jax_deepgemm_bf16_gemm_v2",
         out_shapes=_dense_out_shape,
         reference=_dense_reference,
         attrs=_dense_attrs,
@@ -155,17 +182,28 @@ _bf16_gemm_p = make_primitive(
 )
 
 
-def _tile_params(tile, num_sms: int) -> dict[str, int]:
-    """``tile`` = None (heuristic) or (block_m, block_n[, cluster_m]) (0 = heuristic's choice); the
-    kernel's operand majors come from the op (nt/nn/tn/tt), not from ``tile``."""
+SPLIT_K_MAX = 8
+"""Most CTAs the dense kernel splits one output tile's K over (kBf16MaxSplitK, ffi/bf16_gemm_launch.h)."""
+_SPLIT_K_MAX_BLOCK_N = 128  # Bf16GemmMaySplitK: split-K is compiled into NT tiles up to 128 wide, unpaired
+
+
+def _tile_params(tile, num_sms: int, major: int = MAJOR_NT) -> dict[str, int]:
+    """``tile`` = None (heuristic) or (block_m, block_n[, cluster_m[, split_k]]) (0 = heuristic's choice, split_k 1 =
+    no split); the kernel's operand majors come from the op (nt/nn/tn/tt), not from ``tile``."""
     tile = tuple(tile) if tile is not None else ()
-    if len(tile) not in (0, 2, 3):
-        raise ValueError(f"tile must be (block_m, block_n[, cluster_m]), got {tile!r}")
-    block_m, block_n, cluster_m = (*tile, 0, 0, 0)[:3]
+    if len(tile) not in (0, 2, 3, 4):
+        raise ValueError(f"tile must be (block_m, block_n[, cluster_m[, split_k]]), got {tile!r}")
+    block_m, block_n, cluster_m, split_k = (*tile, 0, 0, 0, 0)[:4]
     _checks.check_compiled_tile("tile", (block_m, block_n, cluster_m), bf16_gemm_tiles(), "(block_m, block_n, cluster_m)")
     if not isinstance(num_sms, int) or num_sms < 0:
         raise ValueError(f"num_sms must be a non-negative Python int, got {num_sms!r}")
-    return dict(block_m=int(block_m), block_n=int(block_n), cluster_m=int(cluster_m), num_sms=int(num_sms))
+    if not 0 <= int(split_k) <= SPLIT_K_MAX:
+        raise ValueError(f"tile: split_k must be in [0, {SPLIT_K_MAX}] (0 = heuristic, 1 = none), got {split_k}")
+    if int(split_k) > 1 and (major != MAJOR_NT or int(cluster_m) > 1 or not 0 < int(block_n) <= _SPLIT_K_MAX_BLOCK_N):
+        raise ValueError("tile: split_k > 1 needs the NT form (bf16_gemm_nt), an unpaired tile (cluster_m 1) and "
+                         f"block_n given, at most {_SPLIT_K_MAX_BLOCK_N}; got tile={tile!r}")
+    return dict(block_m=int(block_m), block_n=int(block_n), cluster_m=int(cluster_m), split_k=int(split_k),
+                num_sms=int(num_sms))
 
 
 def _check_k(op: str, k: int) -> None:
@@ -204,7 +242,7 @@ def _bf16_gemm(op: str, a, b, *, c, out_dtype, num_sms, tile, a_mn: bool = False
     """D = op(A) op(B)^T for A stored [..., M, K] (a_mn: [..., K, M]) and B stored [N, K] (b_mn: [K, N])."""
     batch, m, n, k, out_dtype = _validate_dense(op, a, b, c, out_dtype, a_mn=a_mn, b_mn=b_mn)
     out_shape = (*batch, m, n)
-    params = _tile_params(tile, num_sms)
+    params = _tile_params(tile, num_sms, (MAJOR_A_MN if a_mn else 0) | (MAJOR_B_MN if b_mn else 0))
     if k == 0 or m == 0 or n == 0:
         base = c if c is not None else jnp.zeros(out_shape, jnp.float32)
         return base.astype(out_dtype)
@@ -220,7 +258,8 @@ def _bf16_gemm(op: str, a, b, *, c, out_dtype, num_sms, tile, a_mn: bool = False
     out_fp32 = int(c is not None or out_dtype == jnp.float32)
     rows = m * int(np.prod(batch)) if batch else m
     extra = () if c is None else (c.reshape(rows, n),)
-    (d,) = _bf16_gemm_p.bind(a2, b, *extra, accumulate=int(c is not None), out_fp32=out_fp32, major=major, **params)
+    params = _dense_params(rows, n, k, params, out_fp32=out_fp32, major=major)
+    d, _ = _bf16_gemm_p.bind(a2, b, *extra, accumulate=int(c is not None), **params)
     return d.reshape(out_shape).astype(out_dtype)
 
 
@@ -241,8 +280,10 @@ def bf16_gemm_nt(
       c: optional float32 ``[..., M, N]`` accumulator: ``D = C + A @ B.T``, added in FP32.
       out_dtype: ``bfloat16`` or ``float32``. Default: bfloat16 without ``c``, float32 with it.
       num_sms: use at most this many SMs (0 = all).
-      tile: ``(block_m, block_n[, cluster_m])`` forces a compiled kernel shape (tuning and tests; see
-        :func:`bf16_gemm_tiles`); None = heuristic.
+      tile: ``(block_m, block_n[, cluster_m[, split_k]])`` forces a compiled kernel shape (tuning and tests; see
+        :func:`bf16_gemm_tiles`) and, with ``split_k`` > 1, that many CTAs per output tile sharing its K (NT form,
+        unpaired tiles up to 128 wide); None = heuristic, which splits K where few tiles would leave SMs idle
+        (decode shapes).
 
     Returns:
       ``[..., M, N]`` in ``out_dtype``. K must be a multiple of 8 (``ValueError`` otherwise); M and N
@@ -280,9 +321,10 @@ def _bf16_gemm_nt_into(a, b, out: jax.Array, *, tile=None, major: int = 0) -> ja
     """Test hook: the dense kernel for 2-D operands in their stored layouts (``major``: bit 0 = A is
     [K, M], bit 1 = B is [K, N]) writing into (an XLA-aliased copy of) ``out`` (bf16 or float32, no
     accumulate). Tests fill ``out`` with NaN so an unwritten element shows."""
-    params = _tile_params(tile, 0)
-    return _bf16_gemm_p.bind(a, b, out, accumulate=0, out_fp32=int(out.dtype == jnp.float32), major=int(major),
-                                **params)[0]
+    m, n, k = _dense_mnk(a, b, int(major))
+    params = _dense_params(m, n, k, _tile_params(tile, 0, int(major)), out_fp32=int(out.dtype == jnp.float32),
+                           major=int(major))
+    return _bf16_gemm_p.bind(a, b, out, accumulate=0, **params)[0]
 
 
 def bf16_gemm_tiles() -> list[tuple[int, int, int, int]]:

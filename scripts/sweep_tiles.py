@@ -7,6 +7,7 @@ For fitting `ffi/heuristics/sm90_fp8_gemm.h` on the GPU in one device call:
     SWEEP_SFA_MN_MAJOR_MIN_M=1000000 python3 -P scripts/sweep_tiles.py ...  (A scales K-major at any M)
     SWEEP_XLA=1 python3 -P scripts/sweep_tiles.py ...  (also XLA's per-tensor FP8 GEMM, all its kernels, same timer)
     SWEEP_BF16=1 python3 -P scripts/sweep_tiles.py ...  (the BF16 GEMM's heuristic pick instead, beside XLA's bf16 dot)
+    SWEEP_BF16=1 SWEEP_TILES=64x16x1,64x32x1 python3 -P scripts/sweep_tiles.py ...  (and these BF16 tiles)
 
 Times with the CUDA profiler (testing.timing.time_with_profiler: rotating input sets larger than L2).
 Prints one block per shape: tile, µs, TFLOPS, calc_diff against the reference on the first and last
@@ -63,7 +64,7 @@ def _diff(m, n, k, tile, rows: int = 256) -> float:
     return calc_diff(np.asarray(out[idx].astype(jnp.float32)), np.asarray(ref.astype(jnp.float32)))
 
 
-def _bf16_sweep(shapes) -> None:
+def _bf16_sweep(shapes, tiles) -> None:
     """The BF16 GEMM (heuristic pick) and XLA's bf16 dot (as `--bf16` of the bench spells it) on the same timer,
     calc_diff against the f32 product."""
     from jax_deepgemm.bench_bf16 import _normal_bf16
@@ -80,6 +81,11 @@ def _bf16_sweep(shapes) -> None:
         diff = calc_diff(np.asarray(ours(a, b).astype(jnp.float32)), exact)
         us = [timing.time_with_profiler(f, make_inputs=make, n_reps=3).median_us for f in (ours, xla)]
         print(f"{m}x{n}x{k}: bf16 {us[0]:8.2f} us  xla-bf16 {us[1]:8.2f} us  {_verdict(diff)}", flush=True)
+        for tile in tiles:
+            forced = jax.jit(lambda a, b, tile=tile: dg.bf16_gemm_nt(a, b, tile=tile))
+            diff = calc_diff(np.asarray(forced(a, b).astype(jnp.float32)), exact)
+            tile_us = timing.time_with_profiler(forced, make_inputs=make, n_reps=3).median_us
+            print(f"  {str(tile):>14} {tile_us:8.2f} us  {_verdict(diff)}", flush=True)
 
 
 def _verdict(diff: float) -> str:
@@ -91,6 +97,13 @@ def main(argv) -> int:
         from jax_deepgemm import fp8_gemm
 
         fp8_gemm._SFA_MN_MAJOR_MIN_M = int(os.environ["SWEEP_SFA_MN_MAJOR_MIN_M"])
+    if os.environ.get("SWEEP_BF16"):
+        if jax.devices()[0].platform != "gpu" or not dg.has_cuda_kernels():
+            print("needs a GPU and the CUDA kernels")
+            return 0
+        wanted = os.environ.get("SWEEP_TILES", "")
+        _bf16_sweep(_shapes(argv), [tuple(int(v) for v in t.split("x")) for t in wanted.split(",") if t])
+        return 0
     tiles = _ffi.fp8_gemm_tiles()["1d2d"]
     if os.environ.get("SWEEP_TILES"):
         # a fifth entry forces split-K (e.g. 64x64x1x1x4); 4-entry tiles leave it to the heuristic
@@ -98,9 +111,6 @@ def main(argv) -> int:
         tiles = [w for w in wanted if tuple(w[:4]) in {tuple(t) for t in tiles}]
     if not tiles or jax.devices()[0].platform != "gpu":
         print("needs a GPU and the CUDA kernels")
-        return 0
-    if os.environ.get("SWEEP_BF16"):
-        _bf16_sweep(_shapes(argv))
         return 0
     for m, n, k in _shapes(argv):
         flops = 2.0 * m * n * k

@@ -152,6 +152,46 @@ def test_every_compiled_tile_shape_below_one_a_box(m):
         _assert_close(out, ref, BF16_TOL)
 
 
+def _split_tiles():
+    """The compiled tiles with split-K (NT, unpaired, up to 128 wide: Bf16GemmMaySplitK)."""
+    return sorted({(t[0], t[1]) for t in bg.bf16_gemm_tiles() if t[2] == 1 and t[3] == 0 and t[1] <= 128})
+
+
+@pytest.mark.parametrize("m,n,dtype", [(1, 2112, jnp.bfloat16), (100, 2111, jnp.bfloat16), (200, 2112, jnp.float32),
+                                       (37, 576, jnp.float32)])
+def test_split_k_forced(m, n, dtype):
+    """Every split-K tile, forced, split in 2, 3 and 8 over 25 K-blocks of 64 (none divides them; 8 leaves three per
+    CTA): the TMA-store (N % 8 == 0) and register (odd N, FP32) epilogues after the hand-over, M below one tile, M past
+    the last tile's rows. Poisoned outputs: a tile no CTA stores fails."""
+    k = 1544
+    a, b = _bf16(m + 21, m, k), _bf16(n + 22, n, k)
+    ref = _ref_nt(a, b)
+    into = jax.jit(bg._bf16_gemm_nt_into, static_argnames=("tile", "major"))
+    tiles = _split_tiles()
+    assert tiles, "no BF16 tile compiled with split-K"
+    for bm, bn in tiles:
+        for split in (2, 3, 8):
+            out = into(a, b, _poisoned((m, n), dtype), tile=(bm, bn, 1, split))
+            _assert_close(out, ref, BF16_TOL if dtype == jnp.bfloat16 else FP32_TOL)
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 576, 7168), (64, 1536, 7168), (128, 2112, 7168), (1, 4096, 7168),
+                                   (33, 7168, 2048)])
+def test_split_k_heuristic_picks(m, n, k):
+    """The decode shapes the heuristic splits (H200, session 54: 1 x 576 x 7168 18.0 us unsplit on 36 tiles), with
+    C accumulated in FP32 too (the last CTA adds it once)."""
+    from jax_deepgemm import _ffi
+
+    tile = _ffi.bf16_gemm_tile(m, n, k, _ffi.device_sm_count())
+    a, b = _bf16(m + n, m, k), _bf16(n + k, n, k)
+    ref = _ref_nt(a, b)
+    _assert_close(bg._bf16_gemm_nt_into(a, b, _poisoned((m, n), jnp.bfloat16)), ref, BF16_TOL)
+    c = jax.random.normal(jax.random.key(m), (m, n), jnp.float32)
+    _assert_close(jax.jit(lambda a, b, c: dg.bf16_gemm_nt(a, b, c=c))(a, b, c), ref + c, FP32_TOL)
+    if (m, n, k) != (33, 7168, 2048):
+        assert tile[3] > 1, f"heuristic tile {tile}: no split-K at {m} x {n} x {k}"
+
+
 @pytest.mark.parametrize("m,n,k", [(64, 2112, 7168), (4096, 7168, 2048), (4096, 24576, 1536), (8, 576, 7168)])
 @pytest.mark.parametrize("op", ["nn", "tn", "tt"])
 def test_mn_major_layouts(op, m, n, k):
@@ -186,8 +226,9 @@ def test_transposed_variants_match_nt(monkeypatch):
     assert_bitwise_equal(jax.jit(lambda x, y: dg.bf16_gemm_tn(x, y))(a.T, b.T), want)
 
 
-@pytest.mark.parametrize("m,n,k", [(4096, 7168, 2048), (64, 2112, 7168)])
+@pytest.mark.parametrize("m,n,k", [(4096, 7168, 2048), (64, 2112, 7168), (1, 576, 7168)])
 def test_twenty_repeats_bitwise_equal(m, n, k):
+    """(The decode shapes split K: the last CTA sums the partials in split order, whichever arrives last.)"""
     a, b = _bf16(9, m, k), _bf16(10, n, k)
     f = jax.jit(dg.bf16_gemm_nt)
     first = f(a, b)
@@ -200,6 +241,10 @@ def test_batched_vmap_and_jit_on_gpu():
     batched = jax.jit(jax.vmap(dg.bf16_gemm_nt, in_axes=(0, None)))(a, b)
     for i in range(3):
         assert_bitwise_equal(batched[i], dg.bf16_gemm_nt(a[i], b))
+    # decode rows folded into M: the scratch is sized anew for the folded M's split (here 3 x 1 rows)
+    a, b = _bf16(6, 3, 1, 7168), _bf16(7, 576, 7168)
+    batched = jax.jit(jax.vmap(dg.bf16_gemm_nt, in_axes=(0, None)))(a, b)
+    _assert_close(batched.reshape(3, 576), _ref_nt(a.reshape(3, 7168), b), BF16_TOL)
 
 
 def test_nan_propagates():
@@ -374,6 +419,9 @@ def test_sanitizer_small_bf16():
         a, b = _bf16(m, m, k), _bf16(n, n, k)
         _assert_close(bg._bf16_gemm_nt_into(a, b, _poisoned((m, n), dtype)), _ref_nt(a, b),
                       BF16_TOL if dtype == jnp.bfloat16 else FP32_TOL)
+    a, b = _bf16(3, 3, 1544), _bf16(4, 200, 1544)  # split-K: partials through global memory, the last CTA's sum
+    _assert_close(bg._bf16_gemm_nt_into(a, b, _poisoned((3, 200), jnp.bfloat16), tile=(64, 32, 1, 3)), _ref_nt(a, b),
+                  BF16_TOL)
     row_ids, _ = contiguous_layout([70, 0, 130], extra_rows=5)
     a, b = _bf16(1, len(row_ids), 384), _bf16(2, 3, 576, 384)
     _check_grouped(bg._m_grouped_contiguous_into(a, b, jnp.asarray(row_ids), _poisoned((len(row_ids), 576), jnp.bfloat16)),
@@ -387,6 +435,6 @@ def test_export_names_versioned_targets():
     a, b = _bf16(30, 128, 512), _bf16(31, 576, 512)
     exported = jax.export.export(jax.jit(dg.bf16_gemm_nn), platforms=["cuda"],
                                  disabled_checks=dg.export_disabled_checks())(a, b.T)
-    assert "jax_deepgemm_bf16_gemm_v1" in exported.mlir_module()
+    assert "jax_deepgemm_bf16_gemm_v2" in exported.mlir_module()
     got = jax.export.deserialize(exported.serialize()).call(a, b.T)
     assert_bitwise_equal(got, dg.bf16_gemm_nn(a, b.T))

@@ -105,6 +105,11 @@ def test_reference_function():
         (lambda a, b: dg.bf16_gemm_nt(a, b, c=jnp.zeros((16, 9), jnp.float32)), r"c must have shape"),
         (lambda a, b: dg.bf16_gemm_nt(a, b, out_dtype=jnp.float16), r"out_dtype"),
         (lambda a, b: dg.bf16_gemm_nt(a, b, tile=(64,)), r"tile"),
+        (lambda a, b: dg.bf16_gemm_nt(a, b, tile=(64, 32, 1, 9)), r"split_k must be in \[0, 8\]"),
+        (lambda a, b: dg.bf16_gemm_nt(a, b, tile=(64, 0, 1, 2)), r"split_k > 1 needs .* block_n given"),
+        (lambda a, b: dg.bf16_gemm_nt(a, b, tile=(128, 256, 1, 2)), r"split_k > 1 needs .* at most 128"),
+        (lambda a, b: dg.bf16_gemm_nt(a, b, tile=(128, 256, 2, 2)), r"split_k > 1 needs .* unpaired"),
+        (lambda a, b: dg.bf16_gemm_nn(a, b.T, tile=(64, 64, 1, 2)), r"split_k > 1 needs the NT form"),
         (lambda a, b: dg.bf16_gemm_nn(a, b), r"bf16_gemm_nn: a and b must share K"),
         (lambda a, b: dg.bf16_gemm_tn(a, b.T, out=1), r"unexpected keyword"),
         (lambda a, b: dg.bf16_gemm_tt(a.astype(jnp.float32), b), r"bf16_gemm_tt: a must have dtype bfloat16"),
@@ -318,7 +323,7 @@ def test_lowering_uses_ffi_target_only_on_cuda():
     """On CPU the primitives lower to the reference (no custom call)."""
     a, b = _bf16(50, 16, 64), _bf16(51, 8, 64)
     hlo = jax.jit(dg.bf16_gemm_nt).lower(a, b).as_text()
-    assert "custom_call" not in hlo and "jax_deepgemm_bf16_gemm_v1" not in hlo
+    assert "custom_call" not in hlo and "jax_deepgemm_bf16_gemm_v2" not in hlo
     assert bg._bf16_gemm_p.name == "jax_deepgemm_bf16_gemm"
 
 
@@ -403,3 +408,28 @@ def test_export_round_trip_cpu():
     exported = jax.export.export(jax.jit(dg.bf16_gemm_tn), platforms=["cpu"])(a.T, b.T)
     got = jax.export.deserialize(exported.serialize()).call(a.T, b.T)
     np.testing.assert_array_equal(_f64(got), _f64(dg.bf16_gemm_nt(a, b)))
+
+
+@pytest.mark.skipif(not dg.has_cuda_kernels(), reason="needs the compiled library (its heuristics)")
+def test_decode_heuristic_splits_k_and_sizes_the_scratch():
+    """At decode the dense heuristic shares each tile's K over several CTAs, one wave of them, and the primitive's
+    scratch output holds every CTA's FP32 partial; prefill shapes are not split (one byte of scratch). (H200, session
+    54: unsplit, 1 x 576 x 7168 ran 18.0 us on 36 tiles of 64 x 16, where XLA's dot took 4.8.)"""
+    from jax_deepgemm import _ffi
+
+    for m, n, k in [(1, 576, 7168), (64, 1536, 7168), (1, 2112, 7168), (128, 4096, 7168), (8, 576, 2048)]:
+        bm, bn, cluster, split = _ffi.bf16_gemm_tile(m, n, k, 132)
+        tiles = -(-m // bm) * -(-n // bn)
+        assert cluster == 1 and bn <= 128 and split > 1 and tiles * split <= 132, (m, n, k, bm, bn, split)
+        assert -(-k // 64) // split >= 4, (m, n, k, split)  # each CTA runs at least 4 slices of 64
+        assert _ffi.bf16_gemm_split_workspace_bytes(m, n, k, 132) == tiles * split * bm * bn * 4
+    for m, n, k in [(4096, 7168, 2048), (4096, 2112, 7168), (1, 7168, 2048)]:
+        assert _ffi.bf16_gemm_tile(m, n, k, 132)[3] == 1, (m, n, k)
+        assert _ffi.bf16_gemm_split_workspace_bytes(m, n, k, 132) == 0
+    # the primitive's scratch output is what the heuristic needs for the (folded) M it binds
+    a, b = _bf16(60, 1, 7168), _bf16(61, 576, 7168)
+    jaxpr = jax.make_jaxpr(dg.bf16_gemm_nt)(a, b)
+    (eqn,) = [e for e in jaxpr.eqns if e.primitive is bg._bf16_gemm_p]
+    assert eqn.params["workspace_bytes"] == _ffi.bf16_gemm_split_workspace_bytes(1, 576, 7168,
+                                                                                  _ffi.device_sm_count()) > 0
+    assert eqn.outvars[1].aval.shape == (eqn.params["workspace_bytes"],)

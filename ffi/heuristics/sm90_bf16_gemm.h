@@ -32,34 +32,55 @@ inline int Bf16GemmStages(Bf16BlockShape s, bool tma_store, bool staged_store) {
   return std::min(16, budget / Bf16GemmStageBytes(s.m, s.n));
 }
 
-// Modelled cycles for one problem: waves x per-tile time, the per-tile time being the slower of
-// the tensor cores (~4096 dense BF16 FLOP/cycle/SM; WGMMAs with N < 64 run at the N=64 rate) and the
-// L2->SM feed (~48 B/cycle/SM when every SM streams), plus the epilogue; floored by DRAM traffic,
-// which one SM pulls at only ~20 B/cycle (the chip: ~1650 B/cycle). Same model as the FP8 kernel's
-// (heuristics/sm90_fp8_gemm.h) with BF16 rates and 64-K slices.
+// What a 64-K slice costs a narrow 64-row tile at least, whatever its tensor and feed time: the WGMMA wait, the stage
+// release and the next stage's arrival. H200, session 54, kernel us at K = 7168 (112 slices, one wave): 64 x 16 tiles
+// 18.0 at N = 576 (~318 cycles per slice), 64 x 64 18.9 (~334).
+constexpr double kBf16SliceFloorCycles = 320;
+// The split-K hand-over besides reading the partials: the partials' round trip through L2 and the arrival (assumed).
+constexpr double kBf16SplitHandOverCycles = 1500;
+
+// Modelled cycles for one problem: waves x per-CTA time, the per-CTA time being its 64-K slices, each the slowest of
+// the tensor cores (~4096 dense BF16 FLOP/cycle/SM; WGMMAs with N < 64 run at the N=64 rate), the L2->SM feed
+// (~48 B/cycle/SM when every SM streams) and the slice floor above, plus the epilogue (and a split's hand-over: the
+// last CTA reads every partial at ~32 B/cycle); floored by DRAM traffic, which one SM pulls at only ~20 B/cycle (the
+// chip: ~1650 B/cycle). Same model as the FP8 kernel's (heuristics/sm90_fp8_gemm.h) with BF16 rates and 64-K slices.
+// `split`: CTAs per tile (split-K); `sm_cycles`: the per-CTA part alone.
 inline double Bf16GemmCost(int m, int n, int k, int num_groups, Bf16BlockShape s, int num_sms, int out_bytes,
-                           bool tma_store) {
+                           bool tma_store, int split = 1, double* sm_cycles = nullptr) {
   const double tiles = double((m + s.m * s.cluster_m - 1) / (s.m * s.cluster_m)) * s.cluster_m * ((n + s.n - 1) / s.n);
-  const double waves = std::ceil(tiles / (num_sms / s.cluster_m * s.cluster_m));
-  const double active_sms = std::min<double>(tiles, num_sms);
-  const double k_blocks = (k + kBf16BlockK - 1) / kBf16BlockK;
+  const double ctas = tiles * split;
+  const double waves = std::ceil(ctas / (num_sms / s.cluster_m * s.cluster_m));
+  const double active_sms = std::min<double>(ctas, num_sms);
+  const int k_blocks = (k + kBf16BlockK - 1) / kBf16BlockK;
+  const double cta_k_blocks = (k_blocks + split - 1) / split;
   const double mma = s.m * std::max(s.n, 64) * kBf16BlockK * 2 / 4096.0;
   const double feed = (s.m + double(s.n) / s.cluster_m) * 128 / 48.0;  // B is multicast across the cluster
   const double epilogue = s.m * s.n * out_bytes / (tma_store ? 64.0 : 16.0);
-  const double per_sm = waves * (k_blocks * std::max(mma, feed) + epilogue);
+  const double hand_over = split > 1 ? kBf16SplitHandOverCycles + split * s.m * s.n * 4 / 32.0 : 0.0;
+  const double per_sm =
+      waves * (cta_k_blocks * std::max({mma, feed, kBf16SliceFloorCycles}) + epilogue + hand_over);
   const double dram_bytes = 2.0 * m * k + 2.0 * n * k * num_groups + double(m) * n * out_bytes;
   const double dram = dram_bytes / std::min(1650.0, active_sms * 20.0);
+  if (sm_cycles != nullptr) *sm_cycles = per_sm;
   return std::max(per_sm, dram);
 }
 
 // force_block_m/n/cluster_m > 0 select a compiled shape explicitly (tests, tuning, grouped layouts).
 // `num_groups` only weighs B's DRAM traffic (grouped GEMMs read every expert's weights). `major` (the
 // operand-major mask, see bf16_gemm_instances.h) restricts the choice to kernels of that layout.
+// force_split_k: 0 = decide (the dense handler), 1 = never (grouped GEMMs), > 1 = that split (at most the K-blocks
+// and kBf16MaxSplitK; a tile without split-K is then an error the caller reports).
 inline Bf16GemmConfig PickBf16GemmConfig(int m, int n, int k, int num_groups, bool out_fp32, int num_sms,
-                                         int force_block_m, int force_block_n, int force_cluster_m, int major = 0) {
+                                         int force_block_m, int force_block_n, int force_cluster_m, int major = 0,
+                                         int force_split_k = 1) {
   const int out_bytes = out_fp32 ? 4 : 2;
+  const int k_blocks = (k + kBf16BlockK - 1) / kBf16BlockK;
+  const bool dense = num_groups == 1;
   Bf16GemmConfig best;
-  double best_cost = 0;
+  double best_cost = 0, best_sm_cost = 0;
+  // Decode (M <= 128): of two candidates within 2 %, both near the model's DRAM floor as a rule, the one with less SM
+  // time wins (as in the FP8 heuristic), not the larger tile: A is a few rows, so a larger tile saves no reads.
+  const bool decode = m <= 128;
   for (const Bf16BlockShape s : kBf16Shapes) {
     if (s.major != major) continue;
     if (force_block_m > 0 && s.m != force_block_m) continue;
@@ -70,23 +91,41 @@ inline Bf16GemmConfig PickBf16GemmConfig(int m, int n, int k, int num_groups, bo
     if (force_block_m <= 0 && s.m == 128 && m <= 64) continue;
     const bool tma_store = Bf16GemmUsesTmaStore(out_fp32, n, s.n);
     if (Bf16GemmStages(s, tma_store, Bf16GemmUsesStagedStore(out_fp32, n)) < 2) continue;
-    const double cost = Bf16GemmCost(m, n, k, num_groups, s, num_sms, out_bytes, tma_store);
-    // Within 2 %, prefer the larger tile (fewer B/A re-reads than the model counts).
-    const int rank = s.m * s.n * s.cluster_m, best_rank = best.block_m * best.block_n * best.cluster_m;
-    const bool better = best.block_m == 0 || cost < best_cost * 0.98 || (cost < best_cost * 1.02 && rank > best_rank);
-    if (better) {
-      best_cost = cost;
-      best.block_m = s.m;
-      best.block_n = s.n;
-      best.cluster_m = s.cluster_m;
-      best.major = s.major;
+    const bool may_split = dense && Bf16GemmMaySplitK(s.n, s.cluster_m, s.major);
+    if (force_split_k > 1 && !may_split) continue;
+    const int64_t tiles = int64_t((m + s.m - 1) / s.m) * ((n + s.n - 1) / s.n);
+    const int max_split = !may_split || force_split_k == 1 ? 1 : std::min(kBf16MaxSplitK, k_blocks);
+    for (int split = force_split_k > 1 ? std::min(force_split_k, max_split) : 1; split <= max_split; ++split) {
+      // Splits chosen here fill at most one wave, each CTA at least 4 slices; a forced split is taken as it is.
+      if (force_split_k == 0 && split > 1 &&
+          (tiles * split > num_sms || k_blocks / split < 4 || tiles > kBf16SplitMaxTiles))
+        break;
+      double sm_cost = 0;
+      const double cost = Bf16GemmCost(m, n, k, num_groups, s, num_sms, out_bytes, tma_store, split, &sm_cost);
+      // Within 2 %, prefer the larger tile (fewer B/A re-reads than the model counts), then fewer splits (the order
+      // of the loop); at decode, less SM time.
+      const int rank = s.m * s.n * s.cluster_m, best_rank = best.block_m * best.block_n * best.cluster_m;
+      const bool close = cost < best_cost * 1.02 && best_cost < cost * 1.02;
+      bool better = best.block_m == 0 || cost < best_cost * 0.98;
+      if (!better && close) better = decode ? sm_cost < best_sm_cost * 0.98 : rank > best_rank;
+      if (better) {
+        best_cost = cost, best_sm_cost = sm_cost;
+        best.block_m = s.m;
+        best.block_n = s.n;
+        best.cluster_m = s.cluster_m;
+        best.major = s.major;
+        best.split_k = split;
+      }
+      if (force_split_k > 1) break;
     }
   }
   if (best.block_m == 0) return best;  // forced shape not compiled: caller reports it
   // Persistent grid: one CTA per SM at most, a whole number of clusters.
   const int cluster_tiles = ((m + best.block_m * best.cluster_m - 1) / (best.block_m * best.cluster_m)) *
                             ((n + best.block_n - 1) / best.block_n);
-  best.grid = std::max(1, std::min(cluster_tiles, num_sms / best.cluster_m)) * best.cluster_m;
+  // Split-K: one CTA per (tile, split).
+  best.grid = best.split_k > 1 ? cluster_tiles * best.split_k
+                               : std::max(1, std::min(cluster_tiles, num_sms / best.cluster_m)) * best.cluster_m;
   best.tma_store = Bf16GemmUsesTmaStore(out_fp32, n, best.block_n);
   best.staged_store = Bf16GemmUsesStagedStore(out_fp32, n);
   best.num_stages =
@@ -100,8 +139,9 @@ inline Bf16GemmConfig PickBf16GemmConfig(int m, int n, int k, int num_groups, bo
     std::lock_guard<std::mutex> lock(mu);
     if (seen.insert({m, n, k, num_groups, int(out_fp32), major}).second)
       std::fprintf(stderr, "jax_deepgemm bf16_gemm m=%d n=%d k=%d groups=%d fp32=%d major=%d -> block %dx%d cluster %d "
-                   "stages=%d grid=%d tma_store=%d\n", m, n, k, num_groups, int(out_fp32), major, best.block_m,
-                   best.block_n, best.cluster_m, best.num_stages, best.grid, int(best.tma_store));
+                   "split %d stages=%d grid=%d tma_store=%d\n", m, n, k, num_groups, int(out_fp32), major,
+                   best.block_m, best.block_n, best.cluster_m, best.split_k, best.num_stages, best.grid,
+                   int(best.tma_store));
   }
   return best;
 }

@@ -17,6 +17,9 @@
 //     dgrad needs). Such an operand is loaded as 64 x 64 boxes (64 K rows of 64 M/N elements = 128
 //     bytes, 128B-swizzled), and the WGMMA reads it with an MN-major descriptor (bf16 WGMMA supports
 //     transposed shared-memory operands): no transpose pass over global memory.
+// Split-K (dense NT decode shapes, Bf16GemmConfig::split_k): the grid is one CTA per (tile, split); each CTA runs its
+// share of the tile's K-blocks and hands its FP32 partial over through global memory (kernels/split_k_global.cuh);
+// the tile's last CTA sums them in split order and stores the tile.
 // K-grouped form (MoE weight gradients, NT or TN operands): D[g] (+= C[g]) = A[:, K range g] .
 // B[:, K range g]^T over [G * M, N] FP32 rows; every group walks the whole M x N tile grid over
 // its K-blocks (gemm_tile_walk.cuh's NextKGroupedTile), the sizes read on the device.
@@ -39,6 +42,7 @@
 #include "bf16_gemm_launch.h"
 #include "kernels/cache_hints.cuh"
 #include "kernels/gemm_tile_walk.cuh"
+#include "kernels/split_k_global.cuh"
 #include "kernels/stage_ring.cuh"
 #include "kernels/staged_store.cuh"
 #include "kernels/swizzled_stage.cuh"
@@ -57,7 +61,12 @@ struct Bf16GemmParams {
   int use_staged_store;   // FP32 D (+ C) through per-warp slabs (kernels/staged_store.cuh; needs n % 4 == 0)
   int raster_band;        // tiles per band of the L2 rasterisation
   GemmGrouping grouping;  // M-grouped MoE layouts (B is [num_groups * n, k]); default: dense
+  int split_k;            // > 1: walk entry e = split e % split_k of tile e / split_k, one entry per CTA
+  float* split_partials;  // split-K: [tiles, split_k, BLOCK_M * BLOCK_N] FP32 partials (SplitKGlobalHandOver's order)
 };
+
+// Arrivals of each output tile's splits in a split-K launch (kernels/split_k_global.cuh).
+static __device__ unsigned int g_bf16_split_arrivals[kBf16SplitMaxTiles];
 
 template <int N, cute::SM90::GMMA::Major kMajorA, cute::SM90::GMMA::Major kMajorB>
 struct Bf16Wgmma;
@@ -97,6 +106,7 @@ struct Bf16GemmTraits {
   // The K-grouped walk is compiled into the NT and TN kernels (its operands are both K-major or
   // both MN-major, the token-major wgrad layout), without clusters (a pair may straddle groups).
   static constexpr bool kKGroupedWalk = (kMajor == 0 || kMajor == 3) && kClusterM == 1;
+  static constexpr bool kMaySplitK = Bf16GemmMaySplitK(kBlockN, kClusterM, kMajor);
   static constexpr int kNumMathWarpgroups = kBlockM / 64;
   static constexpr int kNumMathThreads = kNumMathWarpgroups * 128;
   static constexpr int kNumThreads = kNumMathThreads + 128;  // + one producer warpgroup
@@ -211,11 +221,18 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
       if (!NextKGroupedTile<kBf16BlockK>(sched, p.grouping, p.num_k_blocks, tile, m_block, n_block, group, kb_begin,
                                          kb_end, poisoned))
         return false;
-    } else if (!NextGemmTile<kBlockM, kBlockN, kClusterM>(sched, p.grouping, p.m, p.n, tile, cta_rank, m_block,
-                                                          n_block, group)) {
-      return false;
     } else {
+      // Split-K: the entry is split `tile % split_k` of output tile `tile / split_k`, a share of its K-blocks.
+      int split = 0;
+      if (Traits::kMaySplitK && p.split_k > 1) split = tile % p.split_k, tile /= p.split_k;
+      if (!NextGemmTile<kBlockM, kBlockN, kClusterM>(sched, p.grouping, p.m, p.n, tile, cta_rank, m_block, n_block,
+                                                     group))
+        return false;
       kb_end = group < 0 ? 0 : p.num_k_blocks;
+      if (Traits::kMaySplitK && p.split_k > 1) {
+        kb_begin = split * p.num_k_blocks / p.split_k;
+        kb_end = (split + 1) * p.num_k_blocks / p.split_k;
+      }
     }
     row_lo = m_block * kBlockM, row_hi = min(p.m, row_lo + kBlockM);  // empty past M (2nd CTA of a pair)
     return true;
@@ -341,6 +358,15 @@ __global__ void __launch_bounds__(Bf16GemmTraits<kBlockM, kBlockN, kClusterM, kM
         release(prev_stage);
       }
 
+      if constexpr (Traits::kMaySplitK) {
+        // Split-K: this CTA's partial goes to global memory; the tile's last CTA gets the sum and stores the tile. The
+        // verdict goes through the stage ring's first word: the CTA has no other entry, so the ring is idle now.
+        if (p.split_k > 1 &&
+            !SplitKGlobalHandOver<kBlockN / 8, Traits::kNumMathThreads, kBf16MaxSplitK>(
+                accum, p.split_partials, g_bf16_split_arrivals, tile / p.split_k, tile % p.split_k, p.split_k,
+                int(threadIdx.x), reinterpret_cast<volatile int*>(smem_a)))
+          continue;
+      }
       if (Traits::kKGroupedWalk && poisoned) {
 #pragma unroll
         for (int i = 0; i < kAccums; ++i) accum[i] = __int_as_float(0x7fc00000);  // broken K layout: NaN

@@ -40,6 +40,15 @@ cudaError_t LaunchSm90Bf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig&
   // An MN-major operand's row pitch is M (A) or N (B) elements: TMA needs it 16-byte aligned.
   if ((Traits::kAMnMajor && op.m % 8 != 0) || (Traits::kBMnMajor && op.n % 8 != 0)) return cudaErrorInvalidValue;
   if (!op.grouping.masked_layout_fits(op.m, kBlockM)) return cudaErrorInvalidValue;
+  // Split-K: dense NT only, one CTA per (tile, split) (the kernel parks its verdict in the idle stage ring), the
+  // arrival counters and partials sized for the tiles.
+  if (cfg.split_k > 1) {
+    const int64_t tiles = Bf16GemmTiles(cfg, op.m, op.n);
+    if (!Traits::kMaySplitK || m_grouped || k_grouped || cfg.split_k > kBf16MaxSplitK || tiles > kBf16SplitMaxTiles ||
+        cfg.grid != tiles * cfg.split_k || op.split_partials == nullptr ||
+        int64_t(op.split_partials_bytes) < Bf16GemmSplitPartialBytes(cfg, op.m, op.n))
+      return cudaErrorInvalidValue;
+  }
   const int smem_bytes = Traits::SmemBytes(cfg.num_stages, use_tma_store, use_staged_store);
   if (cfg.num_stages < 1 || smem_bytes > kBf16SmemCapacity) return cudaErrorInvalidValue;
 
@@ -86,6 +95,8 @@ cudaError_t LaunchSm90Bf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig&
   params.use_staged_store = use_staged_store ? 1 : 0;
   params.raster_band = cfg.raster_band;
   params.grouping = op.grouping;
+  params.split_k = cfg.split_k;
+  params.split_partials = static_cast<float*>(op.split_partials);
 
   struct MaxClusters {};  // one occupancy query per instance and device
   const PersistentLaunch launch(MaxClusters{}, op.device, kernel, cfg.grid, Traits::kNumThreads, smem_bytes, kClusterM,

@@ -49,6 +49,7 @@
 #include "fp8_gemm_launch.h"
 #include "kernels/cache_hints.cuh"
 #include "kernels/gemm_tile_walk.cuh"
+#include "kernels/split_k_global.cuh"
 #include "kernels/stage_ring.cuh"
 #include "kernels/staged_store.cuh"
 #include "kernels/swizzled_stage.cuh"
@@ -79,15 +80,9 @@ struct Fp8GemmParams {
   float* split_partials = nullptr;
 };
 
-// Arrivals of each output tile's splits in a split-K launch through global memory. atomicInc wraps the count back to
-// zero at the tile's last arrival, so the counters are zero between launches without a memset (CUDA zeroes them when
-// the module loads). Launches on one device run in stream order here (XLA runs a device's kernels on one compute
-// stream); two such launches running at once on one device would share counters.
+// Arrivals of each output tile's splits in a split-K launch through global memory (kernels/split_k_global.cuh).
 static __device__ unsigned int g_fp8_split_arrivals[kFp8SplitGlobalMaxTiles];
 
-// Named barrier of the split-K hand-over among the math threads (raw PTX id: above the CUTLASS NamedBarrier ids the
-// epilogue uses).
-constexpr uint32_t kSplitKBarrier = 14;
 // Named barrier that staggers the two math warpgroups of a tile by one wave (raw PTX id, as above).
 constexpr uint32_t kStaggerBarrier = 13;
 // Named barriers of the dual-chain hand-over (raw PTX ids, as above): partial written / partial read.
@@ -124,25 +119,6 @@ __device__ __forceinline__ void PromotePerColumn(float* fin, const float* acc, f
     fin[4 * g + 2] = fmaf(sa1 * col.x, acc[4 * g + 2], fin[4 * g + 2]);
     fin[4 * g + 3] = fmaf(sa1 * col.y, acc[4 * g + 3], fin[4 * g + 3]);
   }
-}
-
-// A named barrier by raw PTX id over kThreads math threads (ids above the CUTLASS NamedBarrier ones the epilogue
-// uses): wait for all of them, or arrive without waiting.
-template <uint32_t kId, int kThreads>
-__device__ __forceinline__ void NamedBarrierSync() {
-  asm volatile("bar.sync %0, %1;\n" ::"n"(kId), "n"(kThreads) : "memory");
-}
-template <uint32_t kId, int kThreads>
-__device__ __forceinline__ void NamedBarrierArrive() {
-  asm volatile("bar.arrive %0, %1;\n" ::"n"(kId), "n"(kThreads) : "memory");
-}
-
-// atomicInc with release-acquire semantics at GPU scope: the split-K arrival through global memory publishes this
-// CTA's partial (its threads' stores ordered before by a CTA barrier) and, for the last arrival, acquires the others'.
-__device__ __forceinline__ unsigned AtomicIncAcqRel(unsigned* counter, unsigned limit) {
-  unsigned old;
-  asm volatile("atom.acq_rel.gpu.global.inc.u32 %0, [%1], %2;\n" : "=r"(old) : "l"(counter), "r"(limit) : "memory");
-  return old;
 }
 
 // Cluster-wide barrier of the split-K hand-over, split into its two halves. Not the `.aligned` forms: the producer
@@ -922,50 +898,16 @@ __global__ void __launch_bounds__(Fp8GemmTraits<kBlockM, kBlockN, kBScale, kClus
       int stored_g_begin = 0, stored_g_end = kBlockN / 8;
       if constexpr (Traits::kMaySplitK) {
         if (Traits::kMaySplitGlobal && p.split_k > 1 && p.split_partials != nullptr) {
-          // Split-K hand-over through global memory (no cluster; one tile per CTA, walk entry = blockIdx.x). Every
-          // CTA writes its partial (the threads' float4s of an 8-column group adjacent) and counts its arrival
-          // once; the tile's last CTA sums all the partials in split order (deterministic) and stores the tile;
-          // the others are done. A dual-chain tile's partial is chain 0's alone (chain 1 handed its share over above
-          // and stores nothing).
+          // Split-K hand-over through global memory (no cluster; one tile per CTA, walk entry = blockIdx.x): the tile's
+          // last CTA stores it, the others are done. A dual-chain tile's partial is chain 0's alone (chain 1 handed its
+          // share over above and stores nothing). The verdict goes through the stage ring's idle first word.
           if (Traits::kDualChain && chain == 1) continue;
-          constexpr int kGroups = kBlockN / 8;
           constexpr int kHandThreads = Traits::kDualChain ? 128 : Traits::kNumMathThreads;
-          const int split = int(blockIdx.x) % p.split_k, tile_id = int(blockIdx.x) / p.split_k;
-          float4* tile_partials = reinterpret_cast<float4*>(p.split_partials) +
-                                  int64_t(tile_id) * p.split_k * kGroups * kHandThreads + threadIdx.x % kHandThreads;
-#pragma unroll
-          for (int g = 0; g < kGroups; ++g)
-            __stcg(tile_partials + (split * kGroups + g) * kHandThreads,
-                   make_float4(final_acc[0][4 * g], final_acc[0][4 * g + 1], final_acc[0][4 * g + 2],
-                               final_acc[0][4 * g + 3]));
-          // One release-acquire arrival per CTA after its threads' stores (the barrier orders them before it, as in
-          // CUTLASS's split-K semaphore); no per-thread fences.
-          NamedBarrierSync<kSplitKBarrier, kHandThreads>();
-          volatile int* last = reinterpret_cast<volatile int*>(smem_a);
-          if (threadIdx.x % kHandThreads == 0)
-            *last = AtomicIncAcqRel(&g_fp8_split_arrivals[tile_id], unsigned(p.split_k - 1)) == unsigned(p.split_k - 1);
-          // (The verdict goes through shared memory, the stage ring's idle first word: a barrier's predicate
-          // reduction spilled registers in the 128 x 64 tile.)
-          NamedBarrierSync<kSplitKBarrier, kHandThreads>();
-          if (*last == 0) continue;
-          // All partials from memory, this CTA's too (bitwise its registers), in split order whichever CTA came last:
-          // no second register copy of the tile; each group's loads of all splits at once (at most
-          // kFp8MaxSplitGlobal: more spilled).
-#pragma unroll
-          for (int g = 0; g < kGroups; ++g) {
-            float4 part[kFp8MaxSplitGlobal];
-#pragma unroll
-            for (int r = 0; r < kFp8MaxSplitGlobal; ++r)
-              if (r < p.split_k) part[r] = __ldcg(tile_partials + (r * kGroups + g) * kHandThreads);
-            float4 total = part[0];
-#pragma unroll
-            for (int r = 1; r < kFp8MaxSplitGlobal; ++r) {
-              if (r < p.split_k)
-                total = make_float4(total.x + part[r].x, total.y + part[r].y, total.z + part[r].z, total.w + part[r].w);
-            }
-            final_acc[0][4 * g] = total.x, final_acc[0][4 * g + 1] = total.y, final_acc[0][4 * g + 2] = total.z;
-            final_acc[0][4 * g + 3] = total.w;
-          }
+          if (!SplitKGlobalHandOver<kBlockN / 8, kHandThreads, kFp8MaxSplitGlobal>(
+                  final_acc[0], p.split_partials, g_fp8_split_arrivals, int(blockIdx.x) / p.split_k,
+                  int(blockIdx.x) % p.split_k, p.split_k, int(threadIdx.x) % kHandThreads,
+                  reinterpret_cast<volatile int*>(smem_a)))
+            continue;
         } else if (p.split_k > 1) {
           // Split-K hand-over through distributed shared memory. The cluster holds this tile's splits (CTA r: split
           // r) and nothing else, so once every WGMMA of the tile has completed the stage ring is free: each CTA
