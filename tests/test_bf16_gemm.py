@@ -175,8 +175,8 @@ def test_split_k_forced(m, n, dtype):
             _assert_close(out, ref, BF16_TOL if dtype == jnp.bfloat16 else FP32_TOL)
 
 
-@pytest.mark.parametrize("m,n,k", [(1, 576, 7168), (64, 1536, 7168), (128, 2112, 7168), (1, 4096, 7168),
-                                   (33, 7168, 2048)])
+@pytest.mark.parametrize("m,n,k", [(1, 576, 7168), (64, 1536, 7168), (128, 2112, 7168), (1, 2112, 7168),
+                                   (1, 4096, 7168), (33, 7168, 2048)])
 def test_split_k_heuristic_picks(m, n, k):
     """The decode shapes the heuristic splits (H200, session 54: 1 x 576 x 7168 18.0 us unsplit on 36 tiles), with
     C accumulated in FP32 too (the last CTA adds it once)."""
@@ -188,7 +188,8 @@ def test_split_k_heuristic_picks(m, n, k):
     _assert_close(bg._bf16_gemm_nt_into(a, b, _poisoned((m, n), jnp.bfloat16)), ref, BF16_TOL)
     c = jax.random.normal(jax.random.key(m), (m, n), jnp.float32)
     _assert_close(jax.jit(lambda a, b, c: dg.bf16_gemm_nt(a, b, c=c))(a, b, c), ref + c, FP32_TOL)
-    if (m, n, k) != (33, 7168, 2048):
+    # (128 unsplit tiles of 64 x 32 already stream 1 x 4096 x 7168's B from all SMs; 7168 x 2048 is short.)
+    if n < 4096:
         assert tile[3] > 1, f"heuristic tile {tile}: no split-K at {m} x {n} x {k}"
 
 

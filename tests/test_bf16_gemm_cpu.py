@@ -412,18 +412,19 @@ def test_export_round_trip_cpu():
 
 @pytest.mark.skipif(not dg.has_cuda_kernels(), reason="needs the compiled library (its heuristics)")
 def test_decode_heuristic_splits_k_and_sizes_the_scratch():
-    """At decode the dense heuristic shares each tile's K over several CTAs, one wave of them, and the primitive's
-    scratch output holds every CTA's FP32 partial; prefill shapes are not split (one byte of scratch). (H200, session
+    """At decode (M <= 128) the dense heuristic shares each tile's K over several CTAs where few tiles would leave SMs
+    idle, one wave of them, and the primitive's scratch output holds every CTA's FP32 partial; where unsplit tiles
+    fill the SMs, and above M = 128, it does not split (one byte of scratch). (H200, session
     54: unsplit, 1 x 576 x 7168 ran 18.0 us on 36 tiles of 64 x 16, where XLA's dot took 4.8.)"""
     from jax_deepgemm import _ffi
 
-    for m, n, k in [(1, 576, 7168), (64, 1536, 7168), (1, 2112, 7168), (128, 4096, 7168), (8, 576, 2048)]:
+    for m, n, k in [(1, 576, 7168), (64, 1536, 7168), (1, 2112, 7168), (128, 2112, 7168), (8, 576, 2048)]:
         bm, bn, cluster, split = _ffi.bf16_gemm_tile(m, n, k, 132)
         tiles = -(-m // bm) * -(-n // bn)
         assert cluster == 1 and bn <= 128 and split > 1 and tiles * split <= 132, (m, n, k, bm, bn, split)
         assert -(-k // 64) // split >= 4, (m, n, k, split)  # each CTA runs at least 4 slices of 64
         assert _ffi.bf16_gemm_split_workspace_bytes(m, n, k, 132) == tiles * split * bm * bn * 4
-    for m, n, k in [(4096, 7168, 2048), (4096, 2112, 7168), (1, 7168, 2048)]:
+    for m, n, k in [(4096, 7168, 2048), (4096, 2112, 7168), (1, 7168, 2048), (1, 4096, 7168), (200, 576, 7168)]:
         assert _ffi.bf16_gemm_tile(m, n, k, 132)[3] == 1, (m, n, k)
         assert _ffi.bf16_gemm_split_workspace_bytes(m, n, k, 132) == 0
     # the primitive's scratch output is what the heuristic needs for the (folded) M it binds
