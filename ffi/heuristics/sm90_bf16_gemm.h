@@ -53,10 +53,11 @@ constexpr double kBf16ChipDramBytesPerCycle = 1150;
 // M <= 128, what session 54 measured): the slice floor and the chip's decode DRAM rate apply (else each slice costs its
 // tensor or feed time and the chip's DRAM rate is the FP8 model's 1650 B/cycle, as fitted before).
 //
-// H100, session 54, kernel us (heuristic's pick first; XLA's bf16 dot): 1 x 576 x 7168 64 x 32 split 7 8.72 (unsplit
+// H100, session 54, kernel us (the first fit's pick first; XLA's bf16 dot): 1 x 576 x 7168 64 x 32 split 7 8.72 (unsplit
 // 64 x 16 18.07, 64 x 32 split 4 9.68; XLA 5.35), 128 x 576 x 7168 64 x 64 split 7 12.52 (split 2 14.05; XLA 10.29);
 // 1 x 2112 x 7168 64 x 64 split 2 16.69 (split 4 18.17, unsplit 64 x 16 18.47; XLA 16.55); 1 x 4096 x 7168 64 x 128
-// split 4 29.65 and 64 x 64 split 2 26.62 against 22.2 unsplit 64 x 32 (session 52).
+// split 4 29.65 and 64 x 64 split 2 26.62 against 22.2 unsplit 64 x 32 (session 52). This fit's picks (split 6 / 5 at
+// N = 576, 64 x 32 split 2 at 1 x 2112, 4096 unsplit) have not run yet: benchmarks/RESULTS.md, "Session 54".
 inline double Bf16GemmCost(int m, int n, int k, int num_groups, Bf16BlockShape s, int num_sms, int out_bytes,
                            bool tma_store, int split = 1, double* sm_cycles = nullptr, bool decode = false) {
   const double tiles = double((m + s.m * s.cluster_m - 1) / (s.m * s.cluster_m)) * s.cluster_m * ((n + s.n - 1) / s.n);
