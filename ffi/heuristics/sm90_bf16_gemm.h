@@ -37,7 +37,8 @@ inline int Bf16GemmStages(Bf16BlockShape s, bool tma_store, bool staged_store) {
 // 18.0 at N = 576 (~318 cycles per slice), 64 x 64 18.9 (~334).
 constexpr double kBf16SliceFloorCycles = 320;
 // The split-K hand-over, after a CTA's stream: the partials' round trip through L2 and the arrival (~1500 cycles,
-// assumed), plus the last CTA's read of every partial at ~16 B/cycle (a few dependent L2 round trips per thread).
+// assumed), plus a cycle per 16 bytes of all the tile's partials: fitted so that the wide and deep splits that lost at
+// 1 x 4096 x 7168 lose in the model too (why they lose is open: benchmarks/RESULTS.md, "Session 54").
 constexpr double kBf16SplitHandOverCycles = 1500;
 // What DRAM delivers to a decode GEMM on the whole chip, ~1150 B/cycle (~2 TB/s at 1.755 GHz, H100), below the FP8
 // model's 1650: H100, session 54, kernel us, B 30 MB at 1 x 2112 x 7168: XLA's dot 16.6, ours at best 16.7 (64 x 64
