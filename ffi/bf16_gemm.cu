@@ -31,7 +31,7 @@ int64_t Bf16GemmSplitWorkspaceBytes(int m, int n, int k, int num_sms, int block_
                                     int split_k, bool out_fp32, int major) {
   const Bf16GemmConfig cfg =
       PickBf16GemmConfig(m, n, k, 1, out_fp32, num_sms, block_m, block_n, cluster_m, major, split_k);
-  return cfg.block_m == 0 ? 0 : Bf16GemmSplitPartialBytes(cfg, m, n);
+  return cfg.block_m == 0 ? -1 : Bf16GemmSplitPartialBytes(cfg, m, n);
 }
 
 std::array<int, 4> Bf16GemmTile(int m, int n, int k, int num_sms, bool out_fp32, int major) {

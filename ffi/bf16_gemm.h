@@ -23,7 +23,8 @@ XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxDeepgemmKGroupedBf16GemmContiguous);
 
 namespace jdg {
 // Bytes of split-K scratch (FP32 partials) the dense BF16 kernel takes for this problem and (forced or heuristic)
-// config: > 0 only when it splits K. bf16_gemm_nt sizes the workspace output with it at trace time.
+// config: > 0 only when it splits K; -1 when no compiled kernel runs the forced config. bf16_gemm_nt sizes the
+// workspace output with it at trace time.
 int64_t Bf16GemmSplitWorkspaceBytes(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m,
                                     int split_k, bool out_fp32, int major);
 // The (block_m, block_n, cluster_m, split_k) the dense BF16 heuristic picks: tests and tuning ask.

@@ -144,7 +144,8 @@ nb::object Fp8GemmPerChannelTile(int m, int n, int k, int num_sms, int k_groups,
 #endif
 }
 
-// Bytes of split-K scratch the dense BF16 kernel takes for this problem (0: no split, or no CUDA kernels).
+// Bytes of split-K scratch the dense BF16 kernel takes for this problem (0: no split, or no CUDA kernels; -1: the
+// forced config is not compiled).
 int64_t Bf16GemmSplitWorkspaceBytes(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m,
                                     int split_k, bool out_fp32, int major) {
 #if JAX_DEEPGEMM_WITH_CUDA

@@ -123,7 +123,8 @@ def bf16_gemm_split_workspace_bytes(m: int, n: int, k: int, num_sms: int, block_
                                     cluster_m: int = 0, split_k: int = 0, out_fp32: bool = False,
                                     major: int = 0) -> int:
     """Bytes of FP32 split-K partials the dense BF16 GEMM kernel takes for this problem and (forced or heuristic)
-    config: > 0 only when it splits K; 0 without the CUDA kernels."""
+    config: > 0 only when it splits K; -1 when no compiled kernel runs the forced config (e.g. a split over more tiles
+    than a split launch holds); 0 without the CUDA kernels."""
     if _C is None or not _C.has_cuda_kernels():
         return 0
     return int(_C.bf16_gemm_split_workspace_bytes(m, n, k, num_sms, block_m, block_n, cluster_m, split_k,

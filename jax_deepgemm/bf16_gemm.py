@@ -148,6 +148,11 @@ def _dense_params(m: int, n: int, k: int, tile_params: dict[str, int], *, out_fp
     num_sms = p["num_sms"] or _ffi.device_sm_count()
     workspace = _ffi.bf16_gemm_split_workspace_bytes(m, n, k, num_sms, p["block_m"], p["block_n"], p["cluster_m"],
                                                      p["split_k"], bool(out_fp32), major)
+    if workspace < 0:
+        raise ValueError(f"tile: no compiled kernel runs block_m={p['block_m']}, block_n={p['block_n']}, "
+                         f"cluster_m={p['cluster_m']}, split_k={p['split_k']} for this operand layout (major={major}) "
+                         f"at M={m}, N={n} (paired tiles are NT only; a split launch holds at most "
+                         f"{_SPLIT_K_MAX_TILES} output tiles)")
     return dict(p, out_fp32=int(out_fp32), major=int(major), workspace_bytes=int(workspace))
 
 
@@ -185,6 +190,7 @@ _bf16_gemm_p = make_primitive(
 SPLIT_K_MAX = 8
 """Most CTAs the dense kernel splits one output tile's K over (kBf16MaxSplitK, ffi/bf16_gemm_launch.h)."""
 _SPLIT_K_MAX_BLOCK_N = 128  # Bf16GemmMaySplitK: split-K is compiled into NT tiles up to 128 wide, unpaired
+_SPLIT_K_MAX_TILES = 1024  # kBf16SplitMaxTiles: the split launch's arrival counters
 
 
 def _tile_params(tile, num_sms: int, major: int = MAJOR_NT) -> dict[str, int]:

@@ -434,3 +434,18 @@ def test_decode_heuristic_splits_k_and_sizes_the_scratch():
     assert eqn.params["workspace_bytes"] == _ffi.bf16_gemm_split_workspace_bytes(1, 576, 7168,
                                                                                   _ffi.device_sm_count()) > 0
     assert eqn.outvars[1].aval.shape == (eqn.params["workspace_bytes"],)
+
+
+@pytest.mark.skipif(not dg.has_cuda_kernels(), reason="needs the compiled library (its heuristics)")
+def test_forced_split_with_too_many_tiles_fails_at_trace_time():
+    """A forced split whose output has more tiles than the split launch's arrival counters (1024) is a ValueError when
+    traced, not a launch error when run: 2048 x 576 in 64 x 16 tiles is 1152 tiles."""
+    a = jax.ShapeDtypeStruct((2048, 64), jnp.bfloat16)
+    b = jax.ShapeDtypeStruct((576, 64), jnp.bfloat16)
+    with pytest.raises(ValueError, match=r"split_k=2 .* at most 1024 output tiles"):
+        jax.make_jaxpr(lambda a, b: dg.bf16_gemm_nt(a, b, tile=(64, 16, 1, 2)))(a, b)
+    jax.make_jaxpr(lambda a, b: dg.bf16_gemm_nt(a, b, tile=(64, 16, 1, 2)))(
+        jax.ShapeDtypeStruct((1024, 64), jnp.bfloat16), b)  # 576 tiles: fine (and K = 64 leaves one split: none)
+    with pytest.raises(ValueError, match=r"cluster_m=2, .*\(major=2\)"):  # pairs are compiled for the NT form only
+        jax.make_jaxpr(lambda a, b: dg.bf16_gemm_nn(a, b, tile=(128, 256, 2)))(
+            jax.ShapeDtypeStruct((256, 64), jnp.bfloat16), jax.ShapeDtypeStruct((64, 576), jnp.bfloat16))

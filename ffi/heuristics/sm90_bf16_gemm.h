@@ -108,8 +108,9 @@ inline Bf16GemmConfig PickBf16GemmConfig(int m, int n, int k, int num_groups, bo
     const bool tma_store = Bf16GemmUsesTmaStore(out_fp32, n, s.n);
     if (Bf16GemmStages(s, tma_store, Bf16GemmUsesStagedStore(out_fp32, n)) < 2) continue;
     const bool may_split = dense && Bf16GemmMaySplitK(s.n, s.cluster_m, s.major);
-    if (force_split_k > 1 && !may_split) continue;
     const int64_t tiles = int64_t((m + s.m - 1) / s.m) * ((n + s.n - 1) / s.n);
+    // A forced split needs a tile compiled with split-K and few enough tiles for the arrival counters.
+    if (force_split_k > 1 && (!may_split || tiles > kBf16SplitMaxTiles)) continue;
     const int max_split = !may_split || force_split_k == 1 || (force_split_k == 0 && !decode)
                               ? 1
                               : std::min(kBf16MaxSplitK, k_blocks);
