@@ -1,6 +1,6 @@
 """Benchmark of ``fp8_gemm_nt`` against what a JAX user has today: ``python -m jax_deepgemm.bench``.
 
-For each (M, N, K) of ``testing.shapes`` (M in BENCH_M x the six (N, K) of BENCH_NK) it times,
+For each (M, N, K) of ``testing.shapes`` (M in BENCH_M, or those of `--m`, x the six (N, K) of BENCH_NK) it times,
 in the same run and on the same device:
 
   ours      ``fp8_gemm_nt((a, a_scale), (b, b_scale))``: 1x128 A scales, 128x128 B scales, bf16 D;
@@ -358,8 +358,8 @@ def _jaxlib_version() -> str | None:
         return None
 
 
-def _shapes(smoke: bool, filters: list[str] | None) -> list[tuple[int, int, int]]:
-    shapes = list(SMOKE_SHAPES) if smoke else [(m, n, k) for m in BENCH_M for n, k in BENCH_NK]
+def _shapes(smoke: bool, filters: list[str] | None, ms: list[int] | None = None) -> list[tuple[int, int, int]]:
+    shapes = list(SMOKE_SHAPES) if smoke else [(m, n, k) for m in (ms or BENCH_M) for n, k in BENCH_NK]
     if filters:
         pats = [re.compile(f) for f in filters]
         shapes = [s for s in shapes if any(p.search("{}x{}x{}".format(*s)) for p in pats)]
@@ -395,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--filter", nargs="*", metavar="REGEX",
                    help="keep shapes whose 'MxNxK' matches any REGEX, e.g. '^4096x' or 'x7168$' (--grouped: the case's"
                         " 'GxMxNxK' key, e.g. '^16x' for the 16-group cases; --bf16/--mqa: their case keys)")
+    p.add_argument("--m", nargs="+", type=int, metavar="M",
+                   help="rows of A to bench at the six (N, K) instead of 64, 128 and 4096, e.g. '--m 1 4' for decode"
+                        " (no DeepGEMM anchor there: its ratio columns stay empty)")
     p.add_argument("--reps", type=int, default=20, help="timed repetitions per op (median reported)")
     p.add_argument("--target-ms", type=float, default=5.0, help="minimum duration of one repetition")
     p.add_argument("--kernel-time", choices=("auto", "on", "off"), default="auto",
@@ -414,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the lightning-indexer (MQA logits) cases instead: any of ranged,paged,fp4 (default all;"
                         " see bench_mqa.py)")
     args = p.parse_args(argv)
+    if args.m and (args.smoke or min(args.m) < 1):
+        p.error("--m takes positive row counts, and not with --smoke")
     suites = [flag for flag in _SUITES if getattr(args, flag)]
     if len(suites) > 1:  # one family per run (each writes its own JSON): say so rather than run only the first
         p.error(f"--{' and --'.join(suites)}: one family per run; run them one after the other")
@@ -475,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = _load_previous(args.baselines_from, dev.device_kind) if args.baselines_from else {}
     out = BenchJson(args.json, meta, ("rows",))
     rows = out.rows["rows"]
-    for m, n, k in _shapes(args.smoke, args.filter):
+    for m, n, k in _shapes(args.smoke, args.filter, args.m):
         t0 = time.perf_counter()
         r = bench_shape(m, n, k, op=op, timing_kw=timing_kw, kernel_time=kernel_time, seed=args.seed, ops=ops,
                         previous=previous.get((m, n, k)))

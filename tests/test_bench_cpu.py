@@ -38,6 +38,18 @@ def test_smoke_run_writes_every_op(tmp_path):
         assert row["ratios"]["x_xla_fp8"] > 0
 
 
+def test_m_option_picks_the_rows_of_a():
+    """`--m 1 4` benches decode rows at the six (N, K) in place of 64 / 128 / 4096; filters still apply."""
+    assert bench._shapes(False, None, [1, 4]) == [(m, n, k) for m in (1, 4) for n, k in bench.BENCH_NK]
+    assert bench._shapes(False, ["x7168$"], [1]) == [(1, n, k) for n, k in bench.BENCH_NK if k == 7168]
+    assert bench._shapes(False, None) == [(m, n, k) for m in bench.BENCH_M for n, k in bench.BENCH_NK]
+
+
+def test_m_option_rejects_nonpositive_rows(tmp_path):
+    proc = _run_bench(tmp_path, "--m", "0", "--json", str(tmp_path / "x.json"))
+    assert proc.returncode == 2 and "--m takes positive row counts" in proc.stderr
+
+
 @pytest.mark.parametrize("flag", ["--grouped", "--bf16", "--mqa"])
 def test_gpu_only_suites_exit_cleanly_on_cpu(tmp_path, flag):
     proc = _run_bench(tmp_path, flag, "--json", str(tmp_path / "x.json"))
