@@ -3,6 +3,8 @@
 // a change of operands or meaning gets a new _v<N> so exported programs keep working.
 #include <nanobind/nanobind.h>
 
+#include <array>
+#include <tuple>
 #include <type_traits>
 
 #include "xla/ffi/api/c_api.h"
@@ -122,12 +124,17 @@ int64_t Fp8GemmSplitWorkspaceBytes(int m, int n, int k, int num_sms, int block_m
 #endif
 }
 
+// A heuristic's tile as a Python tuple (the *_tile introspection functions below).
+template <size_t N>
+nb::object TileTuple(const std::array<int, N>& t) {
+  return std::apply([](auto... v) { return nb::make_tuple(v...); }, t);
+}
+
 // The 1D2D heuristic's (block_m, block_n, cluster_m, cluster_n, split_k) for a dense problem (None without CUDA
 // kernels; split_k < 0: through global memory).
 nb::object Fp8GemmBlockTile(int m, int n, int k, int num_sms, bool sfa_mn_major) {
 #if JAX_DEEPGEMM_WITH_CUDA
-  const std::array<int, 5> t = jdg::Fp8GemmBlockTile(m, n, k, num_sms, sfa_mn_major);
-  return nb::make_tuple(t[0], t[1], t[2], t[3], t[4]);
+  return TileTuple(jdg::Fp8GemmBlockTile(m, n, k, num_sms, sfa_mn_major));
 #else
   return nb::none();
 #endif
@@ -137,8 +144,7 @@ nb::object Fp8GemmBlockTile(int m, int n, int k, int num_sms, bool sfa_mn_major)
 // (None without CUDA kernels).
 nb::object Fp8GemmPerChannelTile(int m, int n, int k, int num_sms, int k_groups, bool sfa_mn_major) {
 #if JAX_DEEPGEMM_WITH_CUDA
-  const std::array<int, 4> t = jdg::Fp8GemmPerChannelTile(m, n, k, num_sms, k_groups, sfa_mn_major);
-  return nb::make_tuple(t[0], t[1], t[2], t[3]);
+  return TileTuple(jdg::Fp8GemmPerChannelTile(m, n, k, num_sms, k_groups, sfa_mn_major));
 #else
   return nb::none();
 #endif
@@ -158,8 +164,7 @@ int64_t Bf16GemmSplitWorkspaceBytes(int m, int n, int k, int num_sms, int block_
 // The dense BF16 heuristic's (block_m, block_n, cluster_m, split_k) (None without CUDA kernels).
 nb::object Bf16GemmTile(int m, int n, int k, int num_sms, bool out_fp32, int major) {
 #if JAX_DEEPGEMM_WITH_CUDA
-  const std::array<int, 4> t = jdg::Bf16GemmTile(m, n, k, num_sms, out_fp32, major);
-  return nb::make_tuple(t[0], t[1], t[2], t[3]);
+  return TileTuple(jdg::Bf16GemmTile(m, n, k, num_sms, out_fp32, major));
 #else
   return nb::none();
 #endif
