@@ -15,8 +15,21 @@
 #include "common/ffi_utils.h"
 #include "heuristics/sm90_bf16_gemm.h"
 #include "instances/bf16_gemm_instances.h"
+#include "kernels/sm90_bf16_gemv.cuh"
 
 namespace jdg {
+
+namespace {
+
+// The dense handler's decode rows: NT, M <= kBf16GemvMaxM, K >= kBf16GemvMinK, no tile, cluster or split forced
+// (block_m/block_n/cluster_m 0, split_k 0 = the heuristic's or 1 = none) run the CUDA-core GEMV instead of a tile
+// kernel.
+bool Bf16DenseTakesGemv(int m, int k, int major, int block_m, int block_n, int cluster_m, int split_k) {
+  return major == 0 && m <= kBf16GemvMaxM && k >= kBf16GemvMinK && block_m <= 0 && block_n <= 0 && cluster_m <= 0 &&
+         split_k <= 1;
+}
+
+}  // namespace
 
 cudaError_t DispatchBf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig& cfg, cudaStream_t stream) {
 #define JDG_CASE(BM, BN, CLUSTER, MAJOR)                                                                  \
@@ -29,12 +42,14 @@ cudaError_t DispatchBf16Gemm(const Bf16GemmOperands& op, const Bf16GemmConfig& c
 
 int64_t Bf16GemmSplitWorkspaceBytes(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m,
                                     int split_k, bool out_fp32, int major) {
+  if (Bf16DenseTakesGemv(m, k, major, block_m, block_n, cluster_m, split_k)) return 0;
   const Bf16GemmConfig cfg =
       PickBf16GemmConfig(m, n, k, 1, out_fp32, num_sms, block_m, block_n, cluster_m, major, split_k);
   return cfg.block_m == 0 ? -1 : Bf16GemmSplitPartialBytes(cfg, m, n);
 }
 
 std::array<int, 4> Bf16GemmTile(int m, int n, int k, int num_sms, bool out_fp32, int major) {
+  if (Bf16DenseTakesGemv(m, k, major, 0, 0, 0, 0)) return {kBf16GemvMaxM, kBf16GemvRows, 1, 1};
   const Bf16GemmConfig cfg = PickBf16GemmConfig(m, n, k, 1, out_fp32, num_sms, 0, 0, 0, major, /*force_split_k=*/0);
   return {cfg.block_m, cfg.block_n, cfg.cluster_m, cfg.split_k};
 }
@@ -101,7 +116,13 @@ ffi::Error Bf16GemmImpl(cudaStream_t stream, int32_t device, ffi::AnyBuffer a, f
   auto pick = [&](int split) {
     return PickBf16GemmConfig(int(m), int(n), int(k), 1, out_fp32, sms, block_m, block_n, cluster_m, major, split);
   };
-  Bf16GemmConfig cfg = pick(workspace != nullptr ? split_k : 1);
+  const int split_asked = workspace != nullptr ? split_k : 1;
+  if (Bf16DenseTakesGemv(int(m), int(k), major, block_m, block_n, cluster_m, split_asked))
+    return CudaStatus(LaunchBf16Gemv(a.untyped_data(), b.untyped_data(),
+                                     accumulate != 0 ? static_cast<const float*>(d->untyped_data()) : nullptr,
+                                     d->untyped_data(), int(m), int(n), int(k), out_fp32, stream),
+                      "bf16_gemm GEMV launch");
+  Bf16GemmConfig cfg = pick(split_asked);
   if (cfg.block_m == 0)
     return ffi::Error::InvalidArgument(
         "bf16_gemm: requested block_m/block_n/cluster_m/split_k is not a compiled kernel");

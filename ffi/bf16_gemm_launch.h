@@ -51,6 +51,16 @@ struct Bf16GemmConfig {
   int split_k = 1;
 };
 
+// The dense handler's CUDA-core GEMV (kernels/sm90_bf16_gemv.cuh, bf16_gemm.cu's Bf16DenseTakesGemv): the most rows of
+// A it takes, and the rows of B (columns of D) per CTA (144 CTAs at N = 576). bf16_gemm_tile reports it as the tile
+// (kBf16GemvMaxM, kBf16GemvRows) without split.
+constexpr int kBf16GemvMaxM = 4;
+constexpr int kBf16GemvRows = 4;
+// Where it was measured to beat the tile kernels (H100, session 56, kernel us, GEMV / best tile): K >= 7168, every
+// N (1 x 576 6.13 / 8.64, 4 x 576 7.42 / 8.90, 1 x 2112 11.69 / 15.38, 4 x 2112 14.88 / 15.38, 1 x 4096 21.26 /
+// 29.48, 1 x 7168 x 16384 75.3 / 100.5). Shorter K is left to the tile kernels (the FP8 GEMV loses there).
+constexpr int kBf16GemvMinK = 7168;
+
 // Split-K is compiled into the dense NT kernels of unpaired tiles up to 128 wide: the decode shapes, whose few tiles
 // would otherwise each run one long chain of 64-K slices while most SMs idle.
 constexpr bool Bf16GemmMaySplitK(int block_n, int cluster_m, int major) {

@@ -11,8 +11,23 @@
 #include "fp8_gemm_launch.h"
 #include "heuristics/sm90_fp8_gemm.h"
 #include "instances/fp8_gemm_instances.h"
+#include "kernels/sm90_fp8_gemv.cuh"
 
 namespace jdg {
+
+namespace {
+
+// The dense 1D2D handler's decode rows: M <= kFp8GemvMaxM with K-major A scales (what fp8_gemm_nt passes below
+// M = 1024), K >= kFp8GemvMinK, M x N <= kFp8GemvMaxMN and no tile, cluster or split forced (split_k 0 = the
+// heuristic's, 1 = none) run the CUDA-core GEMV.
+bool Fp8DenseTakesGemv(int m, int n, int k, bool sfa_mn_major, int block_m, int block_n, int cluster_m,
+                       int cluster_n,
+                       int split_k) {
+  return !sfa_mn_major && m <= kFp8GemvMaxM && k >= kFp8GemvMinK && int64_t(m) * n <= kFp8GemvMaxMN &&
+         block_m <= 0 && block_n <= 0 && cluster_m <= 0 && cluster_n <= 0 && (split_k == 0 || split_k == 1);
+}
+
+}  // namespace
 
 cudaError_t DispatchFp8Gemm(BScale scale, const Fp8GemmOperands& op, const Fp8GemmConfig& cfg,
                             cudaStream_t stream) {
@@ -40,6 +55,7 @@ bool Fp8GemmPrefersMnMajorSfa(int m, int n, int k, int num_sms, int block_m, int
 
 int Fp8GemmSplitK(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m, int cluster_n, int split_k,
                   bool sfa_mn_major) {
+  if (Fp8DenseTakesGemv(m, n, k, sfa_mn_major, block_m, block_n, cluster_m, cluster_n, split_k)) return 1;
   const Fp8GemmConfig cfg = PickFp8GemmConfig(m, n, k, BScale::kBlock128, num_sms, block_m, block_n, cluster_m,
                                               cluster_n, 0, 0, sfa_mn_major, split_k);
   return cfg.block_m == 0 ? 1 : cfg.split_k;
@@ -47,12 +63,14 @@ int Fp8GemmSplitK(int m, int n, int k, int num_sms, int block_m, int block_n, in
 
 int64_t Fp8GemmSplitWorkspaceBytes(int m, int n, int k, int num_sms, int block_m, int block_n, int cluster_m,
                                    int cluster_n, int split_k, bool sfa_mn_major) {
+  if (Fp8DenseTakesGemv(m, n, k, sfa_mn_major, block_m, block_n, cluster_m, cluster_n, split_k)) return 0;
   const Fp8GemmConfig cfg = PickFp8GemmConfig(m, n, k, BScale::kBlock128, num_sms, block_m, block_n, cluster_m,
                                               cluster_n, 0, 0, sfa_mn_major, split_k);
   return cfg.block_m == 0 ? 0 : Fp8GemmSplitPartialBytes(cfg, m, n);
 }
 
 std::array<int, 5> Fp8GemmBlockTile(int m, int n, int k, int num_sms, bool sfa_mn_major) {
+  if (Fp8DenseTakesGemv(m, n, k, sfa_mn_major, 0, 0, 0, 0, 0)) return {kFp8GemvMaxM, kFp8GemvRows, 1, 1, 1};
   const Fp8GemmConfig cfg = PickFp8GemmConfig(m, n, k, BScale::kBlock128, num_sms, 0, 0, 0, 0, 0, 0, sfa_mn_major,
                                               /*force_split_k=*/0);
   return {cfg.block_m, cfg.block_n, cfg.cluster_m, cfg.cluster_n, cfg.split_global ? -cfg.split_k : cfg.split_k};
@@ -99,6 +117,12 @@ ffi::Error Fp8GemmNt(cudaStream_t stream, int32_t device, BScale scale, const ff
   int sms = 0;
   JDG_RETURN_IF_ERROR(UsableSm90Sms("fp8_gemm", device, num_sms, sms));
   // decide
+  if (scale == BScale::kBlock128 &&
+      Fp8DenseTakesGemv(int(m), int(n), int(k), sfa_mn_major, block_m, block_n, cluster_m, cluster_n, split_k))
+    return CudaStatus(LaunchFp8Gemv(a.untyped_data(), static_cast<const float*>(sfa.untyped_data()), b.untyped_data(),
+                                    static_cast<const float*>(sfb.untyped_data()), d.untyped_data(), int(m), int(n),
+                                    int(k), stream),
+                      "fp8_gemm GEMV launch");
   const Fp8GemmConfig cfg = PickFp8GemmConfig(int(m), int(n), int(k), scale, sms, block_m, block_n, cluster_m,
                                               cluster_n, 0, 0, sfa_mn_major, split_k);
   if (cfg.block_m == 0)

@@ -133,6 +133,18 @@ struct Fp8GemmConfig {
   bool two_per_sm = false;
 };
 
+// The dense 1D2D handler's CUDA-core GEMV (kernels/sm90_fp8_gemv.cuh, fp8_gemm.cu's Fp8DenseTakesGemv): the most rows
+// of A it takes, and the rows of B (columns of D) per CTA. fp8_gemm_block_tile reports it as the tile
+// (kFp8GemvMaxM, kFp8GemvRows, 1, 1, 1).
+constexpr int kFp8GemvMaxM = 4;
+constexpr int kFp8GemvRows = 4;
+// Where it beats the tile kernels (H100, session 56, kernel us, GEMV / best tile): K = 7168 at M x N <= 4096
+// (1 x 576 3.98 / 7.62, 4 x 576 5.65 / 7.61, 1 x 2112 6.87 / 10.15, 1 x 4096 11.80 / 19.44); not at 4 x 2112
+// (10.91 / 10.19) nor at short K, where each CTA's four rows are too little to stream (1 x 24576 x 1536 17.8 / 16.6,
+// 1 x 32768 x 512 18.9 against ~10).
+constexpr int kFp8GemvMinK = 7168;
+constexpr int kFp8GemvMaxMN = 4096;
+
 // Widest tile compiled with split-K (see sm90_fp8_gemm.cuh).
 constexpr int kFp8SplitKMaxBlockN = 128;
 

@@ -188,9 +188,32 @@ def test_split_k_heuristic_picks(m, n, k):
     _assert_close(bg._bf16_gemm_nt_into(a, b, _poisoned((m, n), jnp.bfloat16)), ref, BF16_TOL)
     c = jax.random.normal(jax.random.key(m), (m, n), jnp.float32)
     _assert_close(jax.jit(lambda a, b, c: dg.bf16_gemm_nt(a, b, c=c))(a, b, c), ref + c, FP32_TOL)
-    # (128 unsplit tiles of 64 x 32 already stream 1 x 4096 x 7168's B from all SMs; 7168 x 2048 is short.)
-    if n < 4096:
+    # (128 unsplit tiles of 64 x 32 already stream 1 x 4096 x 7168's B from all SMs; 7168 x 2048 is short.) M <= 4
+    # runs the CUDA-core GEMV (test_gemv_decode_rows).
+    if m <= 4:
+        assert tile == (4, 4, 1, 1), f"heuristic tile {tile} at {m} x {n} x {k}: not the GEMV"
+    elif n < 4096:
         assert tile[3] > 1, f"heuristic tile {tile}: no split-K at {m} x {n} x {k}"
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+@pytest.mark.parametrize("n,k", [(576, 7168), (2111, 7176), (7, 7176), (4097, 7200)])
+def test_gemv_decode_rows(m, n, k):
+    """M <= 4 in the NT form with K >= 7168 and nothing forced runs the CUDA-core GEMV (four columns of D per CTA): N
+    not a multiple of 4 (the last CTA's missing rows of B are never stored), K ending in one vector (7176), BF16 and
+    FP32 out into poisoned buffers, C accumulated, and bitwise repeatable."""
+    from jax_deepgemm import _ffi
+
+    assert _ffi.bf16_gemm_tile(m, n, k, _ffi.device_sm_count()) == (4, 4, 1, 1)
+    a, b = _bf16(7 * m + k, m, k), _bf16(n + 3 * k, n, k)
+    ref = _ref_nt(a, b)
+    for dtype, tol in ((jnp.bfloat16, BF16_TOL), (jnp.float32, FP32_TOL)):
+        _assert_close(bg._bf16_gemm_nt_into(a, b, _poisoned((m, n), dtype)), ref, tol)
+    c = jax.random.normal(jax.random.key(n + m), (m, n), jnp.float32)
+    _assert_close(jax.jit(lambda a, b, c: dg.bf16_gemm_nt(a, b, c=c))(a, b, c), ref + c, FP32_TOL)
+    first = bg._bf16_gemm_nt_into(a, b, _poisoned((m, n), jnp.bfloat16))
+    for _ in range(3):
+        assert_bitwise_equal(bg._bf16_gemm_nt_into(a, b, _poisoned((m, n), jnp.bfloat16)), first)
 
 
 @pytest.mark.parametrize("m,n,k", [(64, 2112, 7168), (4096, 7168, 2048), (4096, 24576, 1536), (8, 576, 7168)])

@@ -418,7 +418,7 @@ def test_decode_heuristic_splits_k_and_sizes_the_scratch():
     54: unsplit, 1 x 576 x 7168 ran 18.0 us on 36 tiles of 64 x 16, where XLA's dot took 4.8.)"""
     from jax_deepgemm import _ffi
 
-    for m, n, k in [(1, 576, 7168), (64, 1536, 7168), (1, 2112, 7168), (128, 2112, 7168), (8, 576, 2048)]:
+    for m, n, k in [(16, 576, 7168), (64, 1536, 7168), (5, 2112, 7168), (128, 2112, 7168), (8, 576, 2048)]:
         bm, bn, cluster, split = _ffi.bf16_gemm_tile(m, n, k, 132)
         tiles = -(-m // bm) * -(-n // bn)
         assert cluster == 1 and bn <= 128 and split > 1 and tiles * split <= 132, (m, n, k, bm, bn, split)
@@ -428,12 +428,34 @@ def test_decode_heuristic_splits_k_and_sizes_the_scratch():
         assert _ffi.bf16_gemm_tile(m, n, k, 132)[3] == 1, (m, n, k)
         assert _ffi.bf16_gemm_split_workspace_bytes(m, n, k, 132) == 0
     # the primitive's scratch output is what the heuristic needs for the (folded) M it binds
-    a, b = _bf16(60, 1, 7168), _bf16(61, 576, 7168)
+    a, b = _bf16(60, 16, 7168), _bf16(61, 576, 7168)
     jaxpr = jax.make_jaxpr(dg.bf16_gemm_nt)(a, b)
     (eqn,) = [e for e in jaxpr.eqns if e.primitive is bg._bf16_gemm_p]
-    assert eqn.params["workspace_bytes"] == _ffi.bf16_gemm_split_workspace_bytes(1, 576, 7168,
+    assert eqn.params["workspace_bytes"] == _ffi.bf16_gemm_split_workspace_bytes(16, 576, 7168,
                                                                                   _ffi.device_sm_count()) > 0
     assert eqn.outvars[1].aval.shape == (eqn.params["workspace_bytes"],)
+
+
+@pytest.mark.skipif(not dg.has_cuda_kernels(), reason="needs the compiled library (its heuristics)")
+def test_decode_rows_take_the_gemv_unless_a_tile_is_forced():
+    """M <= 4 in the NT form with K >= 7168 runs the CUDA-core GEMV (reported as the tile (4, 4, 1, 1), no scratch),
+    at any N, folded batch rows included: where session 56 measured it faster than the tile kernels. Shorter K, a
+    forced tile, M = 5 and the other layouts keep the tile kernels."""
+    from jax_deepgemm import _ffi
+
+    for m in (1, 2, 3, 4):
+        for n, k in [(576, 7168), (7168, 16384), (7, 7176), (4097, 7200)]:
+            assert _ffi.bf16_gemm_tile(m, n, k, 132) == (4, 4, 1, 1), (m, n, k)
+            assert _ffi.bf16_gemm_split_workspace_bytes(m, n, k, 132) == 0
+        for n, k in [(7, 8), (576, 2048), (7168, 7160)]:
+            assert _ffi.bf16_gemm_tile(m, n, k, 132) != (4, 4, 1, 1), (m, n, k)
+    assert _ffi.bf16_gemm_tile(5, 576, 7168, 132) != (4, 4, 1, 1)
+    assert _ffi.bf16_gemm_tile(1, 576, 7168, 132, major=bg.MAJOR_B_MN) != (4, 4, 1, 1)
+    # a forced split still gets its scratch (the tile kernel runs)
+    assert _ffi.bf16_gemm_split_workspace_bytes(1, 576, 7168, 132, 64, 32, 1, 4) == 18 * 4 * 64 * 32 * 4  # 18 tiles of 64 x 32
+    a, b = _bf16(62, 2, 3, 7168), _bf16(63, 576, 7168)  # vmapped / batched: 6 folded rows, not the GEMV
+    (eqn,) = [e for e in jax.make_jaxpr(dg.bf16_gemm_nt)(a, b).eqns if e.primitive is bg._bf16_gemm_p]
+    assert eqn.params["workspace_bytes"] == _ffi.bf16_gemm_split_workspace_bytes(6, 576, 7168, 132)
 
 
 @pytest.mark.skipif(not dg.has_cuda_kernels(), reason="needs the compiled library (its heuristics)")

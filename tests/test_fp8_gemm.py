@@ -78,8 +78,25 @@ def test_1d2d_matches_reference(m, n, k):
     _assert_close(out, _reference(a, b), x, w)
 
 
+@pytest.mark.parametrize("m,n,k", [(m, n, k) for m in (1, 2, 3, 4) for n, k in [(7, 7184), (579, 7232), (1021, 8192)]]
+                         + [(1, 2112, 7168), (1, 4095, 7168)])
+def test_1d2d_gemv_decode_rows(m, n, k):
+    """M <= 4 with K-major A scales, K >= 7168, M x N <= 4096 and nothing forced runs the CUDA-core GEMV (four
+    columns of D per CTA, one 128-row B scale block each): N past a scale block's end and not a multiple of 4, K
+    ending inside a 128 block (7232) or in one vector (7184), on poisoned outputs, bitwise repeatable; the tile
+    kernel (forced 64 x 32) agrees."""
+    assert _ffi.fp8_gemm_block_tile(m, n, k, _ffi.device_sm_count()) == (4, 4, 1, 1, 1)
+    a, b, x, w = fp8_gemm_operands(seed=m * 11 + n + k, m=m, n=n, k=k)
+    out = jax.jit(_fp8_gemm_nt_into)(a, b, _poisoned(m, n, jnp.bfloat16))
+    _assert_close(out, _reference(a, b), x, w)
+    for _ in range(3):
+        assert_bitwise_equal(jax.jit(_fp8_gemm_nt_into)(a, b, _poisoned(m, n, jnp.bfloat16)), out)
+    tiled = jax.jit(functools.partial(_fp8_gemm_nt_into, tile=(64, 32, 1, 1)))(a, b, _poisoned(m, n, jnp.bfloat16))
+    _assert_close(tiled, _reference(a, b), x, w)
+
+
 @pytest.mark.parametrize("m,n,k", [(64, 1536, 7168), (33, 1536, 7168), (100, 576, 7168), (64, 1024, 7168),
-                                   (1, 576, 4096), (64, 1536, 16384)])
+                                   (5, 576, 4096), (64, 1536, 16384)])
 def test_1d2d_small_m_64x32_split_picks(m, n, k):
     """The heuristic's 64 x 32 split-K picks for few N-blocks beside the bench's shapes (split 3 two CTAs per SM at
     N = 1536, split 4 at N = 576 (100 rows: two M-blocks, two CTAs per SM), N = 1024 and from 96 K-blocks), on

@@ -280,7 +280,7 @@ def test_small_m_heuristic_takes_narrow_unsplit_tiles_that_fill_the_sms():
         pytest.skip("the heuristic lives in the CUDA extension (CPU-only install)")
     assert _ffi.fp8_gemm_block_tile(64, 2112, 7168, 132) == (64, 16, 1, 1, -2)  # 132 tiles, split 2 (>= 56 K-blocks)
     assert _ffi.fp8_gemm_block_tile(64, 1792, 7168, 132) == (64, 16, 1, 1, -2)  # 112 tiles
-    assert _ffi.fp8_gemm_block_tile(1, 2112, 7168, 132) == (64, 16, 1, 1, -2)
+    assert _ffi.fp8_gemm_block_tile(5, 2112, 7168, 132) == (64, 16, 1, 1, -2)
     assert _ffi.fp8_gemm_block_tile(64, 2112, 4096, 132) == (64, 16, 1, 1, 1)
     assert _ffi.fp8_gemm_block_tile(128, 2112, 7168, 132) == (64, 32, 1, 1, 1)  # 2 x 66 tiles
     assert _ffi.fp8_gemm_block_tile(64, 4096, 7168, 132) == (64, 32, 1, 1, 1)  # 128 tiles
@@ -330,7 +330,7 @@ def test_small_m_heuristic_splits_few_64x32_tiles_up_to_4():
     if not _ffi.has_cuda_kernels():
         pytest.skip("the heuristic lives in the CUDA extension (CPU-only install)")
     assert _ffi.fp8_gemm_block_tile(64, 576, 7168, 132) == (64, 32, 1, 1, 4)  # 18 tiles x 4
-    assert _ffi.fp8_gemm_block_tile(1, 576, 7168, 132) == (64, 32, 1, 1, 4)
+    assert _ffi.fp8_gemm_block_tile(5, 576, 7168, 132) == (64, 32, 1, 1, 4)
     assert _ffi.fp8_gemm_block_tile(128, 576, 7168, 132) == (64, 32, 1, 1, 4)  # 36 tiles x 4, two CTAs per SM
     assert _ffi.fp8_gemm_block_tile(64, 1536, 7168, 132) == (64, 32, 1, 1, 3)  # 48 tiles x 3, two CTAs per SM
     assert _ffi.fp8_gemm_block_tile(64, 1536, 4096, 132) == (64, 32, 1, 1, 3)
@@ -356,7 +356,7 @@ def test_small_m_heuristic_on_the_dram_floor_takes_fewer_waves():
     for m in (96, 100, 128):
         assert _ffi.fp8_gemm_block_tile(m, 24576, 1536, 132) == (128, 192, 1, 1, 1)
     assert _ffi.fp8_gemm_block_tile(128, 24576, 512, 132) == (128, 192, 1, 1, 1)
-    for m in (1, 32, 64):
+    for m in (5, 32, 64):  # (M <= 4: the GEMV)
         assert _ffi.fp8_gemm_block_tile(m, 24576, 1536, 132) == (64, 64, 1, 1, 1)
     assert _ffi.fp8_gemm_block_tile(64, 32768, 512, 132) == (64, 128, 1, 1, 1)
     assert _ffi.fp8_gemm_block_tile(128, 32768, 512, 132) == (128, 128, 1, 1, 1)
@@ -436,3 +436,27 @@ def test_per_channel_heuristic_takes_128_row_pairs_only_where_they_measured_fast
     assert _ffi.fp8_gemm_per_channel_tile(7168, 2048, 2048, 132) == (128, 128, 2, 1)
     assert _ffi.fp8_gemm_per_channel_tile(7168, 2048, 2048, 132, k_groups=16, sfa_mn_major=True) == (256, 128, 1, 2)
     assert _ffi.fp8_gemm_per_channel_tile(4096, 7168, 8192, 132, k_groups=4, sfa_mn_major=True) == (256, 128, 1, 2)
+
+
+def test_decode_rows_take_the_gemv_unless_a_tile_is_forced():
+    """M <= 4 with K-major A scales, K >= 7168 and M x N <= 4096 runs the CUDA-core GEMV (reported as the tile
+    (4, 4, 1, 1, 1): no split, no scratch): where session 56 measured it faster than the tile kernels. Shorter K,
+    more columns, M = 5, MN-major A scales and a forced tile or split keep the tile kernels."""
+    from jax_deepgemm import _ffi
+
+    if not _ffi.has_cuda_kernels():
+        pytest.skip("the heuristic lives in the CUDA extension (CPU-only install)")
+    gemv = (4, 4, 1, 1, 1)
+    for m in (1, 2, 3, 4):
+        for n, k in [(576, 7168), (1021, 8192), (7, 7184), (4096 // m, 16384)]:
+            assert _ffi.fp8_gemm_block_tile(m, n, k, 132) == gemv, (m, n, k)
+            assert _ffi.fp8_gemm_split_k(m, n, k, 132) == 1
+            assert _ffi.fp8_gemm_split_workspace_bytes(m, n, k, 132) == 0
+        for n, k in [(576, 7040), (7, 16), (24576, 1536), (32768, 512), (4096 // m + 1, 7168)]:
+            assert _ffi.fp8_gemm_block_tile(m, n, k, 132) != gemv, (m, n, k)
+    assert _ffi.fp8_gemm_block_tile(1, 2112, 7168, 132) == gemv
+    assert _ffi.fp8_gemm_block_tile(4, 2112, 7168, 132) == (64, 16, 1, 1, -2)  # (the GEMV measured 7 % slower)
+    assert _ffi.fp8_gemm_block_tile(5, 576, 7168, 132) != gemv
+    assert _ffi.fp8_gemm_block_tile(1, 576, 7168, 132, sfa_mn_major=True) != gemv
+    assert _ffi.fp8_gemm_split_k(1, 576, 7168, 132, 64, 16, 1, 1, 4) == 4
+    assert _ffi.fp8_gemm_split_workspace_bytes(1, 2112, 7168, 132, 64, 16, 1, 1, -2) > 0
