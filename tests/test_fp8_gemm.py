@@ -59,8 +59,16 @@ def _assert_close(out, ref, x, w, *, c=None):
     exact = _f32_product(x, w)
     if c is not None:
         exact = exact + np.asarray(c, np.float64)
-    diff = calc_diff(out64, exact)
-    assert diff < FP8_TOLERANCE, f"calc_diff vs unquantized product = {diff:.3g}"
+    # Against the unquantized product where the output is large enough for the metric to average FP8's rounding:
+    # over a few dozen elements it exceeds 1e-3 by chance. At 4 x 7 x 7184 (28 outputs; session 57's H100 call
+    # failed there) the dequantized reference itself is 1.45e-3 from the unquantized product (CPU, float64). There the
+    # dequantized reference (the same FP8 values, exact products) is held to BF16 rounding instead.
+    if out64.size >= 512:
+        diff = calc_diff(out64, exact)
+        assert diff < FP8_TOLERANCE, f"calc_diff vs unquantized product = {diff:.3g}"
+    else:
+        diff = calc_diff(out64, ref64)
+        assert diff < 2e-5, f"calc_diff vs the dequantized reference = {diff:.3g}"
     # Elementwise vs the dequantized reference: bf16 rounding (2^-8) plus accumulation-order noise.
     rms = np.sqrt(np.mean(ref64**2)) + 1e-30
     err = np.abs(out64 - ref64)
