@@ -17,12 +17,14 @@ ffi_tree_hash() {
 # use_prebuilt TAG: if prebuilt/TAG.so.xz was built from the ffi/ tree here, unpack it beside a copy of
 # jax_deepgemm/ in $PREBUILT_PKG/TAG (default /tmp/prebuilt_pkg) and put that first on PYTHONPATH (exported); tests
 # and probes run with `python3 -P`, so they import it instead of any installed build. Returns 1, changing nothing,
-# otherwise.
+# otherwise. `use_prebuilt TAG any-tree` skips the tree check: another tree's kernels (e.g. `main`'s, to time the
+# heuristic a variant would replace in the same call) under this tree's Python package, which must still work with
+# them.
 use_prebuilt() {
   local tag=$1 py=${PY:-python3}
   local archive=prebuilt/$tag.so.xz dest=${PREBUILT_PKG:-/tmp/prebuilt_pkg}/$tag
   [[ -f $archive && -f prebuilt/$tag.ffi-hash ]] || return 1
-  if [[ $(cat "prebuilt/$tag.ffi-hash") != "$(ffi_tree_hash)" ]]; then
+  if [[ ${2:-} != any-tree && $(cat "prebuilt/$tag.ffi-hash") != "$(ffi_tree_hash)" ]]; then
     echo "prebuilt/$tag: built from another ffi/ tree; building from source"
     return 1
   fi
